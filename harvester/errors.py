@@ -1,0 +1,55 @@
+"""The harvester's exception tree: every error says whether retrying can help.
+
+::
+
+    HarvesterError                  base of everything raised on purpose
+    ├── ConfigError                 bad settings, CLI flags or input files (exit code 2)
+    ├── TransientError              may succeed if retried later (timeouts, resets, 429, 5xx)
+    └── TerminalError               retrying the same request cannot help
+        ├── ArchiveResponseError    the archive answered, but not with data (HTML, VOTable ERROR,
+        │                           MAST status ERROR, wrongly shaped JSON, corrupt FITS)
+        └── SizeLimitError          a body larger than the configured cap
+
+Retry code asks ``err.transient`` (as dlt does) rather than which class it is.
+Messages name the target and the cause and never carry a secret.
+"""
+
+from __future__ import annotations
+
+
+class HarvesterError(Exception):
+    """Base class for errors the harvester raises on purpose."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, target: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.target = target
+
+    def __str__(self) -> str:
+        if self.target:
+            return f"{self.target}: {self.message}"
+        return self.message
+
+
+class ConfigError(HarvesterError):
+    """Settings, CLI flags or an input file are invalid; nothing was fetched or written."""
+
+
+class TransientError(HarvesterError):
+    """A failure that may go away if the same request is retried later."""
+
+    transient = True
+
+
+class TerminalError(HarvesterError):
+    """A failure that the same request will meet again."""
+
+
+class ArchiveResponseError(TerminalError):
+    """The archive answered, but the body is not the data that was asked for."""
+
+
+class SizeLimitError(TerminalError):
+    """A response body announced or reached more bytes than the configured cap."""

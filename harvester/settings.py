@@ -1,0 +1,450 @@
+"""Settings: the only place that reads YAML, ``.env`` and the environment.
+
+Precedence, lowest first::
+
+    built-in defaults < config/base.yaml (or --config PATH) < .env (working directory)
+                      < environment (HARVESTER_ prefix, "__" nesting) < CLI flags / keyword arguments
+
+Tokens use the unprefixed names of the original guide (``ZTF_API_TOKEN``, ``TESS_API_TOKEN``,
+``MAST_API_TOKEN``) and are held as :class:`~pydantic.SecretStr`: their value is never shown by
+``repr``, logs or dumps.
+
+Every model forbids unknown keys, so a typo in the YAML is an error naming the key rather than a
+silently ignored setting. :func:`load_settings` turns any validation failure into a one-line
+:class:`~harvester.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import csv
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from harvester.errors import ConfigError
+
+__all__ = [
+    "ConeSearch",
+    "IrsaSettings",
+    "MastQuery",
+    "MastSettings",
+    "RateLimit",
+    "Settings",
+    "TessQuery",
+    "TessSettings",
+    "Timeout",
+    "ZtfSettings",
+    "load_settings",
+    "read_targets_file",
+]
+
+DEFAULT_CONFIG = Path("config/base.yaml")
+MAX_IRSA_RADIUS_DEG = 0.1667
+
+Ra = Annotated[float, Field(ge=0.0, lt=360.0, description="Right ascension, ICRS degrees in [0, 360).")]
+Dec = Annotated[float, Field(ge=-90.0, le=90.0, description="Declination, ICRS degrees in [-90, 90].")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class RateLimit(_Model):
+    """Politeness budget for a source's host: request starts per second and requests in flight."""
+
+    requests_per_second: float = Field(gt=0, le=1000, description="Maximum request starts per second.")
+    max_concurrency: int = Field(ge=1, le=256, description="Maximum requests in flight at once.")
+
+
+class Timeout(_Model):
+    """Per-attempt timeouts, in seconds. A plain number in YAML sets ``read``."""
+
+    connect: float = Field(default=10.0, gt=0, description="Seconds to open a connection.")
+    read: float = Field(default=120.0, gt=0, description="Seconds of silence allowed while reading.")
+    total: float = Field(default=600.0, gt=0, description="Seconds for one whole attempt, body included.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_number(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"read": value}
+        return value
+
+
+class Retries(_Model):
+    """Retry policy for transient failures (timeouts, resets, 408, 429, 5xx)."""
+
+    attempts: int = Field(default=4, ge=0, le=20, description="Retries after the first attempt.")
+    backoff_base: float = Field(default=0.5, ge=0, description="Base of the exponential backoff, seconds.")
+    backoff_cap: float = Field(default=30.0, ge=0, description="Largest backoff between attempts, seconds.")
+    retry_after_cap: float = Field(default=120.0, ge=0,
+                                   description="Longest Retry-After honoured, seconds.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_number(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"attempts": value}
+        return value
+
+
+class ConeSearch(_Model):
+    """A cone on the sky: centre and radius in degrees."""
+
+    name: str | None = Field(default=None, description="Optional label for logs and reports.")
+    ra: Ra
+    dec: Dec
+    radius: float = Field(gt=0.0, le=MAX_IRSA_RADIUS_DEG,
+                          description="Radius in degrees, in (0, 0.1667] (IRSA's limit).")
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.ra:.5f}{self.dec:+.5f}"
+
+
+class _SourceBase(_Model):
+    timeout: Timeout = Field(default_factory=Timeout, description="Per-attempt timeouts.")
+    retries: Retries = Field(default_factory=Retries, description="Retry policy.")
+
+
+class IrsaSettings(_Model):
+    """The IRSA ZTF light-curve API query (``data_sources.ztf.irsa``)."""
+
+    base_url: str = Field(default="https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves",
+                          description="Light-curve API endpoint.")
+    filters: list[Literal["zg", "zr", "zi"]] = Field(
+        default_factory=list, description="ZTF filters to keep (zg, zr, zi); empty = all bands."
+    )
+    cone_search: ConeSearch | None = Field(default=None, description="One cone-search target.")
+    targets: list[ConeSearch] = Field(default_factory=list, description="More cone-search targets, inline.")
+    targets_file: Path | None = Field(default=None,
+                                      description="CSV of targets with columns name, ra, dec[, radius].")
+    default_radius: float = Field(default=0.0014, gt=0.0, le=MAX_IRSA_RADIUS_DEG,
+                                  description="Radius (deg) for targets-file rows without one (≈5 arcsec).")
+    mjd_range: tuple[float, float] | None = Field(default=None,
+                                                  description="Inclusive MJD range [start, end] (IRSA TIME).")
+    bad_catflags_mask: int = Field(default=0, ge=0, le=65535,
+                                   description="IRSA BAD_CATFLAGS_MASK: drop epochs with any of these catflags "
+                                   "bits. 0 (IRSA's default) keeps all; 32768 is the common choice.")
+    collection: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$",
+                                   description="Data release, e.g. ztf_dr23; unset = IRSA's latest.")
+    max_response_bytes: int = Field(default=512 * 1024**2, gt=0, description="Cap on one response body.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value)
+
+    @field_validator("mjd_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None:
+            lo, hi = value
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+                raise ValueError(f"must be two finite MJDs with start <= end, got [{lo}, {hi}]")
+        return value
+
+
+class ZtfSettings(_SourceBase):
+    """``data_sources.ztf``."""
+
+    irsa: IrsaSettings = Field(default_factory=IrsaSettings)
+    rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(requests_per_second=2, max_concurrency=4),
+                                  description="IRSA budget (2 req/s, 4 at once by default).")
+
+
+def _mast_rate() -> RateLimit:
+    return RateLimit(requests_per_second=10, max_concurrency=8)
+
+
+class TessLightcurve(_Model):
+    """How a TESS light curve is cleaned (``data_sources.tess.lightcurve``)."""
+
+    flux_column: Literal["PDCSAP_FLUX", "SAP_FLUX"] = Field(default="PDCSAP_FLUX",
+                                                            description="Flux column to read.")
+    quality_bitmask: int = Field(default=175, ge=0, le=2**31 - 1,
+                                 description="Drop cadences whose QUALITY shares a bit with this mask. "
+                                 "175 is lightkurve's 'default' mask; 0 keeps all.")
+    max_points: int | None = Field(default=None, ge=1,
+                                   description="Reduce to at most this many cadences (binned means); "
+                                   "unset keeps every cleaned cadence.")
+
+
+class TessQuery(_Model):
+    """Which TESS light curves to find (``data_sources.tess.query``)."""
+
+    filters: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra MAST filters passed through as-is, e.g. {paramName: ..., values: [...]}.",
+    )
+    target_name: str | None = Field(default=None, description="One TIC id (digits, not zero-padded).")
+    tic_ids: list[int] = Field(default_factory=list, description="TIC ids.")
+    targets_file: Path | None = Field(default=None, description="CSV with a tic_id column.")
+    sectors: list[int] = Field(default_factory=list, description="Sectors to keep (MAST sequence_number).")
+    t_min: tuple[float, float] | None = Field(default=None, description="Range of observation start, MJD.")
+    t_max: tuple[float, float] | None = Field(default=None, description="Range of observation end, MJD.")
+    ra: Ra | None = None
+    dec: Dec | None = None
+    radius: float | None = Field(default=None, gt=0, le=10, description="Cone radius, degrees.")
+
+    @field_validator("target_name")
+    @classmethod
+    def _tic(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = value.strip()
+            if value.upper().startswith("TIC"):
+                value = value[3:].strip()
+            if not value.isdigit():
+                raise ValueError(f"must be a TIC id (digits), got {value!r}")
+            value = str(int(value))  # never zero-padded (lightkurve#1073)
+        return value
+
+    @model_validator(mode="after")
+    def _position(self) -> TessQuery:
+        given = [v is not None for v in (self.ra, self.dec, self.radius)]
+        if any(given) and not all(given):
+            raise ValueError("ra, dec and radius must be given together")
+        return self
+
+
+class TessSettings(_SourceBase):
+    """``data_sources.tess``."""
+
+    base_url: str = Field(default="https://mast.stsci.edu", description="MAST server.")
+    query: TessQuery = Field(default_factory=TessQuery)
+    cadence: Literal["2min", "20s"] = Field(default="2min", description="2-minute `lc` or 20-second `fast-lc`.")
+    lightcurve: TessLightcurve = Field(default_factory=TessLightcurve)
+    max_download_bytes: int = Field(default=64 * 1024**2, gt=0, description="Cap on one FITS download.")
+    products_batch_size: int = Field(default=500, ge=1, le=500, description="obsids per Products request.")
+    pagesize: int = Field(default=50000, ge=1, le=500000, description="MAST rows per page.")
+    poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
+    decode_workers: int = Field(default=2, ge=1, le=64, description="Threads decoding FITS.")
+    rate_limit: RateLimit = Field(default_factory=_mast_rate, description="mast.stsci.edu budget.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class MastQuery(_Model):
+    """Which CAOM observations to list (``data_sources.mast.query``)."""
+
+    collections: list[str] = Field(default_factory=list, description="obs_collection values (HST, JWST, ...).")
+    instruments: list[str] = Field(default_factory=list, description="instrument_name values.")
+    dataproduct_types: list[str] = Field(default_factory=list, description="dataproduct_type values.")
+    t_min: tuple[float, float] | None = Field(default=None, description="Range of t_min, MJD.")
+    t_obs_release: tuple[float, float] | None = Field(default=None, description="Range of release dates, MJD.")
+    filters: list[dict[str, Any]] = Field(default_factory=list, description="Extra MAST filters, as-is.")
+    cone_search: ConeSearch | None = Field(default=None, description="One cone (Mast.Caom.Cone).")
+    targets: list[ConeSearch] = Field(default_factory=list, description="More cones, inline.")
+    targets_file: Path | None = Field(default=None, description="CSV of cones: name, ra, dec[, radius].")
+
+
+class MastSettings(_SourceBase):
+    """``data_sources.mast``."""
+
+    base_url: str = Field(default="https://mast.stsci.edu", description="MAST server.")
+    query: MastQuery = Field(default_factory=MastQuery)
+    pagesize: int = Field(default=50000, ge=1, le=500000, description="MAST rows per page.")
+    poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
+    max_rows: int = Field(default=500000, ge=1, description="MAST's result ceiling; larger results are reported.")
+    rate_limit: RateLimit = Field(default_factory=_mast_rate, description="mast.stsci.edu budget.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class DataSources(_Model):
+    ztf: ZtfSettings = Field(default_factory=ZtfSettings)
+    tess: TessSettings = Field(default_factory=TessSettings)
+    mast: MastSettings = Field(default_factory=MastSettings)
+
+
+def _check_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value.rstrip("/") if value.count("/") > 2 else value
+
+
+_config_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("harvester_config", default=None)
+
+
+class Settings(BaseSettings):
+    """Every setting of a harvest run. Build it with :func:`load_settings` to get the layering."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HARVESTER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    data_sources: DataSources = Field(default_factory=DataSources)
+    output: Path = Field(default=Path("data/raw"), description="Output folder; one sub-folder per source.")
+    format: Literal["json", "jsonl"] = Field(default="json",
+                                             description="json = one file per record; jsonl = sharded part files.")
+    jsonl_shard_records: int = Field(default=10000, ge=1, description="Records per jsonl shard.")
+    limit: int | None = Field(default=None, ge=1, description="Maximum records written per source.")
+    offline: bool = Field(default=False, description="Use the built-in sample archive instead of the network.")
+    fallback_to_sample: bool = Field(default=False,
+                                     description="When a source fails, warn and harvest the sample archive "
+                                     "instead (records are marked sample). Off by default.")
+    log_format: Literal["auto", "console", "json"] = Field(default="auto",
+                                                           description="auto = console on a TTY, JSON otherwise.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    stream_buffer: int = Field(default=1000, ge=1, description="Records buffered between pipeline stages.")
+
+    ztf_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ZTF_API_TOKEN"),
+                                            description="IRSA token (optional; public data needs none).")
+    tess_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("TESS_API_TOKEN"),
+                                             description="MAST token used by the TESS source.")
+    mast_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MAST_API_TOKEN"),
+                                             description="MAST token (also used by TESS when TESS_API_TOKEN "
+                                             "is unset).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config = _config_path.get()
+        if config is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return tuple(sources)
+
+    def secrets(self) -> list[str]:
+        """The token values in force, for redaction and for scanning output in tests."""
+        return [t.get_secret_value() for t in (self.ztf_api_token, self.tess_api_token, self.mast_api_token)
+                if t is not None and t.get_secret_value()]
+
+    def digest_dict(self) -> dict[str, Any]:
+        """Settings as plain data without any secret, for manifests and READMEs."""
+        return self.model_dump(mode="json", exclude={"ztf_api_token", "tess_api_token", "mast_api_token"})
+
+
+@contextmanager
+def _layering(config: Path | None) -> Iterator[None]:
+    token = _config_path.set(config)
+    try:
+        yield
+    finally:
+        _config_path.reset(token)
+
+
+def load_settings(
+    config: str | Path | None = None,
+    *,
+    env_file: str | Path | None = ".env",
+    **overrides: Any,
+) -> Settings:
+    """Build :class:`Settings` from every layer; raise :class:`ConfigError` with one clear line.
+
+    ``config`` defaults to ``config/base.yaml`` when that file exists. ``overrides`` are the
+    highest layer (the CLI's flags); nested dicts merge into the layers below.
+    """
+    if config is None:
+        path: Path | None = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+    if path is not None:
+        _check_yaml(path)
+    try:
+        with _layering(path):
+            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def _check_yaml(path: Path) -> None:
+    """Fail early and clearly on unreadable or malformed YAML (pydantic-settings would raise raw)."""
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of settings, got {type(loaded).__name__}")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first bad key, what is wrong and the value given."""
+    first = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(settings)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = first.get("input")
+    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) else f" (got {value!r})"
+    more = len(exc.errors()) - 1
+    tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
+    return f"invalid setting {loc}: {msg}{shown}{tail}"
+
+
+def read_targets_file(path: Path, *, default_radius: float) -> list[ConeSearch]:
+    """Cone targets from a CSV with a header ``name,ra,dec[,radius]``; ConfigError on any bad row."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = {c.strip().lower() for c in (reader.fieldnames or [])}
+            if not {"ra", "dec"} <= columns:
+                raise ConfigError(f"{path}: targets file needs a header with ra and dec columns "
+                                  f"(name, ra, dec[, radius]); got {sorted(columns) or 'no header'}")
+            targets = []
+            for lineno, row in enumerate(reader, start=2):
+                clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                if not any(clean.values()):
+                    continue
+                try:
+                    targets.append(ConeSearch(
+                        name=clean.get("name") or None,
+                        ra=float(clean["ra"]),
+                        dec=float(clean["dec"]),
+                        radius=float(clean["radius"]) if clean.get("radius") else default_radius,
+                    ))
+                except (ValueError, ValidationError) as exc:
+                    detail = exc.errors(include_url=False)[0] if isinstance(exc, ValidationError) else None
+                    cause = (f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else str(exc))
+                    raise ConfigError(f"{path}: line {lineno}: {cause}") from None
+            return targets
+    except FileNotFoundError:
+        raise ConfigError(f"targets file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read targets file ({exc})") from None
