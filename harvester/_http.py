@@ -6,8 +6,8 @@
   whole time it is in flight (body included).
 - Retries with exponential backoff and full jitter on connect/read errors, timeouts, 408, 429 and
   5xx, honouring ``Retry-After`` (seconds or HTTP date) up to a cap. Other 4xx are terminal.
-- Tokens are attached by a request hook that runs for *every* request httpx sends, redirects
-  included, and only when the request's host is the token's own host. A redirect to another host
+- A source's token is attached by a request hook that runs for *every* request httpx sends,
+  redirects included, and only when the request's host is the token's own host. A redirect to another host
   therefore goes out without the header (httpx strips it too; this does not rely on that).
 - Bodies are read in chunks against a size cap, announced (Content-Length) or actual.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +26,8 @@ import anyio
 import httpx
 import structlog
 
-from harvester._version import __version__
 from harvester._limiter import LimiterRegistry
+from harvester._version import __version__
 from harvester.errors import SizeLimitError, TerminalError, TransientError
 
 __all__ = ["Http", "HttpSession", "HttpStats", "Response", "RetryPolicy", "parse_retry_after"]
@@ -103,24 +103,35 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
-class Http:
-    """One run's HTTP machinery: the client, the host limiters and the token map.
+_AUTH_EXTENSION = "harvester_auth"
 
-    ``tokens`` maps a host to the value of its ``Authorization`` header; it is applied to that
-    host only.
+
+async def _apply_token(request: httpx.Request) -> None:
+    """Attach a session's token to requests for its own host only, redirects included.
+
+    The token travels in ``request.extensions`` (which httpx carries over to redirect requests)
+    as ``(host, header value)``; the header is set only when the request's host is that host, and
+    removed otherwise.
     """
+    auth = request.extensions.get(_AUTH_EXTENSION)
+    if auth is not None and request.url.host.lower() == auth[0]:
+        request.headers["Authorization"] = auth[1]
+    else:
+        request.headers.pop("Authorization", None)
+
+
+class Http:
+    """One run's HTTP machinery: the client and the host limiters, shared by every source."""
 
     def __init__(
         self,
         limiters: LimiterRegistry,
         *,
-        tokens: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         user_agent: str = USER_AGENT,
         max_connections: int = 64,
     ) -> None:
         self.limiters = limiters
-        self._tokens = {h.lower(): v for h, v in (tokens or {}).items()}
         self._client = httpx.AsyncClient(
             transport=transport,
             headers={"User-Agent": user_agent},
@@ -128,15 +139,8 @@ class Http:
             max_redirects=5,
             verify=True,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            event_hooks={"request": [self._apply_token]},
+            event_hooks={"request": [_apply_token]},
         )
-
-    async def _apply_token(self, request: httpx.Request) -> None:
-        token = self._tokens.get(request.url.host.lower())
-        if token is None:
-            request.headers.pop("Authorization", None)
-        else:
-            request.headers["Authorization"] = token
 
     async def __aenter__(self) -> Http:
         return self
@@ -154,10 +158,15 @@ class Http:
         *,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        auth: tuple[str, str] | None = None,
         on_response: Callable[[HttpStats], None] | None = None,
     ) -> HttpSession:
-        """A per-source view with its own retry policy, timeouts and counters."""
-        return HttpSession(self, source, retry or RetryPolicy(), timeouts or Timeouts(), on_response)
+        """A per-source view with its own retry policy, timeouts, token and counters.
+
+        ``auth`` is ``(host, Authorization header value)``: sent to that host only.
+        """
+        auth = (auth[0].lower(), auth[1]) if auth else None
+        return HttpSession(self, source, retry or RetryPolicy(), timeouts or Timeouts(), auth, on_response)
 
 
 class HttpSession:
@@ -169,9 +178,11 @@ class HttpSession:
         source: str,
         retry: RetryPolicy,
         timeouts: Timeouts,
+        auth: tuple[str, str] | None,
         on_response: Callable[[HttpStats], None] | None,
     ) -> None:
         self._http = http
+        self._auth = auth
         self.source = source
         self.retry = retry
         self.timeouts = timeouts
@@ -186,7 +197,7 @@ class HttpSession:
         url: str,
         *,
         target: str,
-        params: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        params: Sequence[tuple[str, str]] | None = None,
         data: Mapping[str, str] | None = None,
         max_bytes: int | None = None,
     ) -> Response:
@@ -198,8 +209,9 @@ class HttpSession:
         attempt = 0
         while True:
             try:
-                return await self._attempt(method, url, params=params, data=data, max_bytes=max_bytes,
-                                           target=target)
+                return await self._attempt(
+                    method, url, params=params, data=data, max_bytes=max_bytes, target=target
+                )
             except TransientError as exc:
                 if attempt >= self.retry.retries:
                     self.stats.failures += 1
@@ -212,8 +224,14 @@ class HttpSession:
                     delay = max(delay, min(retry_after, self.retry.retry_after_cap_s))
                 attempt += 1
                 self.stats.retries += 1
-                log.info("retrying", source=self.source, target=target, attempt=attempt,
-                         delay_s=round(delay, 3), cause=exc.message)
+                log.info(
+                    "retrying",
+                    source=self.source,
+                    target=target,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    cause=exc.message,
+                )
                 await self._sleep(delay)
             except TerminalError:
                 self.stats.failures += 1
@@ -224,7 +242,7 @@ class HttpSession:
         method: str,
         url: str,
         *,
-        params: Mapping[str, str] | list[tuple[str, str]] | None,
+        params: Sequence[tuple[str, str]] | None,
         data: Mapping[str, str] | None,
         max_bytes: int | None,
         target: str,
@@ -233,9 +251,10 @@ class HttpSession:
         request = client.build_request(
             method,
             url,
-            params=params,
+            params=list(params) if params is not None else None,
             data=data,
             timeout=httpx.Timeout(self.timeouts.read_s, connect=self.timeouts.connect_s),
+            extensions={_AUTH_EXTENSION: self._auth} if self._auth else None,
         )
         host = request.url.host
         limiter = self._http.limiters.get(host)
@@ -252,22 +271,31 @@ class HttpSession:
                     finally:
                         await response.aclose()
             except TimeoutError as exc:
-                raise TransientError(f"no complete answer within {self.timeouts.total_s:g} s",
-                                     target=target) from exc
+                raise TransientError(
+                    f"no complete answer within {self.timeouts.total_s:g} s", target=target
+                ) from exc
             except httpx.TimeoutException as exc:
                 raise TransientError(f"timed out ({type(exc).__name__})", target=target) from exc
             except httpx.TooManyRedirects as exc:
                 raise TerminalError("too many redirects", target=target) from exc
             except (httpx.TransportError, httpx.StreamError) as exc:
-                raise TransientError(f"connection failed ({type(exc).__name__}: {exc})",
-                                     target=target) from exc
+                raise TransientError(
+                    f"connection failed ({type(exc).__name__}: {exc})", target=target
+                ) from exc
         status = response.status_code
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         if self._on_response is not None:
             self._on_response(self.stats)
-        log.debug("http_response", source=self.source, target=target, method=method,
-                  url=str(response.url), status=status, bytes=len(content),
-                  elapsed_s=round(time.monotonic() - started, 4))
+        log.debug(
+            "http_response",
+            source=self.source,
+            target=target,
+            method=method,
+            url=str(response.url),
+            status=status,
+            bytes=len(content),
+            elapsed_s=round(time.monotonic() - started, 4),
+        )
         if 200 <= status < 300:
             return Response(status, str(response.url), dict(response.headers), content)
         if status in RETRY_STATUSES:
@@ -281,8 +309,12 @@ class HttpSession:
 
     async def _read_body(self, response: httpx.Response, max_bytes: int | None, target: str) -> bytes:
         announced = response.headers.get("Content-Length")
-        if max_bytes is not None and announced is not None and announced.isdigit() \
-                and int(announced) > max_bytes:
+        if (
+            max_bytes is not None
+            and announced is not None
+            and announced.isdigit()
+            and int(announced) > max_bytes
+        ):
             raise SizeLimitError(
                 f"response announces {int(announced):,} bytes, over the {max_bytes:,}-byte cap", target=target
             )

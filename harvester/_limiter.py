@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import anyio
 
-__all__ = ["HostLimiter", "LimiterStats", "LimiterRegistry"]
+__all__ = ["HostLimiter", "LimiterRegistry", "LimiterStats"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

@@ -8,7 +8,8 @@
     └── TerminalError               retrying the same request cannot help
         ├── ArchiveResponseError    the archive answered, but not with data (HTML, VOTable ERROR,
         │                           MAST status ERROR, wrongly shaped JSON, corrupt FITS)
-        └── SizeLimitError          a body larger than the configured cap
+        ├── SizeLimitError          a body larger than the configured cap
+        └── OutputError             the output cannot be written (permissions, full disk)
 
 Retry code asks ``err.transient`` (as dlt does) rather than which class it is.
 Messages name the target and the cause and never carry a secret.
@@ -53,3 +54,7 @@ class ArchiveResponseError(TerminalError):
 
 class SizeLimitError(TerminalError):
     """A response body announced or reached more bytes than the configured cap."""
+
+
+class OutputError(TerminalError):
+    """The output folder cannot be written (permissions, full disk). Stops the source, keeps what was written."""

@@ -25,13 +25,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "RECORD_MODELS",
     "BaseRecord",
     "MastRecord",
     "Provenance",
     "Record",
     "TessRecord",
     "ZtfRecord",
-    "RECORD_MODELS",
     "stable_id",
 ]
 
@@ -82,29 +82,41 @@ class ZtfRecord(BaseRecord):
     """One ZTF epoch (detection) from the IRSA light-curve API; NaN cells become null."""
 
     source: Literal["ztf"] = Field(default="ztf", description="Always 'ztf'.")
-    object_id: str = Field(description="ZTF object id (IRSA `oid`, 15 digits) as a decimal string. One oid "
-                           "is one field/CCD-quadrant/filter, so one star has several.")
-    mjd: float = Field(description="Modified Julian Date of the epoch: UTC, topocentric (observatory frame).",
-                       json_schema_extra=_unit("d"))
+    object_id: str = Field(
+        description="ZTF object id (IRSA `oid`, 15 digits) as a decimal string. One oid "
+        "is one field/CCD-quadrant/filter, so one star has several."
+    )
+    mjd: float = Field(
+        description="Modified Julian Date of the epoch: UTC, topocentric (observatory frame).",
+        json_schema_extra=_unit("d"),
+    )
     filter: Literal["zg", "zr", "zi"] = Field(description="ZTF filter code (IRSA `filtercode`).")
-    mag: float | None = Field(description="PSF-fit magnitude (AB, calibrated).", json_schema_extra=_unit("mag"))
+    mag: float | None = Field(
+        description="PSF-fit magnitude (AB, calibrated).", json_schema_extra=_unit("mag")
+    )
     magerr: float | None = Field(description="Uncertainty of `mag`.", json_schema_extra=_unit("mag"))
-    ra: float | None = Field(description="Right ascension of this epoch's detection (ICRS).",
-                             json_schema_extra=_unit("deg"))
-    dec: float | None = Field(description="Declination of this epoch's detection (ICRS).",
-                              json_schema_extra=_unit("deg"))
+    ra: float | None = Field(
+        description="Right ascension of this epoch's detection (ICRS).", json_schema_extra=_unit("deg")
+    )
+    dec: float | None = Field(
+        description="Declination of this epoch's detection (ICRS).", json_schema_extra=_unit("deg")
+    )
     expid: int | None = Field(description="Exposure id.")
-    hjd: float | None = Field(description="Heliocentric Julian Date (a full JD, not reduced).",
-                              json_schema_extra=_unit("d"))
-    catflags: int | None = Field(description="Photometric quality bitmask; 0 is good, 32768 (bit 15) "
-                                 "is the flag most often masked.")
+    hjd: float | None = Field(
+        description="Heliocentric Julian Date (a full JD, not reduced).", json_schema_extra=_unit("d")
+    )
+    catflags: int | None = Field(
+        description="Photometric quality bitmask; 0 is good, 32768 (bit 15) is the flag most often masked."
+    )
     chi: float | None = Field(description="PSF-fit chi.")
     sharp: float | None = Field(description="PSF-fit sharpness.")
     filefracday: int | None = Field(description="Observation date and fraction of day, YYYYMMDDdddddd.")
     field: int | None = Field(description="ZTF field id.")
     ccdid: int | None = Field(description="CCD id (1..16).")
     qid: int | None = Field(description="CCD quadrant id.")
-    limitmag: float | None = Field(description="Limiting magnitude of the epoch.", json_schema_extra=_unit("mag"))
+    limitmag: float | None = Field(
+        description="Limiting magnitude of the epoch.", json_schema_extra=_unit("mag")
+    )
     magzp: float | None = Field(description="Photometric zero point.", json_schema_extra=_unit("mag"))
     magzprms: float | None = Field(description="RMS of the zero point.", json_schema_extra=_unit("mag"))
     clrcoeff: float | None = Field(description="Colour coefficient of the calibration.")
@@ -128,25 +140,36 @@ class TessRecord(BaseRecord):
     obs_id: str = Field(description="MAST obs_id: the file stem without `_lc.fits`.")
     obsid: str | None = Field(description="MAST CAOM obsid (numeric product-group id) as a string.")
     product: str = Field(description="Product file name.")
-    ra: float | None = Field(description="RA_OBJ from the primary header (ICRS).", json_schema_extra=_unit("deg"))
-    dec: float | None = Field(description="DEC_OBJ from the primary header (ICRS).",
-                              json_schema_extra=_unit("deg"))
+    ra: float | None = Field(
+        description="RA_OBJ from the primary header (ICRS).", json_schema_extra=_unit("deg")
+    )
+    dec: float | None = Field(
+        description="DEC_OBJ from the primary header (ICRS).", json_schema_extra=_unit("deg")
+    )
     tess_mag: float | None = Field(description="TESS magnitude (TESSMAG).", json_schema_extra=_unit("mag"))
     cadence_s: float | None = Field(description="Cadence (TIMEDEL × 86400).", json_schema_extra=_unit("s"))
     flux_column: str = Field(description="The flux column read (PDCSAP_FLUX or SAP_FLUX).")
-    quality_bitmask: int = Field(description="Cadences whose QUALITY shares a bit with this mask were dropped.")
+    quality_bitmask: int = Field(
+        description="Cadences whose QUALITY shares a bit with this mask were dropped."
+    )
     time_system: Literal["BTJD"] = Field(default="BTJD", description="BTJD = BJD_TDB − 2457000.")
-    time: list[float] = Field(description="Mid-cadence times, BTJD (barycentric, TDB).",
-                              json_schema_extra=_unit("d"))
+    time: list[float] = Field(
+        description="Mid-cadence times, BTJD (barycentric, TDB).", json_schema_extra=_unit("d")
+    )
     flux: list[float] = Field(description="Flux from `flux_column`.", json_schema_extra=_unit("e-/s"))
-    flux_err: list[float | None] = Field(description="Flux uncertainty (`<flux_column>_ERR`); null where NaN.",
-                                         json_schema_extra=_unit("e-/s"))
+    flux_err: list[float | None] = Field(
+        description="Flux uncertainty (`<flux_column>_ERR`); null where NaN.", json_schema_extra=_unit("e-/s")
+    )
     n_points_raw: int = Field(description="Cadences in the file before cleaning.")
     n_points: int = Field(description="Cadences in this record (length of time/flux/flux_err).")
-    reduced: str | None = Field(default=None, description="How the cadences were reduced to "
-                                "lightcurve.max_points, or null if they were not.")
-    mjd: float | None = Field(description="First kept cadence as BTJD + 56999.5: a barycentric TDB MJD, not UTC.",
-                              json_schema_extra=_unit("d"))
+    reduced: str | None = Field(
+        default=None,
+        description="How the cadences were reduced to lightcurve.max_points, or null if they were not.",
+    )
+    mjd: float | None = Field(
+        description="First kept cadence as BTJD + 56999.5: a barycentric TDB MJD, not UTC.",
+        json_schema_extra=_unit("d"),
+    )
 
     key_fields: ClassVar[tuple[str, ...]] = ("obs_id",)
 
@@ -172,7 +195,9 @@ class MastRecord(BaseRecord):
     proposal_id: str | None = Field(description="Proposal id.")
     data_url: str | None = Field(description="CAOM dataURL.")
     s_region: str | None = Field(description="STC-S footprint.")
-    t_obs_release: float | None = Field(description="Public release date as MJD.", json_schema_extra=_unit("d"))
+    t_obs_release: float | None = Field(
+        description="Public release date as MJD.", json_schema_extra=_unit("d")
+    )
 
     key_fields: ClassVar[tuple[str, ...]] = ("obsid",)
 

@@ -98,8 +98,7 @@ class Retries(_Model):
     attempts: int = Field(default=4, ge=0, le=20, description="Retries after the first attempt.")
     backoff_base: float = Field(default=0.5, ge=0, description="Base of the exponential backoff, seconds.")
     backoff_cap: float = Field(default=30.0, ge=0, description="Largest backoff between attempts, seconds.")
-    retry_after_cap: float = Field(default=120.0, ge=0,
-                                   description="Longest Retry-After honoured, seconds.")
+    retry_after_cap: float = Field(default=120.0, ge=0, description="Longest Retry-After honoured, seconds.")
 
     @model_validator(mode="before")
     @classmethod
@@ -115,8 +114,9 @@ class ConeSearch(_Model):
     name: str | None = Field(default=None, description="Optional label for logs and reports.")
     ra: Ra
     dec: Dec
-    radius: float = Field(gt=0.0, le=MAX_IRSA_RADIUS_DEG,
-                          description="Radius in degrees, in (0, 0.1667] (IRSA's limit).")
+    radius: float = Field(
+        gt=0.0, le=MAX_IRSA_RADIUS_DEG, description="Radius in degrees, in (0, 0.1667] (IRSA's limit)."
+    )
 
     @property
     def label(self) -> str:
@@ -131,24 +131,39 @@ class _SourceBase(_Model):
 class IrsaSettings(_Model):
     """The IRSA ZTF light-curve API query (``data_sources.ztf.irsa``)."""
 
-    base_url: str = Field(default="https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves",
-                          description="Light-curve API endpoint.")
+    base_url: str = Field(
+        default="https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves",
+        description="Light-curve API endpoint.",
+    )
     filters: list[Literal["zg", "zr", "zi"]] = Field(
         default_factory=list, description="ZTF filters to keep (zg, zr, zi); empty = all bands."
     )
     cone_search: ConeSearch | None = Field(default=None, description="One cone-search target.")
     targets: list[ConeSearch] = Field(default_factory=list, description="More cone-search targets, inline.")
-    targets_file: Path | None = Field(default=None,
-                                      description="CSV of targets with columns name, ra, dec[, radius].")
-    default_radius: float = Field(default=0.0014, gt=0.0, le=MAX_IRSA_RADIUS_DEG,
-                                  description="Radius (deg) for targets-file rows without one (≈5 arcsec).")
-    mjd_range: tuple[float, float] | None = Field(default=None,
-                                                  description="Inclusive MJD range [start, end] (IRSA TIME).")
-    bad_catflags_mask: int = Field(default=0, ge=0, le=65535,
-                                   description="IRSA BAD_CATFLAGS_MASK: drop epochs with any of these catflags "
-                                   "bits. 0 (IRSA's default) keeps all; 32768 is the common choice.")
-    collection: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]+$",
-                                   description="Data release, e.g. ztf_dr23; unset = IRSA's latest.")
+    targets_file: Path | None = Field(
+        default=None, description="CSV of targets with columns name, ra, dec[, radius]."
+    )
+    default_radius: float = Field(
+        default=0.0014,
+        gt=0.0,
+        le=MAX_IRSA_RADIUS_DEG,
+        description="Radius (deg) for targets-file rows without one (≈5 arcsec).",
+    )
+    mjd_range: tuple[float, float] | None = Field(
+        default=None, description="Inclusive MJD range [start, end] (IRSA TIME)."
+    )
+    bad_catflags_mask: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="IRSA BAD_CATFLAGS_MASK: drop epochs with any of these catflags "
+        "bits. 0 (IRSA's default) keeps all; 32768 is the common choice.",
+    )
+    collection: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="Data release, e.g. ztf_dr23; unset = IRSA's latest.",
+    )
     max_response_bytes: int = Field(default=512 * 1024**2, gt=0, description="Cap on one response body.")
 
     @field_validator("base_url")
@@ -170,8 +185,10 @@ class ZtfSettings(_SourceBase):
     """``data_sources.ztf``."""
 
     irsa: IrsaSettings = Field(default_factory=IrsaSettings)
-    rate_limit: RateLimit = Field(default_factory=lambda: RateLimit(requests_per_second=2, max_concurrency=4),
-                                  description="IRSA budget (2 req/s, 4 at once by default).")
+    rate_limit: RateLimit = Field(
+        default_factory=lambda: RateLimit(requests_per_second=2, max_concurrency=4),
+        description="IRSA budget (2 req/s, 4 at once by default).",
+    )
 
 
 def _mast_rate() -> RateLimit:
@@ -181,14 +198,21 @@ def _mast_rate() -> RateLimit:
 class TessLightcurve(_Model):
     """How a TESS light curve is cleaned (``data_sources.tess.lightcurve``)."""
 
-    flux_column: Literal["PDCSAP_FLUX", "SAP_FLUX"] = Field(default="PDCSAP_FLUX",
-                                                            description="Flux column to read.")
-    quality_bitmask: int = Field(default=175, ge=0, le=2**31 - 1,
-                                 description="Drop cadences whose QUALITY shares a bit with this mask. "
-                                 "175 is lightkurve's 'default' mask; 0 keeps all.")
-    max_points: int | None = Field(default=None, ge=1,
-                                   description="Reduce to at most this many cadences (binned means); "
-                                   "unset keeps every cleaned cadence.")
+    flux_column: Literal["PDCSAP_FLUX", "SAP_FLUX"] = Field(
+        default="PDCSAP_FLUX", description="Flux column to read."
+    )
+    quality_bitmask: int = Field(
+        default=175,
+        ge=0,
+        le=2**31 - 1,
+        description="Drop cadences whose QUALITY shares a bit with this mask. "
+        "175 is lightkurve's 'default' mask; 0 keeps all.",
+    )
+    max_points: int | None = Field(
+        default=None,
+        ge=1,
+        description="Reduce to at most this many cadences (binned means); unset keeps every cleaned cadence.",
+    )
 
 
 class TessQuery(_Model):
@@ -233,7 +257,9 @@ class TessSettings(_SourceBase):
 
     base_url: str = Field(default="https://mast.stsci.edu", description="MAST server.")
     query: TessQuery = Field(default_factory=TessQuery)
-    cadence: Literal["2min", "20s"] = Field(default="2min", description="2-minute `lc` or 20-second `fast-lc`.")
+    cadence: Literal["2min", "20s"] = Field(
+        default="2min", description="2-minute `lc` or 20-second `fast-lc`."
+    )
     lightcurve: TessLightcurve = Field(default_factory=TessLightcurve)
     max_download_bytes: int = Field(default=64 * 1024**2, gt=0, description="Cap on one FITS download.")
     products_batch_size: int = Field(default=500, ge=1, le=500, description="obsids per Products request.")
@@ -251,11 +277,15 @@ class TessSettings(_SourceBase):
 class MastQuery(_Model):
     """Which CAOM observations to list (``data_sources.mast.query``)."""
 
-    collections: list[str] = Field(default_factory=list, description="obs_collection values (HST, JWST, ...).")
+    collections: list[str] = Field(
+        default_factory=list, description="obs_collection values (HST, JWST, ...)."
+    )
     instruments: list[str] = Field(default_factory=list, description="instrument_name values.")
     dataproduct_types: list[str] = Field(default_factory=list, description="dataproduct_type values.")
     t_min: tuple[float, float] | None = Field(default=None, description="Range of t_min, MJD.")
-    t_obs_release: tuple[float, float] | None = Field(default=None, description="Range of release dates, MJD.")
+    t_obs_release: tuple[float, float] | None = Field(
+        default=None, description="Range of release dates, MJD."
+    )
     filters: list[dict[str, Any]] = Field(default_factory=list, description="Extra MAST filters, as-is.")
     cone_search: ConeSearch | None = Field(default=None, description="One cone (Mast.Caom.Cone).")
     targets: list[ConeSearch] = Field(default_factory=list, description="More cones, inline.")
@@ -269,7 +299,9 @@ class MastSettings(_SourceBase):
     query: MastQuery = Field(default_factory=MastQuery)
     pagesize: int = Field(default=50000, ge=1, le=500000, description="MAST rows per page.")
     poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
-    max_rows: int = Field(default=500000, ge=1, description="MAST's result ceiling; larger results are reported.")
+    max_rows: int = Field(
+        default=500000, ge=1, description="MAST's result ceiling; larger results are reported."
+    )
     rate_limit: RateLimit = Field(default_factory=_mast_rate, description="mast.stsci.edu budget.")
 
     @field_validator("base_url")
@@ -308,26 +340,40 @@ class Settings(BaseSettings):
 
     data_sources: DataSources = Field(default_factory=DataSources)
     output: Path = Field(default=Path("data/raw"), description="Output folder; one sub-folder per source.")
-    format: Literal["json", "jsonl"] = Field(default="json",
-                                             description="json = one file per record; jsonl = sharded part files.")
+    format: Literal["json", "jsonl"] = Field(
+        default="json", description="json = one file per record; jsonl = sharded part files."
+    )
     jsonl_shard_records: int = Field(default=10000, ge=1, description="Records per jsonl shard.")
     limit: int | None = Field(default=None, ge=1, description="Maximum records written per source.")
-    offline: bool = Field(default=False, description="Use the built-in sample archive instead of the network.")
-    fallback_to_sample: bool = Field(default=False,
-                                     description="When a source fails, warn and harvest the sample archive "
-                                     "instead (records are marked sample). Off by default.")
-    log_format: Literal["auto", "console", "json"] = Field(default="auto",
-                                                           description="auto = console on a TTY, JSON otherwise.")
+    offline: bool = Field(
+        default=False, description="Use the built-in sample archive instead of the network."
+    )
+    fallback_to_sample: bool = Field(
+        default=False,
+        description="When a source fails, warn and harvest the sample archive "
+        "instead (records are marked sample). Off by default.",
+    )
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="auto = console on a TTY, JSON otherwise."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     stream_buffer: int = Field(default=1000, ge=1, description="Records buffered between pipeline stages.")
 
-    ztf_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ZTF_API_TOKEN"),
-                                            description="IRSA token (optional; public data needs none).")
-    tess_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("TESS_API_TOKEN"),
-                                             description="MAST token used by the TESS source.")
-    mast_api_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("MAST_API_TOKEN"),
-                                             description="MAST token (also used by TESS when TESS_API_TOKEN "
-                                             "is unset).")
+    ztf_api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ZTF_API_TOKEN"),
+        description="IRSA token (optional; public data needs none).",
+    )
+    tess_api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TESS_API_TOKEN"),
+        description="MAST token used by the TESS source.",
+    )
+    mast_api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MAST_API_TOKEN"),
+        description="MAST token (also used by TESS when TESS_API_TOKEN is unset).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -346,8 +392,11 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """The token values in force, for redaction and for scanning output in tests."""
-        return [t.get_secret_value() for t in (self.ztf_api_token, self.tess_api_token, self.mast_api_token)
-                if t is not None and t.get_secret_value()]
+        return [
+            t.get_secret_value()
+            for t in (self.ztf_api_token, self.tess_api_token, self.mast_api_token)
+            if t is not None and t.get_secret_value()
+        ]
 
     def digest_dict(self) -> dict[str, Any]:
         """Settings as plain data without any secret, for manifests and READMEs."""
@@ -384,7 +433,7 @@ def load_settings(
         _check_yaml(path)
     try:
         with _layering(path):
-            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+            return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
 
@@ -412,7 +461,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     value = first.get("input")
-    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) else f" (got {value!r})"
+    shown = (
+        ""
+        if first["type"] in ("missing", "extra_forbidden") or isinstance(value, dict)
+        else f" (got {value!r})"
+    )
     more = len(exc.errors()) - 1
     tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
     return f"invalid setting {loc}: {msg}{shown}{tail}"
@@ -425,23 +478,27 @@ def read_targets_file(path: Path, *, default_radius: float) -> list[ConeSearch]:
             reader = csv.DictReader(fh)
             columns = {c.strip().lower() for c in (reader.fieldnames or [])}
             if not {"ra", "dec"} <= columns:
-                raise ConfigError(f"{path}: targets file needs a header with ra and dec columns "
-                                  f"(name, ra, dec[, radius]); got {sorted(columns) or 'no header'}")
+                raise ConfigError(
+                    f"{path}: targets file needs a header with ra and dec columns "
+                    f"(name, ra, dec[, radius]); got {sorted(columns) or 'no header'}"
+                )
             targets = []
             for lineno, row in enumerate(reader, start=2):
                 clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
                 if not any(clean.values()):
                     continue
                 try:
-                    targets.append(ConeSearch(
-                        name=clean.get("name") or None,
-                        ra=float(clean["ra"]),
-                        dec=float(clean["dec"]),
-                        radius=float(clean["radius"]) if clean.get("radius") else default_radius,
-                    ))
+                    targets.append(
+                        ConeSearch(
+                            name=clean.get("name") or None,
+                            ra=float(clean["ra"]),
+                            dec=float(clean["dec"]),
+                            radius=float(clean["radius"]) if clean.get("radius") else default_radius,
+                        )
+                    )
                 except (ValueError, ValidationError) as exc:
                     detail = exc.errors(include_url=False)[0] if isinstance(exc, ValidationError) else None
-                    cause = (f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else str(exc))
+                    cause = f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else str(exc)
                     raise ConfigError(f"{path}: line {lineno}: {cause}") from None
             return targets
     except FileNotFoundError:

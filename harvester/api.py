@@ -1,0 +1,258 @@
+"""The async API that the CLI, the daemon and notebooks all call.
+
+::
+
+    report = await harvester.harvest("ztf", limit=50)              # fetch, dedup, write
+    async with contextlib.aclosing(harvester.stream("ztf")) as records:
+        async for record in records: ...                            # validated records, nothing written
+
+Nothing here calls ``anyio.run`` or keeps global state, so it works inside an already running
+event loop (Jupyter) and can be called any number of times in one process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from anyio.abc import ObjectSendStream
+
+from harvester._http import Http
+from harvester._limiter import LimiterRegistry
+from harvester.errors import ConfigError, HarvesterError
+from harvester.pipeline.report import RunReport, SourceReport
+from harvester.pipeline.runner import make_writer, run_source
+from harvester.records import BaseRecord
+from harvester.settings import Settings, load_settings
+from harvester.sources.base import Source
+from harvester.sources.ztf import ZtfSource
+
+__all__ = ["SOURCES", "harvest", "resolve_sources", "stream"]
+
+log = structlog.get_logger("harvester")
+
+SOURCES: dict[str, type[Source[Any]]] = {"ztf": ZtfSource}
+ALL_SOURCES = ("ztf", "tess", "mast")
+
+
+def resolve_sources(sources: str | Sequence[str]) -> list[str]:
+    """Expand ``"all"`` and check names; ConfigError for unknown or not-yet-built sources."""
+    names = [sources] if isinstance(sources, str) else list(sources)
+    if "all" in names:
+        return [n for n in ALL_SOURCES if n in SOURCES]
+    for name in names:
+        if name not in ALL_SOURCES:
+            raise ConfigError(f"unknown source {name!r}: choose from {', '.join((*ALL_SOURCES, 'all'))}")
+        if name not in SOURCES:
+            raise ConfigError(
+                f"source {name!r} is not built yet in this version (built: {', '.join(SOURCES)})"
+            )
+    return list(dict.fromkeys(names))
+
+
+def _settings(settings: Settings | None, config: str | Path | None, overrides: dict[str, Any]) -> Settings:
+    if settings is None:
+        return load_settings(config, **overrides)
+    if overrides:
+        return settings.model_copy(update=overrides)
+    return settings
+
+
+def offline_transport() -> httpx.AsyncBaseTransport:
+    """The in-process sample archive, answering IRSA and MAST requests without any network."""
+    from harvester.testing import FakeArchive
+
+    return httpx.ASGITransport(app=FakeArchive())
+
+
+def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:
+    built = [SOURCES[name](settings, sample=sample) for name in names]
+    for source in built:
+        source.targets()  # resolve every target now: bad input fails before anything is fetched or written
+    return built
+
+
+def _limiters(sources: list[Source[Any]]) -> LimiterRegistry:
+    registry = LimiterRegistry()
+    for source in sources:
+        registry.register(
+            source.host, source.rate_limit.requests_per_second, source.rate_limit.max_concurrency
+        )
+    return registry
+
+
+async def harvest(
+    sources: str | Sequence[str] = "all",
+    *,
+    settings: Settings | None = None,
+    config: str | Path | None = None,
+    dry_run: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    report: RunReport | None = None,
+    **overrides: Any,
+) -> RunReport:
+    """Harvest the given sources concurrently and return the run report.
+
+    :param sources: ``"ztf"``, ``"tess"``, ``"mast"``, ``"all"`` or a list of names.
+    :param settings: a :class:`Settings`; when omitted, settings are loaded from ``config``
+        (default ``config/base.yaml``), ``.env`` and the environment, with ``overrides`` on top.
+    :param dry_run: fetch and validate, write nothing; the report carries a sample record.
+    :param transport: an httpx transport to use instead of the network (tests, fake archives).
+    :param report: a report object to fill in place (for live progress displays).
+    :raises ConfigError: for bad settings or targets, before anything is fetched or written.
+    """
+    settings = _settings(settings, config, overrides)
+    names = resolve_sources(sources)
+    sample = settings.offline and transport is None
+    built = _build_sources(names, settings, sample=sample)
+    if transport is None and settings.offline:
+        transport = offline_transport()
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    report = report or RunReport(run_id=run_id, started_at=datetime.now(UTC))
+    report.run_id, report.dry_run = run_id, dry_run
+    for source in built:
+        report.sources[source.name] = SourceReport(source=source.name)
+    _log_tokens(settings, names)
+    log.info(
+        "run_started",
+        run_id=run_id,
+        sources=names,
+        dry_run=dry_run,
+        offline=settings.offline,
+        output=str(settings.output),
+    )
+
+    async def one(source: Source[Any], http: Http) -> None:
+        source_report = report.sources[source.name]
+        writer = make_writer(settings, source.name, run_id=run_id, dry_run=dry_run)
+        await run_source(
+            source,
+            http,
+            writer,
+            source_report,
+            limit=settings.limit,
+            buffer=settings.stream_buffer,
+            keep_sample=dry_run,
+        )
+        if source_report.status == "failed" and settings.fallback_to_sample and not source.sample:
+            await _fallback(source, settings, run_id, dry_run, report)
+
+    try:
+        async with Http(_limiters(built), transport=transport) as http, anyio.create_task_group() as tg:
+            for source in built:
+                tg.start_soon(one, source, http)
+    finally:
+        report.finished_at = datetime.now(UTC)
+    log.info(
+        "run_finished", run_id=run_id, ok=report.ok, failed_sources=report.failed_sources, **report.totals()
+    )
+    return report
+
+
+async def _fallback(
+    source: Source[Any], settings: Settings, run_id: str, dry_run: bool, report: RunReport
+) -> None:
+    """The guide's 'falling back to sample payload' path, only when fallback_to_sample is on."""
+    log.warning(
+        "falling back to sample payload",
+        source=source.name,
+        cause="; ".join(e.cause for e in report.sources[source.name].errors[:3]),
+    )
+    failed = report.sources[source.name]
+    sample_source = SOURCES[source.name](settings, sample=True)
+    retry = SourceReport(source=source.name)
+    writer = make_writer(settings, source.name, run_id=run_id, dry_run=dry_run)
+    async with Http(_limiters([sample_source]), transport=offline_transport()) as http:
+        await run_source(
+            sample_source,
+            http,
+            writer,
+            retry,
+            limit=settings.limit,
+            buffer=settings.stream_buffer,
+            keep_sample=dry_run,
+        )
+    retry.warnings.insert(
+        0,
+        f"the archive failed ({len(failed.errors)} target errors); records come from "
+        "the built-in sample archive (fallback_to_sample)",
+    )
+    retry.errors = failed.errors + retry.errors
+    retry.requests += failed.requests
+    retry.retries += failed.retries
+    retry.status = "partial" if retry.status == "ok" else retry.status
+    report.sources[source.name] = retry
+
+
+def _log_tokens(settings: Settings, names: list[str]) -> None:
+    if "ztf" in names and settings.ztf_api_token is None:
+        log.info("ztf_token_free", detail="ZTF_API_TOKEN is not set: querying IRSA's public endpoint")
+
+
+class _ForwardWriter:
+    """A writer that hands records to a stream instead of the disk (for :func:`stream`)."""
+
+    folder: Path | None = None
+
+    def __init__(self, send: ObjectSendStream[BaseRecord]) -> None:
+        self._send = send
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
+        for record in records:
+            await self._send.send(record)
+        return 0, 0
+
+    async def close(self) -> None:
+        return None
+
+
+async def stream(
+    source: str,
+    *,
+    settings: Settings | None = None,
+    config: str | Path | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **overrides: Any,
+) -> AsyncIterator[BaseRecord]:
+    """Yield validated, deduplicated records of one source without writing anything.
+
+    Use ``contextlib.aclosing`` when you may stop early, so the fetchers are cancelled at once.
+    Raises :class:`HarvesterError` at the end if every target of the source failed.
+    """
+    settings = _settings(settings, config, overrides)
+    (name,) = resolve_sources(source) if source != "all" else (None,)
+    if name is None:
+        raise ConfigError("stream() takes one source, not 'all'")
+    sample = settings.offline and transport is None
+    (built,) = _build_sources([name], settings, sample=sample)
+    if transport is None and settings.offline:
+        transport = offline_transport()
+    report = SourceReport(source=name)
+    send, recv = anyio.create_memory_object_stream[BaseRecord](settings.stream_buffer)
+
+    async def runner(http: Http) -> None:
+        async with send:
+            await run_source(
+                built, http, _ForwardWriter(send), report, limit=settings.limit, buffer=settings.stream_buffer
+            )
+
+    async with Http(_limiters([built]), transport=transport) as http, anyio.create_task_group() as tg:
+        tg.start_soon(runner, http)
+        try:
+            async with recv:
+                async for record in recv:
+                    yield record
+        finally:
+            tg.cancel_scope.cancel()
+    if report.status == "failed":
+        causes = "; ".join(f"{e.target}: {e.cause}" for e in report.errors[:3])
+        raise HarvesterError(f"{name}: every target failed ({causes})")

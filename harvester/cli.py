@@ -1,0 +1,231 @@
+"""The ``harvester`` command: a thin typer shell over the async API.
+
+Exit codes: 0 everything succeeded; 1 a source or a target failed (the summary says which);
+2 bad usage, settings or input files (one line on stderr, nothing fetched or written);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import orjson
+import typer
+
+from harvester import api
+from harvester._logging import configure_logging
+from harvester._progress import LiveProgress, print_summary
+from harvester.errors import ConfigError, HarvesterError
+from harvester.pipeline.report import EXIT_USAGE, RunReport
+from harvester.settings import Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="harvester",
+    help="Harvest ZTF light curves (IRSA), TESS light curves and MAST observation metadata.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+archive_app = typer.Typer(
+    help="The built-in sample archive (a fake IRSA + MAST) for offline use and tests.", no_args_is_help=True
+)
+app.add_typer(archive_app, name="archive")
+
+
+class SourceChoice(str, Enum):
+    ztf = "ztf"
+    tess = "tess"
+    mast = "mast"
+    all = "all"
+
+
+class FormatChoice(str, Enum):
+    json = "json"
+    jsonl = "jsonl"
+
+
+class LogFormat(str, Enum):
+    auto = "auto"
+    console = "console"
+    json = "json"
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    typer.echo(f"harvester: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def cli_overrides(
+    *,
+    output: Path | None = None,
+    limit: int | None = None,
+    fmt: str | None = None,
+    offline: bool = False,
+    log_format: str | None = None,
+    irsa_ra: float | None = None,
+    irsa_dec: float | None = None,
+    irsa_radius: float | None = None,
+    irsa_filter: list[str] | None = None,
+    irsa_mjd_range: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """CLI flags as the top settings layer; ``--irsa-*`` reach ``data_sources.ztf.irsa`` only."""
+    overrides: dict[str, Any] = {}
+    if output is not None:
+        overrides["output"] = output
+    if limit is not None:
+        overrides["limit"] = limit
+    if fmt is not None:
+        overrides["format"] = fmt
+    if offline:
+        overrides["offline"] = True
+    if log_format is not None:
+        overrides["log_format"] = log_format
+    irsa: dict[str, Any] = {}
+    cone = {k: v for k, v in (("ra", irsa_ra), ("dec", irsa_dec), ("radius", irsa_radius)) if v is not None}
+    if cone:
+        irsa["cone_search"] = cone
+    if irsa_filter:
+        irsa["filters"] = irsa_filter
+    if irsa_mjd_range is not None:
+        irsa["mjd_range"] = list(irsa_mjd_range)
+    if irsa:
+        overrides["data_sources"] = {"ztf": {"irsa": irsa}}
+    return overrides
+
+
+@app.command()
+def run(
+    source: Annotated[
+        SourceChoice, typer.Option("--source", "-s", help="Which archive to harvest.")
+    ] = SourceChoice.all,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings (default config/base.yaml).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default data/raw).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Maximum records per source.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Fetch and validate; write nothing; print a JSON summary.")
+    ] = False,
+    fmt: Annotated[
+        FormatChoice | None, typer.Option("--format", help="json: a file per record; jsonl: shards.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use the built-in sample archive (no network).")
+    ] = False,
+    log_format: Annotated[
+        LogFormat | None, typer.Option("--log-format", help="auto, console or json.")
+    ] = None,
+    irsa_ra: Annotated[float | None, typer.Option("--irsa-ra", help="ZTF cone centre RA (deg).")] = None,
+    irsa_dec: Annotated[float | None, typer.Option("--irsa-dec", help="ZTF cone centre Dec (deg).")] = None,
+    irsa_radius: Annotated[float | None, typer.Option("--irsa-radius", help="ZTF cone radius (deg).")] = None,
+    irsa_filter: Annotated[
+        list[str] | None, typer.Option("--irsa-filter", help="ZTF filter (zg, zr, zi); repeatable.")
+    ] = None,
+    irsa_mjd_range: Annotated[
+        tuple[float, float] | None, typer.Option("--irsa-mjd-range", help="ZTF MJD range: START END.")
+    ] = None,
+) -> None:
+    """Harvest one source or all of them, deduplicate, and write records under the output folder."""
+    overrides = cli_overrides(
+        output=output,
+        limit=limit,
+        fmt=fmt.value if fmt else None,
+        offline=offline,
+        log_format=log_format.value if log_format else None,
+        irsa_ra=irsa_ra,
+        irsa_dec=irsa_dec,
+        irsa_radius=irsa_radius,
+        irsa_filter=irsa_filter,
+        irsa_mjd_range=irsa_mjd_range,
+    )
+    try:
+        settings = load_settings(config, **overrides)
+        names = api.resolve_sources(source.value)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
+    report = RunReport(run_id="", started_at=_now())
+    try:
+        with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
+            report = anyio.run(_run, names, settings, dry_run, report)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    except HarvesterError as exc:
+        raise _fail(str(exc), 1) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", 130) from None
+    if dry_run:
+        sys.stdout.write(
+            orjson.dumps(report.as_dict(with_sample=True), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
+    elif sys.stdout.isatty():
+        print_summary(report)
+    raise typer.Exit(report.exit_code)
+
+
+async def _run(names: list[str], settings: Settings, dry_run: bool, report: RunReport) -> RunReport:
+    return await api.harvest(names, settings=settings, dry_run=dry_run, report=report)
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+@archive_app.command("serve")
+def archive_serve(
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="TCP port (0 = any free port).")
+    ] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Loopback address to bind.")] = "127.0.0.1",
+    latency: Annotated[
+        float, typer.Option("--latency", min=0.0, help="Seconds added to every answer.")
+    ] = 0.0,
+    bandwidth: Annotated[
+        float | None, typer.Option("--bandwidth", min=1.0, help="Bytes/s per connection for bodies.")
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option("--rate-limit", min=0.1, help="Server-side req/s per host (429 past it).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the deterministic sample sky.")] = 0,
+) -> None:
+    """Serve the sample archive over HTTP on loopback (IRSA and MAST endpoints on one port)."""
+    from harvester.testing import FakeArchive, serve
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise _fail(f"--host {host!r}: the sample archive only binds to loopback addresses")
+    archive = FakeArchive(
+        seed=seed,
+        latency_s=latency,
+        bandwidth_bps=bandwidth,
+        rate_limit_rps=rate_limit,
+        rate_limit_mode="enforce" if rate_limit else "count",
+    )
+
+    def ready(bound: int) -> None:
+        typer.echo(
+            f"sample archive on http://{host}:{bound} (IRSA: /cgi-bin/ZTF/nph_light_curves, "
+            f"MAST: /api/v0/invoke); Ctrl-C stops it",
+            err=True,
+        )
+
+    try:
+        anyio.run(lambda: serve(archive, host, port, ready=ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

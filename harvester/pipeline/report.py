@@ -1,0 +1,116 @@
+"""The run report: what each source did, as counters a user (or the CLI's exit code) can trust."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "RunReport", "SourceReport", "TargetFailure"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+Status = Literal["ok", "partial", "failed", "not_built", "cancelled"]
+
+
+@dataclass
+class TargetFailure:
+    """A target that produced no (or incomplete) data, and why."""
+
+    target: str
+    cause: str
+    transient: bool
+
+
+@dataclass
+class SourceReport:
+    """Counters for one source in one run."""
+
+    source: str
+    status: Status = "ok"
+    targets: int = 0
+    targets_ok: int = 0
+    requests: int = 0
+    retries: int = 0
+    bytes_received: int = 0
+    records: int = 0
+    duplicates: int = 0
+    written: int = 0
+    already_present: int = 0
+    limit_reached: bool = False
+    sample: bool = False
+    output: str | None = None
+    elapsed_s: float = 0.0
+    errors: list[TargetFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sample_record: dict[str, Any] | None = None
+
+    def finish(self) -> None:
+        """Derive the status from the failures recorded."""
+        if self.status in ("not_built", "cancelled"):
+            return
+        if self.errors and self.targets_ok == 0 and self.records == 0:
+            self.status = "failed"
+        elif self.errors:
+            self.status = "partial"
+        else:
+            self.status = "ok"
+
+    def as_dict(self, *, with_sample: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_sample:
+            data.pop("sample_record")
+        return data
+
+
+@dataclass
+class RunReport:
+    """The outcome of one harvest run."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    dry_run: bool = False
+    sources: dict[str, SourceReport] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "ok" for s in self.sources.values())
+
+    @property
+    def failed_sources(self) -> list[str]:
+        return [name for name, s in self.sources.items() if s.status != "ok"]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_FAILED
+
+    def totals(self) -> dict[str, int]:
+        keys = (
+            "targets",
+            "targets_ok",
+            "requests",
+            "retries",
+            "bytes_received",
+            "records",
+            "duplicates",
+            "written",
+            "already_present",
+        )
+        totals = {k: sum(getattr(s, k) for s in self.sources.values()) for k in keys}
+        totals["errors"] = sum(len(s.errors) for s in self.sources.values())
+        return totals
+
+    def as_dict(self, *, with_sample: bool = False) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "failed_sources": self.failed_sources,
+            "sources": {n: s.as_dict(with_sample=with_sample) for n, s in self.sources.items()},
+            "totals": self.totals(),
+        }

@@ -1,0 +1,242 @@
+"""Record writers: orjson to disk, atomically, never twice.
+
+Two layouts under ``<output>/<source>/``:
+
+- ``json`` (default): ``record_<stable id>.json``, one record per file. Each file is written to a
+  hidden temporary file in the same folder and then *linked* into place, which is atomic and
+  create-only: a reader never sees a partial file, and an existing record is never overwritten.
+  A record whose file already exists counts as ``already_present`` and is not written again, so a
+  rerun writes nothing.
+- ``jsonl``: ``part-<run id>-<seq>.jsonl`` shards of ``jsonl_shard_records`` lines. A shard is
+  built in a hidden temporary file and renamed into place when full or at the end of the run, so
+  every visible shard is complete. Keys in existing shards are read when the writer opens, so a
+  rerun writes no duplicates.
+
+A kill at any moment leaves at most hidden ``.*.tmp`` files, which the next writer removes.
+All file I/O runs on worker threads: the event loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import orjson
+
+from harvester.errors import OutputError
+from harvester.records import BaseRecord, stable_id
+
+__all__ = ["JsonFilesWriter", "JsonlWriter", "NullWriter", "Writer", "dumps_record", "record_path"]
+
+_TMP_SUFFIX = ".tmp"
+_STALE_TMP_S = 0.0  # a hidden temp file is never a finished record: any left over is from a dead run
+
+
+def dumps_record(record: BaseRecord) -> bytes:
+    """One record as compact JSON (NaN is never present: the models hold null instead)."""
+    return orjson.dumps(record.model_dump(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def record_path(folder: Path, record: BaseRecord) -> Path:
+    return folder / f"record_{stable_id(record.dedup_key())}.json"
+
+
+class Writer(Protocol):
+    """Where deduplicated records go."""
+
+    folder: Path | None
+
+    async def open(self) -> None: ...
+
+    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
+        """Write a batch; return (written, already_present)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _output_error(folder: Path, exc: OSError) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        cause = "no space left on device"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = "permission denied"
+    else:
+        cause = exc.strerror or str(exc)
+    return OutputError(f"cannot write to {folder}: {cause}")
+
+
+def _prepare_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{uuid.uuid4().hex}{_TMP_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _output_error(folder, exc) from None
+    now = time.time()
+    for leftover in folder.glob(f".*{_TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime >= _STALE_TMP_S:
+                leftover.unlink()
+
+
+class NullWriter:
+    """Writes nothing: the dry-run writer."""
+
+    folder: Path | None = None
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
+        return 0, 0
+
+    async def close(self) -> None:
+        return None
+
+
+class JsonFilesWriter:
+    """One ``record_<stable id>.json`` per record, created atomically and only once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder: Path | None = folder
+        self._folder = folder
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+
+    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
+        payload = [(record_path(self._folder, r), r) for r in records]
+        return await anyio.to_thread.run_sync(self._write_sync, payload)
+
+    def _write_sync(self, payload: list[tuple[Path, BaseRecord]]) -> tuple[int, int]:
+        written = present = 0
+        for path, record in payload:
+            if path.exists():
+                present += 1
+                continue
+            if _create_once(path, dumps_record(record) + b"\n"):
+                written += 1
+            else:
+                present += 1
+        return written, present
+
+    async def close(self) -> None:
+        return None
+
+
+def _create_once(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` atomically; False if the path already exists (nothing changed)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+        try:
+            os.link(tmp, path)  # atomic and create-only: fails if the record exists
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            if path.exists():  # a filesystem without hard links: fall back to rename
+                return False
+            os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        raise _output_error(path.parent, exc) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class JsonlWriter:
+    """Sharded ``part-<run id>-<seq>.jsonl`` files, each renamed into place once complete."""
+
+    def __init__(self, folder: Path, model: type[BaseRecord], *, run_id: str, shard_records: int) -> None:
+        self.folder: Path | None = folder
+        self._folder = folder
+        self._model = model
+        self._run_id = run_id
+        self._shard_records = shard_records
+        self._seq = 0
+        self._lines: list[bytes] = []
+        self._present: set[tuple[str, ...]] = set()
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+        self._present = await anyio.to_thread.run_sync(existing_jsonl_keys, self._folder, self._model)
+
+    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
+        written = present = 0
+        for record in records:
+            key = record.dedup_key()
+            if key in self._present:
+                present += 1
+                continue
+            self._present.add(key)
+            self._lines.append(dumps_record(record))
+            written += 1
+            if len(self._lines) >= self._shard_records:
+                await self._flush()
+        return written, present
+
+    async def _flush(self) -> None:
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        self._seq += 1
+        path = self._folder / f"part-{self._run_id}-{self._seq:05d}.jsonl"
+        await anyio.to_thread.run_sync(_write_shard, path, lines)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._flush()
+
+
+def _write_shard(path: Path, lines: list[bytes]) -> None:
+    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(b"\n".join(lines) + b"\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _output_error(path.parent, exc) from None
+
+
+def iter_jsonl_records(folder: Path) -> Iterable[dict[str, Any]]:
+    """Every record dict in a folder's visible jsonl shards (temporary files are skipped)."""
+    for shard in sorted(folder.glob("part-*.jsonl")):
+        with shard.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    yield orjson.loads(line)
+
+
+def existing_jsonl_keys(folder: Path, model: type[BaseRecord]) -> set[tuple[str, ...]]:
+    """Dedup keys of the records already in ``folder``'s shards."""
+    keys: set[tuple[str, ...]] = set()
+    fields = model.key_fields
+    for data in iter_jsonl_records(folder):
+        keys.add(tuple(repr(v) if isinstance(v, float) else str(v) for v in (data[f] for f in fields)))
+    return keys
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (for generated READMEs and manifests)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _output_error(path.parent, exc) from None

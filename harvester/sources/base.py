@@ -1,0 +1,98 @@
+"""The Source contract: what every archive module provides to the pipeline.
+
+A source turns settings into *targets* (cones, TIC ids, ...) and a target into a stream of
+validated records. It never rate-limits (the HTTP session does), never dedups and never writes
+(the pipeline does). Adding an archive means one module here implementing :class:`Source`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from harvester._http import HttpSession, RetryPolicy, Timeouts
+from harvester.records import BaseRecord
+from harvester.settings import RateLimit, Retries, Settings, Timeout
+
+__all__ = ["Source", "SourceNotes", "host_of", "retry_policy", "timeouts", "utcnow"]
+
+T = TypeVar("T")
+
+
+def host_of(url: str) -> str:
+    """The lower-case host name of a URL (no port): the key of its rate limiter."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def retry_policy(retries: Retries) -> RetryPolicy:
+    return RetryPolicy(
+        retries=retries.attempts,
+        backoff_base_s=retries.backoff_base,
+        backoff_cap_s=retries.backoff_cap,
+        retry_after_cap_s=retries.retry_after_cap,
+    )
+
+
+def timeouts(timeout: Timeout) -> Timeouts:
+    return Timeouts(connect_s=timeout.connect, read_s=timeout.read, total_s=timeout.total)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SourceNotes:
+    """Things a source wants in the run report besides counts (e.g. incomplete MAST results)."""
+
+    warnings: list[str] = field(default_factory=list)
+
+
+class Source(ABC, Generic[T]):
+    """One archive's fetch logic. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: ClassVar[str]
+    archive: ClassVar[str]
+
+    def __init__(self, settings: Settings, *, sample: bool = False) -> None:
+        self.settings = settings
+        self.sample = sample
+        self.notes = SourceNotes()
+
+    @property
+    @abstractmethod
+    def base_url(self) -> str:
+        """The archive endpoint this source talks to."""
+
+    @property
+    @abstractmethod
+    def rate_limit(self) -> RateLimit:
+        """The politeness budget for :attr:`base_url`'s host."""
+
+    @abstractmethod
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`harvester._http.Http.session` (retry, timeouts, auth)."""
+
+    @abstractmethod
+    def targets(self) -> list[T]:
+        """Resolve the configured targets; raise ConfigError if there are none or they are bad."""
+
+    @abstractmethod
+    def label(self, target: T) -> str:
+        """A short, secret-free name of a target for logs and reports."""
+
+    @abstractmethod
+    def fetch(self, target: T, session: HttpSession) -> AsyncIterator[BaseRecord]:
+        """Fetch one target and yield validated records."""
+
+    @abstractmethod
+    def describe_query(self) -> dict[str, Any]:
+        """The query as plain data (no secrets), for the output folder's README."""
+
+    @property
+    def host(self) -> str:
+        return host_of(self.base_url)
