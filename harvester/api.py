@@ -211,6 +211,9 @@ class _ForwardWriter:
             await self._send.send(record)
         return 0, 0
 
+    async def contains(self, key: tuple[str, ...]) -> bool:
+        return False
+
     async def close(self) -> None:
         return None
 

@@ -69,10 +69,11 @@ class BaseRecord(BaseModel):
 
     def dedup_key(self) -> tuple[str, ...]:
         """The fields that identify this record within its source, as strings."""
-        return tuple(_key_part(getattr(self, name)) for name in self.key_fields)
+        return tuple(key_part(getattr(self, name)) for name in self.key_fields)
 
 
-def _key_part(value: object) -> str:
+def key_part(value: object) -> str:
+    """One dedup-key component as text; floats use repr, which round-trips exactly through JSON."""
     if isinstance(value, float):
         return repr(value)
     return str(value)

@@ -35,7 +35,7 @@ from harvester.pipeline.report import SourceReport, TargetFailure
 from harvester.pipeline.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
 from harvester.records import RECORD_MODELS, BaseRecord
 from harvester.settings import Settings
-from harvester.sources.base import Source, utcnow
+from harvester.sources.base import FetchContext, Source, utcnow
 
 __all__ = ["make_writer", "run_source"]
 
@@ -86,7 +86,7 @@ async def run_source(
         uniq_send, uniq_recv = anyio.create_memory_object_stream[BaseRecord](buffer)
         async with anyio.create_task_group() as tg:
             producers = anyio.CancelScope()
-            tg.start_soon(_produce, source, session, iter(targets), raw_send, report, producers)
+            tg.start_soon(_produce, source, session, iter(targets), raw_send, report, producers, writer)
             tg.start_soon(_dedup, raw_recv, uniq_send, report, limit, producers, keep_sample)
             tg.start_soon(_write, uniq_recv, writer, report)
     except OutputError as exc:
@@ -131,12 +131,13 @@ async def _produce(
     send: MemoryObjectSendStream[BaseRecord],
     report: SourceReport,
     scope: anyio.CancelScope,
+    writer: Writer,
 ) -> None:
     workers = max(1, min(source.rate_limit.max_concurrency * 2, report.targets))
 
     async def worker() -> None:
         for target in targets:  # a shared iterator: each target goes to exactly one worker
-            await _fetch_target(source, session, target, send, report)
+            await _fetch_target(source, session, target, send, report, writer)
 
     with scope:
         async with send, anyio.create_task_group() as tg:
@@ -145,17 +146,30 @@ async def _produce(
 
 
 async def _fetch_target(
-    source: Source[Any], session: Any, target: Any, send: MemoryObjectSendStream[BaseRecord], report: SourceReport
+    source: Source[Any],
+    session: Any,
+    target: Any,
+    send: MemoryObjectSendStream[BaseRecord],
+    report: SourceReport,
+    writer: Writer,
 ) -> None:
     label = source.label(target)
+    part_failed = False
+
+    def fail(part: str, cause: str, transient: bool) -> None:
+        nonlocal part_failed
+        part_failed = True
+        report.errors.append(TargetFailure(target=f"{label}/{part}", cause=cause, transient=transient))
+        log.warning("target_part_failed", source=source.name, target=label, part=part, cause=cause,
+                    transient=transient)
+
+    ctx = FetchContext(session=session, emit=send.send, is_present=writer.contains, fail=fail)
     try:
-        async for record in source.fetch(target, session):
-            await send.send(record)
+        await source.fetch(target, ctx)
     except HarvesterError as exc:
         report.errors.append(TargetFailure(target=label, cause=exc.message, transient=exc.transient))
-        log.warning(
-            "target_failed", source=source.name, target=label, cause=exc.message, transient=exc.transient
-        )
+        log.warning("target_failed", source=source.name, target=label, cause=exc.message,
+                    transient=exc.transient)
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         return  # the dedup stage stopped (limit reached): not a failure
     except Exception as exc:  # a bug or an unexpected body must not take the other targets down
@@ -164,7 +178,8 @@ async def _fetch_target(
         log.error("target_crashed", source=source.name, target=label, cause=cause)
         log.debug("target_crashed_traceback", source=source.name, target=label, exc_info=True)
     else:
-        report.targets_ok += 1
+        if not part_failed:
+            report.targets_ok += 1
 
 
 async def _dedup(

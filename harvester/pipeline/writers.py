@@ -31,7 +31,7 @@ import anyio
 import orjson
 
 from harvester.errors import OutputError
-from harvester.records import BaseRecord, stable_id
+from harvester.records import BaseRecord, key_part, stable_id
 
 __all__ = ["JsonFilesWriter", "JsonlWriter", "NullWriter", "Writer", "dumps_record", "record_path"]
 
@@ -57,6 +57,10 @@ class Writer(Protocol):
 
     async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
         """Write a batch; return (written, already_present)."""
+        ...
+
+    async def contains(self, key: tuple[str, ...]) -> bool:
+        """Whether a record with this dedup key is already in the output."""
         ...
 
     async def close(self) -> None: ...
@@ -98,6 +102,9 @@ class NullWriter:
     async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
         return 0, 0
 
+    async def contains(self, key: tuple[str, ...]) -> bool:
+        return False
+
     async def close(self) -> None:
         return None
 
@@ -111,6 +118,10 @@ class JsonFilesWriter:
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+
+    async def contains(self, key: tuple[str, ...]) -> bool:
+        path = self._folder / f"record_{stable_id(key)}.json"
+        return await anyio.to_thread.run_sync(path.exists)
 
     async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
         payload = [(record_path(self._folder, r), r) for r in records]
@@ -173,6 +184,9 @@ class JsonlWriter:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
         self._present = await anyio.to_thread.run_sync(existing_jsonl_keys, self._folder, self._model)
 
+    async def contains(self, key: tuple[str, ...]) -> bool:
+        return key in self._present
+
     async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
         written = present = 0
         for record in records:
@@ -226,7 +240,7 @@ def existing_jsonl_keys(folder: Path, model: type[BaseRecord]) -> set[tuple[str,
     keys: set[tuple[str, ...]] = set()
     fields = model.key_fields
     for data in iter_jsonl_records(folder):
-        keys.add(tuple(repr(v) if isinstance(v, float) else str(v) for v in (data[f] for f in fields)))
+        keys.add(tuple(key_part(data[f]) for f in fields))
     return keys
 
 

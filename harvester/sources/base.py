@@ -8,7 +8,7 @@ validated records. It never rate-limits (the HTTP session does), never dedups an
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
@@ -18,7 +18,7 @@ from harvester._http import HttpSession, RetryPolicy, Timeouts
 from harvester.records import BaseRecord
 from harvester.settings import RateLimit, Retries, Settings, Timeout
 
-__all__ = ["Source", "SourceNotes", "host_of", "retry_policy", "timeouts", "utcnow"]
+__all__ = ["FetchContext", "Source", "SourceNotes", "host_of", "retry_policy", "timeouts", "utcnow"]
 
 T = TypeVar("T")
 
@@ -50,6 +50,23 @@ class SourceNotes:
     """Things a source wants in the run report besides counts (e.g. incomplete MAST results)."""
 
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FetchContext:
+    """What the pipeline hands a source for one target.
+
+    - ``session``: the source's HTTP session (rate-limited, retried).
+    - ``emit``: send one validated record downstream (awaits when the pipeline is busy).
+    - ``is_present``: whether a record with this dedup key is already in the output, so a source
+      can skip expensive work (a FITS download) for data it already has.
+    - ``fail``: report a failure of one part of a target (a product) without failing the rest.
+    """
+
+    session: HttpSession
+    emit: Callable[[BaseRecord], Awaitable[None]]
+    is_present: Callable[[tuple[str, ...]], Awaitable[bool]]
+    fail: Callable[[str, str, bool], None]
 
 
 class Source(ABC, Generic[T]):
@@ -86,8 +103,12 @@ class Source(ABC, Generic[T]):
         """A short, secret-free name of a target for logs and reports."""
 
     @abstractmethod
-    def fetch(self, target: T, session: HttpSession) -> AsyncIterator[BaseRecord]:
-        """Fetch one target and yield validated records."""
+    async def fetch(self, target: T, ctx: FetchContext) -> None:
+        """Fetch one target and ``await ctx.emit(record)`` for each validated record.
+
+        Raise a :class:`~harvester.errors.HarvesterError` when the whole target fails; use
+        ``ctx.fail`` for a part of it. A source may run its own task group here.
+        """
 
     @abstractmethod
     def describe_query(self) -> dict[str, Any]:

@@ -22,17 +22,16 @@ import csv
 import io
 import math
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import structlog
 
-from harvester._http import HttpSession, _snippet
+from harvester._http import _snippet
 from harvester.errors import ArchiveResponseError, ConfigError
-from harvester.records import BaseRecord, Provenance, ZtfRecord
+from harvester.records import Provenance, ZtfRecord
 from harvester.settings import ConeSearch, RateLimit, read_targets_file
-from harvester.sources.base import Source, retry_policy, timeouts, utcnow
+from harvester.sources.base import FetchContext, Source, retry_policy, timeouts, utcnow
 
 __all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_csv"]
 
@@ -152,10 +151,10 @@ class ZtfSource(Source[ConeSearch]):
             "targets": len(self.targets()),
         }
 
-    async def fetch(self, target: ConeSearch, session: HttpSession) -> AsyncIterator[BaseRecord]:
+    async def fetch(self, target: ConeSearch, ctx: FetchContext) -> None:
         irsa = self.settings.data_sources.ztf.irsa
         label = self.label(target)
-        response = await session.fetch(
+        response = await ctx.session.fetch(
             "GET",
             irsa.base_url,
             params=irsa_params(target, irsa),
@@ -169,7 +168,7 @@ class ZtfSource(Source[ConeSearch]):
         )
         log.info("fetched", source=self.name, target=label, records=len(records), bytes=len(response.content))
         for record in records:
-            yield record
+            await ctx.emit(record)
 
 
 def _records_from_csv(content: bytes, label: str, provenance: Provenance, fetched_at: Any) -> list[ZtfRecord]:

@@ -1,0 +1,174 @@
+"""The pipeline: concurrent targets, dedup, --limit, atomic create-only writes, reruns, failures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+import harvester
+from harvester.records import ZtfRecord
+from tests.conftest import irsa_csv, irsa_row
+
+CONES = [{"name": f"c{i}", "ra": 10.0 + i, "dec": 20.0, "radius": 0.01} for i in range(6)]
+
+
+def ztf(**irsa: Any) -> dict[str, Any]:
+    """Overrides that point ZTF at a fast budget and the given IRSA settings."""
+    return {"data_sources": {"ztf": {"irsa": {"targets": CONES, **irsa},
+                                     "rate_limit": {"requests_per_second": 500, "max_concurrency": 4},
+                                     "retries": {"attempts": 1, "backoff_base": 0.0}}}}
+
+
+def per_cone(n: int = 5, *, overlap: bool = False) -> httpx.MockTransport:
+    """Each cone returns n epochs of its own object; with overlap, every cone also returns a shared object."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        ra = float(request.url.params["POS"].split()[1])
+        oid = 100000000000000 + int(ra)
+        rows = [irsa_row(oid=oid, mjd=58000.0 + k) for k in range(n)]
+        if overlap:
+            rows += [irsa_row(oid=999999999999999, mjd=59000.0 + k) for k in range(3)]
+        return httpx.Response(200, content=irsa_csv(*rows))
+    return httpx.MockTransport(handler)
+
+
+def record_files(out: Path) -> list[Path]:
+    return sorted((out / "ztf").glob("record_*.json"))
+
+
+async def test_records_are_written_one_file_each_with_a_readme(tmp_path: Path) -> None:
+    """6 cones × 5 epochs give 30 valid record files named from the dedup key, plus a schema README."""
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    files = record_files(tmp_path)
+    assert len(files) == 30 and report.sources["ztf"].written == 30 and report.exit_code == 0
+    record = ZtfRecord.model_validate_json(files[0].read_bytes())
+    assert files[0].name == f"record_{record.object_id}_{record.mjd!r}.json"
+    readme = (tmp_path / "ztf" / "README.md").read_text()
+    assert "| `mjd` | number | d |" in readme and "UTC, topocentric" in readme
+    assert '"written": 30' in readme
+
+
+async def test_overlapping_cones_are_deduplicated(tmp_path: Path) -> None:
+    """Epochs returned by several cones are written once and counted as duplicates."""
+    report = await harvester.harvest("ztf", transport=per_cone(overlap=True), output=tmp_path, **ztf())
+    src = report.sources["ztf"]
+    assert (src.records, src.duplicates, src.written) == (33, 15, 33)
+    assert len(record_files(tmp_path)) == 33
+
+
+async def test_rerun_writes_nothing(tmp_path: Path) -> None:
+    """A second identical run finds every record present and writes none."""
+    await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    before = {p: p.stat().st_mtime_ns for p in record_files(tmp_path)}
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    assert (report.sources["ztf"].written, report.sources["ztf"].already_present) == (0, 30)
+    assert {p: p.stat().st_mtime_ns for p in record_files(tmp_path)} == before
+
+
+async def test_limit_caps_records_and_stops_fetching(tmp_path: Path) -> None:
+    """--limit 7 writes exactly 7 records and does not request every target."""
+    requests: list[str] = []
+    inner = per_cone()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(str(request.url))
+        await anyio.sleep(0.02)
+        return await inner.handle_async_request(request)
+
+    many = [{"ra": 10.0 + i, "dec": 20.0, "radius": 0.01} for i in range(60)]
+    overrides = ztf(targets=many)
+    report = await harvester.harvest("ztf", transport=httpx.MockTransport(handler), output=tmp_path,
+                                     limit=7, **overrides)
+    assert report.sources["ztf"].records == 7 and report.sources["ztf"].limit_reached
+    assert len(record_files(tmp_path)) == 7
+    assert len(requests) < 60
+
+
+async def test_dry_run_writes_nothing_and_keeps_a_sample(tmp_path: Path) -> None:
+    """A dry run fetches and validates, writes no file, and reports a sample record."""
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, dry_run=True, **ztf())
+    assert not (tmp_path / "ztf").exists()
+    src = report.sources["ztf"]
+    assert src.records == 30 and src.written == 0
+    assert src.sample_record is not None and src.sample_record["source"] == "ztf"
+
+
+async def test_jsonl_shards_are_complete_and_rerun_writes_nothing(tmp_path: Path) -> None:
+    """--format jsonl writes full shards of jsonl_shard_records lines and a rerun adds none."""
+    kwargs: dict[str, Any] = {"output": tmp_path, "format": "jsonl", "jsonl_shard_records": 8, **ztf()}
+    await harvester.harvest("ztf", transport=per_cone(), **kwargs)
+    shards = sorted((tmp_path / "ztf").glob("part-*.jsonl"))
+    lines = [line for s in shards for line in s.read_bytes().splitlines()]
+    assert len(shards) == 4 and len(lines) == 30
+    assert len({(d["object_id"], d["mjd"]) for d in map(orjson.loads, lines)}) == 30
+    report = await harvester.harvest("ztf", transport=per_cone(), **kwargs)
+    assert (report.sources["ztf"].written, report.sources["ztf"].already_present) == (0, 30)
+    assert sorted((tmp_path / "ztf").glob("part-*.jsonl")) == shards
+
+
+async def test_a_failing_target_does_not_stop_the_others(tmp_path: Path) -> None:
+    """One cone answering an HTML page is reported with its cause; the other five are written."""
+    inner = per_cone()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params["POS"].split()[1] == "12.0":
+            return httpx.Response(200, text="<html><title>Oops</title></html>")
+        return await inner.handle_async_request(request)
+
+    report = await harvester.harvest("ztf", transport=httpx.MockTransport(handler), output=tmp_path, **ztf())
+    src = report.sources["ztf"]
+    assert src.status == "partial" and report.exit_code == 1
+    assert [(e.target, e.transient) for e in src.errors] == [("c2", False)]
+    assert "HTML page" in src.errors[0].cause
+    assert len(record_files(tmp_path)) == 25
+
+
+async def test_source_failing_everywhere_is_failed(tmp_path: Path) -> None:
+    """When every target fails with 503s, the source is 'failed' and nothing is written."""
+    report = await harvester.harvest("ztf", transport=httpx.MockTransport(lambda r: httpx.Response(503)),
+                                     output=tmp_path, **ztf())
+    assert report.sources["ztf"].status == "failed" and report.exit_code == 1
+    assert all(e.transient for e in report.sources["ztf"].errors)
+    assert record_files(tmp_path) == []
+
+
+async def test_fallback_to_sample_marks_records(tmp_path: Path) -> None:
+    """With fallback_to_sample on, a dead archive is replaced by sample data, marked as such."""
+    report = await harvester.harvest("ztf", transport=httpx.MockTransport(lambda r: httpx.Response(503)),
+                                     output=tmp_path, fallback_to_sample=True, limit=5, **ztf())
+    src = report.sources["ztf"]
+    assert src.sample and src.written == 5 and src.status == "partial"
+    assert "sample archive" in src.warnings[0]
+    assert all(ZtfRecord.model_validate_json(p.read_bytes()).provenance.sample for p in record_files(tmp_path))
+
+
+async def test_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    """An output path that is a regular file fails the source with one clear line."""
+    (tmp_path / "blocker").write_text("x")
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path / "blocker", **ztf())
+    src = report.sources["ztf"]
+    assert src.status == "failed" and src.errors[0].target == "(output)"
+    assert "cannot write to" in src.errors[0].cause
+
+
+async def test_no_temporary_files_are_left(tmp_path: Path) -> None:
+    """After a run the folder holds only finished records and the README."""
+    await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    names = os.listdir(tmp_path / "ztf")
+    assert all(n == "README.md" or (n.startswith("record_") and n.endswith(".json")) for n in names)
+
+
+def test_stale_temporary_files_are_cleaned_and_never_counted(tmp_path: Path) -> None:
+    """A hidden temp file left by a killed run is removed by the next writer and never read as a record."""
+    from harvester.pipeline.writers import JsonFilesWriter
+
+    folder = tmp_path / "ztf"
+    folder.mkdir()
+    (folder / ".record_x.json.abc.tmp").write_bytes(b'{"partial')
+    anyio.run(JsonFilesWriter(folder).open)
+    assert os.listdir(folder) == []
