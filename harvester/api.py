@@ -31,13 +31,15 @@ from harvester.pipeline.runner import make_writer, run_source
 from harvester.records import BaseRecord
 from harvester.settings import Settings, load_settings
 from harvester.sources.base import Source
+from harvester.sources.mast import MastSource
+from harvester.sources.tess import TessSource
 from harvester.sources.ztf import ZtfSource
 
 __all__ = ["SOURCES", "harvest", "resolve_sources", "stream"]
 
 log = structlog.get_logger("harvester")
 
-SOURCES: dict[str, type[Source[Any]]] = {"ztf": ZtfSource}
+SOURCES: dict[str, type[Source[Any]]] = {"ztf": ZtfSource, "tess": TessSource, "mast": MastSource}
 ALL_SOURCES = ("ztf", "tess", "mast")
 
 
