@@ -92,8 +92,20 @@ _PRINTABLE: Final = bytes(range(0x20, 0x7F))
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+")
 _FLOAT_RE: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[EeDd][+-]?[0-9]+)?")
 _TFORM_RE: Final = re.compile(r"\s*([0-9]*)([LXBIJKAEDCMPQ])(.*)")
-_FORM_BYTES: Final = {"L": 1, "B": 1, "A": 1, "I": 2, "J": 4, "E": 4, "K": 8, "D": 8, "C": 8, "M": 16,
-                      "P": 8, "Q": 16}
+_FORM_BYTES: Final = {
+    "L": 1,
+    "B": 1,
+    "A": 1,
+    "I": 2,
+    "J": 4,
+    "E": 4,
+    "K": 8,
+    "D": 8,
+    "C": 8,
+    "M": 16,
+    "P": 8,
+    "Q": 16,
+}
 _FORM_DTYPE: Final = {"B": ">u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
 _FLOAT_FORMS: Final = frozenset("ED")
 _INT_FORMS: Final = frozenset("BIJK")
@@ -400,8 +412,10 @@ def _walk(data: bytes, verify_checksum: bool) -> list[_Hdu]:
         index = len(hdus)
         if index and not data.startswith(b"XTENSION=", pos):
             if (n - pos) % BLOCK:
-                raise _Corrupt(f"corrupt FITS: length {n:,} is not a multiple of {BLOCK} "
-                               f"({n - pos:,} stray bytes after HDU {index - 1})")
+                raise _Corrupt(
+                    f"corrupt FITS: length {n:,} is not a multiple of {BLOCK} "
+                    f"({n - pos:,} stray bytes after HDU {index - 1})"
+                )
             raise _Corrupt(f"corrupt FITS: {n - pos:,} bytes after HDU {index - 1} are not an XTENSION")
         cards, data_start = _read_header(data, pos, index)
         where = f"HDU {index}"
@@ -417,8 +431,9 @@ def _walk(data: bytes, verify_checksum: bool) -> list[_Hdu]:
         size = _data_size(cards, f"{where} ({name})", primary=index == 0)
         end = data_start + -(-size // BLOCK) * BLOCK
         if end > n:
-            raise _Corrupt(f"truncated FITS: {n:,} of at least {end:,} bytes "
-                           f"(data of HDU {index} ({name}) does not fit)")
+            raise _Corrupt(
+                f"truncated FITS: {n:,} of at least {end:,} bytes (data of HDU {index} ({name}) does not fit)"
+            )
         hdu = _Hdu(index, name, cards, pos, data_start, size, end)
         if verify_checksum:
             _check_sums(data, hdu)

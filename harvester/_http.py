@@ -188,7 +188,7 @@ class HttpSession:
         self.timeouts = timeouts
         self.stats = HttpStats()
         self._on_response = on_response
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311  # backoff jitter, not cryptography
         self._sleep: Callable[[float], Any] = anyio.sleep
 
     async def fetch(

@@ -114,3 +114,55 @@ def schema_document() -> str:
             "",
         ]
     return "\n".join(parts)
+
+
+def _settings_rows(model: type[Any], prefix: str, defaults: Any = None) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) for every leaf setting; defaults come from the parent's default."""
+    from pydantic import BaseModel
+
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        key = f"{prefix}{name}"
+        if defaults is not None:
+            default: Any = getattr(defaults, name)
+        elif field.is_required():
+            default = None
+        else:
+            default = field.get_default(call_default_factory=True)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(_settings_rows(annotation, f"{key}.", default))
+            continue
+        alias = field.validation_alias
+        env = ", ".join(str(c) for c in getattr(alias, "choices", ())) if alias is not None else ""
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        shown = "—" if default is None else f"`{json.dumps(default, default=str)}`"
+        kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        kind = kind.replace("harvester.settings.", "").replace("pathlib.", "")
+        desc = " ".join((field.description or "").split())
+        if env:
+            desc = f"{desc} Environment: `{env}`.".strip()
+        rows.append((key, kind.replace("|", "/"), shown, desc))
+    return rows
+
+
+def configuration_document() -> str:
+    """docs/configuration.md: every setting, generated from harvester.settings.Settings."""
+    from harvester.settings import Settings
+
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `harvester/settings.py` by `harvester docs`; a test checks it is current.",
+        "",
+        "Precedence, lowest first: built-in defaults < `config/base.yaml` (or `--config PATH`) < `.env` <",
+        "environment (`HARVESTER_` + the key in upper case, `__` between levels, e.g.",
+        "`HARVESTER_DATA_SOURCES__ZTF__IRSA__BASE_URL`) < CLI flags. Unknown keys are errors.",
+        "",
+        "| key | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, kind, default, desc in _settings_rows(Settings, ""):
+        lines.append(f"| `{key}` | {kind} | {default} | {desc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

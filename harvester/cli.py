@@ -226,6 +226,20 @@ def archive_serve(
         raise _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
+@app.command("docs")
+def docs(
+    folder: Annotated[Path, typer.Option("--folder", help="Where the generated references go.")] = Path(
+        "docs"
+    ),
+) -> None:
+    """Regenerate docs/configuration.md and docs/schema.md from the settings and record models."""
+    from harvester._schema import configuration_document, schema_document
+
+    for name, text in (("configuration.md", configuration_document()), ("schema.md", schema_document())):
+        (folder / name).write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {folder / name}", err=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -57,4 +57,4 @@ class SizeLimitError(TerminalError):
 
 
 class OutputError(TerminalError):
-    """The output folder cannot be written (permissions, full disk). Stops the source, keeps what was written."""
+    """The output cannot be written (permissions, full disk): stops the source, keeps what was written."""

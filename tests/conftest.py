@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harvester.sources.ztf import IRSA_COLUMNS
 
-ROW = ("675103300002930,44835315,2458202.8577286243,58202.353159699996,18.6746521,0.0466535166,0,zg,"
-       "209.99005510000001,29.997625800000002,1.2,0.01,20180323353160,675,10,3,20.5,26.2,0.03,-0.04,0.0001,"
-       "30,1.2,1")
+ROW = (
+    "675103300002930,44835315,2458202.8577286243,58202.353159699996,18.6746521,0.0466535166,0,zg,"
+    "209.99005510000001,29.997625800000002,1.2,0.01,20180323353160,675,10,3,20.5,26.2,0.03,-0.04,0.0001,"
+    "30,1.2,1"
+)
 
 
 def irsa_csv(*rows: str) -> bytes:
@@ -28,10 +29,10 @@ def irsa_row(oid: int = 675103300002930, mjd: float = 58202.353159699996, **cell
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test runs in an empty working directory with no harvester variables or tokens set."""
     for name in list(os.environ):
         if name.startswith("HARVESTER_") or name in ("ZTF_API_TOKEN", "TESS_API_TOKEN", "MAST_API_TOKEN"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    yield tmp_path
+    return tmp_path

@@ -78,12 +78,24 @@ def _synthetic(
     ]
     columns = [c for c in columns if c.name != drop_column]
     primary = fits.PrimaryHDU()
-    for key, value in {"TICID": 123456, "SECTOR": 9, "CAMERA": 2, "CCD": 4, "RA_OBJ": 10.5, "DEC_OBJ": -3.25,
-                       "TESSMAG": 8.5}.items():
+    for key, value in {
+        "TICID": 123456,
+        "SECTOR": 9,
+        "CAMERA": 2,
+        "CCD": 4,
+        "RA_OBJ": 10.5,
+        "DEC_OBJ": -3.25,
+        "TESSMAG": 8.5,
+    }.items():
         primary.header[key] = value
     table = fits.BinTableHDU.from_columns(columns, name=extname)
-    cards: dict[str, Any] = {"TIMESYS": "TDB", "TIMEUNIT": "d", "BJDREFI": 2457000, "BJDREFF": 0.0,
-                             "TIMEDEL": 0.0013888888888889}
+    cards: dict[str, Any] = {
+        "TIMESYS": "TDB",
+        "TIMEUNIT": "d",
+        "BJDREFI": 2457000,
+        "BJDREFF": 0.0,
+        "TIMEDEL": 0.0013888888888889,
+    }
     cards.update(lc_cards or {})
     for key, value in cards.items():
         if value is None:
@@ -126,7 +138,11 @@ def test_primary_header_fields_match(path: Path) -> None:
     got = _decode(path)
     header = fits.getheader(path, 0)
     assert (got.tic_id, got.sector, got.camera, got.ccd) == (
-        header["TICID"], header["SECTOR"], header["CAMERA"], header["CCD"])
+        header["TICID"],
+        header["SECTOR"],
+        header["CAMERA"],
+        header["CCD"],
+    )
     assert (got.ra, got.dec, got.tess_mag) == (header["RA_OBJ"], header["DEC_OBJ"], header["TESSMAG"])
 
 
@@ -212,12 +228,34 @@ def test_to_record_fields_builds_a_valid_tess_record() -> None:
     got = _decode(S58)
     fields = got.to_record_fields()
     assert set(fields) == {
-        "tic_id", "object_id", "sector", "camera", "ccd", "ra", "dec", "tess_mag", "cadence_s", "flux_column",
-        "quality_bitmask", "time_system", "time", "flux", "flux_err", "n_points_raw", "n_points", "reduced",
-        "mjd", "product"}
+        "tic_id",
+        "object_id",
+        "sector",
+        "camera",
+        "ccd",
+        "ra",
+        "dec",
+        "tess_mag",
+        "cadence_s",
+        "flux_column",
+        "quality_bitmask",
+        "time_system",
+        "time",
+        "flux",
+        "flux_err",
+        "n_points_raw",
+        "n_points",
+        "reduced",
+        "mjd",
+        "product",
+    }
     record = TessRecord(
-        **fields, obs_id=S58.name.removesuffix("_lc.fits"), obsid=None,
-        fetched_at="2024-01-01T00:00:00Z", provenance=Provenance(archive="mast", url="https://example.invalid/x"))
+        **fields,
+        obs_id=S58.name.removesuffix("_lc.fits"),
+        obsid=None,
+        fetched_at="2024-01-01T00:00:00Z",
+        provenance=Provenance(archive="mast", url="https://example.invalid/x"),
+    )
     assert record.object_id == "21132157"
     assert record.n_points == len(record.time) == got.n_points
     assert record.mjd == got.time[0] + 56999.5
@@ -254,8 +292,9 @@ def test_undefined_header_cards_become_none() -> None:
 
 def test_other_bjdref_is_converted_to_btjd() -> None:
     """BJDREFI/BJDREFF other than (2457000, 0) are folded into TIME so the output stays BTJD."""
-    data = _synthetic([2000.0, 2001.0], [1.0, 1.0], [1.0, 1.0], [0, 0],
-                      lc_cards={"BJDREFI": 2454833, "BJDREFF": 0.25})
+    data = _synthetic(
+        [2000.0, 2001.0], [1.0, 1.0], [1.0, 1.0], [0, 0], lc_cards={"BJDREFI": 2454833, "BJDREFF": 0.25}
+    )
     got = decode_lightcurve(data, product="kepler-like")
     assert got.time.tolist() == [2000.0 - 2167 + 0.25, 2001.0 - 2167 + 0.25]
 

@@ -54,22 +54,27 @@ def sequence(*responses: httpx.Response | Exception) -> tuple[Handler, list[http
 
 async def test_transient_statuses_are_retried_then_succeed() -> None:
     """503, 502 and a connection reset are retried; the 4th attempt's 200 is returned."""
-    handler, seen = sequence(httpx.Response(503), httpx.Response(502), httpx.ReadError("reset"),
-                             httpx.Response(200, content=b"ok"))
+    handler, seen = sequence(
+        httpx.Response(503), httpx.Response(502), httpx.ReadError("reset"), httpx.Response(200, content=b"ok")
+    )
     sleeps: list[float] = []
     async with Http(registry(), transport=httpx.MockTransport(handler)) as http:
         s = session(http, sleeps)
         response = await s.fetch("GET", "https://example.org/x", target="t")
     assert response.content == b"ok"
     assert len(seen) == 4 and s.stats.retries == 3
-    assert all(0 <= d <= cap for d, cap in zip(sleeps, (0.5, 1.0, 2.0), strict=True))  # full jitter under the cap
+    assert all(
+        0 <= d <= cap for d, cap in zip(sleeps, (0.5, 1.0, 2.0), strict=True)
+    )  # full jitter under the cap
 
 
 async def test_gives_up_after_the_retry_budget_with_a_clear_error() -> None:
     """A 503 storm ends in a TransientError naming the target and the attempts."""
     handler, seen = sequence(httpx.Response(503))
     async with Http(registry(), transport=httpx.MockTransport(handler)) as http:
-        with pytest.raises(TransientError, match=r"cone-1: HTTP 503 from example.org \(gave up after 4 attempts\)"):
+        with pytest.raises(
+            TransientError, match=r"cone-1: HTTP 503 from example.org \(gave up after 4 attempts\)"
+        ):
             await session(http, []).fetch("GET", "https://example.org/x", target="cone-1")
     assert len(seen) == 4
 
@@ -133,6 +138,7 @@ async def test_announced_size_over_the_cap_is_refused() -> None:
 
 async def test_actual_size_over_the_cap_is_refused() -> None:
     """A body that grows past max_bytes is cut off with a SizeLimitError."""
+
     async def body() -> AsyncIterator[bytes]:
         for _ in range(5):
             yield b"x" * 1000
@@ -153,7 +159,9 @@ async def test_token_goes_only_to_its_own_host_even_after_a_redirect() -> None:
             return httpx.Response(302, headers={"Location": "https://evil.example/steal"})
         return httpx.Response(200, content=b"ok")
 
-    async with Http(registry("mast.stsci.edu", "evil.example"), transport=httpx.MockTransport(handler)) as http:
+    async with Http(
+        registry("mast.stsci.edu", "evil.example"), transport=httpx.MockTransport(handler)
+    ) as http:
         s = session(http, [], auth=("mast.stsci.edu", "token s3cret"))
         await s.fetch("GET", "https://mast.stsci.edu/api", target="t")
     assert seen[0].headers["Authorization"] == "token s3cret"
@@ -174,6 +182,6 @@ async def test_unknown_host_is_refused() -> None:
     """A request to a host without a configured budget is refused rather than sent unthrottled."""
     handler, seen = sequence(httpx.Response(200))
     async with Http(registry(), transport=httpx.MockTransport(handler)) as http:
-        with pytest.raises(TerminalError, match="no rate limit is configured for host 'other.org'"):
+        with pytest.raises(TerminalError, match=r"no rate limit is configured for host 'other\.org'"):
             await session(http, []).fetch("GET", "https://other.org/x", target="t")
     assert seen == []

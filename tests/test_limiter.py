@@ -37,7 +37,7 @@ def max_in_window(starts: list[float], window: float = 1.0) -> int:
 
 @pytest.mark.parametrize("rate", [2.0, 3.0, 10.0, 7.5])
 async def test_never_over_the_rate_and_close_to_it(rate: float) -> None:
-    """100 eager requests on a fake clock: no 1-s window holds more than ceil(rate), and the rate is reached."""
+    """100 eager requests on a fake clock: no 1-s window holds over ceil(rate); the rate is reached."""
     clock = FakeClock()
     limiter = HostLimiter("h", rate, 50, clock=clock, sleep=clock.sleep)
     starts: list[float] = []

@@ -9,7 +9,6 @@ from typing import Any
 import anyio
 import httpx
 import orjson
-import pytest
 
 import harvester
 from harvester.records import ZtfRecord
@@ -20,13 +19,20 @@ CONES = [{"name": f"c{i}", "ra": 10.0 + i, "dec": 20.0, "radius": 0.01} for i in
 
 def ztf(**irsa: Any) -> dict[str, Any]:
     """Overrides that point ZTF at a fast budget and the given IRSA settings."""
-    return {"data_sources": {"ztf": {"irsa": {"targets": CONES, **irsa},
-                                     "rate_limit": {"requests_per_second": 500, "max_concurrency": 4},
-                                     "retries": {"attempts": 1, "backoff_base": 0.0}}}}
+    return {
+        "data_sources": {
+            "ztf": {
+                "irsa": {"targets": CONES, **irsa},
+                "rate_limit": {"requests_per_second": 500, "max_concurrency": 4},
+                "retries": {"attempts": 1, "backoff_base": 0.0},
+            }
+        }
+    }
 
 
 def per_cone(n: int = 5, *, overlap: bool = False) -> httpx.MockTransport:
     """Each cone returns n epochs of its own object; with overlap, every cone also returns a shared object."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         ra = float(request.url.params["POS"].split()[1])
         oid = 100000000000000 + int(ra)
@@ -34,6 +40,7 @@ def per_cone(n: int = 5, *, overlap: bool = False) -> httpx.MockTransport:
         if overlap:
             rows += [irsa_row(oid=999999999999999, mjd=59000.0 + k) for k in range(3)]
         return httpx.Response(200, content=irsa_csv(*rows))
+
     return httpx.MockTransport(handler)
 
 
@@ -82,8 +89,9 @@ async def test_limit_caps_records_and_stops_fetching(tmp_path: Path) -> None:
 
     many = [{"ra": 10.0 + i, "dec": 20.0, "radius": 0.01} for i in range(60)]
     overrides = ztf(targets=many)
-    report = await harvester.harvest("ztf", transport=httpx.MockTransport(handler), output=tmp_path,
-                                     limit=7, **overrides)
+    report = await harvester.harvest(
+        "ztf", transport=httpx.MockTransport(handler), output=tmp_path, limit=7, **overrides
+    )
     assert report.sources["ztf"].records == 7 and report.sources["ztf"].limit_reached
     assert len(record_files(tmp_path)) == 7
     assert len(requests) < 60
@@ -130,8 +138,9 @@ async def test_a_failing_target_does_not_stop_the_others(tmp_path: Path) -> None
 
 async def test_source_failing_everywhere_is_failed(tmp_path: Path) -> None:
     """When every target fails with 503s, the source is 'failed' and nothing is written."""
-    report = await harvester.harvest("ztf", transport=httpx.MockTransport(lambda r: httpx.Response(503)),
-                                     output=tmp_path, **ztf())
+    report = await harvester.harvest(
+        "ztf", transport=httpx.MockTransport(lambda r: httpx.Response(503)), output=tmp_path, **ztf()
+    )
     assert report.sources["ztf"].status == "failed" and report.exit_code == 1
     assert all(e.transient for e in report.sources["ztf"].errors)
     assert record_files(tmp_path) == []
@@ -139,12 +148,20 @@ async def test_source_failing_everywhere_is_failed(tmp_path: Path) -> None:
 
 async def test_fallback_to_sample_marks_records(tmp_path: Path) -> None:
     """With fallback_to_sample on, a dead archive is replaced by sample data, marked as such."""
-    report = await harvester.harvest("ztf", transport=httpx.MockTransport(lambda r: httpx.Response(503)),
-                                     output=tmp_path, fallback_to_sample=True, limit=5, **ztf())
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.MockTransport(lambda r: httpx.Response(503)),
+        output=tmp_path,
+        fallback_to_sample=True,
+        limit=5,
+        **ztf(),
+    )
     src = report.sources["ztf"]
     assert src.sample and src.written == 5 and src.status == "partial"
     assert "sample archive" in src.warnings[0]
-    assert all(ZtfRecord.model_validate_json(p.read_bytes()).provenance.sample for p in record_files(tmp_path))
+    assert all(
+        ZtfRecord.model_validate_json(p.read_bytes()).provenance.sample for p in record_files(tmp_path)
+    )
 
 
 async def test_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -34,12 +34,19 @@ def test_defaults_without_any_file() -> None:
 def test_precedence_yaml_dotenv_env_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each layer overrides the one below: defaults < YAML < .env < environment < CLI overrides."""
     url = "HARVESTER_DATA_SOURCES__ZTF__IRSA__BASE_URL"
-    write(tmp_path / "config/base.yaml", "data_sources:\n  ztf:\n    irsa:\n      base_url: http://yaml/x\n"
-          "output: from-yaml\nformat: jsonl\nlimit: 3\n")
+    write(
+        tmp_path / "config/base.yaml",
+        "data_sources:\n  ztf:\n    irsa:\n      base_url: http://yaml/x\n"
+        "output: from-yaml\nformat: jsonl\nlimit: 3\n",
+    )
     assert load_settings().data_sources.ztf.irsa.base_url == "http://yaml/x"
     write(tmp_path / ".env", f"{url}=http://dotenv/x\nHARVESTER_OUTPUT=from-dotenv\n")
     s = load_settings()
-    assert (s.data_sources.ztf.irsa.base_url, s.output, s.format) == ("http://dotenv/x", Path("from-dotenv"), "jsonl")
+    assert (s.data_sources.ztf.irsa.base_url, s.output, s.format) == (
+        "http://dotenv/x",
+        Path("from-dotenv"),
+        "jsonl",
+    )
     monkeypatch.setenv(url, "http://env/x")
     assert load_settings().data_sources.ztf.irsa.base_url == "http://env/x"
     s = load_settings(data_sources={"ztf": {"irsa": {"base_url": "http://cli/x"}}})
@@ -49,7 +56,10 @@ def test_precedence_yaml_dotenv_env_cli(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_cli_override_merges_into_nested_yaml(tmp_path: Path) -> None:
     """Overriding only the cone's ra keeps dec and radius from the YAML."""
-    write(tmp_path / "c.yaml", "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 10, dec: 20, radius: 0.01}\n")
+    write(
+        tmp_path / "c.yaml",
+        "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 10, dec: 20, radius: 0.01}\n",
+    )
     s = load_settings(tmp_path / "c.yaml", data_sources={"ztf": {"irsa": {"cone_search": {"ra": 11.5}}}})
     cone = s.data_sources.ztf.irsa.cone_search
     assert cone is not None and (cone.ra, cone.dec, cone.radius) == (11.5, 20, 0.01)
@@ -58,16 +68,27 @@ def test_cli_override_merges_into_nested_yaml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("yaml_text", "key"),
     [
-        ("data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 10, dec: 20, radius: 0.5}\n",
-         "data_sources.ztf.irsa.cone_search.radius"),
-        ("data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 360, dec: 20, radius: 0.01}\n",
-         "data_sources.ztf.irsa.cone_search.ra"),
-        ("data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 1, dec: -91, radius: 0.01}\n",
-         "data_sources.ztf.irsa.cone_search.dec"),
+        (
+            "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 10, dec: 20, radius: 0.5}\n",
+            "data_sources.ztf.irsa.cone_search.radius",
+        ),
+        (
+            "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 360, dec: 20, radius: 0.01}\n",
+            "data_sources.ztf.irsa.cone_search.ra",
+        ),
+        (
+            "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 1, dec: -91, radius: 0.01}\n",
+            "data_sources.ztf.irsa.cone_search.dec",
+        ),
         ("data_sources:\n  ztf:\n    irsa:\n      filters: [g]\n", "data_sources.ztf.irsa.filters.0"),
-        ("data_sources:\n  ztf:\n    irsa:\n      mjd_range: [59850, 59800]\n", "data_sources.ztf.irsa.mjd_range"),
-        ("data_sources:\n  ztf:\n    rate_limit: {requests_per_second: 0, max_concurrency: 1}\n",
-         "data_sources.ztf.rate_limit.requests_per_second"),
+        (
+            "data_sources:\n  ztf:\n    irsa:\n      mjd_range: [59850, 59800]\n",
+            "data_sources.ztf.irsa.mjd_range",
+        ),
+        (
+            "data_sources:\n  ztf:\n    rate_limit: {requests_per_second: 0, max_concurrency: 1}\n",
+            "data_sources.ztf.rate_limit.requests_per_second",
+        ),
         ("data_sources:\n  ztf:\n    irsa:\n      radius_typo: 1\n", "data_sources.ztf.irsa.radius_typo"),
         ("limit: many\n", "limit"),
     ],
@@ -89,7 +110,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
 
 def test_missing_config_file() -> None:
     """An explicit --config that does not exist is a clear error."""
-    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+    with pytest.raises(ConfigError, match=r"config file not found: nope\.yaml"):
         load_settings("nope.yaml")
 
 
@@ -108,15 +129,19 @@ def test_targets_file_rows(tmp_path: Path) -> None:
     """A targets CSV gives one cone per row, with the default radius where none is given."""
     path = write(tmp_path / "t.csv", "name,ra,dec,radius\nM101,210.8,54.35,0.01\nother,10,-5,\n")
     targets = read_targets_file(path, default_radius=0.002)
-    assert [(t.name, t.ra, t.dec, t.radius) for t in targets] == [("M101", 210.8, 54.35, 0.01),
-                                                                  ("other", 10.0, -5.0, 0.002)]
+    assert [(t.name, t.ra, t.dec, t.radius) for t in targets] == [
+        ("M101", 210.8, 54.35, 0.01),
+        ("other", 10.0, -5.0, 0.002),
+    ]
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("name,ra\nx,1\n", "needs a header with ra and dec"),
-     ("name,ra,dec\nx,abc,1\n", "line 2: could not convert"),
-     ("name,ra,dec\nx,1,95\n", "line 2: dec: Input should be less than or equal to 90")],
+    [
+        ("name,ra\nx,1\n", "needs a header with ra and dec"),
+        ("name,ra,dec\nx,abc,1\n", "line 2: could not convert"),
+        ("name,ra,dec\nx,1,95\n", "line 2: dec: Input should be less than or equal to 90"),
+    ],
 )
 def test_bad_targets_file(tmp_path: Path, text: str, match: str) -> None:
     """A malformed targets file names the file and the line."""

@@ -24,9 +24,20 @@ OBS_ID = LC_NAME.removesuffix("_lc.fits")
 
 
 def envelope(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"status": "COMPLETE", "msg": "", "data": rows, "fields": [{"name": k, "type": "string"} for k in rows[0]]
-            if rows else [], "paging": {"page": 1, "pageSize": 50000, "pagesFiltered": 1 if rows else 0,
-                                        "rows": len(rows), "rowsFiltered": len(rows), "rowsTotal": len(rows)}}
+    return {
+        "status": "COMPLETE",
+        "msg": "",
+        "data": rows,
+        "fields": [{"name": k, "type": "string"} for k in rows[0]] if rows else [],
+        "paging": {
+            "page": 1,
+            "pageSize": 50000,
+            "pagesFiltered": 1 if rows else 0,
+            "rows": len(rows),
+            "rowsFiltered": len(rows),
+            "rowsTotal": len(rows),
+        },
+    }
 
 
 class ScriptedMast:
@@ -44,17 +55,42 @@ class ScriptedMast:
             body = json.loads(parse_qs(request.content.decode())["request"][0])
             self.invokes.append(body)
             if body["service"].startswith("Mast.Caom.Filtered"):
-                names = next(f["values"] for f in body["params"]["filters"] if f["paramName"] == "target_name")
-                rows = [{"obsid": 70000000058, "obs_id": OBS_ID, "target_name": "21132157",
-                         "obs_collection": "TESS", "_selected_": None}] if names == ["21132157"] else []
+                names = next(
+                    f["values"] for f in body["params"]["filters"] if f["paramName"] == "target_name"
+                )
+                rows = (
+                    [
+                        {
+                            "obsid": 70000000058,
+                            "obs_id": OBS_ID,
+                            "target_name": "21132157",
+                            "obs_collection": "TESS",
+                            "_selected_": None,
+                        }
+                    ]
+                    if names == ["21132157"]
+                    else []
+                )
                 return httpx.Response(200, json=envelope(rows))
             if body["service"] == "Mast.Caom.Products":
                 base = {"obsID": 70000000058, "obs_collection": "TESS", "_selected_": None}
                 rows = [
-                    {**base, "productFilename": LC_NAME, "productSubGroupDescription": "LC",
-                     "dataURI": f"mast:TESS/product/{LC_NAME}", "obs_id": OBS_ID, "size": len(LC_BYTES)},
-                    {**base, "productFilename": LC_NAME.replace("_lc", "_tp"), "productSubGroupDescription": "TP",
-                     "dataURI": "mast:TESS/product/x_tp.fits", "obs_id": OBS_ID, "size": 1},
+                    {
+                        **base,
+                        "productFilename": LC_NAME,
+                        "productSubGroupDescription": "LC",
+                        "dataURI": f"mast:TESS/product/{LC_NAME}",
+                        "obs_id": OBS_ID,
+                        "size": len(LC_BYTES),
+                    },
+                    {
+                        **base,
+                        "productFilename": LC_NAME.replace("_lc", "_tp"),
+                        "productSubGroupDescription": "TP",
+                        "dataURI": "mast:TESS/product/x_tp.fits",
+                        "obs_id": OBS_ID,
+                        "size": 1,
+                    },
                 ]
                 return httpx.Response(200, json=envelope(rows))
         if request.url.path == "/api/v0.1/Download/file":
@@ -64,8 +100,14 @@ class ScriptedMast:
 
 
 def tess(**query: Any) -> dict[str, Any]:
-    return {"data_sources": {"tess": {"query": {"tic_ids": [21132157], **query},
-                                      "retries": {"attempts": 1, "backoff_base": 0.0}}}}
+    return {
+        "data_sources": {
+            "tess": {
+                "query": {"tic_ids": [21132157], **query},
+                "retries": {"attempts": 1, "backoff_base": 0.0},
+            }
+        }
+    }
 
 
 def independent_read(mask: int = 175) -> tuple[np.ndarray, np.ndarray]:
@@ -86,32 +128,48 @@ async def test_real_light_curve_becomes_one_exact_record(tmp_path: Path) -> None
     time, flux = independent_read()
     assert np.array_equal(np.array(record.time), time) and np.array_equal(np.array(record.flux), flux)
     assert (record.tic_id, record.sector, record.camera, record.ccd) == (21132157, 58, 1, 3)
-    assert (record.object_id, record.obs_id, record.obsid, record.product) == ("21132157", OBS_ID,
-                                                                              "70000000058", LC_NAME)
+    assert (record.object_id, record.obs_id, record.obsid, record.product) == (
+        "21132157",
+        OBS_ID,
+        "70000000058",
+        LC_NAME,
+    )
     assert record.time_system == "BTJD" and record.mjd == pytest.approx(time[0] + 56999.5)
     assert record.n_points == len(time) < record.n_points_raw == 19962
-    assert record.provenance.url == f"https://mast.stsci.edu/api/v0.1/Download/file?uri=mast:TESS/product/{LC_NAME}"
+    assert (
+        record.provenance.url
+        == f"https://mast.stsci.edu/api/v0.1/Download/file?uri=mast:TESS/product/{LC_NAME}"
+    )
     assert mast.downloads == 1  # the target pixel file is not downloaded
 
 
 async def test_query_shape_follows_the_mast_api(tmp_path: Path) -> None:
-    """The observation query filters TESS timeseries by unpadded target_name and sector, then lists products."""
+    """The query filters TESS timeseries by unpadded target_name and sector, then lists products."""
     mast = ScriptedMast()
-    await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path,
-                            **tess(sectors=[58], tic_ids=[], target_name="TIC 021132157"))
+    await harvester.harvest(
+        "tess",
+        transport=httpx.MockTransport(mast),
+        output=tmp_path,
+        **tess(sectors=[58], tic_ids=[], target_name="TIC 021132157"),
+    )
     first, second = mast.invokes
     assert first["service"] == "Mast.Caom.Filtered" and first["format"] == "json"
     filters = {f["paramName"]: f["values"] for f in first["params"]["filters"]}
-    assert filters == {"obs_collection": ["TESS"], "dataproduct_type": ["timeseries"],
-                       "target_name": ["21132157"], "sequence_number": ["58"]}
+    assert filters == {
+        "obs_collection": ["TESS"],
+        "dataproduct_type": ["timeseries"],
+        "target_name": ["21132157"],
+        "sequence_number": ["58"],
+    }
     assert second["service"] == "Mast.Caom.Products" and second["params"] == {"obsid": "70000000058"}
 
 
 async def test_position_query_uses_filtered_position(tmp_path: Path) -> None:
     """ra/dec/radius switch the query to Mast.Caom.Filtered.Position with a 'ra, dec, r' string."""
     mast = ScriptedMast()
-    await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path,
-                            **tess(ra=10.5, dec=-20.25, radius=0.01))
+    await harvester.harvest(
+        "tess", transport=httpx.MockTransport(mast), output=tmp_path, **tess(ra=10.5, dec=-20.25, radius=0.01)
+    )
     assert mast.invokes[0]["service"] == "Mast.Caom.Filtered.Position"
     assert mast.invokes[0]["params"]["position"] == "10.5, -20.25, 0.01"
 
@@ -125,7 +183,7 @@ async def test_rerun_downloads_nothing(tmp_path: Path) -> None:
 
 
 async def test_truncated_download_is_retried_once_then_succeeds(tmp_path: Path) -> None:
-    """A download cut short (derived fixture: the real file's first 1 MB) is retried and the good copy kept."""
+    """A download cut short (derived fixture: the first 1 MB of the real file) is retried and kept."""
     mast = ScriptedMast(download=lambda n: LC_BYTES[:1_000_000] if n == 1 else LC_BYTES)
     report = await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path, **tess())
     assert mast.downloads == 2 and report.sources["tess"].written == 1 and report.ok
@@ -154,8 +212,9 @@ async def test_token_is_sent_to_mast_only(tmp_path: Path, monkeypatch: pytest.Mo
 async def test_unknown_tic_is_zero_records_not_an_error(tmp_path: Path) -> None:
     """A TIC with no TESS light curve yields no record and no error."""
     mast = ScriptedMast()
-    report = await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path,
-                                     **tess(tic_ids=[1]))
+    report = await harvester.harvest(
+        "tess", transport=httpx.MockTransport(mast), output=tmp_path, **tess(tic_ids=[1])
+    )
     assert report.ok and report.sources["tess"].records == 0
 
 

@@ -17,16 +17,34 @@ VOTABLE_ERROR = b"""<?xml version="1.0"?>
 <VOTABLE version="1.3"><RESOURCE type="results">
 <INFO name="QUERY_STATUS" value="ERROR">Invalid BANDNAME value: zg</INFO>
 </RESOURCE></VOTABLE>"""
-HTML_PAGE = b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head><body>down</body></html>"
+HTML_PAGE = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head><body>down</body></html>"
+)
 
 
 def test_request_parameters_follow_the_irsa_api() -> None:
     """zg/zr become BANDNAME=g,r; TIME, BAD_CATFLAGS_MASK, COLLECTION and FORMAT=CSV are always explicit."""
-    s = load_settings(data_sources={"ztf": {"irsa": {"filters": ["zg", "zr"], "mjd_range": [59800, 59850.5],
-                                                      "bad_catflags_mask": 32768, "collection": "ztf_dr23"}}})
+    s = load_settings(
+        data_sources={
+            "ztf": {
+                "irsa": {
+                    "filters": ["zg", "zr"],
+                    "mjd_range": [59800, 59850.5],
+                    "bad_catflags_mask": 32768,
+                    "collection": "ztf_dr23",
+                }
+            }
+        }
+    )
     params = dict(irsa_params(ConeSearch(ra=210.8023, dec=54.3489, radius=0.05), s.data_sources.ztf.irsa))
-    assert params == {"POS": "CIRCLE 210.8023 54.3489 0.05", "BANDNAME": "g,r", "TIME": "59800.0 59850.5",
-                      "BAD_CATFLAGS_MASK": "32768", "COLLECTION": "ztf_dr23", "FORMAT": "CSV"}
+    assert params == {
+        "POS": "CIRCLE 210.8023 54.3489 0.05",
+        "BANDNAME": "g,r",
+        "TIME": "59800.0 59850.5",
+        "BAD_CATFLAGS_MASK": "32768",
+        "COLLECTION": "ztf_dr23",
+        "FORMAT": "CSV",
+    }
 
 
 def test_all_bands_sends_no_bandname() -> None:
@@ -67,7 +85,9 @@ def test_hex_ccdid_and_qid_are_understood() -> None:
 
 def test_votable_query_status_error_is_an_error_with_irsas_message() -> None:
     """A 200 VOTable with QUERY_STATUS=ERROR is reported with IRSA's message, never parsed as data."""
-    with pytest.raises(ArchiveResponseError, match="cone-7: IRSA answered QUERY_STATUS=ERROR: Invalid BANDNAME"):
+    with pytest.raises(
+        ArchiveResponseError, match="cone-7: IRSA answered QUERY_STATUS=ERROR: Invalid BANDNAME"
+    ):
         parse_irsa_csv(VOTABLE_ERROR, "cone-7")
 
 
@@ -79,13 +99,15 @@ def test_html_page_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("body", "match"),
-    [(b"", "empty body"),
-     (b"hello,world\n1,2\n", "missing columns oid, expid"),
-     (b"\xff\xfe\x00bad", "not UTF-8"),
-     (irsa_csv(ROW)[:-40], r"has \d+ cells, header has 24 \(truncated"),
-     (irsa_csv(irsa_row(filtercode="g")), "filtercode 'g' is not zg"),
-     (irsa_csv(irsa_row(mjd=math.nan)), "mjd is missing"),
-     (irsa_csv(ROW.replace("675103300002930", "67510330000293x")), "oid '67510330000293x'")],
+    [
+        (b"", "empty body"),
+        (b"hello,world\n1,2\n", "missing columns oid, expid"),
+        (b"\xff\xfe\x00bad", "not UTF-8"),
+        (irsa_csv(ROW)[:-40], r"has \d+ cells, header has 24 \(truncated"),
+        (irsa_csv(irsa_row(filtercode="g")), "filtercode 'g' is not zg"),
+        (irsa_csv(irsa_row(mjd=math.nan)), "mjd is missing"),
+        (irsa_csv(ROW.replace("675103300002930", "67510330000293x")), "oid '67510330000293x'"),
+    ],
 )
 def test_other_bodies_are_clear_errors(body: bytes, match: str) -> None:
     """Empty, foreign, non-UTF-8, truncated or malformed bodies are one-line errors."""
@@ -105,15 +127,23 @@ def test_columns_in_another_order_are_accepted() -> None:
 
 async def test_stream_yields_validated_records_with_provenance() -> None:
     """harvester.stream('ztf') yields ZtfRecords carrying the request URL and no secret."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=irsa_csv(ROW, irsa_row(mjd=58300.5)))
 
-    records = [r async for r in harvester.stream("ztf", transport=httpx.MockTransport(handler),
-                                                 data_sources={"ztf": {"irsa": {"cone_search": {
-                                                     "ra": 210.0, "dec": 30.0, "radius": 0.01}}}})]
+    records = [
+        r
+        async for r in harvester.stream(
+            "ztf",
+            transport=httpx.MockTransport(handler),
+            data_sources={"ztf": {"irsa": {"cone_search": {"ra": 210.0, "dec": 30.0, "radius": 0.01}}}},
+        )
+    ]
     assert [type(r).__name__ for r in records] == ["ZtfRecord", "ZtfRecord"]
     first = records[0]
     assert isinstance(first, harvester.ZtfRecord)
-    assert first.provenance.url.startswith("https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves?POS=CIRCLE")
+    assert first.provenance.url.startswith(
+        "https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves?POS=CIRCLE"
+    )
     assert "FORMAT=CSV" in first.provenance.url
     assert first.fetched_at.tzinfo is not None

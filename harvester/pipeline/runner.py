@@ -160,16 +160,23 @@ async def _fetch_target(
         nonlocal part_failed
         part_failed = True
         report.errors.append(TargetFailure(target=f"{label}/{part}", cause=cause, transient=transient))
-        log.warning("target_part_failed", source=source.name, target=label, part=part, cause=cause,
-                    transient=transient)
+        log.warning(
+            "target_part_failed",
+            source=source.name,
+            target=label,
+            part=part,
+            cause=cause,
+            transient=transient,
+        )
 
     ctx = FetchContext(session=session, emit=send.send, is_present=writer.contains, fail=fail)
     try:
         await source.fetch(target, ctx)
     except HarvesterError as exc:
         report.errors.append(TargetFailure(target=label, cause=exc.message, transient=exc.transient))
-        log.warning("target_failed", source=source.name, target=label, cause=exc.message,
-                    transient=exc.transient)
+        log.warning(
+            "target_failed", source=source.name, target=label, cause=exc.message, transient=exc.transient
+        )
     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
         return  # the dedup stage stopped (limit reached): not a failure
     except Exception as exc:  # a bug or an unexpected body must not take the other targets down

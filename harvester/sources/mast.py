@@ -57,7 +57,9 @@ class MastSource(Source[MastTarget]):
     def session_options(self) -> dict[str, Any]:
         mast = self.settings.data_sources.mast
         token = self.settings.mast_api_token
-        auth = (self.host, f"token {token.get_secret_value()}") if token and token.get_secret_value() else None
+        auth = (
+            (self.host, f"token {token.get_secret_value()}") if token and token.get_secret_value() else None
+        )
         return {"retry": retry_policy(mast.retries), "timeouts": timeouts(mast.timeout), "auth": auth}
 
     def targets(self) -> list[MastTarget]:
@@ -72,16 +74,21 @@ class MastSource(Source[MastTarget]):
             return [MastTarget(cone=c) for c in cones]
         if self.filters():
             return [MastTarget()]
-        raise ConfigError("data_sources.mast.query: no targets: set cone_search, targets, targets_file, "
-                          "or constraints (collections, instruments, t_min, filters)")
+        raise ConfigError(
+            "data_sources.mast.query: no targets: set cone_search, targets, targets_file, "
+            "or constraints (collections, instruments, t_min, filters)"
+        )
 
     def label(self, target: MastTarget) -> str:
         return target.label
 
     def describe_query(self) -> dict[str, Any]:
         mast = self.settings.data_sources.mast
-        return {"base_url": mast.base_url, "query": mast.query.model_dump(mode="json"),
-                "targets": len(self.targets())}
+        return {
+            "base_url": mast.base_url,
+            "query": mast.query.model_dump(mode="json"),
+            "targets": len(self.targets()),
+        }
 
     def filters(self) -> list[dict[str, Any]]:
         query = self.settings.data_sources.mast.query
@@ -112,8 +119,13 @@ class MastSource(Source[MastTarget]):
 
     async def fetch(self, target: MastTarget, ctx: FetchContext) -> None:
         mast_settings = self.settings.data_sources.mast
-        client = MastClient(ctx.session, mast_settings.base_url, pagesize=mast_settings.pagesize,
-                            poll_budget_s=mast_settings.poll_budget_s, max_rows=mast_settings.max_rows)
+        client = MastClient(
+            ctx.session,
+            mast_settings.base_url,
+            pagesize=mast_settings.pagesize,
+            poll_budget_s=mast_settings.poll_budget_s,
+            max_rows=mast_settings.max_rows,
+        )
         service, params = self.request(target)
         label = target.label
         stats = MastQueryStats()

@@ -112,7 +112,9 @@ class TessSource(Source[TessTarget]):
     def session_options(self) -> dict[str, Any]:
         tess = self.settings.data_sources.tess
         token = self.settings.tess_api_token or self.settings.mast_api_token
-        auth = (self.host, f"token {token.get_secret_value()}") if token and token.get_secret_value() else None
+        auth = (
+            (self.host, f"token {token.get_secret_value()}") if token and token.get_secret_value() else None
+        )
         return {"retry": retry_policy(tess.retries), "timeouts": timeouts(tess.timeout), "auth": auth}
 
     def targets(self) -> list[TessTarget]:
@@ -130,8 +132,10 @@ class TessSource(Source[TessTarget]):
             return [TessTarget(cone=cone)]  # type: ignore[arg-type]
         if query.filters or query.sectors:
             return [TessTarget()]
-        raise ConfigError("data_sources.tess.query: no targets: set target_name, tic_ids, targets_file, "
-                          "ra/dec/radius, sectors or filters")
+        raise ConfigError(
+            "data_sources.tess.query: no targets: set target_name, tic_ids, targets_file, "
+            "ra/dec/radius, sectors or filters"
+        )
 
     def label(self, target: TessTarget) -> str:
         return target.label
@@ -161,7 +165,9 @@ class TessSource(Source[TessTarget]):
 
     async def fetch(self, target: TessTarget, ctx: FetchContext) -> None:
         tess = self.settings.data_sources.tess
-        mast = MastClient(ctx.session, tess.base_url, pagesize=tess.pagesize, poll_budget_s=tess.poll_budget_s)
+        mast = MastClient(
+            ctx.session, tess.base_url, pagesize=tess.pagesize, poll_budget_s=tess.poll_budget_s
+        )
         label = target.label
         params: dict[str, Any] = {"columns": "*", "filters": self.filters(target)}
         service = SERVICE_FILTERED
@@ -187,14 +193,21 @@ class TessSource(Source[TessTarget]):
             if await ctx.is_present((obs_id,)):
                 continue
             todo.append((product, obs_id, uri))
-        log.info("products_selected", source=self.name, target=label, observations=len(obsids),
-                 light_curves=len(wanted), to_download=len(todo))
+        log.info(
+            "products_selected",
+            source=self.name,
+            target=label,
+            observations=len(obsids),
+            light_curves=len(wanted),
+            to_download=len(todo),
+        )
         async with anyio.create_task_group() as tg:
             for product, obs_id, uri in todo:
                 tg.start_soon(self._one_product, mast, ctx, label, product, obs_id, uri)
 
-    async def _one_product(self, mast: MastClient, ctx: FetchContext, label: str, product: dict[str, Any],
-                           obs_id: str, uri: str) -> None:
+    async def _one_product(
+        self, mast: MastClient, ctx: FetchContext, label: str, product: dict[str, Any], obs_id: str, uri: str
+    ) -> None:
         tess = self.settings.data_sources.tess
         name = str(product.get("productFilename") or uri.rsplit("/", 1)[-1])
         try:
@@ -203,23 +216,33 @@ class TessSource(Source[TessTarget]):
                 data = await mast.download(uri, target=f"{label}/{name}", max_bytes=tess.max_download_bytes)
                 try:
                     decoded = await decode_lightcurve_async(
-                        data, limiter=self._decoders, flux_column=tess.lightcurve.flux_column,
-                        quality_bitmask=tess.lightcurve.quality_bitmask, max_points=tess.lightcurve.max_points,
-                        product=name)
+                        data,
+                        limiter=self._decoders,
+                        flux_column=tess.lightcurve.flux_column,
+                        quality_bitmask=tess.lightcurve.quality_bitmask,
+                        max_points=tess.lightcurve.max_points,
+                        product=name,
+                    )
                     break
                 except ArchiveResponseError as exc:
                     if attempt == 2:
                         raise
-                    log.info("download_corrupt_retrying", source=self.name, target=label, product=name,
-                             cause=exc.message)
+                    log.info(
+                        "download_corrupt_retrying",
+                        source=self.name,
+                        target=label,
+                        product=name,
+                        cause=exc.message,
+                    )
             assert decoded is not None
             record = TessRecord(
                 **decoded.to_record_fields(),
                 obs_id=obs_id,
                 obsid=_str_or_none(product.get("obsID") or product.get("parent_obsid")),
                 fetched_at=utcnow(),
-                provenance=Provenance(archive="mast", url=mast.download_url(uri), service="Download/file",
-                                      sample=self.sample),
+                provenance=Provenance(
+                    archive="mast", url=mast.download_url(uri), service="Download/file", sample=self.sample
+                ),
             )
         except HarvesterError as exc:
             ctx.fail(name, exc.message, exc.transient)

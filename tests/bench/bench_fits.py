@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no FITS files in {DATA}")
         return 1
 
-    header = (f"{'file':<58} {'rows':>6} {'kept':>6} {'decode':>8} {'ours':>8} {'astropy':>8} "
-              f"{'lightkurve':>10} {'lk/ours':>8} {'ap/ours':>8}")
+    header = (
+        f"{'file':<58} {'rows':>6} {'kept':>6} {'decode':>8} {'ours':>8} {'astropy':>8} "
+        f"{'lightkurve':>10} {'lk/ours':>8} {'ap/ours':>8}"
+    )
     print(f"median of {args.runs} runs, milliseconds")
     print(header)
     print("-" * len(header))
@@ -117,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lk_cell, lk_ratio = f"{'n/a':>10}", f"{'n/a':>8}"
         counts = f"{decoded.n_points_raw:>6} {decoded.n_points:>6}"
-        print(f"{path.name:<58} {counts} {t_decode:8.2f} {t_ours:8.2f} "
-              f"{t_astropy:8.2f} {lk_cell} {lk_ratio} {t_astropy / t_ours:7.1f}×")
+        print(
+            f"{path.name:<58} {counts} {t_decode:8.2f} {t_ours:8.2f} "
+            f"{t_astropy:8.2f} {lk_cell} {lk_ratio} {t_astropy / t_ours:7.1f}×"
+        )
     print()
     print("decode = decode_lightcurve alone;")
     print("ours = read bytes + decode + TessRecord(...) + orjson.dumps(record.model_dump());")

@@ -1,0 +1,114 @@
+"""The harvester command: offline runs, reruns, dry-run JSON, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harvester.cli import app, cli_overrides
+from harvester.records import ZtfRecord
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A working directory with the repository's config/base.yaml, as a user's checkout has."""
+    (tmp_path / "config").mkdir(exist_ok=True)
+    shutil.copy(REPO / "config" / "base.yaml", tmp_path / "config" / "base.yaml")
+    return tmp_path
+
+
+def records(folder: Path) -> list[Path]:
+    return sorted(folder.glob("record_*.json"))
+
+
+def test_offline_limit_50_writes_50_valid_records_and_a_readme(project: Path) -> None:
+    """`run --source ztf --offline --limit 50` writes 50 valid files and a README; a rerun writes none."""
+    result = runner.invoke(
+        app, ["run", "--source", "ztf", "--offline", "--limit", "50", "--log-format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    files = records(project / "data/raw/ztf")
+    assert len(files) == 50
+    for path in files:
+        record = ZtfRecord.model_validate_json(path.read_bytes())
+        assert record.provenance.sample
+    assert (project / "data/raw/ztf/README.md").is_file()
+    mtimes = [p.stat().st_mtime_ns for p in files]
+    again = runner.invoke(
+        app, ["run", "--source", "ztf", "--offline", "--limit", "50", "--log-format", "json"]
+    )
+    assert again.exit_code == 0
+    assert [p.stat().st_mtime_ns for p in records(project / "data/raw/ztf")] == mtimes
+
+
+def test_dry_run_prints_json_summary_and_writes_nothing(project: Path) -> None:
+    """--dry-run prints one JSON summary (requests, records, duplicates, errors, a sample), writes nothing."""
+    result = runner.invoke(
+        app, ["run", "--source", "ztf", "--offline", "--dry-run", "--limit", "5", "--log-format", "json"]
+    )
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    ztf = summary["sources"]["ztf"]
+    assert summary["dry_run"] is True and ztf["records"] == 5 and ztf["written"] == 0
+    assert {"requests", "duplicates", "errors"} <= ztf.keys()
+    assert ztf["sample_record"]["source"] == "ztf"
+    assert not (project / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--irsa-radius", "0.5"], "invalid setting data_sources.ztf.irsa.cone_search.radius"),
+        (["--irsa-dec", "-91"], "invalid setting data_sources.ztf.irsa.cone_search.dec"),
+        (["--irsa-filter", "g"], "invalid setting data_sources.ztf.irsa.filters.0"),
+        (["--irsa-mjd-range", "59850", "59800"], "invalid setting data_sources.ztf.irsa.mjd_range"),
+        (["--config", "missing.yaml"], "config file not found: missing.yaml"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(project: Path, args: list[str], message: str) -> None:
+    """Bad flags or a missing config give exactly one error line, exit code 2 and no output folder."""
+    result = runner.invoke(app, ["run", "--source", "ztf", "--offline", *args])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harvester: error: ") and message in lines[0]
+    assert not (project / "data").exists()
+
+
+def test_irsa_overrides_reach_ztf_only() -> None:
+    """--irsa-* flags become data_sources.ztf.irsa settings and nothing else."""
+    overrides = cli_overrides(irsa_ra=1.0, irsa_dec=2.0, irsa_filter=["zr"], irsa_mjd_range=(1.0, 2.0))
+    assert overrides == {
+        "data_sources": {
+            "ztf": {
+                "irsa": {"cone_search": {"ra": 1.0, "dec": 2.0}, "filters": ["zr"], "mjd_range": [1.0, 2.0]}
+            }
+        }
+    }
+
+
+def test_failed_source_exits_1(project: Path) -> None:
+    """A source whose archive answers 404 fails the run with exit code 1."""
+    (project / "bad.yaml").write_text(
+        "data_sources:\n  ztf:\n    irsa:\n      base_url: http://127.0.0.1:9/nowhere\n"
+        "      cone_search: {ra: 1, dec: 2, radius: 0.01}\n    retries: {attempts: 0}\n"
+        "    timeout: {connect: 0.5, read: 0.5, total: 2}\n"
+    )
+    result = runner.invoke(app, ["run", "--source", "ztf", "--config", "bad.yaml", "--log-format", "json"])
+    assert result.exit_code == 1
+
+
+def test_python_dash_m_works(project: Path) -> None:
+    """`python -m harvester --help` lists the run command."""
+    out = subprocess.run(
+        [sys.executable, "-m", "harvester", "--help"], capture_output=True, text=True, check=True, cwd=project
+    )
+    assert "run" in out.stdout
