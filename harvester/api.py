@@ -25,6 +25,7 @@ from anyio.abc import ObjectSendStream
 
 from harvester._http import Http
 from harvester._limiter import LimiterRegistry
+from harvester._logging import configure_logging
 from harvester.errors import ConfigError, HarvesterError
 from harvester.pipeline.report import RunReport, SourceReport
 from harvester.pipeline.runner import make_writer, run_source
@@ -60,9 +61,14 @@ def resolve_sources(sources: str | Sequence[str]) -> list[str]:
 
 def _settings(settings: Settings | None, config: str | Path | None, overrides: dict[str, Any]) -> Settings:
     if settings is None:
-        return load_settings(config, **overrides)
-    if overrides:
-        return settings.model_copy(update=overrides)
+        settings = load_settings(config, **overrides)
+    elif overrides:
+        settings = settings.model_copy(update=overrides)
+    if not structlog.is_configured():
+        # Library use (a notebook, a script): structlog's unconfigured default prints every level
+        # to stdout. Apply the settings' level and format, with secrets redacted; an application
+        # that configured structlog itself keeps its own configuration.
+        configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
     return settings
 
 
