@@ -7,7 +7,9 @@ fills in, so it costs the pipeline nothing.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -15,7 +17,7 @@ from rich.table import Table
 
 from harvester.pipeline.report import RunReport
 
-__all__ = ["LiveProgress", "print_summary", "report_table"]
+__all__ = ["LiveProgress", "print_status", "print_summary", "report_table"]
 
 
 def _size(n: int) -> str:
@@ -98,3 +100,50 @@ def print_summary(report: RunReport) -> None:
             console.print(f"[red]{name}[/red] … and {len(s.errors) - 10} more failed targets")
         for warning in s.warnings:
             console.print(f"[yellow]{name}[/yellow] {warning}")
+
+
+def print_status(info: dict[str, Any]) -> None:
+    """`harvester status` as tables: runs, seen keys, watermarks, failing targets."""
+    console = Console()
+    runs = Table(title=f"recent runs ({info['state']})", title_justify="left")
+    for column in ("run", "started", "finished", "status", "written", "errors"):
+        runs.add_column(column)
+    for run in info["runs"]:
+        totals = (run.get("report") or {}).get("totals", {})
+        runs.add_row(
+            run["run_id"],
+            run["started_at"],
+            run["finished_at"] or "—",
+            run["status"],
+            str(totals.get("written", "—")),
+            str(totals.get("errors", "—")),
+        )
+    console.print(runs)
+    seen = Table(title="records committed", title_justify="left")
+    seen.add_column("source")
+    seen.add_column("output")
+    seen.add_column("records", justify="right")
+    for namespace, count in info["seen"].items():
+        source, _, output = namespace.partition("|")
+        seen.add_row(source, output, str(count))
+    console.print(seen)
+    marks = Table(title="watermarks", title_justify="left")
+    for column in ("source", "target", "value", "updated"):
+        marks.add_column(column)
+    for mark in info["watermarks"]:
+        marks.add_row(
+            mark["source"].partition("|")[0],
+            mark["target"],
+            f"{mark['value']:.5f}",
+            datetime.fromtimestamp(mark["at"], UTC).isoformat(timespec="seconds"),
+        )
+    console.print(marks)
+    if info["failing_targets"]:
+        failing = Table(title="failing targets (latest outcome)", title_justify="left")
+        for column in ("source", "target", "reason"):
+            failing.add_column(column)
+        for item in info["failing_targets"]:
+            failing.add_row(item["source"].partition("|")[0], item["target"], item["reason"] or "")
+        console.print(failing)
+    else:
+        console.print("no failing targets")

@@ -12,6 +12,8 @@ event loop (Jupyter) and can be called any number of times in one process.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -26,17 +28,19 @@ from anyio.abc import ObjectSendStream
 from harvester._http import Http
 from harvester._limiter import LimiterRegistry
 from harvester._logging import configure_logging
-from harvester.errors import ConfigError, HarvesterError
+from harvester.errors import ConfigError, HarvesterError, OutputError
 from harvester.pipeline.report import RunReport, SourceReport
-from harvester.pipeline.runner import make_writer, run_source
+from harvester.pipeline.runner import RunOptions, SourceState, make_writer, run_source
+from harvester.pipeline.writers import WriteResult, write_text_atomic
 from harvester.records import BaseRecord
 from harvester.settings import Settings, load_settings
+from harvester.state import StateStore
 from harvester.sources.base import Source
 from harvester.sources.mast import MastSource
 from harvester.sources.tess import TessSource
 from harvester.sources.ztf import ZtfSource
 
-__all__ = ["SOURCES", "harvest", "resolve_sources", "stream"]
+__all__ = ["SOURCES", "check_targets", "harvest", "resolve_sources", "stream"]
 
 log = structlog.get_logger("harvester")
 
@@ -79,6 +83,11 @@ def offline_transport() -> httpx.AsyncBaseTransport:
     return httpx.ASGITransport(app=FakeArchive())
 
 
+def check_targets(names: list[str], settings: Settings) -> None:
+    """Resolve every source's targets now; raise ConfigError for bad or missing ones."""
+    _build_sources(names, settings, sample=settings.offline)
+
+
 def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:
     built = [SOURCES[name](settings, sample=sample) for name in names]
     for source in built:
@@ -103,6 +112,8 @@ async def harvest(
     dry_run: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     report: RunReport | None = None,
+    full: bool = False,
+    stop: anyio.Event | None = None,
     **overrides: Any,
 ) -> RunReport:
     """Harvest the given sources concurrently and return the run report.
@@ -113,6 +124,9 @@ async def harvest(
     :param dry_run: fetch and validate, write nothing; the report carries a sample record.
     :param transport: an httpx transport to use instead of the network (tests, fake archives).
     :param report: a report object to fill in place (for live progress displays).
+    :param full: ignore watermarks and ask the archives for everything (seen records are still
+        not written twice).
+    :param stop: when set, no new target is started (graceful shutdown); in-flight ones finish.
     :raises ConfigError: for bad settings or targets, before anything is fetched or written.
     """
     settings = _settings(settings, config, overrides)
@@ -136,56 +150,126 @@ async def harvest(
         output=str(settings.output),
     )
 
-    async def one(source: Source[Any], http: Http) -> None:
-        source_report = report.sources[source.name]
-        writer = make_writer(settings, source.name, run_id=run_id, dry_run=dry_run)
-        await run_source(
-            source,
-            http,
-            writer,
-            source_report,
+    store = await _open_state(settings, dry_run)
+    if store is not None and not dry_run:
+        await store.start_run(run_id, report.started_at.isoformat(), settings_digest(settings))
+
+    def options(source: Source[Any]) -> RunOptions:
+        state = None
+        if store is not None:
+            # Sample-archive runs keep their own namespace: they never advance the real archive's state.
+            name = f"{source.name}@sample" if source.sample else source.name
+            state = SourceState(store, name, Path(settings.output), read_only=dry_run)
+        return RunOptions(
             limit=settings.limit,
             buffer=settings.stream_buffer,
             keep_sample=dry_run,
+            run_id=run_id,
+            state=state,
+            full=full,
+            stop=stop,
         )
+
+    async def one(source: Source[Any], http: Http) -> None:
+        source_report = report.sources[source.name]
+        writer = make_writer(settings, source.name, run_id=run_id, dry_run=dry_run)
+        await run_source(source, http, writer, source_report, options(source))
         if source_report.status == "failed" and settings.fallback_to_sample and not source.sample:
-            await _fallback(source, settings, run_id, dry_run, report)
+            fallback_opts = options(source)
+            report.sources[source.name] = await _fallback(source, settings, fallback_opts, dry_run, report)
 
     try:
         async with Http(_limiters(built), transport=transport) as http, anyio.create_task_group() as tg:
             for source in built:
                 tg.start_soon(one, source, http)
     finally:
-        report.finished_at = datetime.now(UTC)
+        with anyio.CancelScope(shield=True):
+            report.finished_at = datetime.now(UTC)
+            if not dry_run:
+                await _write_manifest(settings, report)
+            if store is not None:
+                if not dry_run:
+                    await store.finish_run(
+                        run_id,
+                        report.finished_at.isoformat(),
+                        "ok" if report.ok else "failed",
+                        report.as_dict(),
+                    )
+                await store.close()
     log.info(
         "run_finished", run_id=run_id, ok=report.ok, failed_sources=report.failed_sources, **report.totals()
     )
     return report
 
 
+async def _open_state(settings: Settings, dry_run: bool) -> StateStore | None:
+    """The run's state store; a dry run reads an existing one but never creates it."""
+    if not settings.state.enabled or (dry_run and not settings.state.path.exists()):
+        return None
+    return await StateStore(settings.state.path).open()
+
+
+def settings_digest(settings: Settings) -> str:
+    """sha256 of the settings without secrets: identifies the configuration in manifests and runs."""
+    text = json.dumps(settings.digest_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _write_manifest(settings: Settings, report: RunReport) -> None:
+    """``<output>/_manifests/run-<run id>.json``: counts and content hashes of what this run wrote."""
+    files: dict[str, dict[str, Any]] = {}
+    for name, src in report.sources.items():
+        entries = sorted(src.files)
+        content = hashlib.sha256("".join(f"{n}\t{h}\n" for n, h in entries).encode()).hexdigest()
+        files[name] = {
+            "files_written": len(entries),
+            "content_sha256": content,
+            "files": [{"name": n, "sha256": h} for n, h in entries],
+        }
+    manifest = {
+        "run_id": report.run_id,
+        "started_at": report.started_at.isoformat(),
+        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
+        "settings_sha256": settings_digest(settings),
+        "settings": settings.digest_dict(),
+        "ok": report.ok,
+        "sources": {n: s.as_dict() for n, s in report.sources.items()},
+        "files": files,
+    }
+    folder = Path(settings.output) / "_manifests"
+    text = json.dumps(manifest, indent=1, default=str)
+    try:
+        await anyio.to_thread.run_sync(_write_manifest_sync, folder, f"run-{report.run_id}.json", text)
+    except OutputError as exc:
+        log.error("manifest_failed", run_id=report.run_id, cause=exc.message)
+
+
+def _write_manifest_sync(folder: Path, name: str, text: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+    write_text_atomic(folder / name, text)
+
+
 async def _fallback(
-    source: Source[Any], settings: Settings, run_id: str, dry_run: bool, report: RunReport
-) -> None:
+    source: Source[Any], settings: Settings, opts: RunOptions, dry_run: bool, report: RunReport
+) -> SourceReport:
     """The guide's 'falling back to sample payload' path, only when fallback_to_sample is on."""
+    failed = report.sources[source.name]
     log.warning(
         "falling back to sample payload",
         source=source.name,
-        cause="; ".join(e.cause for e in report.sources[source.name].errors[:3]),
+        cause="; ".join(e.cause for e in failed.errors[:3]),
     )
-    failed = report.sources[source.name]
     sample_source = SOURCES[source.name](settings, sample=True)
     retry = SourceReport(source=source.name)
-    writer = make_writer(settings, source.name, run_id=run_id, dry_run=dry_run)
+    writer = make_writer(settings, source.name, run_id=opts.run_id, dry_run=dry_run)
+    if opts.state is not None:  # sample data never advances the real archive's state
+        opts.state = SourceState(opts.state.store, f"{source.name}@sample", Path(settings.output),
+                                 read_only=opts.state.read_only)
     async with Http(_limiters([sample_source]), transport=offline_transport()) as http:
-        await run_source(
-            sample_source,
-            http,
-            writer,
-            retry,
-            limit=settings.limit,
-            buffer=settings.stream_buffer,
-            keep_sample=dry_run,
-        )
+        await run_source(sample_source, http, writer, retry, opts)
     retry.warnings.insert(
         0,
         f"the archive failed ({len(failed.errors)} target errors); records come from "
@@ -195,7 +279,7 @@ async def _fallback(
     retry.requests += failed.requests
     retry.retries += failed.retries
     retry.status = "partial" if retry.status == "ok" else retry.status
-    report.sources[source.name] = retry
+    return retry
 
 
 def _log_tokens(settings: Settings, names: list[str]) -> None:
@@ -214,16 +298,16 @@ class _ForwardWriter:
     async def open(self) -> None:
         return None
 
-    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
+    async def write(self, records: list[BaseRecord]) -> WriteResult:
         for record in records:
             await self._send.send(record)
-        return 0, 0
+        return WriteResult()
 
     async def contains(self, key: tuple[str, ...]) -> bool:
         return False
 
-    async def close(self) -> None:
-        return None
+    async def close(self) -> WriteResult:
+        return WriteResult()
 
 
 async def stream(
@@ -253,7 +337,11 @@ async def stream(
     async def runner(http: Http) -> None:
         async with send:
             await run_source(
-                built, http, _ForwardWriter(send), report, limit=settings.limit, buffer=settings.stream_buffer
+                built,
+                http,
+                _ForwardWriter(send),
+                report,
+                RunOptions(limit=settings.limit, buffer=settings.stream_buffer),
             )
 
     async with Http(_limiters([built]), transport=transport) as http, anyio.create_task_group() as tg:

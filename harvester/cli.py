@@ -18,7 +18,7 @@ import typer
 
 from harvester import api
 from harvester._logging import configure_logging
-from harvester._progress import LiveProgress, print_summary
+from harvester._progress import LiveProgress, print_status, print_summary
 from harvester.errors import ConfigError, HarvesterError
 from harvester.pipeline.report import EXIT_USAGE, RunReport
 from harvester.settings import Settings, load_settings
@@ -120,6 +120,9 @@ def run(
     offline: Annotated[
         bool, typer.Option("--offline", help="Use the built-in sample archive (no network).")
     ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Ignore watermarks: ask the archives for everything again.")
+    ] = False,
     log_format: Annotated[
         LogFormat | None, typer.Option("--log-format", help="auto, console or json.")
     ] = None,
@@ -155,7 +158,7 @@ def run(
     report = RunReport(run_id="", started_at=_now())
     try:
         with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
-            report = anyio.run(_run, names, settings, dry_run, report)
+            report = anyio.run(_run, names, settings, dry_run, report, full)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     except HarvesterError as exc:
@@ -171,8 +174,89 @@ def run(
     raise typer.Exit(report.exit_code)
 
 
-async def _run(names: list[str], settings: Settings, dry_run: bool, report: RunReport) -> RunReport:
-    return await api.harvest(names, settings=settings, dry_run=dry_run, report=report)
+async def _run(
+    names: list[str], settings: Settings, dry_run: bool, report: RunReport, full: bool
+) -> RunReport:
+    return await api.harvest(names, settings=settings, dry_run=dry_run, report=report, full=full)
+
+
+def _settings_or_exit(
+    config: Path | None, overrides: dict[str, Any], source: str
+) -> tuple[Settings, list[str]]:
+    try:
+        settings = load_settings(config, **overrides)
+        names = api.resolve_sources(source)
+        api.check_targets(names, settings)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    return settings, names
+
+
+@app.command()
+def daemon(
+    source: Annotated[
+        SourceChoice, typer.Option("--source", "-s", help="Which archive to harvest.")
+    ] = SourceChoice.all,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings.")] = None,
+    interval: Annotated[str | None, typer.Option("--interval", help="Time between sweeps, e.g. 6h.")] = None,
+    jitter: Annotated[str | None, typer.Option("--jitter", help="Random extra delay, e.g. 5m.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one sweep and exit.")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Sweep the built-in sample archive.")] = False,
+    log_format: Annotated[
+        LogFormat | None, typer.Option("--log-format", help="auto, console or json.")
+    ] = None,
+) -> None:
+    """Sweep on a schedule (incremental: each sweep fetches only what is new) until SIGINT/SIGTERM."""
+    from harvester.daemon import Daemon
+
+    overrides = cli_overrides(
+        output=output, offline=offline, log_format=log_format.value if log_format else None
+    )
+    schedule = {k: v for k, v in (("interval", interval), ("jitter", jitter)) if v is not None}
+    if schedule:
+        overrides["daemon"] = schedule
+    settings, names = _settings_or_exit(config, overrides, source.value)
+    configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
+    runner = Daemon(settings, names, once=once, metrics_port=metrics_port)
+    raise typer.Exit(anyio.run(runner.run))
+
+
+@app.command()
+def status(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="How many recent runs to show.")] = 5,
+) -> None:
+    """Last runs, watermarks, counts and failing targets per source, from the state database."""
+    from harvester.state import StateStore
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    path = settings.state.path
+    if not path.is_file():
+        raise _fail(f"no state database at {path} (nothing harvested yet, or state.path points elsewhere)")
+
+    async def collect() -> dict[str, Any]:
+        async with StateStore(path) as store:
+            return {
+                "state": str(path),
+                "runs": await store.last_runs(runs),
+                "seen": await store.seen_counts(),
+                "watermarks": [w.__dict__ for w in await store.all_watermarks()],
+                "failing_targets": await store.failing_targets(),
+            }
+
+    info = anyio.run(collect)
+    if as_json:
+        sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    else:
+        print_status(info)
 
 
 def _now() -> Any:
@@ -238,6 +322,11 @@ def docs(
     for name, text in (("configuration.md", configuration_document()), ("schema.md", schema_document())):
         (folder / name).write_text(text, encoding="utf-8")
         typer.echo(f"wrote {folder / name}", err=True)
+
+
+from harvester.features.cli import register as _register_features  # noqa: E402
+
+_register_features(app)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import csv
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AliasChoices,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -310,6 +312,62 @@ class MastSettings(_SourceBase):
         return _check_url(value)
 
 
+class StateSettings(_Model):
+    """The SQLite state store (``state``): seen keys, watermarks, runs."""
+
+    enabled: bool = Field(default=True, description="Keep state (incremental sweeps, cross-run dedup).")
+    path: Path = Field(
+        default=Path("data/state/harvester.db"), description="SQLite database file (WAL mode)."
+    )
+    ztf_overlap_days: float = Field(
+        default=1.0,
+        ge=0,
+        description="ZTF asks IRSA for TIME after the last "
+        "harvested mjd minus this overlap (late-arriving epochs).",
+    )
+    mast_overlap_days: float = Field(
+        default=1.0,
+        ge=0,
+        description="MAST asks for t_min after the last harvested t_min minus this overlap.",
+    )
+
+
+def _duration(value: Any) -> Any:
+    """'6h', '5m', '30s', '1d', '1h30m' or a number of seconds -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        parts = re.fullmatch(
+            r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+            r"(?:(\d+(?:\.\d+)?)s?)?",
+            text,
+        )
+        if text and parts is not None and any(parts.groups()):
+            d, h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+            return d * 86400 + h * 3600 + m * 60 + sec
+        raise ValueError(f"{value!r} is not a duration like 6h, 5m, 30s or 1h30m")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+
+
+class DaemonSettings(_Model):
+    """The daemon's schedule and resilience (``daemon``). Durations accept 6h, 5m, 30s or seconds."""
+
+    interval: Duration = Field(default=6 * 3600.0, description="Time between sweeps.")
+    jitter: Duration = Field(default=300.0, description="Random delay added to each sweep (0..jitter).")
+    grace: Duration = Field(default=30.0, description="On SIGTERM/SIGINT, time given to in-flight work.")
+    failure_threshold: int = Field(
+        default=2, ge=1, description="Consecutive failed sweeps that open a source's circuit breaker."
+    )
+    max_pause: Duration = Field(default=24 * 3600.0, description="Longest pause of an open breaker.")
+    health_max_age: Duration = Field(
+        default=2 * 6 * 3600.0 + 600, description="Health check fails when no sweep succeeded for this long."
+    )
+
+
 class DataSources(_Model):
     ztf: ZtfSettings = Field(default_factory=ZtfSettings)
     tess: TessSettings = Field(default_factory=TessSettings)
@@ -339,6 +397,8 @@ class Settings(BaseSettings):
     )
 
     data_sources: DataSources = Field(default_factory=DataSources)
+    state: StateSettings = Field(default_factory=StateSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     output: Path = Field(default=Path("data/raw"), description="Output folder; one sub-folder per source.")
     format: Literal["json", "jsonl"] = Field(
         default="json", description="json = one file per record; jsonl = sharded part files."

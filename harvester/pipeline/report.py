@@ -46,6 +46,7 @@ class SourceReport:
     errors: list[TargetFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sample_record: dict[str, Any] | None = None
+    files: list[tuple[str, str]] = field(default_factory=list)
 
     def finish(self) -> None:
         """Derive the status from the failures recorded."""
@@ -60,6 +61,7 @@ class SourceReport:
 
     def as_dict(self, *, with_sample: bool = False) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("files")  # file hashes go to the run manifest, not the summary
         if not with_sample:
             data.pop("sample_record")
         return data

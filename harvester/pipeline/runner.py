@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,17 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from harvester._http import Http, HttpStats
+from harvester._http import Http, HttpSession, HttpStats
 from harvester._schema import source_readme
 from harvester.errors import HarvesterError, OutputError
 from harvester.pipeline.report import SourceReport, TargetFailure
 from harvester.pipeline.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
 from harvester.records import RECORD_MODELS, BaseRecord
 from harvester.settings import Settings
+from harvester.state import StateStore
 from harvester.sources.base import FetchContext, Source, utcnow
 
-__all__ = ["make_writer", "run_source"]
+__all__ = ["RunOptions", "SourceState", "make_writer", "run_source"]
 
 log = structlog.get_logger("harvester.pipeline")
 
@@ -55,21 +57,70 @@ def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) 
     return JsonFilesWriter(folder)
 
 
+@dataclass
+class RunOptions:
+    """How one source run behaves, beyond what its settings say."""
+
+    limit: int | None = None
+    buffer: int = 1000
+    keep_sample: bool = False
+    run_id: str = ""
+    state: SourceState | None = None
+    full: bool = False
+    stop: anyio.Event | None = None
+
+
+@dataclass
+class _TargetRun:
+    label: str
+    wkey: str | None
+    ok: bool = True
+    reason: str | None = None
+    high: float | None = None
+
+
+class SourceState:
+    """The state store seen through one source and one output folder (dry runs never commit)."""
+
+    def __init__(self, store: StateStore, source: str, output: Path, *, read_only: bool) -> None:
+        self.store = store
+        self.namespace = f"{source}|{output.resolve()}"
+        self.read_only = read_only
+
+    async def seen(self, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        return await self.store.seen(self.namespace, keys)
+
+    async def commit(self, keys: list[tuple[str, ...]], run_id: str) -> None:
+        if not self.read_only:
+            await self.store.commit_keys(self.namespace, keys, run_id)
+
+    async def watermarks(self) -> dict[str, float]:
+        return await self.store.watermarks(self.namespace)
+
+    async def finish(self, targets: list[_TargetRun], run_id: str, *, advance: bool) -> None:
+        if self.read_only:
+            return
+        await self.store.record_outcomes(run_id, self.namespace, [(t.label, t.ok, t.reason) for t in targets])
+        if advance:
+            marks = {t.wkey: (t.label, t.high) for t in targets if t.ok and t.wkey and t.high is not None}
+            if marks:
+                await self.store.advance_watermarks(self.namespace, marks, run_id)
+
+
 async def run_source(
     source: Source[Any],
     http: Http,
     writer: Writer,
     report: SourceReport,
-    *,
-    limit: int | None,
-    buffer: int,
-    keep_sample: bool = False,
+    options: RunOptions | None = None,
 ) -> None:
     """Harvest one source into ``writer``, filling ``report``. Never raises for a target's failure."""
+    opts = options or RunOptions()
     started = time.monotonic()
     targets = source.targets()
     report.targets = len(targets)
     report.sample = source.sample
+    state = opts.state
 
     def on_response(stats: HttpStats) -> None:
         report.requests, report.retries, report.bytes_received = (
@@ -80,31 +131,38 @@ async def run_source(
 
     session = http.session(source.name, on_response=on_response, **source.session_options())
     bound = log.bind(source=source.name)
+    runs: list[_TargetRun] = []
     try:
+        marks = await state.watermarks() if state is not None and not opts.full else {}
         await writer.open()
-        raw_send, raw_recv = anyio.create_memory_object_stream[BaseRecord](buffer)
-        uniq_send, uniq_recv = anyio.create_memory_object_stream[BaseRecord](buffer)
+        raw_send, raw_recv = anyio.create_memory_object_stream[BaseRecord](opts.buffer)
+        uniq_send, uniq_recv = anyio.create_memory_object_stream[BaseRecord](opts.buffer)
         async with anyio.create_task_group() as tg:
             producers = anyio.CancelScope()
-            tg.start_soon(_produce, source, session, iter(targets), raw_send, report, producers, writer)
-            tg.start_soon(_dedup, raw_recv, uniq_send, report, limit, producers, keep_sample)
-            tg.start_soon(_write, uniq_recv, writer, report)
+            jobs = _Jobs(source, session, raw_send, report, writer, state, marks, opts.stop, runs)
+            tg.start_soon(jobs.produce, iter(targets), producers)
+            tg.start_soon(_dedup, raw_recv, uniq_send, report, opts.limit, producers, opts.keep_sample)
+            tg.start_soon(_write, uniq_recv, writer, report, state, opts.run_id)
     except OutputError as exc:
         report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
         report.status = "failed"
         bound.error("output_failed", cause=exc.message)
     finally:
         with anyio.CancelScope(shield=True):
-            try:
-                await writer.close()
-            except OutputError as exc:
-                report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
-                report.status = "failed"
-        on_response(session.stats)
-        report.elapsed_s = round(time.monotonic() - started, 3)
-        report.output = str(writer.folder) if writer.folder is not None else None
-    if report.status != "failed":
-        report.finish()
+            await _close(writer, report, state, opts.run_id)
+            on_response(session.stats)
+            report.elapsed_s = round(time.monotonic() - started, 3)
+            report.output = str(writer.folder) if writer.folder is not None else None
+            if report.status != "failed":
+                report.finish()
+            if state is not None:
+                # Watermarks move only when every record of the run is durable: not after an output
+                # failure, and not when --limit dropped records the archive had already served.
+                advance = report.status != "failed" and not report.limit_reached
+                try:
+                    await state.finish(runs, opts.run_id, advance=advance)
+                except OutputError as exc:
+                    report.warnings.append(str(exc))
     for warning in source.notes.warnings:
         if warning not in report.warnings:
             report.warnings.append(warning)
@@ -124,69 +182,108 @@ async def run_source(
     )
 
 
-async def _produce(
-    source: Source[Any],
-    session: Any,
-    targets: Iterator[Any],
-    send: MemoryObjectSendStream[BaseRecord],
-    report: SourceReport,
-    scope: anyio.CancelScope,
-    writer: Writer,
-) -> None:
-    workers = max(1, min(source.rate_limit.max_concurrency * 2, report.targets))
-
-    async def worker() -> None:
-        for target in targets:  # a shared iterator: each target goes to exactly one worker
-            await _fetch_target(source, session, target, send, report, writer)
-
-    with scope:
-        async with send, anyio.create_task_group() as tg:
-            for _ in range(workers):
-                tg.start_soon(worker)
-
-
-async def _fetch_target(
-    source: Source[Any],
-    session: Any,
-    target: Any,
-    send: MemoryObjectSendStream[BaseRecord],
-    report: SourceReport,
-    writer: Writer,
-) -> None:
-    label = source.label(target)
-    part_failed = False
-
-    def fail(part: str, cause: str, transient: bool) -> None:
-        nonlocal part_failed
-        part_failed = True
-        report.errors.append(TargetFailure(target=f"{label}/{part}", cause=cause, transient=transient))
-        log.warning(
-            "target_part_failed",
-            source=source.name,
-            target=label,
-            part=part,
-            cause=cause,
-            transient=transient,
-        )
-
-    ctx = FetchContext(session=session, emit=send.send, is_present=writer.contains, fail=fail)
+async def _close(writer: Writer, report: SourceReport, state: SourceState | None, run_id: str) -> None:
     try:
-        await source.fetch(target, ctx)
-    except HarvesterError as exc:
-        report.errors.append(TargetFailure(target=label, cause=exc.message, transient=exc.transient))
-        log.warning(
-            "target_failed", source=source.name, target=label, cause=exc.message, transient=exc.transient
+        result = await writer.close()
+        report.written += result.written
+        report.files.extend(result.files)
+        if state is not None:
+            await state.commit(result.durable, run_id)
+    except OutputError as exc:
+        report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
+        report.status = "failed"
+
+
+class _Jobs:
+    """The producer side: a pool of workers taking targets one by one."""
+
+    def __init__(
+        self,
+        source: Source[Any],
+        session: HttpSession,
+        send: MemoryObjectSendStream[BaseRecord],
+        report: SourceReport,
+        writer: Writer,
+        state: SourceState | None,
+        marks: dict[str, float],
+        stop: anyio.Event | None,
+        runs: list[_TargetRun],
+    ) -> None:
+        self.source, self.session, self.send, self.report = source, session, send, report
+        self.writer, self.state, self.marks, self.stop, self.runs = writer, state, marks, stop, runs
+
+    async def produce(self, targets: Iterator[Any], scope: anyio.CancelScope) -> None:
+        workers = max(1, min(self.source.rate_limit.max_concurrency * 2, self.report.targets))
+
+        async def worker() -> None:
+            for target in targets:  # a shared iterator: each target goes to exactly one worker
+                if self.stop is not None and self.stop.is_set():
+                    return  # shutting down: start no new target
+                await self.fetch_target(target)
+
+        with scope:
+            async with self.send, anyio.create_task_group() as tg:
+                for _ in range(workers):
+                    tg.start_soon(worker)
+
+    async def is_present(self, key: tuple[str, ...]) -> bool:
+        if self.state is not None and await self.state.seen([key]):
+            return True
+        return await self.writer.contains(key)
+
+    async def fetch_target(self, target: Any) -> None:
+        source, report = self.source, self.report
+        label = source.label(target)
+        wkey = source.watermark_key(target) if source.watermark_field else None
+        run = _TargetRun(label=label, wkey=wkey)
+        self.runs.append(run)
+        field_name = source.watermark_field
+
+        async def emit(record: BaseRecord) -> None:
+            if field_name is not None:
+                value = getattr(record, field_name, None)
+                if isinstance(value, float) and (run.high is None or value > run.high):
+                    run.high = value
+            await self.send.send(record)
+
+        def fail(part: str, cause: str, transient: bool) -> None:
+            run.ok, run.reason = False, f"{part}: {cause}"
+            report.errors.append(TargetFailure(target=f"{label}/{part}", cause=cause, transient=transient))
+            log.warning(
+                "target_part_failed",
+                source=source.name,
+                target=label,
+                part=part,
+                cause=cause,
+                transient=transient,
+            )
+
+        ctx = FetchContext(
+            session=self.session,
+            emit=emit,
+            is_present=self.is_present,
+            fail=fail,
+            watermark=self.marks.get(wkey) if wkey else None,
         )
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        return  # the dedup stage stopped (limit reached): not a failure
-    except Exception as exc:  # a bug or an unexpected body must not take the other targets down
-        cause = f"internal error: {type(exc).__name__}: {exc}"
-        report.errors.append(TargetFailure(target=label, cause=cause, transient=False))
-        log.error("target_crashed", source=source.name, target=label, cause=cause)
-        log.debug("target_crashed_traceback", source=source.name, target=label, exc_info=True)
-    else:
-        if not part_failed:
-            report.targets_ok += 1
+        try:
+            await source.fetch(target, ctx)
+        except HarvesterError as exc:
+            run.ok, run.reason = False, exc.message
+            report.errors.append(TargetFailure(target=label, cause=exc.message, transient=exc.transient))
+            log.warning(
+                "target_failed", source=source.name, target=label, cause=exc.message, transient=exc.transient
+            )
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the dedup stage stopped (limit reached): not a failure
+        except Exception as exc:  # a bug or an unexpected body must not take the other targets down
+            cause = f"internal error: {type(exc).__name__}: {exc}"
+            run.ok, run.reason = False, cause
+            report.errors.append(TargetFailure(target=label, cause=cause, transient=False))
+            log.error("target_crashed", source=source.name, target=label, cause=cause)
+            log.debug("target_crashed_traceback", source=source.name, target=label, exc_info=True)
+        else:
+            if run.ok:
+                report.targets_ok += 1
 
 
 async def _dedup(
@@ -216,7 +313,18 @@ async def _dedup(
                 producers.cancel()
 
 
-async def _write(recv: MemoryObjectReceiveStream[BaseRecord], writer: Writer, report: SourceReport) -> None:
+async def _write(
+    recv: MemoryObjectReceiveStream[BaseRecord],
+    writer: Writer,
+    report: SourceReport,
+    state: SourceState | None,
+    run_id: str,
+) -> None:
+    """Write batches; with a state store, skip keys committed by earlier runs and commit new ones.
+
+    Keys are committed only after the writer says their records are durable (file renamed into
+    place), never before.
+    """
     async with recv:
         async for first in recv:
             batch = [first]
@@ -225,9 +333,17 @@ async def _write(recv: MemoryObjectReceiveStream[BaseRecord], writer: Writer, re
                     batch.append(recv.receive_nowait())
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-            written, present = await writer.write(batch)
-            report.written += written
-            report.already_present += present
+            if state is not None:
+                known = await state.seen([r.dedup_key() for r in batch])
+                if known:
+                    report.already_present += sum(1 for r in batch if r.dedup_key() in known)
+                    batch = [r for r in batch if r.dedup_key() not in known]
+            result = await writer.write(batch)
+            report.written += result.written
+            report.already_present += result.present
+            report.files.extend(result.files)
+            if state is not None:
+                await state.commit(result.durable, run_id)
 
 
 async def _write_readme(source: Source[Any], folder: Path, report: SourceReport) -> None:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +35,15 @@ import orjson
 from harvester.errors import OutputError
 from harvester.records import BaseRecord, key_part, stable_id
 
-__all__ = ["JsonFilesWriter", "JsonlWriter", "NullWriter", "Writer", "dumps_record", "record_path"]
+__all__ = [
+    "JsonFilesWriter",
+    "JsonlWriter",
+    "NullWriter",
+    "WriteResult",
+    "Writer",
+    "dumps_record",
+    "record_path",
+]
 
 _TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 0.0  # a hidden temp file is never a finished record: any left over is from a dead run
@@ -48,6 +58,21 @@ def record_path(folder: Path, record: BaseRecord) -> Path:
     return folder / f"record_{stable_id(record.dedup_key())}.json"
 
 
+@dataclass
+class WriteResult:
+    """What one write (or the final flush) did.
+
+    ``durable`` holds the keys whose records are now in the output (newly written or already
+    there): only these may be committed to the state store. ``files`` lists (file name, sha256)
+    of every file created, for the run manifest.
+    """
+
+    written: int = 0
+    present: int = 0
+    durable: list[tuple[str, ...]] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)
+
+
 class Writer(Protocol):
     """Where deduplicated records go."""
 
@@ -55,15 +80,17 @@ class Writer(Protocol):
 
     async def open(self) -> None: ...
 
-    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
-        """Write a batch; return (written, already_present)."""
+    async def write(self, records: list[BaseRecord]) -> WriteResult:
+        """Write a batch of new records (records already present are skipped and counted)."""
         ...
 
     async def contains(self, key: tuple[str, ...]) -> bool:
         """Whether a record with this dedup key is already in the output."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> WriteResult:
+        """Flush what is buffered; return what that made durable."""
+        ...
 
 
 def _output_error(folder: Path, exc: OSError) -> OutputError:
@@ -99,14 +126,14 @@ class NullWriter:
     async def open(self) -> None:
         return None
 
-    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
-        return 0, 0
+    async def write(self, records: list[BaseRecord]) -> WriteResult:
+        return WriteResult()
 
     async def contains(self, key: tuple[str, ...]) -> bool:
         return False
 
-    async def close(self) -> None:
-        return None
+    async def close(self) -> WriteResult:
+        return WriteResult()
 
 
 class JsonFilesWriter:
@@ -123,24 +150,27 @@ class JsonFilesWriter:
         path = self._folder / f"record_{stable_id(key)}.json"
         return await anyio.to_thread.run_sync(path.exists)
 
-    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
+    async def write(self, records: list[BaseRecord]) -> WriteResult:
         payload = [(record_path(self._folder, r), r) for r in records]
         return await anyio.to_thread.run_sync(self._write_sync, payload)
 
-    def _write_sync(self, payload: list[tuple[Path, BaseRecord]]) -> tuple[int, int]:
-        written = present = 0
+    def _write_sync(self, payload: list[tuple[Path, BaseRecord]]) -> WriteResult:
+        result = WriteResult()
         for path, record in payload:
+            result.durable.append(record.dedup_key())
             if path.exists():
-                present += 1
+                result.present += 1
                 continue
-            if _create_once(path, dumps_record(record) + b"\n"):
-                written += 1
+            data = dumps_record(record) + b"\n"
+            if _create_once(path, data):
+                result.written += 1
+                result.files.append((path.name, hashlib.sha256(data).hexdigest()))
             else:
-                present += 1
-        return written, present
+                result.present += 1
+        return result
 
-    async def close(self) -> None:
-        return None
+    async def close(self) -> WriteResult:
+        return WriteResult()
 
 
 def _create_once(path: Path, data: bytes) -> bool:
@@ -178,6 +208,7 @@ class JsonlWriter:
         self._shard_records = shard_records
         self._seq = 0
         self._lines: list[bytes] = []
+        self._pending: list[tuple[str, ...]] = []
         self._present: set[tuple[str, ...]] = set()
 
     async def open(self) -> None:
@@ -187,39 +218,48 @@ class JsonlWriter:
     async def contains(self, key: tuple[str, ...]) -> bool:
         return key in self._present
 
-    async def write(self, records: list[BaseRecord]) -> tuple[int, int]:
-        written = present = 0
+    async def write(self, records: list[BaseRecord]) -> WriteResult:
+        result = WriteResult()
         for record in records:
             key = record.dedup_key()
             if key in self._present:
-                present += 1
+                result.present += 1
+                result.durable.append(key)
                 continue
             self._present.add(key)
             self._lines.append(dumps_record(record))
-            written += 1
+            self._pending.append(key)
+            result.written += 1
             if len(self._lines) >= self._shard_records:
-                await self._flush()
-        return written, present
+                await self._flush(result)
+        return result
 
-    async def _flush(self) -> None:
+    async def _flush(self, result: WriteResult) -> None:
         if not self._lines:
             return
         lines, self._lines = self._lines, []
+        keys, self._pending = self._pending, []
         self._seq += 1
         path = self._folder / f"part-{self._run_id}-{self._seq:05d}.jsonl"
-        await anyio.to_thread.run_sync(_write_shard, path, lines)
+        digest = await anyio.to_thread.run_sync(_write_shard, path, lines)
+        result.durable.extend(keys)  # only now, after the rename, are these records durable
+        result.files.append((path.name, digest))
 
-    async def close(self) -> None:
+    async def close(self) -> WriteResult:
+        result = WriteResult()
         with anyio.CancelScope(shield=True):
-            await self._flush()
+            await self._flush(result)
+        return result
 
 
-def _write_shard(path: Path, lines: list[bytes]) -> None:
+def _write_shard(path: Path, lines: list[bytes]) -> str:
     tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
+    data = b"\n".join(lines) + b"\n"
     try:
         with open(tmp, "wb") as fh:
-            fh.write(b"\n".join(lines) + b"\n")
+            fh.write(data)
         os.replace(tmp, path)
+        return hashlib.sha256(data).hexdigest()
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

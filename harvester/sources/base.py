@@ -7,6 +7,8 @@ validated records. It never rate-limits (the HTTP session does), never dedups an
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -61,12 +63,15 @@ class FetchContext:
     - ``is_present``: whether a record with this dedup key is already in the output, so a source
       can skip expensive work (a FITS download) for data it already has.
     - ``fail``: report a failure of one part of a target (a product) without failing the rest.
+    - ``watermark``: the highest ``watermark_field`` value harvested for this target and query by
+      an earlier run (None on a first run or with ``--full``): ask the archive only for newer data.
     """
 
     session: HttpSession
     emit: Callable[[BaseRecord], Awaitable[None]]
     is_present: Callable[[tuple[str, ...]], Awaitable[bool]]
     fail: Callable[[str, str, bool], None]
+    watermark: float | None = None
 
 
 class Source(ABC, Generic[T]):
@@ -74,6 +79,8 @@ class Source(ABC, Generic[T]):
 
     name: ClassVar[str]
     archive: ClassVar[str]
+    #: The record field whose per-target maximum is kept as the watermark (None: no watermark).
+    watermark_field: ClassVar[str | None] = None
 
     def __init__(self, settings: Settings, *, sample: bool = False) -> None:
         self.settings = settings
@@ -117,3 +124,9 @@ class Source(ABC, Generic[T]):
     @property
     def host(self) -> str:
         return host_of(self.base_url)
+
+    def watermark_key(self, target: T) -> str:
+        """Identifies (target, query) for watermarks: a changed query starts from scratch."""
+        query = {k: v for k, v in self.describe_query().items() if k != "targets"}
+        text = json.dumps({"target": repr(target), "query": query}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]

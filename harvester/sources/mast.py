@@ -45,6 +45,7 @@ class MastSource(Source[MastTarget]):
 
     name = "mast"
     archive = "mast"
+    watermark_field = "mjd"
 
     @property
     def base_url(self) -> str:
@@ -87,27 +88,30 @@ class MastSource(Source[MastTarget]):
         return {
             "base_url": mast.base_url,
             "query": mast.query.model_dump(mode="json"),
-            "targets": len(self.targets()),
         }
 
-    def filters(self) -> list[dict[str, Any]]:
+    def filters(self, since: float | None = None) -> list[dict[str, Any]]:
+        """MAST filters from the query; ``since`` (MJD) keeps only observations starting later."""
         query = self.settings.data_sources.mast.query
         built: list[dict[str, Any]] = []
+        t_min = query.t_min
+        if since is not None:
+            t_min = (max(t_min[0], since), t_min[1]) if t_min is not None else (since, 1e6)
         if query.collections:
             built.append(discrete("obs_collection", query.collections))
         if query.instruments:
             built.append(discrete("instrument_name", query.instruments))
         if query.dataproduct_types:
             built.append(discrete("dataproduct_type", query.dataproduct_types))
-        if query.t_min is not None:
-            built.append(value_range("t_min", *query.t_min))
+        if t_min is not None:
+            built.append(value_range("t_min", *t_min))
         if query.t_obs_release is not None:
             built.append(value_range("t_obs_release", *query.t_obs_release))
         return built + [dict(f) for f in query.filters]
 
-    def request(self, target: MastTarget) -> tuple[str, dict[str, Any]]:
-        """The MAST service and params for a target."""
-        filters = self.filters()
+    def request(self, target: MastTarget, since: float | None = None) -> tuple[str, dict[str, Any]]:
+        """The MAST service and params for a target (a watermark turns a cone into a filtered query)."""
+        filters = self.filters(since)
         cone = target.cone
         if cone is not None and not filters:
             return "Mast.Caom.Cone", {"ra": cone.ra, "dec": cone.dec, "radius": cone.radius}
@@ -126,7 +130,10 @@ class MastSource(Source[MastTarget]):
             poll_budget_s=mast_settings.poll_budget_s,
             max_rows=mast_settings.max_rows,
         )
-        service, params = self.request(target)
+        since = None
+        if ctx.watermark is not None:
+            since = ctx.watermark - self.settings.state.mast_overlap_days
+        service, params = self.request(target, since)
         label = target.label
         stats = MastQueryStats()
         url = f"{mast_settings.base_url}/api/v0/invoke"

@@ -147,7 +147,6 @@ class TessSource(Source[TessTarget]):
             "query": tess.query.model_dump(mode="json"),
             "cadence": tess.cadence,
             "lightcurve": tess.lightcurve.model_dump(mode="json"),
-            "targets": len(self.targets()),
         }
 
     def filters(self, target: TessTarget) -> list[dict[str, Any]]:

@@ -88,14 +88,19 @@ _QUERY_STATUS = re.compile(
 _TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
-def irsa_params(cone: ConeSearch, irsa: Any) -> list[tuple[str, str]]:
-    """The IRSA query parameters for one cone, in a stable order."""
+def irsa_params(cone: ConeSearch, irsa: Any, *, since: float | None = None) -> list[tuple[str, str]]:
+    """The IRSA query parameters for one cone, in a stable order.
+
+    ``since`` (an MJD, from the watermark minus the overlap) narrows TIME to newer epochs.
+    """
     params = [("POS", f"CIRCLE {cone.ra!r} {cone.dec!r} {cone.radius!r}")]
     if irsa.filters:
         params.append(("BANDNAME", ",".join(BANDNAME[f] for f in irsa.filters)))
-    if irsa.mjd_range is not None:
-        lo, hi = irsa.mjd_range
-        params.append(("TIME", f"{lo!r} {hi!r}"))
+    lo, hi = irsa.mjd_range if irsa.mjd_range is not None else (None, None)
+    if since is not None:
+        lo = since if lo is None else max(lo, since)
+    if lo is not None or hi is not None:
+        params.append(("TIME", f"{'-Inf' if lo is None else repr(lo)} {'Inf' if hi is None else repr(hi)}"))
     params.append(("BAD_CATFLAGS_MASK", str(irsa.bad_catflags_mask)))
     if irsa.collection:
         params.append(("COLLECTION", irsa.collection))
@@ -108,6 +113,7 @@ class ZtfSource(Source[ConeSearch]):
 
     name = "ztf"
     archive = "irsa"
+    watermark_field = "mjd"
 
     @property
     def base_url(self) -> str:
@@ -148,16 +154,18 @@ class ZtfSource(Source[ConeSearch]):
             "mjd_range": list(irsa.mjd_range) if irsa.mjd_range else None,
             "bad_catflags_mask": irsa.bad_catflags_mask,
             "collection": irsa.collection or "latest public release",
-            "targets": len(self.targets()),
         }
 
     async def fetch(self, target: ConeSearch, ctx: FetchContext) -> None:
         irsa = self.settings.data_sources.ztf.irsa
         label = self.label(target)
+        since = None
+        if ctx.watermark is not None:
+            since = ctx.watermark - self.settings.state.ztf_overlap_days
         response = await ctx.session.fetch(
             "GET",
             irsa.base_url,
-            params=irsa_params(target, irsa),
+            params=irsa_params(target, irsa, since=since),
             target=label,
             max_bytes=irsa.max_response_bytes,
         )
