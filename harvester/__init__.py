@@ -7,9 +7,20 @@ Quick start (in a notebook, or any running event loop)::
     async for record in harvester.stream("ztf", offline=True, limit=10):
         print(record.object_id, record.mjd, record.mag)
 
-From a script without an event loop, use ``anyio.run(harvester.harvest, "ztf")``.
+From a script (no event loop running), use the blocking twins::
+
+    report = harvester.harvest_sync("ztf", offline=True, limit=50, progress=True)
+    records = list(harvester.stream_sync("tess", offline=True, limit=3))
+
+Records become tables and arrays with :func:`to_table`, :func:`to_dataframe`, :func:`tess_arrays`
+and :func:`to_lightcurve`; :func:`progress` shows a live table of a run in Jupyter or a terminal.
+See docs/getting-started.md.
 """
 
+from __future__ import annotations
+
+from harvester._notebook import progress
+from harvester._sync import harvest_sync, stream_sync
 from harvester._version import __version__
 from harvester.api import harvest, stream
 from harvester.errors import (
@@ -24,6 +35,7 @@ from harvester.errors import (
 from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
 from harvester.settings import Settings, load_settings
+from harvester.tables import read_records, tess_arrays, to_dataframe, to_lightcurve, to_table
 
 __all__ = [
     "ArchiveResponseError",
@@ -44,6 +56,14 @@ __all__ = [
     "ZtfRecord",
     "__version__",
     "harvest",
+    "harvest_sync",
     "load_settings",
+    "progress",
+    "read_records",
     "stream",
+    "stream_sync",
+    "tess_arrays",
+    "to_dataframe",
+    "to_lightcurve",
+    "to_table",
 ]

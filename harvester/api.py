@@ -34,11 +34,11 @@ from harvester.pipeline.runner import RunOptions, SourceState, make_writer, run_
 from harvester.pipeline.writers import WriteResult, write_text_atomic
 from harvester.records import BaseRecord
 from harvester.settings import Settings, load_settings
-from harvester.state import StateStore
 from harvester.sources.base import Source
 from harvester.sources.mast import MastSource
 from harvester.sources.tess import TessSource
 from harvester.sources.ztf import ZtfSource
+from harvester.state import StateStore
 
 __all__ = ["SOURCES", "check_targets", "harvest", "resolve_sources", "stream"]
 
@@ -266,8 +266,9 @@ async def _fallback(
     retry = SourceReport(source=source.name)
     writer = make_writer(settings, source.name, run_id=opts.run_id, dry_run=dry_run)
     if opts.state is not None:  # sample data never advances the real archive's state
-        opts.state = SourceState(opts.state.store, f"{source.name}@sample", Path(settings.output),
-                                 read_only=opts.state.read_only)
+        opts.state = SourceState(
+            opts.state.store, f"{source.name}@sample", Path(settings.output), read_only=opts.state.read_only
+        )
     async with Http(_limiters([sample_source]), transport=offline_transport()) as http:
         await run_source(sample_source, http, writer, retry, opts)
     retry.warnings.insert(

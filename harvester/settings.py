@@ -28,8 +28,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     AliasChoices,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,

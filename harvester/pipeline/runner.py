@@ -36,8 +36,8 @@ from harvester.pipeline.report import SourceReport, TargetFailure
 from harvester.pipeline.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
 from harvester.records import RECORD_MODELS, BaseRecord
 from harvester.settings import Settings
-from harvester.state import StateStore
 from harvester.sources.base import FetchContext, Source, utcnow
+from harvester.state import StateStore
 
 __all__ = ["RunOptions", "SourceState", "make_writer", "run_source"]
 
