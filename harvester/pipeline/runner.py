@@ -338,12 +338,15 @@ async def _write(
                 if known:
                     report.already_present += sum(1 for r in batch if r.dedup_key() in known)
                     batch = [r for r in batch if r.dedup_key() not in known]
-            result = await writer.write(batch)
-            report.written += result.written
-            report.already_present += result.present
-            report.files.extend(result.files)
-            if state is not None:
-                await state.commit(result.durable, run_id)
+            # A batch's files and their keys land together: a cancellation (shutdown grace over)
+            # waits for this bounded step instead of leaving files whose keys are not committed.
+            with anyio.CancelScope(shield=True):
+                result = await writer.write(batch)
+                report.written += result.written
+                report.already_present += result.present
+                report.files.extend(result.files)
+                if state is not None:
+                    await state.commit(result.durable, run_id)
 
 
 async def _write_readme(source: Source[Any], folder: Path, report: SourceReport) -> None:
