@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import yaml
@@ -73,7 +74,7 @@ async def test_failing_source_backs_off_while_others_keep_schedule_then_recovers
     assert reports[0] and reports[0].sources["ztf"].status == "failed"
     archive.clear_faults()
     assert fault.hits >= 2
-    time.sleep(0.25)  # the breaker's first pause is one interval
+    await anyio.sleep(0.25)  # the breaker's first pause is one interval
     recovered = await daemon.sweep()
     assert recovered is not None and recovered.ok and "ztf" in recovered.sources
     assert daemon.breakers["ztf"].failures == 0

@@ -42,7 +42,7 @@ def irsa_times(archive: FakeArchive) -> list[str]:
 
 
 async def test_second_sweep_fetches_only_the_new_part(tmp_path: Path) -> None:
-    """After the archive gains epochs, the next sweep asks IRSA for TIME after the watermark and writes only those."""
+    """After the archive gains epochs, the next sweep asks for TIME after the watermark, writes only those."""
     archive = FakeArchive(now_mjd=60000.0)
     transport = httpx.ASGITransport(app=archive)
     first = await harvester.harvest("ztf", transport=transport, output=tmp_path, **ztf())
@@ -83,7 +83,7 @@ async def test_every_committed_key_has_its_file(tmp_path: Path) -> None:
 
 
 async def test_lost_state_rebuilds_from_files_without_rewriting(tmp_path: Path) -> None:
-    """With the database deleted (a kill between rename and commit), a rerun commits keys and rewrites nothing."""
+    """Database deleted (a kill between rename and commit): a rerun commits keys and rewrites nothing."""
     transport = httpx.ASGITransport(app=FakeArchive())
     await harvester.harvest("ztf", transport=transport, output=tmp_path, **ztf())
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ztf").glob("record_*.json")}
@@ -137,7 +137,7 @@ async def test_mast_watermark_becomes_a_t_min_filter(tmp_path: Path) -> None:
     """The second MAST sweep asks Mast.Caom.Filtered.Position for t_min after the last harvested t_min."""
     archive = FakeArchive(executing_polls=0)
     transport = httpx.ASGITransport(app=archive)
-    overrides = {
+    overrides: dict[str, Any] = {
         "data_sources": {"mast": {"query": {"cone_search": {"ra": 10.0, "dec": 20.0, "radius": 0.15}}}}
     }
     await harvester.harvest("mast", transport=transport, output=tmp_path, **overrides)
