@@ -99,14 +99,14 @@ class _Rendered:
             file=io.StringIO(), record=True, width=_HTML_WIDTH, force_terminal=False, force_jupyter=False
         )
         console.print(_table(report))
-        self.text = console.export_text()
+        self.text = "\n".join(line.rstrip() for line in console.export_text().splitlines())
         self.html = console.export_html(inline_styles=True, code_format=_PRE_FORMAT)
 
     def _repr_html_(self) -> str:
         return self.html
 
     def __repr__(self) -> str:
-        return self.text.rstrip("\n")
+        return self.text
 
 
 class _NotebookDisplay:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import functools
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -81,6 +81,7 @@ def harvest_sync(
     dry_run: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     report: RunReport | None = None,
+    full: bool = False,
     progress: bool = False,
     **overrides: Any,
 ) -> RunReport:
@@ -107,6 +108,7 @@ def harvest_sync(
             dry_run=dry_run,
             transport=transport,
             report=filled,
+            full=full,
             **overrides,
         )
         return anyio.run(run)
@@ -119,7 +121,7 @@ def stream_sync(
     config: str | Path | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     **overrides: Any,
-) -> Iterator[BaseRecord]:
+) -> Generator[BaseRecord, None, None]:
     """An iterator over :func:`harvester.stream`'s validated records, nothing written (for scripts).
 
     Records are yielded as they arrive; a bounded buffer keeps memory flat however many there are.
@@ -144,7 +146,7 @@ def _handoff() -> tuple[MemoryObjectSendStream[BaseRecord], MemoryObjectReceiveS
     return anyio.create_memory_object_stream[BaseRecord](_HANDOFF_BUFFER)
 
 
-def _iterate(open_stream: Callable[[], AsyncIterator[BaseRecord]]) -> Iterator[BaseRecord]:
+def _iterate(open_stream: Callable[[], AsyncIterator[BaseRecord]]) -> Generator[BaseRecord, None, None]:
     """Drive an async record stream on a portal thread; hand records over a bounded stream.
 
     The whole stream runs in one task (its task group and cancel scopes must enter and exit in

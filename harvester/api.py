@@ -95,8 +95,9 @@ def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> lis
     return built
 
 
-def _limiters(sources: list[Source[Any]]) -> LimiterRegistry:
-    registry = LimiterRegistry()
+def _limiters(sources: list[Source[Any]], registry: LimiterRegistry | None = None) -> LimiterRegistry:
+    """Host budgets for these sources; a registry passed in (the daemon's) keeps its pacing across runs."""
+    registry = registry if registry is not None else LimiterRegistry()
     for source in sources:
         registry.register(
             source.host, source.rate_limit.requests_per_second, source.rate_limit.max_concurrency
@@ -114,6 +115,8 @@ async def harvest(
     report: RunReport | None = None,
     full: bool = False,
     stop: anyio.Event | None = None,
+    limiters: LimiterRegistry | None = None,
+    progress: bool = False,
     **overrides: Any,
 ) -> RunReport:
     """Harvest the given sources concurrently and return the run report.
@@ -127,8 +130,28 @@ async def harvest(
     :param full: ignore watermarks and ask the archives for everything (seen records are still
         not written twice).
     :param stop: when set, no new target is started (graceful shutdown); in-flight ones finish.
+    :param limiters: host limiters to reuse, so that back-to-back runs (the daemon's sweeps) stay
+        within each host's budget across runs; by default each run has its own.
+    :param progress: show a live table (in the cell in Jupyter, on stderr in a terminal; nothing
+        when stderr is redirected).
     :raises ConfigError: for bad settings or targets, before anything is fetched or written.
     """
+    if progress:
+        from harvester._notebook import progress as live_progress
+
+        with live_progress(report) as live:
+            return await harvest(
+                sources,
+                settings=settings,
+                config=config,
+                dry_run=dry_run,
+                transport=transport,
+                report=live,
+                full=full,
+                stop=stop,
+                limiters=limiters,
+                **overrides,
+            )
     settings = _settings(settings, config, overrides)
     names = resolve_sources(sources)
     sample = settings.offline and transport is None
@@ -179,7 +202,10 @@ async def harvest(
             report.sources[source.name] = await _fallback(source, settings, fallback_opts, dry_run, report)
 
     try:
-        async with Http(_limiters(built), transport=transport) as http, anyio.create_task_group() as tg:
+        async with (
+            Http(_limiters(built, limiters), transport=transport) as http,
+            anyio.create_task_group() as tg,
+        ):
             for source in built:
                 tg.start_soon(one, source, http)
     finally:

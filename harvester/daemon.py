@@ -30,6 +30,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 from harvester import api
+from harvester._limiter import LimiterRegistry
 from harvester.pipeline.report import RunReport
 from harvester.settings import Settings
 
@@ -141,6 +142,7 @@ class Daemon:
         d = settings.daemon
         self.breakers = {s: CircuitBreaker(d.failure_threshold, d.interval, d.max_pause) for s in sources}
         self.metrics = DaemonMetrics()
+        self.limiters = LimiterRegistry()  # one pacing per host for the daemon's whole life
         self.stop = anyio.Event()
         self.sweeps = 0
         self.started = time.time()
@@ -198,7 +200,11 @@ class Daemon:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._cancel_after_grace, scope)
                     report = await api.harvest(
-                        due, settings=self.settings, transport=self.transport, stop=self.stop
+                        due,
+                        settings=self.settings,
+                        transport=self.transport,
+                        stop=self.stop,
+                        limiters=self.limiters,
                     )
                     tg.cancel_scope.cancel()
         except Exception as exc:  # a crash in one sweep must not end the daemon

@@ -203,7 +203,7 @@ def tess_arrays(record: TessRecord) -> TessArrays:
 def to_lightcurve(record: TessRecord) -> lightkurve.LightCurve:
     """A ``lightkurve.LightCurve`` of one TESS record, with its header facts in ``meta``.
 
-    ``time`` uses lightkurve's ``"btjd"`` format (TDB); ``meta`` holds ``OBJECT``, ``TICID``,
+    ``time`` is in TDB, shown in lightkurve's ``"btjd"`` format; ``meta`` holds ``OBJECT``, ``TICID``,
     ``SECTOR``, ``CAMERA``, ``CCD``, ``RA_OBJ``, ``DEC_OBJ``, ``TESSMAG``, ``MISSION``, ``FLUX_ORIGIN``,
     ``QUALITY_BITMASK`` and ``OBS_ID`` (so ``lc.sector`` works as for a lightkurve download).
 
@@ -216,7 +216,8 @@ def to_lightcurve(record: TessRecord) -> lightkurve.LightCurve:
         "`pip install lightkurve` (in the harvester repository: `uv sync --group bench`)",
     )
     time, flux, flux_err = tess_arrays(record)
-    time.format = "btjd"  # registered with astropy by lightkurve's import
+    if "btjd" in time.FORMATS:  # lightkurve registers it with astropy on import: its plots then read BTJD
+        time.format = "btjd"
     meta = {
         "OBJECT": f"TIC {record.tic_id}",
         "LABEL": f"TIC {record.tic_id}",

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +14,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from harvester.cli import app
 from harvester.daemon import CircuitBreaker, Daemon
 from harvester.settings import load_settings
 from harvester.testing import FakeArchive, Fault, running_server
+from tests.fault_scenarios import harvester_cmd, kill9_rounds, write_config
 
 
 def test_breaker_opens_after_threshold_with_growing_pause_and_closes_on_success() -> None:
@@ -134,41 +131,6 @@ def loopback_archive() -> Iterator[tuple[FakeArchive, str]]:
         yield archive, url
 
 
-def write_config(folder: Path, url: str, *, targets: int = 40) -> Path:
-    port = url.rsplit(":", 1)[1]
-    cones = [{"ra": 150.0 + 0.4 * i, "dec": 30.0 + 0.1 * (i % 5), "radius": 0.03} for i in range(targets)]
-    config = {
-        "output": str(folder / "out"),
-        "state": {"path": str(folder / "state.db")},
-        "daemon": {"grace": 2},
-        "data_sources": {
-            "ztf": {
-                "irsa": {
-                    "base_url": f"http://127.0.0.1:{port}/cgi-bin/ZTF/nph_light_curves",
-                    "targets": cones,
-                },
-                "rate_limit": {"requests_per_second": 20, "max_concurrency": 4},
-            }
-        },
-    }
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def harvester_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "harvester", *args, "--log-format", "json"]
-
-
-def records_without_fetch_time(out: Path) -> dict[str, dict[str, Any]]:
-    found = {}
-    for path in (out / "ztf").glob("record_*.json"):
-        data = json.loads(path.read_bytes())
-        data.pop("fetched_at")
-        found[path.name] = data
-    return found
-
-
 def hidden_temp_files(out: Path) -> list[str]:
     return [p.name for p in (out / "ztf").glob(".*")] if (out / "ztf").exists() else []
 
@@ -183,42 +145,11 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_the_uninterrupted_records(
 ) -> None:
     """Three kill -9s at random moments, then a rerun: same records as one clean run, nothing partial."""
     _, url = loopback_archive
-    clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
-    clean_dir.mkdir()
-    killed_dir.mkdir()
-    clean_cfg = write_config(clean_dir, url)
-    subprocess.run(
-        harvester_cmd("run", "--source", "ztf", "--config", str(clean_cfg)),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    expected = records_without_fetch_time(clean_dir / "out")
-    assert len(expected) > 100
-
-    killed_cfg = write_config(killed_dir, url)
-    rng = random.Random(7)
-    for _ in range(3):
-        proc = subprocess.Popen(
-            harvester_cmd("run", "--source", "ztf", "--config", str(killed_cfg)),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(1.2, 2.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        for name in os.listdir(killed_dir / "out" / "ztf") if (killed_dir / "out" / "ztf").exists() else []:
-            if name.startswith("record_"):
-                json.loads((killed_dir / "out" / "ztf" / name).read_bytes())  # every visible file is whole
-    subprocess.run(
-        harvester_cmd("run", "--source", "ztf", "--config", str(killed_cfg)),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    assert records_without_fetch_time(killed_dir / "out") == expected
-    assert hidden_temp_files(killed_dir / "out") == []
-    assert committed_keys(killed_dir / "state.db") == len(expected)
+    outcome = kill9_rounds(url, tmp_path, 3)
+    assert outcome.killed_with_files >= 1  # at least one kill landed mid-write
+    assert outcome.identical and outcome.records > 100
+    assert outcome.partial_files == 0
+    assert outcome.committed_keys == outcome.records
 
 
 def test_sigterm_stops_the_daemon_cleanly_with_state_committed(

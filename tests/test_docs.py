@@ -42,8 +42,16 @@ def test_public_api_is_pinned() -> None:
             "ZtfRecord",
             "__version__",
             "harvest",
+            "harvest_sync",
             "load_settings",
+            "progress",
+            "read_records",
             "stream",
+            "stream_sync",
+            "tess_arrays",
+            "to_dataframe",
+            "to_lightcurve",
+            "to_table",
         ]
     )
     for name in harvester.__all__:

@@ -101,8 +101,9 @@ def iter_records(records: RecordSource, required: Sequence[str] = ()) -> Iterato
             except OSError as exc:
                 raise FeatureInputError(f"cannot read {path}: {exc.strerror or exc}") from None
             with fh:
-                for number, line in enumerate(fh, start=1):
-                    if line.strip():
+                for number, raw in enumerate(fh, start=1):
+                    line = raw.strip()
+                    if line:
                         yield _checked(_loads(line, f"{path} line {number}"), records.source, required, path)
         else:
             try:
@@ -140,7 +141,7 @@ def _tmp_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic(path: Path, mode: str) -> Iterator[Any]:
+def _atomic(path: Path, *, binary: bool = False) -> Iterator[Any]:
     """Open a temporary file next to ``path``; on success, rename it over ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def _atomic(path: Path, mode: str) -> Iterator[Any]:
         raise _output_error(path.parent, exc) from None
     tmp = _tmp_for(path)
     try:
-        with open(tmp, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as fh:
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="") as fh:
             yield fh
         os.replace(tmp, path)
     except OSError as exc:
@@ -165,7 +166,7 @@ def _output_error(folder: Path, exc: OSError) -> OutputError:
 def write_csv_atomic(path: Path, header: Sequence[str], rows: Iterator[Sequence[object]]) -> int:
     """Write a CSV table atomically; returns the number of data rows."""
     count = 0
-    with _atomic(path, "w") as fh:
+    with _atomic(path) as fh:
         text: TextIO = fh
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(header)
@@ -177,13 +178,13 @@ def write_csv_atomic(path: Path, header: Sequence[str], rows: Iterator[Sequence[
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically."""
-    with _atomic(path, "w") as fh:
+    with _atomic(path) as fh:
         fh.write(text)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
-    with _atomic(path, "wb") as fh:
+    with _atomic(path, binary=True) as fh:
         fh.write(data)
 
 

@@ -141,7 +141,7 @@ def frequency_grid(
     if f_min >= f_max:
         return np.empty(0)
     step = 1.0 / (oversample * baseline)
-    count = int(math.floor((f_max - f_min) / step)) + 1
+    count = math.floor((f_max - f_min) / step) + 1
     if count > max_frequencies:
         count = max_frequencies
         step = (f_max - f_min) / (count - 1)

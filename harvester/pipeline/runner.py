@@ -132,6 +132,7 @@ async def run_source(
     session = http.session(source.name, on_response=on_response, **source.session_options())
     bound = log.bind(source=source.name)
     runs: list[_TargetRun] = []
+    completed = False  # the pipeline drained normally: every emitted record reached the writer
     try:
         marks = await state.watermarks() if state is not None and not opts.full else {}
         await writer.open()
@@ -142,7 +143,8 @@ async def run_source(
             jobs = _Jobs(source, session, raw_send, report, writer, state, marks, opts.stop, runs)
             tg.start_soon(jobs.produce, iter(targets), producers)
             tg.start_soon(_dedup, raw_recv, uniq_send, report, opts.limit, producers, opts.keep_sample)
-            tg.start_soon(_write, uniq_recv, writer, report, state, opts.run_id)
+            tg.start_soon(_write, uniq_recv, writer, report, state, opts.run_id, tg.cancel_scope)
+        completed = True
     except OutputError as exc:
         report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
         report.status = "failed"
@@ -156,9 +158,10 @@ async def run_source(
             if report.status != "failed":
                 report.finish()
             if state is not None:
-                # Watermarks move only when every record of the run is durable: not after an output
-                # failure, and not when --limit dropped records the archive had already served.
-                advance = report.status != "failed" and not report.limit_reached
+                # Watermarks move only when every record of the run is durable: not after a
+                # cancellation or an output failure, and not when --limit dropped records the
+                # archive had already served.
+                advance = completed and report.status != "failed" and not report.limit_reached
                 try:
                     await state.finish(runs, opts.run_id, advance=advance)
                 except OutputError as exc:
@@ -307,7 +310,11 @@ async def _dedup(
             report.records += 1
             if keep_sample and report.sample_record is None:
                 report.sample_record = record.model_dump(mode="json")
-            await send.send(record)
+            try:
+                await send.send(record)
+            except anyio.BrokenResourceError:
+                producers.cancel()  # the writer stopped (output failure): fetch no more
+                return
             if limit is not None and report.records >= limit:
                 report.limit_reached = True
                 producers.cancel()
@@ -319,12 +326,30 @@ async def _write(
     report: SourceReport,
     state: SourceState | None,
     run_id: str,
+    pipeline: anyio.CancelScope,
 ) -> None:
     """Write batches; with a state store, skip keys committed by earlier runs and commit new ones.
 
     Keys are committed only after the writer says their records are durable (file renamed into
-    place), never before.
+    place), never before. An output failure (full disk, read-only folder) stops the whole source:
+    it is recorded and the pipeline is cancelled, keeping everything already written.
     """
+    try:
+        await _write_batches(recv, writer, report, state, run_id)
+    except OutputError as exc:
+        report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
+        report.status = "failed"
+        log.error("output_failed", source=report.source, cause=exc.message)
+        pipeline.cancel()
+
+
+async def _write_batches(
+    recv: MemoryObjectReceiveStream[BaseRecord],
+    writer: Writer,
+    report: SourceReport,
+    state: SourceState | None,
+    run_id: str,
+) -> None:
     async with recv:
         async for first in recv:
             batch = [first]
@@ -347,6 +372,8 @@ async def _write(
                 report.files.extend(result.files)
                 if state is not None:
                     await state.commit(result.durable, run_id)
+            if result.error is not None:
+                raise result.error
 
 
 async def _write_readme(source: Source[Any], folder: Path, report: SourceReport) -> None:

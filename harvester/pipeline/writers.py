@@ -71,6 +71,8 @@ class WriteResult:
     present: int = 0
     durable: list[tuple[str, ...]] = field(default_factory=list)
     files: list[tuple[str, str]] = field(default_factory=list)
+    #: Set when the output failed part-way: what came before it is durable and listed above.
+    error: OutputError | None = None
 
 
 class Writer(Protocol):
@@ -94,9 +96,11 @@ class Writer(Protocol):
 
 
 def _output_error(folder: Path, exc: OSError) -> OutputError:
-    if exc.errno == errno.ENOSPC:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         cause = "no space left on device"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif exc.errno == errno.EROFS:
+        cause = "read-only file system"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
         cause = "permission denied"
     else:
         cause = exc.strerror or str(exc)
@@ -157,12 +161,18 @@ class JsonFilesWriter:
     def _write_sync(self, payload: list[tuple[Path, BaseRecord]]) -> WriteResult:
         result = WriteResult()
         for path, record in payload:
-            result.durable.append(record.dedup_key())
             if path.exists():
                 result.present += 1
+                result.durable.append(record.dedup_key())
                 continue
             data = dumps_record(record) + b"\n"
-            if _create_once(path, data):
+            try:
+                created = _create_once(path, data)
+            except OutputError as exc:
+                result.error = exc  # the records before this one are durable: report them
+                return result
+            result.durable.append(record.dedup_key())
+            if created:
                 result.written += 1
                 result.files.append((path.name, hashlib.sha256(data).hexdigest()))
             else:

@@ -1,0 +1,399 @@
+"""Fault scenarios against the fake archive on loopback, shared by the tests and the figures script.
+
+Each :class:`Scenario` injects faults into a :class:`~harvester.testing.FakeArchive` served on
+loopback, harvests one source, and compares the output with a fault-free run of the same source:
+
+- ``recover``: every fault is retried away; the records must equal the fault-free run's records;
+- ``report``: the fault cannot be recovered; the affected targets must be reported with a cause
+  containing ``cause``, and whatever was written must be a subset of the fault-free records.
+
+In every scenario no partial or hidden temporary file may remain in the output. Outcomes carry
+the figures that ``docs/reliability.md`` records (``python -m tests.faults_report``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+import harvester
+from harvester.testing import FakeArchive, Fault, running_server
+
+Expect = Literal["recover", "report"]
+
+# Tight but realistic client settings so a fault run finishes in seconds.
+FAST_RETRIES = {"attempts": 5, "backoff_base": 0.05, "backoff_cap": 0.5, "retry_after_cap": 2.0}
+TIMEOUTS = {"connect": 2.0, "read": 1.0, "total": 8.0}
+
+
+def http_date(seconds_ahead: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_ahead), usegmt=True)
+
+
+def overrides(url: str, output: Path, source: str) -> dict[str, Any]:
+    """Every source pointed at the loopback archive: IRSA as 'localhost', MAST as 127.0.0.1."""
+    port = url.rsplit(":", 1)[1]
+    common = {"retries": FAST_RETRIES, "timeout": TIMEOUTS}
+    mast_budget = {"requests_per_second": 20, "max_concurrency": 8}
+    return {
+        "output": output,
+        "state": {"path": output / "state.db"},
+        "log_level": "warning",
+        "data_sources": {
+            "ztf": {
+                "irsa": {
+                    "base_url": f"http://localhost:{port}/cgi-bin/ZTF/nph_light_curves",
+                    "targets": [
+                        {"name": f"c{i}", "ra": 210.80 + 0.04 * i, "dec": 54.35, "radius": 0.02}
+                        for i in range(3)
+                    ],
+                },
+                "rate_limit": {"requests_per_second": 20, "max_concurrency": 4},
+                **common,
+            },
+            "tess": {
+                "base_url": url,
+                "query": {"tic_ids": [261136679, 21132157]},
+                "rate_limit": mast_budget,
+                "poll_budget_s": 2.0,
+                **common,
+            },
+            "mast": {
+                "base_url": url,
+                "pagesize": 5,
+                "rate_limit": mast_budget,
+                "poll_budget_s": 2.0,
+                "query": {"cone_search": {"ra": 210.8023, "dec": 54.3489, "radius": 0.1}},
+                **common,
+            },
+        },
+    }
+
+
+@dataclass
+class Scenario:
+    name: str
+    source: str
+    expect: Expect
+    faults: Callable[[str], list[Fault]]
+    cause: str = ""
+    during: Callable[[FakeArchive], Any] | None = None  # runs alongside the harvest (an outage)
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    injected: int
+    retries: int
+    reported: list[str]
+    lost: int  # fault-free records missing from a 'recover' run
+    extra: int  # records that a fault-free run does not have
+    partial_files: int
+    violations: int
+    elapsed_s: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        ok = self.partial_files == 0 and self.extra == 0 and self.violations == 0
+        if self.scenario.expect == "recover":
+            return ok and self.lost == 0 and not self.reported
+        return ok and bool(self.reported) and all(self.scenario.cause in r for r in self.reported)
+
+
+async def _outage(archive: FakeArchive) -> None:
+    """The whole archive answers 503 until it has refused 6 requests (about 2 attempts per target)."""
+    start = len(archive.requests)
+    archive.set_down(True)
+    with anyio.move_on_after(5):
+        while sum(1 for e in archive.requests[start:] if e.status == 503) < 6:  # noqa: ASYNC110  # polls a log
+            await anyio.sleep(0.01)
+    archive.set_down(False)
+
+
+def scenarios(base_url: str) -> list[Scenario]:
+    port = base_url.rsplit(":", 1)[1]
+    lc = "_lc.fits"
+    return [
+        Scenario(
+            "503 storm", "ztf", "recover", lambda u: [Fault("nph_light_curves", "status", 503, times=4)]
+        ),
+        Scenario(
+            "429 storm, Retry-After seconds",
+            "ztf",
+            "recover",
+            lambda u: [Fault("nph_light_curves", "status", 429, retry_after="1", times=3)],
+        ),
+        Scenario(
+            "503, Retry-After HTTP date",
+            "ztf",
+            "recover",
+            lambda u: [Fault("nph_light_curves", "status", 503, retry_after=http_date(1.0), times=2)],
+        ),
+        Scenario(
+            "reset mid-body", "ztf", "recover", lambda u: [Fault("nph_light_curves", "truncate", times=3)]
+        ),
+        Scenario(
+            "connection reset, no answer",
+            "ztf",
+            "recover",
+            lambda u: [Fault("nph_light_curves", "reset", times=2)],
+        ),
+        Scenario(
+            "slow body past the read timeout",
+            "ztf",
+            "recover",
+            lambda u: [Fault("nph_light_curves", "slow", delay_s=1.6, times=2)],
+        ),
+        Scenario(
+            "redirect to another host",
+            "ztf",
+            "recover",
+            lambda u: [
+                Fault(
+                    "CIRCLE+210.8+",
+                    "redirect",
+                    times=1,
+                    location=f"http://127.0.0.1:{port}/cgi-bin/ZTF/nph_light_curves?"
+                    "POS=CIRCLE+210.8+54.35+0.02&BAD_CATFLAGS_MASK=0&FORMAT=CSV",
+                )
+            ],
+        ),
+        Scenario("archive down for a while", "ztf", "recover", lambda u: [], during=_outage),
+        Scenario(
+            "HTML error page with 200",
+            "ztf",
+            "report",
+            lambda u: [Fault("210.84", "html")],
+            cause="HTML page instead of CSV",
+        ),
+        Scenario(
+            "IRSA VOTable QUERY_STATUS=ERROR",
+            "ztf",
+            "report",
+            lambda u: [Fault("210.84", "votable_error", message="Cone search failed")],
+            cause="QUERY_STATUS=ERROR: Cone search failed",
+        ),
+        Scenario(
+            "503 for ever", "ztf", "report", lambda u: [Fault("210.84", "status", 503)], cause="HTTP 503"
+        ),
+        Scenario("truncated FITS once", "tess", "recover", lambda u: [Fault(lc, "truncate", times=1)]),
+        Scenario(
+            "truncated FITS for ever",
+            "tess",
+            "report",
+            lambda u: [Fault("s0001", "truncate")],
+            cause="RemoteProtocolError",
+        ),
+        Scenario(
+            "503 storm on invoke", "tess", "recover", lambda u: [Fault("/invoke", "status", 503, times=4)]
+        ),
+        Scenario(
+            "MAST status ERROR",
+            "tess",
+            "report",
+            lambda u: [Fault("Mast.Caom.Filtered", "mast_error", message="Query failed")],
+            cause="Query failed",
+        ),
+        Scenario(
+            "EXECUTING never completes",
+            "tess",
+            "report",
+            lambda u: [Fault("Mast.Caom.Filtered", "executing_forever")],
+            cause="still EXECUTING",
+        ),
+        Scenario(
+            "429 storm on MAST, Retry-After",
+            "mast",
+            "recover",
+            lambda u: [Fault("/invoke", "status", 429, retry_after="1", times=3)],
+        ),
+        Scenario(
+            "HTML page instead of MAST JSON",
+            "mast",
+            "report",
+            lambda u: [Fault("/invoke", "html")],
+            cause="not JSON",
+        ),
+        Scenario(
+            "page lies about rowsTotal",
+            "mast",
+            "report",
+            lambda u: [Fault("/invoke", "lie_rows_total")],
+            cause="result incomplete",
+        ),
+    ]
+
+
+def records(output: Path, source: str) -> dict[str, dict[str, Any]]:
+    """Record files of a source, without fetched_at (the one field that differs between runs)."""
+    found: dict[str, dict[str, Any]] = {}
+    folder = output / source
+    for path in folder.glob("record_*.json") if folder.exists() else []:
+        data = json.loads(path.read_bytes())
+        data.pop("fetched_at")
+        data["provenance"].pop("url")  # a redirect changes only the URL that served the data
+        found[path.name] = data
+    return found
+
+
+def partial_files(output: Path, source: str) -> int:
+    folder = output / source
+    if not folder.exists():
+        return 0
+    bad = 0
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            bad += 1
+        elif path.name.startswith("record_"):
+            try:
+                json.loads(path.read_bytes())
+            except ValueError:
+                bad += 1
+    return bad
+
+
+async def clean_run(url: str, source: str) -> dict[str, dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = await harvester.harvest(source, **overrides(url, Path(tmp), source))
+        assert report.ok, report.as_dict()
+        return records(Path(tmp), source)
+
+
+async def run_scenario(
+    archive: FakeArchive, url: str, scenario: Scenario, baseline: dict[str, dict[str, Any]]
+) -> Outcome:
+    archive.clear_faults()
+    injected = [archive.add_fault(f) for f in scenario.faults(url)]
+    before = sum(archive.violations.values())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            if scenario.during is not None:
+                tg.start_soon(scenario.during, archive)
+            with anyio.fail_after(60):  # never hang
+                report = await harvester.harvest(scenario.source, **overrides(url, out, scenario.source))
+        elapsed = time.monotonic() - started
+        src = report.sources[scenario.source]
+        got = records(out, scenario.source)
+        reported = [f"{e.target}: {e.cause}" for e in src.errors] + list(src.warnings)
+        outcome = Outcome(
+            scenario=scenario,
+            injected=sum(f.hits for f in injected) + (1 if scenario.during else 0),
+            retries=src.retries,
+            reported=reported,
+            lost=len(set(baseline) - set(got)) if scenario.expect == "recover" else 0,
+            extra=sum(1 for k, v in got.items() if baseline.get(k) != v),
+            partial_files=partial_files(out, scenario.source),
+            violations=sum(archive.violations.values()) - before,
+            elapsed_s=round(elapsed, 2),
+            warnings=list(src.warnings),
+        )
+    archive.clear_faults()
+    archive.set_down(False)
+    return outcome
+
+
+def serve() -> Any:
+    """A loopback fake archive that counts rate-limit violations at the MAST budget."""
+    archive = FakeArchive(executing_polls=0, rate_limit_rps=20.0)
+    return archive, running_server(archive)
+
+
+# --- kill -9 rounds (real processes) -----------------------------------------------------------
+
+
+def write_config(folder: Path, url: str, *, targets: int = 40) -> Path:
+    """A config pointing ZTF at the loopback archive with many cones, output and state in ``folder``."""
+    import yaml
+
+    port = url.rsplit(":", 1)[1]
+    cones = [{"ra": 150.0 + 0.4 * i, "dec": 30.0 + 0.1 * (i % 5), "radius": 0.03} for i in range(targets)]
+    config = {
+        "output": str(folder / "out"),
+        "state": {"path": str(folder / "state.db")},
+        "daemon": {"grace": 2},
+        "data_sources": {
+            "ztf": {
+                "irsa": {
+                    "base_url": f"http://127.0.0.1:{port}/cgi-bin/ZTF/nph_light_curves",
+                    "targets": cones,
+                },
+                "rate_limit": {"requests_per_second": 20, "max_concurrency": 4},
+            }
+        },
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def harvester_cmd(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "harvester", *args, "--log-format", "json"]
+
+
+@dataclass
+class KillOutcome:
+    rounds: int
+    killed_with_files: int  # rounds where the kill landed after some records were written
+    identical: bool
+    partial_files: int
+    records: int
+    committed_keys: int
+
+
+def kill9_rounds(url: str, workdir: Path, rounds: int, *, seed: int = 7) -> KillOutcome:
+    """A clean run, then ``rounds`` runs killed with SIGKILL at random moments, then a final run."""
+    import random
+    import signal
+    import sqlite3
+    import subprocess
+
+    clean_dir, killed_dir = workdir / "clean", workdir / "killed"
+    clean_dir.mkdir()
+    killed_dir.mkdir()
+    subprocess.run(
+        harvester_cmd("run", "--source", "ztf", "--config", str(write_config(clean_dir, url))),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    expected = records(clean_dir / "out", "ztf")
+    cfg = write_config(killed_dir, url)
+    rng = random.Random(seed)
+    with_files = 0
+    for _ in range(rounds):
+        proc = subprocess.Popen(
+            harvester_cmd("run", "--source", "ztf", "--config", str(cfg)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.8, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        if (killed_dir / "out" / "ztf").exists():
+            with_files += 1
+    subprocess.run(
+        harvester_cmd("run", "--source", "ztf", "--config", str(cfg)),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    got = records(killed_dir / "out", "ztf")
+    with sqlite3.connect(killed_dir / "state.db") as conn:
+        (keys,) = conn.execute("SELECT COUNT(*) FROM seen").fetchone()
+    return KillOutcome(
+        rounds, with_files, got == expected, partial_files(killed_dir / "out", "ztf"), len(got), int(keys)
+    )

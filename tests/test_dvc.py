@@ -1,0 +1,170 @@
+"""The DVC pipeline: `uv run dvc repro` in a temporary copy of the repository, offline.
+
+The copy holds the files git tracks or would track (``git ls-files --cached --others
+--exclude-standard``), in a fresh ``git init``; ``.dvc/`` comes with them (it is committed), so no
+``dvc init`` is needed. The offline switch (``ingest.all.offline`` in params.yaml) and small limits
+are set the way a user would, by editing params.yaml. ``uv run`` inside the copy reuses this test
+run's environment (``UV_PROJECT_ENVIRONMENT`` = the running interpreter's prefix, no sync, no
+network) with the copy's sources first on ``PYTHONPATH``, because resolving a fresh environment
+would need the package index. One ``dvc repro`` (~25 s) serves every test in this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from harvester.features.tess import TESS_COLUMNS
+from harvester.features.ztf import ZTF_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = ("ztf", "tess", "mast")
+LIMITS = {"ztf": 200, "tess": 3, "mast": 20}
+
+
+@dataclass(frozen=True)
+class Repro:
+    root: Path
+    env: dict[str, str]
+    output: str
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def _git() -> str:
+    git = shutil.which("git")
+    assert git, "git must be on PATH (the repository copy is listed and initialised with git)"
+    return git
+
+
+def _copy_repo(dest: Path) -> None:
+    listed = subprocess.run(
+        [_git(), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def _env(root: Path) -> dict[str, str]:
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv must be on PATH (the pipeline's stages run `uv run harvester ...`)"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HARVESTER_")
+        and k not in ("VIRTUAL_ENV", "ZTF_API_TOKEN", "TESS_API_TOKEN", "MAST_API_TOKEN")
+    }
+    env.update(
+        PATH=f"{Path(uv).parent}{os.pathsep}{env.get('PATH', '')}",
+        UV_PROJECT_ENVIRONMENT=sys.prefix,
+        UV_NO_SYNC="1",
+        UV_OFFLINE="1",
+        PYTHONPATH=str(root),
+        DVC_NO_ANALYTICS="1",
+        DVC_SITE_CACHE_DIR=str(root.parent / "dvc-site-cache"),
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory: pytest.TempPathFactory) -> Repro:
+    """A copy of the repository after an offline `uv run dvc repro`."""
+    root = tmp_path_factory.mktemp("dvc") / "repo"
+    root.mkdir()
+    _copy_repo(root)
+    env = _env(root)
+    _run([_git(), "init", "-q"], root, env)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"]["all"]["offline"] = True
+    for source, limit in LIMITS.items():
+        params["ingest"][source] = {"limit": limit}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _run(["uv", "run", "dvc", "repro"], root, env)
+    return Repro(root, env, output)
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return next(csv.reader(fh))
+
+
+def _rows(path: Path) -> int:
+    return len(path.read_text().splitlines()) - 1
+
+
+def test_repro_builds_both_feature_tables(repro: Repro) -> None:
+    """Offline `dvc repro` writes ztf and tess features.csv with exactly the documented columns."""
+    ztf = repro.root / "data" / "processed" / "ztf" / "features.csv"
+    tess = repro.root / "data" / "processed" / "tess" / "features.csv"
+    assert _header(ztf) == [c.name for c in ZTF_COLUMNS] and _rows(ztf) > 0
+    assert _header(tess) == [c.name for c in TESS_COLUMNS] and _rows(tess) == LIMITS["tess"]
+
+
+def test_offline_switch_reaches_every_ingest_stage(repro: Repro) -> None:
+    """Each ingest stage filled data/raw/<source> with sample-archive records only, within its limit."""
+    for source in SOURCES:
+        records = list((repro.root / "data" / "raw" / source).glob("record_*.json"))
+        assert 0 < len(records) <= LIMITS[source]
+        assert all(orjson.loads(p.read_bytes())["provenance"]["sample"] for p in records)
+
+
+def test_repro_draws_quicklook_plots(repro: Repro) -> None:
+    """The plots stage leaves non-empty PNGs for both sources."""
+    for source in ("ztf", "tess"):
+        pngs = list((repro.root / "data" / "processed" / "plots" / source).glob("*.png"))
+        assert pngs and all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_second_repro_has_nothing_to_do(repro: Repro) -> None:
+    """Right after `dvc repro`, `dvc status` reports the pipeline up to date."""
+    assert "up to date" in _run(["uv", "run", "dvc", "status"], repro.root, repro.env)
+
+
+def test_outputs_stay_out_of_git(repro: Repro) -> None:
+    """Nothing under data/ shows up as untracked in git after the repro (DVC outs are ignored)."""
+    status = _run([_git(), "status", "--porcelain", "--untracked-files=all"], repro.root, repro.env)
+    assert not [
+        line for line in status.splitlines() if line[3:].startswith("data/") and "gitkeep" not in line
+    ]
+
+
+def _stages() -> dict[str, Any]:
+    stages: dict[str, Any] = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return stages
+
+
+def test_ingest_stages_write_source_folders_and_track_settings() -> None:
+    """Each ingest stage runs `harvester run --source X` into data/raw/X and tracks its config block."""
+    stages = _stages()
+    for source in SOURCES:
+        stage = stages[f"ingest_{source}"]
+        assert f"harvester run --source {source} " in stage["cmd"] and "--output data/raw" in stage["cmd"]
+        assert stage["outs"] == [f"data/raw/{source}"]
+        assert {"config/base.yaml": [f"data_sources.{source}", "format"]} in stage["params"]
+
+
+def test_pipeline_defaults_to_the_real_archives() -> None:
+    """params.yaml ships with the offline switch off: a plain `dvc repro` harvests the real archives."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert params["ingest"]["all"] == {"offline": False}
