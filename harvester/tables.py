@@ -178,7 +178,10 @@ def to_dataframe(records: Iterable[BaseRecord], *, cadences: bool = False) -> pa
     :raises ImportError: pandas is not installed (it is optional: ``pip install pandas``).
     """
     _require("pandas", "to_dataframe", "`pip install pandas` (or `uv add pandas` in a uv project)")
-    return to_table(records, cadences=cadences).to_pandas()
+    frame = to_table(records, cadences=cadences).to_pandas()
+    if "fetched_at" in frame.columns and frame["fetched_at"].dt.tz is None:
+        frame["fetched_at"] = frame["fetched_at"].dt.tz_localize("UTC")  # astropy drops the zone
+    return frame
 
 
 def tess_arrays(record: TessRecord) -> TessArrays:

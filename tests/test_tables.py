@@ -140,6 +140,15 @@ def test_tess_arrays_refuse_other_records() -> None:
         harvester.tess_arrays(ztf(58000.1))  # type: ignore[arg-type]
 
 
+def test_to_dataframe_gives_one_row_per_record_with_nulls_as_missing() -> None:
+    """pandas is installed in the dev group: records become a DataFrame with the schema's columns."""
+    frame = harvester.to_dataframe([ztf(58000.1), ztf(58001.2)])
+    assert len(frame) == 2 and list(frame["mjd"]) == [58000.1, 58001.2]
+    assert {"object_id", "filter", "mag", "magerr"} <= set(frame.columns)
+    assert frame["magerr"].isna().all() and frame["catflags"].isna().all()
+    assert str(frame["fetched_at"].dt.tz) == "UTC"
+
+
 def test_to_dataframe_without_pandas_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """pandas is optional: without it, to_dataframe raises an ImportError naming the fix."""
     monkeypatch.setitem(sys.modules, "pandas", None)
