@@ -12,19 +12,17 @@ record of the source: the CLI's exit code 2) or :class:`harvester.errors.OutputE
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
-import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
-from harvester.errors import ConfigError, OutputError
+from harvester._files import atomic_open, write_bytes_atomic, write_text_atomic
+from harvester.errors import ConfigError
 
 __all__ = [
     "Column",
@@ -38,8 +36,6 @@ __all__ = [
     "write_csv_atomic",
     "write_text_atomic",
 ]
-
-_TMP_SUFFIX = ".tmp"
 
 
 class FeatureInputError(ConfigError):
@@ -136,56 +132,16 @@ def _cell(value: object) -> object:
     return "" if value is None else value
 
 
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
-
-
-@contextlib.contextmanager
-def _atomic(path: Path, *, binary: bool = False) -> Iterator[Any]:
-    """Open a temporary file next to ``path``; on success, rename it over ``path``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _output_error(path.parent, exc) from None
-    tmp = _tmp_for(path)
-    try:
-        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise _output_error(path.parent, exc) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def _output_error(folder: Path, exc: OSError) -> OutputError:
-    return OutputError(f"cannot write to {folder}: {exc.strerror or exc}")
-
-
 def write_csv_atomic(path: Path, header: Sequence[str], rows: Iterator[Sequence[object]]) -> int:
     """Write a CSV table atomically; returns the number of data rows."""
     count = 0
-    with _atomic(path) as fh:
-        text: TextIO = fh
-        writer = csv.writer(text, lineterminator="\n")
+    with atomic_open(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)
         for row in rows:
             writer.writerow([_cell(v) for v in row])
             count += 1
     return count
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically."""
-    with _atomic(path) as fh:
-        fh.write(text)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically."""
-    with _atomic(path, binary=True) as fh:
-        fh.write(data)
 
 
 def columns_markdown(columns: Sequence[Column]) -> str:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
+from harvester._files import TMP_SUFFIX, output_error, temp_path, write_text_atomic
 from harvester.errors import OutputError
 from harvester.records import BaseRecord, key_part, stable_id
 
@@ -43,9 +44,9 @@ __all__ = [
     "Writer",
     "dumps_record",
     "record_path",
+    "write_text_atomic",
 ]
 
-_TMP_SUFFIX = ".tmp"
 _STALE_TMP_S = 0.0  # a hidden temp file is never a finished record: any left over is from a dead run
 
 
@@ -95,28 +96,16 @@ class Writer(Protocol):
         ...
 
 
-def _output_error(folder: Path, exc: OSError) -> OutputError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        cause = "no space left on device"
-    elif exc.errno == errno.EROFS:
-        cause = "read-only file system"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
-        cause = "permission denied"
-    else:
-        cause = exc.strerror or str(exc)
-    return OutputError(f"cannot write to {folder}: {cause}")
-
-
 def _prepare_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{uuid.uuid4().hex}{_TMP_SUFFIX}"
+        probe = folder / f".probe-{uuid.uuid4().hex}{TMP_SUFFIX}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise _output_error(folder, exc) from None
+        raise output_error(folder, exc) from None
     now = time.time()
-    for leftover in folder.glob(f".*{_TMP_SUFFIX}"):
+    for leftover in folder.glob(f".*{TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             if now - leftover.stat().st_mtime >= _STALE_TMP_S:
                 leftover.unlink()
@@ -185,7 +174,7 @@ class JsonFilesWriter:
 
 def _create_once(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` atomically; False if the path already exists (nothing changed)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "xb") as fh:
             fh.write(data)
@@ -201,7 +190,7 @@ def _create_once(path: Path, data: bytes) -> bool:
             os.replace(tmp, path)
         return True
     except OSError as exc:
-        raise _output_error(path.parent, exc) from None
+        raise output_error(path.parent, exc) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -263,7 +252,7 @@ class JsonlWriter:
 
 
 def _write_shard(path: Path, lines: list[bytes]) -> str:
-    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
+    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
     data = b"\n".join(lines) + b"\n"
     try:
         with open(tmp, "wb") as fh:
@@ -273,7 +262,7 @@ def _write_shard(path: Path, lines: list[bytes]) -> str:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _output_error(path.parent, exc) from None
+        raise output_error(path.parent, exc) from None
 
 
 def iter_jsonl_records(folder: Path) -> Iterable[dict[str, Any]]:
@@ -292,15 +281,3 @@ def existing_jsonl_keys(folder: Path, model: type[BaseRecord]) -> set[tuple[str,
     for data in iter_jsonl_records(folder):
         keys.add(tuple(key_part(data[f]) for f in fields))
     return keys
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (for generated READMEs and manifests)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise _output_error(path.parent, exc) from None

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from harvester._http import HttpSession, RetryPolicy, Timeouts
 from harvester.records import BaseRecord
 from harvester.settings import RateLimit, Retries, Settings, Timeout
@@ -100,6 +102,12 @@ class Source(ABC, Generic[T]):
     @abstractmethod
     def session_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`harvester._http.Http.session` (retry, timeouts, auth)."""
+
+    def _session_options(self, block: Any, token: SecretStr | None, scheme: str) -> dict[str, Any]:
+        """Retry policy and timeouts from a source's settings block; the token for this host only."""
+        secret = token.get_secret_value() if token is not None else ""
+        auth = (self.host, f"{scheme} {secret}") if secret else None
+        return {"retry": retry_policy(block.retries), "timeouts": timeouts(block.timeout), "auth": auth}
 
     @abstractmethod
     def targets(self) -> list[T]:

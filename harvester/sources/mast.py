@@ -22,7 +22,7 @@ from harvester._mast import MastClient, MastQueryStats, discrete, position, valu
 from harvester.errors import ArchiveResponseError, ConfigError
 from harvester.records import MastRecord, Provenance
 from harvester.settings import ConeSearch, RateLimit, read_targets_file
-from harvester.sources.base import FetchContext, Source, retry_policy, timeouts, utcnow
+from harvester.sources.base import FetchContext, Source, utcnow
 
 __all__ = ["MastSource", "MastTarget", "mast_record"]
 
@@ -56,12 +56,7 @@ class MastSource(Source[MastTarget]):
         return self.settings.data_sources.mast.rate_limit
 
     def session_options(self) -> dict[str, Any]:
-        mast = self.settings.data_sources.mast
-        token = self.settings.mast_api_token
-        auth = (
-            (self.host, f"token {token.get_secret_value()}") if token and token.get_secret_value() else None
-        )
-        return {"retry": retry_policy(mast.retries), "timeouts": timeouts(mast.timeout), "auth": auth}
+        return self._session_options(self.settings.data_sources.mast, self.settings.mast_api_token, "token")
 
     def targets(self) -> list[MastTarget]:
         query = self.settings.data_sources.mast.query

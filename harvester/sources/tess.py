@@ -30,7 +30,7 @@ from harvester._mast import MastClient, discrete, position, value_range
 from harvester.errors import ArchiveResponseError, ConfigError, HarvesterError
 from harvester.records import Provenance, TessRecord
 from harvester.settings import RateLimit
-from harvester.sources.base import FetchContext, Source, retry_policy, timeouts, utcnow
+from harvester.sources.base import FetchContext, Source, utcnow
 
 __all__ = ["TessSource", "TessTarget", "is_lightcurve_product", "read_tic_file"]
 
@@ -110,12 +110,11 @@ class TessSource(Source[TessTarget]):
         return self.settings.data_sources.tess.rate_limit
 
     def session_options(self) -> dict[str, Any]:
-        tess = self.settings.data_sources.tess
-        token = self.settings.tess_api_token or self.settings.mast_api_token
-        auth = (
-            (self.host, f"token {token.get_secret_value()}") if token and token.get_secret_value() else None
+        return self._session_options(
+            self.settings.data_sources.tess,
+            self.settings.tess_api_token or self.settings.mast_api_token,
+            "token",
         )
-        return {"retry": retry_policy(tess.retries), "timeouts": timeouts(tess.timeout), "auth": auth}
 
     def targets(self) -> list[TessTarget]:
         query = self.settings.data_sources.tess.query

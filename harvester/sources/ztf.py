@@ -31,7 +31,7 @@ from harvester._http import _snippet
 from harvester.errors import ArchiveResponseError, ConfigError
 from harvester.records import Provenance, ZtfRecord
 from harvester.settings import ConeSearch, RateLimit, read_targets_file
-from harvester.sources.base import FetchContext, Source, retry_policy, timeouts, utcnow
+from harvester.sources.base import FetchContext, Source, utcnow
 
 __all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_csv"]
 
@@ -124,12 +124,7 @@ class ZtfSource(Source[ConeSearch]):
         return self.settings.data_sources.ztf.rate_limit
 
     def session_options(self) -> dict[str, Any]:
-        ztf = self.settings.data_sources.ztf
-        token = self.settings.ztf_api_token
-        auth = (
-            (self.host, f"Bearer {token.get_secret_value()}") if token and token.get_secret_value() else None
-        )
-        return {"retry": retry_policy(ztf.retries), "timeouts": timeouts(ztf.timeout), "auth": auth}
+        return self._session_options(self.settings.data_sources.ztf, self.settings.ztf_api_token, "Bearer")
 
     def targets(self) -> list[ConeSearch]:
         irsa = self.settings.data_sources.ztf.irsa

@@ -1,0 +1,79 @@
+"""Atomic files: the one place that turns "write a file" into "a reader never sees half of it".
+
+Every file harvester creates (records, shards, READMEs, manifests, feature tables, plots) is written
+to a hidden ``.<name>.<random>.tmp`` file in the destination folder and moved into place, so a
+crash, a kill or a full disk leaves either the old file, the new file, or a hidden temporary file
+that the next writer removes. OS errors become one-line :class:`~harvester.errors.OutputError` s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from harvester.errors import OutputError
+
+__all__ = [
+    "TMP_SUFFIX",
+    "atomic_open",
+    "output_error",
+    "temp_path",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
+
+TMP_SUFFIX = ".tmp"
+
+
+def output_error(folder: Path, exc: OSError) -> OutputError:
+    """A one-line OutputError naming the folder and the cause in plain words."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = "no space left on device"
+    elif exc.errno == errno.EROFS:
+        cause = "read-only file system"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        cause = "permission denied"
+    else:
+        cause = exc.strerror or str(exc)
+    return OutputError(f"cannot write to {folder}: {cause}")
+
+
+def temp_path(path: Path) -> Path:
+    """A hidden, unique temporary name next to ``path`` (same folder, so the move is atomic)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; when the block ends without error, replace ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(path.parent, exc) from None
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise output_error(path.parent, exc) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically."""
+    with atomic_open(path) as fh:
+        fh.write(text)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    with atomic_open(path, binary=True) as fh:
+        fh.write(data)
