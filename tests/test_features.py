@@ -310,6 +310,14 @@ def test_ztf_chunk_size_does_not_change_the_table(tmp_path: Path) -> None:
     assert small == large
 
 
+def test_ztf_bucket_count_does_not_change_the_table(tmp_path: Path) -> None:
+    """Reducing in 1 bucket (everything in memory) or 7 buckets (spilled by object) gives the same table."""
+    records = random_ztf(seed=5)
+    one = ztf_table(tmp_path / "a", records, buckets=1)
+    seven = ztf_table(tmp_path / "b", records, buckets=7, chunk_records=4)
+    assert one == seven and len(one) > 3
+
+
 def test_ztf_writes_atomically_and_a_readme(tmp_path: Path) -> None:
     """The build leaves features.csv and README.md and no temporary file; the README lists every column."""
     ztf_table(tmp_path, [ztf_record("1", 59000.0, 15.0)])

@@ -5,18 +5,17 @@ columnar reader of ZTF records and the vectorised computation.
 
 How it runs, and what it costs:
 
-1. **Read** (bounded by a chunk): records are parsed one at a time with orjson; the eight fields
-   used (object_id, filter, mjd, mag, magerr, ra, dec, catflags) go into Python lists of at most
-   ``chunk_records`` entries, which are then packed into numpy arrays. Object ids and filters
-   become small integer codes. No pydantic model is built.
-2. **Group** (O(observations)): all observations are kept as compact columns (5 float64 + int32 +
-   2 int8 ≈ 46 bytes each), sorted by (object_id, filter, mjd) with ``np.lexsort``, and reduced
-   per group with ``np.add.reduceat``. Medians and MADs need every value of a group, so they come
-   from a second and third lexsort by (group, value). The peak is about 3× the columns (sort
-   permutations, per-observation temporaries): ≈ 135 MB of arrays per million observations
-   (46 MB of columns + 87 MB while grouping, measured by ``tests/bench/bench_features.py``). The
-   memory therefore grows with the number of observations, not with the number of files or
-   groups; Python objects are bounded by a chunk.
+1. **Read and spill** (bounded by a chunk): records are parsed one at a time with orjson; the eight
+   fields used (object_id, filter, mjd, mag, magerr, ra, dec, catflags) are buffered for at most
+   ``chunk_records`` records, then appended as numpy arrays to one of ``buckets`` temporary files
+   chosen by a stable hash (CRC-32) of object_id. No pydantic model is built.
+2. **Reduce per bucket**: each bucket (every observation of its objects) is loaded alone, sorted
+   by (object_id, filter, mjd) with ``np.lexsort`` and reduced per group with ``np.add.reduceat``;
+   medians and MADs come from sorts by (group, value). The peak is about 3× the bucket's columns
+   (≈ 135 MB per million observations in the bucket), so with the default 32 buckets a harvest
+   of N observations needs about 135 MB × N / 32 million, plus one chunk of Python objects.
+3. **Merge**: the per-bucket rows (one per group, small) are concatenated and sorted by
+   (object_id, filter).
 
 Records with the same (object_id, filter, mjd) are counted once, so a folder that holds a record in
 both layouts (``record_*.json`` and ``part-*.jsonl``) is not double counted.
@@ -24,6 +23,8 @@ both layouts (``record_*.json`` and ``part-*.jsonl``) is not double counted.
 
 from __future__ import annotations
 
+import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "ZTF_COLUMNS",
     "ZtfObservations",
     "build_ztf_features",
+    "ztf_features_bucketed",
     "read_ztf",
     "ztf_features",
 ]
@@ -369,14 +371,122 @@ def ztf_readme(summary_line: str) -> str:
     )
 
 
+DEFAULT_BUCKETS = 32
+
+
+def _bucket_files(
+    records: RecordSource, chunk_records: int, buckets: int, folder: Path
+) -> tuple[int, list[Path]]:
+    """Spill observations into ``buckets`` files by a stable hash of object_id.
+
+    Every observation of one object lands in one bucket, so each bucket can be reduced alone: the
+    memory of the reduction is that of the largest bucket, not of the whole harvest.
+    """
+    paths = [folder / f"bucket-{i:03d}.npy" for i in range(buckets)]
+    pending: list[dict[str, list[Any]]] = [{name: [] for name in _SPILL_FIELDS} for _ in range(buckets)]
+    handles = [open(path, "wb") for path in paths]  # noqa: SIM115  # closed in the finally below
+    count = waiting = 0
+
+    def flush() -> None:
+        for bucket, handle in zip(pending, handles, strict=True):
+            if not bucket["mjd"]:
+                continue
+            np.save(handle, np.asarray(bucket["object_id"], dtype=str))
+            np.save(handle, np.asarray(bucket["filter"], dtype=str))
+            np.save(handle, np.asarray(bucket["flag"], dtype=np.int8))
+            for name in _FLOAT_FIELDS:
+                try:
+                    np.save(handle, np.asarray(bucket[name], dtype=np.float64))  # None becomes NaN
+                except (TypeError, ValueError):
+                    raise FeatureInputError(
+                        f"a ztf record under {records.folder} has a non-numeric {name}"
+                    ) from None
+            for values in bucket.values():
+                values.clear()
+
+    try:
+        for rec in iter_records(records, ("object_id", "filter", "mjd")):
+            object_id = str(rec["object_id"])
+            bucket = pending[zlib.crc32(object_id.encode()) % buckets]
+            bucket["object_id"].append(object_id)
+            bucket["filter"].append(str(rec["filter"]))
+            catflags = rec.get("catflags")
+            bucket["flag"].append(-1 if catflags is None else int(catflags != 0))
+            for name in _FLOAT_FIELDS:
+                bucket[name].append(rec.get(name))
+            count += 1
+            waiting += 1
+            if waiting >= chunk_records:
+                flush()
+                waiting = 0
+        flush()
+    finally:
+        for handle in handles:
+            handle.close()
+    return count, paths
+
+
+_SPILL_FIELDS = ("object_id", "filter", "flag", *_FLOAT_FIELDS)
+
+
+def _load_bucket(path: Path) -> ZtfObservations | None:
+    columns: dict[str, list[npt.NDArray[Any]]] = {name: [] for name in _SPILL_FIELDS}
+    with open(path, "rb") as fh:
+        while fh.peek(1) if hasattr(fh, "peek") else False:
+            for name in _SPILL_FIELDS:
+                columns[name].append(np.load(fh, allow_pickle=False))
+    if not columns["mjd"]:
+        return None
+    merged = {name: np.concatenate(parts) for name, parts in columns.items()}
+    object_ids, oid = np.unique(merged["object_id"], return_inverse=True)
+    filters, filt = np.unique(merged["filter"], return_inverse=True)
+    return ZtfObservations(
+        object_ids=object_ids.tolist(),
+        filters=filters.tolist(),
+        oid=oid.astype(np.int32),
+        filt=filt.astype(np.int8),
+        mjd=merged["mjd"],
+        mag=merged["mag"],
+        magerr=merged["magerr"],
+        ra=merged["ra"],
+        dec=merged["dec"],
+        flag=merged["flag"],
+    )
+
+
+def ztf_features_bucketed(
+    records: RecordSource, chunk_records: int = DEFAULT_CHUNK_RECORDS, buckets: int = DEFAULT_BUCKETS
+) -> tuple[int, dict[str, npt.NDArray[Any]]]:
+    """(records read, the feature table) computed bucket by bucket, in bounded memory.
+
+    Observations are spilled to ``buckets`` temporary files by object_id, then each bucket is
+    reduced with :func:`ztf_features` on its own; the rows are merged and sorted by
+    (object_id, filter). Peak memory is one chunk of records plus the largest bucket's columns.
+    """
+    with tempfile.TemporaryDirectory(prefix="harvester-ztf-features-") as tmp:
+        count, paths = _bucket_files(records, chunk_records, buckets, Path(tmp))
+        if count == 0:
+            raise FeatureInputError(f"no ztf records under {records.folder}")
+        parts: list[dict[str, npt.NDArray[Any]]] = []
+        for path in paths:
+            obs = _load_bucket(path)
+            path.unlink()
+            if obs is not None:
+                parts.append(ztf_features(obs))
+    table = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    order = np.lexsort((table["filter"].astype(str), table["object_id"].astype(str)))
+    return count, {name: column[order] for name, column in table.items()}
+
+
 def build_ztf_features(
-    input_root: Path, output_root: Path, chunk_records: int = DEFAULT_CHUNK_RECORDS
+    input_root: Path,
+    output_root: Path,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
+    buckets: int = DEFAULT_BUCKETS,
 ) -> FeatureSummary:
     """Read ``<input_root>/ztf`` and write ``<output_root>/ztf/features.csv`` and its README."""
     records = open_source(input_root, "ztf")
-    obs = read_ztf(records, chunk_records)
-    n_records = len(obs)
-    table = ztf_features(obs)
+    n_records, table = ztf_features_bucketed(records, chunk_records, buckets)
     out = output_root / "ztf"
     path = out / "features.csv"
     n_rows = write_csv_atomic(path, [c.name for c in ZTF_COLUMNS], rows(table, ZTF_COLUMNS))
