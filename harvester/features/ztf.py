@@ -49,9 +49,9 @@ __all__ = [
     "ZTF_COLUMNS",
     "ZtfObservations",
     "build_ztf_features",
-    "ztf_features_bucketed",
     "read_ztf",
     "ztf_features",
+    "ztf_features_bucketed",
 ]
 
 FloatArray = npt.NDArray[np.float64]
