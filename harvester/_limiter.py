@@ -13,18 +13,24 @@ A 429/503 with ``Retry-After`` pauses the whole host (:meth:`HostLimiter.pause_f
 waiting on that host waits out the pause, not just the one that was told.
 
 The clock and sleep are injectable so tests can run the limiter on a fake clock.
+
+:class:`Limiter` is the interface the HTTP session needs (``async with limiter.slot()`` and
+``pause_for``); :class:`HostLimiter` is the in-process implementation, and
+``harvester.distributed.limiter`` holds one shared by every Dask worker. A registry subclass
+chooses the implementation by overriding :meth:`LimiterRegistry.create`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
-__all__ = ["HostLimiter", "LimiterRegistry", "LimiterStats"]
+__all__ = ["HostLimiter", "Limiter", "LimiterRegistry", "LimiterStats"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -37,6 +43,23 @@ class LimiterStats:
     acquired: int = 0
     waited_s: float = 0.0
     pauses: int = 0
+
+
+class Limiter(Protocol):
+    """One host's budget as the HTTP session sees it: a slot per request, and a shared pause."""
+
+    host: str
+    requests_per_second: float
+    max_concurrency: int
+    stats: LimiterStats
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        """Hold one in-flight slot and a start time that respects the rate, for one request."""
+        ...
+
+    def pause_for(self, seconds: float) -> None:
+        """Hold back every new request to this host for ``seconds`` (from a Retry-After)."""
+        ...
 
 
 class HostLimiter:
@@ -97,11 +120,11 @@ class LimiterRegistry:
     """The run's limiters, keyed by host; the strictest configured budget wins for a shared host."""
 
     def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = anyio.sleep) -> None:
-        self._limiters: dict[str, HostLimiter] = {}
+        self._limiters: dict[str, Limiter] = {}
         self._clock = clock
         self._sleep = sleep
 
-    def register(self, host: str, requests_per_second: float, max_concurrency: int) -> HostLimiter:
+    def register(self, host: str, requests_per_second: float, max_concurrency: int) -> Limiter:
         """Create the limiter for ``host``, or tighten an existing one to the stricter budget."""
         host = host.lower()
         existing = self._limiters.get(host)
@@ -112,12 +135,16 @@ class LimiterRegistry:
                 return existing
         else:
             rps, conc = requests_per_second, max_concurrency
-        limiter = HostLimiter(host, rps, conc, clock=self._clock, sleep=self._sleep)
+        limiter = self.create(host, rps, conc)
         self._limiters[host] = limiter
         return limiter
 
-    def get(self, host: str) -> HostLimiter | None:
+    def create(self, host: str, requests_per_second: float, max_concurrency: int) -> Limiter:
+        """A new limiter for ``host`` (in-process here; subclasses share it across processes)."""
+        return HostLimiter(host, requests_per_second, max_concurrency, clock=self._clock, sleep=self._sleep)
+
+    def get(self, host: str) -> Limiter | None:
         return self._limiters.get(host.lower())
 
-    def __iter__(self) -> Iterator[HostLimiter]:
+    def __iter__(self) -> Iterator[Limiter]:
         return iter(self._limiters.values())

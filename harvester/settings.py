@@ -48,6 +48,7 @@ from harvester.errors import ConfigError
 
 __all__ = [
     "ConeSearch",
+    "DaskSettings",
     "IrsaSettings",
     "MastQuery",
     "MastSettings",
@@ -368,6 +369,18 @@ class DaemonSettings(_Model):
     )
 
 
+class DaskSettings(_Model):
+    """Where ``executor: dask`` runs its work units (``dask``); needs the ``harvester[dask]`` extra."""
+
+    address: str | None = Field(
+        default=None,
+        description="Scheduler address (tcp://host:8786); unset = a LocalCluster sized to this machine.",
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=1024, description="LocalCluster worker processes; unset = CPU cores."
+    )
+
+
 class DataSources(_Model):
     ztf: ZtfSettings = Field(default_factory=ZtfSettings)
     tess: TessSettings = Field(default_factory=TessSettings)
@@ -399,6 +412,10 @@ class Settings(BaseSettings):
     data_sources: DataSources = Field(default_factory=DataSources)
     state: StateSettings = Field(default_factory=StateSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    executor: Literal["local", "dask"] = Field(
+        default="local", description="local = one process; dask = work units on a Dask cluster."
+    )
+    dask: DaskSettings = Field(default_factory=DaskSettings)
     output: Path = Field(default=Path("data/raw"), description="Output folder; one sub-folder per source.")
     format: Literal["json", "jsonl"] = Field(
         default="json", description="json = one file per record; jsonl = sharded part files."

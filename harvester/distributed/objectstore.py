@@ -1,0 +1,103 @@
+"""Create-only object writes to a local folder or any fsspec URL (``s3://…``, ``file://…``).
+
+Outputs past one machine are idempotent, not renamed (S3 has no atomic rename):
+
+- a local path (or ``file://`` URL) uses the pipeline's own create-only write: a hidden temporary
+  file hard-linked into place, which is atomic and fails if the name exists;
+- any other fsspec URL writes with ``pipe_file(..., mode="create")``; s3fs sends
+  ``If-None-Match: *`` so S3 (and moto) answer 412 when the key exists, which s3fs raises as
+  ``FileExistsError``. A single PUT never leaves a partial object.
+
+:meth:`ObjectStore.put_new` returns False instead of raising when the key already exists: the
+caller decides whether that is "another attempt already did it" (re-executed work units).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from harvester.errors import OutputError
+from harvester.pipeline.writers import _create_once
+
+__all__ = ["ObjectStore", "is_url"]
+
+
+def is_url(output: str | Path) -> bool:
+    """Whether ``output`` names an fsspec URL rather than a local path."""
+    return "://" in str(output)
+
+
+class ObjectStore:
+    """Keys (``a/b/c.json``) under one root: a local folder or an fsspec URL."""
+
+    def __init__(self, root: str | Path, storage_options: dict[str, Any] | None = None) -> None:
+        text = str(root)
+        if text.startswith("file://"):
+            text = text[len("file://") :]
+        self.url = text.rstrip("/")
+        self.local = not is_url(text)
+        self._options = storage_options or {}
+        self._fs: Any = None
+        if not self.local:
+            import fsspec
+
+            protocol, path = text.split("://", 1)
+            self._fs = fsspec.filesystem(protocol, **self._options)
+            self._root = f"{protocol}://{path.rstrip('/')}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ObjectStore, (self.url, self._options))
+
+    def _path(self, key: str) -> str:
+        return f"{self.url}/{key}" if self.local else f"{self._root}/{key}"
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Write ``data`` at ``key`` only if the key does not exist; False when it already did."""
+        target = self._path(key)
+        if self.local:
+            path = Path(target)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+            return _create_once(path, data)
+        try:
+            self._fs.pipe_file(target, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {exc}") from None
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        target = self._path(key)
+        if self.local:
+            try:
+                return Path(target).read_bytes()
+            except FileNotFoundError:
+                return None
+        try:
+            data: bytes = self._fs.cat_file(target)
+        except FileNotFoundError:
+            return None
+        return data
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` (recursively), sorted; hidden temporary files are left out."""
+        base = self._path(prefix.rstrip("/"))
+        if self.local:
+            root = Path(base)
+            if not root.is_dir():
+                return []
+            keys = [p.relative_to(self.url).as_posix() for p in root.rglob("*") if p.is_file()]
+        else:
+            found: list[str] = []
+            self._fs.invalidate_cache()
+            with contextlib.suppress(FileNotFoundError):
+                found = list(self._fs.find(base))
+            strip = self._root.split("://", 1)[1] + "/"
+            keys = [f[len(strip) :] if f.startswith(strip) else f for f in found]
+        return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith("."))
