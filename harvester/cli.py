@@ -50,6 +50,11 @@ class FormatChoice(str, Enum):
     jsonl = "jsonl"
 
 
+class ExecutorChoice(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
 class LogFormat(str, Enum):
     auto = "auto"
     console = "console"
@@ -108,7 +113,8 @@ def run(
         Path | None, typer.Option("--config", "-c", help="YAML settings (default config/base.yaml).")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder (default data/raw).")
+        str | None,
+        typer.Option("--output", "-o", help="Output folder (default data/raw); with dask also s3://… URLs."),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Maximum records per source.")] = None,
     dry_run: Annotated[
@@ -135,10 +141,17 @@ def run(
     irsa_mjd_range: Annotated[
         tuple[float, float] | None, typer.Option("--irsa-mjd-range", help="ZTF MJD range: START END.")
     ] = None,
+    executor: Annotated[
+        ExecutorChoice | None, typer.Option("--executor", help="local (default) or dask (harvester[dask]).")
+    ] = None,
+    dask_address: Annotated[
+        str | None, typer.Option("--dask-address", help="Dask scheduler address; unset = a local cluster.")
+    ] = None,
 ) -> None:
     """Harvest one source or all of them, deduplicate, and write records under the output folder."""
+    url_output = output if output is not None and "://" in output else None
     overrides = cli_overrides(
-        output=output,
+        output=Path(output) if output is not None and url_output is None else None,
         limit=limit,
         fmt=fmt.value if fmt else None,
         offline=offline,
@@ -149,16 +162,28 @@ def run(
         irsa_filter=irsa_filter,
         irsa_mjd_range=irsa_mjd_range,
     )
+    if executor is not None:
+        overrides["executor"] = executor.value
+    if dask_address is not None:
+        overrides["dask"] = {"address": dask_address}
     try:
         settings = load_settings(config, **overrides)
         names = api.resolve_sources(source.value)
+        if url_output is not None and settings.executor != "dask":
+            raise ConfigError(f"--output {url_output}: object-store URLs need --executor dask")
+        if settings.executor == "dask" and dry_run:
+            raise ConfigError("--dry-run runs locally: drop --executor dask")
+        api.check_targets(names, settings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
     report = RunReport(run_id="", started_at=_now())
     try:
-        with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
-            report = anyio.run(_run, names, settings, dry_run, report, full)
+        if settings.executor == "dask":
+            report = _run_dask(names, settings, url_output, full)
+        else:
+            with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
+                report = anyio.run(_run, names, settings, dry_run, report, full)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     except HarvesterError as exc:
@@ -172,6 +197,16 @@ def run(
     elif sys.stdout.isatty():
         print_summary(report)
     raise typer.Exit(report.exit_code)
+
+
+def _run_dask(names: list[str], settings: Settings, output: str | None, full: bool) -> RunReport:
+    try:
+        from harvester.distributed.executor import harvest_distributed
+    except ImportError as exc:
+        raise ConfigError(
+            f"--executor dask needs the dask extra: pip install 'harvester[dask]' ({exc.name})"
+        ) from None
+    return harvest_distributed(names, settings, output=output, full=full)
 
 
 async def _run(
@@ -327,6 +362,34 @@ def docs(
 from harvester.features.cli import register as _register_features  # noqa: E402
 
 _register_features(app)
+
+
+@app.command()
+def compact(
+    source: Annotated[SourceChoice, typer.Argument(help="ztf, tess or mast.")],
+    input_root: Annotated[
+        str, typer.Option("--input", "-i", help="The dask run's output: a folder or an fsspec URL.")
+    ] = "data/raw",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Parquet file (default data/processed/<source>.parquet)."),
+    ] = None,
+) -> None:
+    """Merge the committed work units of a dask run into one Parquet file, deduplicated across units."""
+    if source == SourceChoice.all:
+        raise _fail("compact takes one source: ztf, tess or mast")
+    target = output or Path("data/processed") / f"{source.value}.parquet"
+    try:
+        from harvester.distributed.compact import compact as run_compact
+
+        records, dropped = run_compact(source.value, input_root, target)
+    except ImportError as exc:
+        raise _fail(f"compact needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
+    except HarvesterError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot compact {input_root} into {target}: {exc.strerror or exc}", 1) from None
+    typer.echo(f"wrote {target}: {records} records ({dropped} duplicates across units dropped)", err=True)
 
 
 def main() -> None:

@@ -169,3 +169,71 @@ def test_s3_writes_are_create_only(s3_url: str) -> None:
     assert not store.put_new("ztf/units/u/run.jsonl", b"second\n")
     assert store.get("ztf/units/u/run.jsonl") == b"first\n"
     assert store.list("ztf") == ["ztf/units/u/run.jsonl"]
+
+
+def test_cli_runs_on_dask_and_compacts_to_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run --executor dask --offline` writes committed units; `compact` turns them into one Parquet table."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from harvester.cli import app
+
+    monkeypatch.setenv("HARVESTER_DASK__WORKERS", "2")
+    runner = CliRunner()
+    cone = ["--irsa-ra", "210.8023", "--irsa-dec", "54.3489", "--irsa-radius", "0.05"]
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--source",
+            "ztf",
+            "--offline",
+            "--executor",
+            "dask",
+            "--output",
+            str(tmp_path / "out"),
+            "--log-format",
+            "json",
+            *cone,
+        ],
+    )
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert list((tmp_path / "out" / "_units" / "ztf").rglob("*.json"))
+    parquet = tmp_path / "ztf.parquet"
+    compacted = runner.invoke(
+        app, ["compact", "ztf", "--input", str(tmp_path / "out"), "--output", str(parquet)]
+    )
+    assert compacted.exit_code == 0, compacted.stderr
+    table = pq.read_table(parquet)
+    assert (
+        table.num_rows > 0
+        and len(set(zip(table["object_id"].to_pylist(), table["mjd"].to_pylist(), strict=True)))
+        == table.num_rows
+    )
+
+
+def test_object_store_url_needs_the_dask_executor(tmp_path: Path) -> None:
+    """An s3:// output with the local executor is a one-line usage error, exit 2."""
+    from typer.testing import CliRunner
+
+    from harvester.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--source",
+            "ztf",
+            "--offline",
+            "--output",
+            "s3://bucket/raw",
+            "--irsa-ra",
+            "1",
+            "--irsa-dec",
+            "2",
+            "--irsa-radius",
+            "0.01",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "object-store URLs need --executor dask" in result.stderr
