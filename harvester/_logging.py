@@ -16,23 +16,42 @@ from typing import Any, Literal
 import orjson
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "redact", "register_secrets"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+#: Every token value any run of this process has used: redacted from logs and from report texts.
+#: A set of strings only grows, so a second run in the same notebook kernel is covered too.
+_KNOWN_SECRETS: set[str] = set()
+
+
+def register_secrets(secrets: Iterable[str]) -> None:
+    """Remember token values so that :func:`redact` and the log processor hide them."""
+    _KNOWN_SECRETS.update(s for s in secrets if s)
+
+
+def redact(text: str) -> str:
+    """``text`` with every known token value replaced by ``[redacted]``.
+
+    Used on anything that quotes an archive's answer (error causes quote the start of a body, and
+    a misbehaving server could echo a request header back).
+    """
+    for secret in _KNOWN_SECRETS:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
 
 
 class RedactSecrets:
     """Replace secret values wherever they appear in an event's values."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = [s for s in secrets if s]
+        register_secrets(secrets)
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, "[redacted]")
-            return value
+            return redact(value)
         if isinstance(value, dict):
             return {k: self._clean(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -40,7 +59,7 @@ class RedactSecrets:
         return value
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if not self._secrets:
+        if not _KNOWN_SECRETS:
             return event
         return {k: self._clean(v) for k, v in event.items()}
 

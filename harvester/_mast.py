@@ -22,6 +22,7 @@ Rate limits, retries of transient HTTP failures and tokens belong to :mod:`harve
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import uuid
@@ -332,7 +333,11 @@ class MastClient:
             response = await self._session.fetch(
                 "POST", self.invoke_url, target=target, data={"request": body}
             )
-            page = decode_answer(response.content, service=service, page=page_no, target=target)
+            page = await anyio.to_thread.run_sync(  # a 50,000-row page is tens of MB of JSON
+                functools.partial(
+                    decode_answer, response.content, service=service, page=page_no, target=target
+                )
+            )
             if page is not None:
                 return page
             stats.polls += 1

@@ -18,7 +18,7 @@ __all__ = ["schema_document", "schema_markdown", "schema_rows", "source_readme"]
 def _type_name(prop: dict[str, Any]) -> str:
     if "anyOf" in prop:
         names = [_type_name(p) for p in prop["anyOf"]]
-        return " | ".join(dict.fromkeys(names))
+        return " or ".join(dict.fromkeys(names))  # "|" would split a Markdown table cell
     if "$ref" in prop:
         return "object"
     kind = prop.get("type")
@@ -143,7 +143,7 @@ def _settings_rows(model: type[Any], prefix: str, defaults: Any = None) -> list[
         desc = " ".join((field.description or "").split())
         if env:
             desc = f"{desc} Environment: `{env}`.".strip()
-        rows.append((key, kind.replace("|", "/"), shown, desc))
+        rows.append((key, kind.replace(" | ", " or "), shown, desc))
     return rows
 
 

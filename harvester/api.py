@@ -27,13 +27,13 @@ from anyio.abc import ObjectSendStream
 
 from harvester._http import Http
 from harvester._limiter import LimiterRegistry
-from harvester._logging import configure_logging
+from harvester._logging import configure_logging, register_secrets
 from harvester.errors import ConfigError, HarvesterError, OutputError
 from harvester.pipeline.report import RunReport, SourceReport
 from harvester.pipeline.runner import RunOptions, SourceState, make_writer, run_source
 from harvester.pipeline.writers import WriteResult, write_text_atomic
 from harvester.records import BaseRecord
-from harvester.settings import Settings, load_settings
+from harvester.settings import IrsaSettings, MastSettings, Settings, TessSettings, load_settings
 from harvester.sources.base import Source
 from harvester.sources.mast import MastSource
 from harvester.sources.tess import TessSource
@@ -68,6 +68,7 @@ def _settings(settings: Settings | None, config: str | Path | None, overrides: d
         settings = load_settings(config, **overrides)
     elif overrides:
         settings = settings.model_copy(update=overrides)
+    register_secrets(settings.secrets())  # redacted from logs and report texts, whatever configured logging
     if not structlog.is_configured():
         # Library use (a notebook, a script): structlog's unconfigured default prints every level
         # to stdout. Apply the settings' level and format, with secrets redacted; an application
@@ -86,6 +87,12 @@ def offline_transport() -> httpx.AsyncBaseTransport:
 def check_targets(names: list[str], settings: Settings) -> None:
     """Resolve every source's targets now; raise ConfigError for bad or missing ones."""
     _build_sources(names, settings, sample=settings.offline)
+
+
+def _check_output(settings: Settings) -> None:
+    output = Path(settings.output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output} exists and is not a folder")
 
 
 def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:
@@ -156,6 +163,7 @@ async def harvest(
     names = resolve_sources(sources)
     sample = settings.offline and transport is None
     built = _build_sources(names, settings, sample=sample)
+    _check_output(settings)
     if transport is None and settings.offline:
         transport = offline_transport()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -216,10 +224,7 @@ async def harvest(
             if store is not None:
                 if not dry_run:
                     await store.finish_run(
-                        run_id,
-                        report.finished_at.isoformat(),
-                        "ok" if report.ok else "failed",
-                        report.as_dict(),
+                        run_id, report.finished_at.isoformat(), report.status, report.as_dict()
                     )
                 await store.close()
     log.info(
@@ -259,6 +264,7 @@ async def _write_manifest(settings: Settings, report: RunReport) -> None:
         "settings_sha256": settings_digest(settings),
         "settings": settings.digest_dict(),
         "ok": report.ok,
+        "status": report.status,
         "sources": {n: s.as_dict() for n, s in report.sources.items()},
         "files": files,
     }
@@ -288,7 +294,7 @@ async def _fallback(
         source=source.name,
         cause="; ".join(e.cause for e in failed.errors[:3]),
     )
-    sample_source = SOURCES[source.name](settings, sample=True)
+    sample_source = SOURCES[source.name](_archive_urls(settings, source.name), sample=True)
     retry = SourceReport(source=source.name)
     writer = make_writer(settings, source.name, run_id=opts.run_id, dry_run=dry_run)
     if opts.state is not None:  # sample data never advances the real archive's state
@@ -307,6 +313,18 @@ async def _fallback(
     retry.retries += failed.retries
     retry.status = "partial" if retry.status == "ok" else retry.status
     return retry
+
+
+def _archive_urls(settings: Settings, name: str) -> Settings:
+    """Settings with the real archive URL for ``name``: the sample archive answers those paths."""
+    sources = settings.data_sources.model_copy(deep=True)
+    if name == "ztf":
+        sources.ztf.irsa.base_url = str(IrsaSettings.model_fields["base_url"].default)
+    elif name == "tess":
+        sources.tess.base_url = str(TessSettings.model_fields["base_url"].default)
+    else:
+        sources.mast.base_url = str(MastSettings.model_fields["base_url"].default)
+    return settings.model_copy(update={"data_sources": sources})
 
 
 def _log_tokens(settings: Settings, names: list[str]) -> None:

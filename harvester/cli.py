@@ -7,6 +7,7 @@ Exit codes: 0 everything succeeded; 1 a source or a target failed (the summary s
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from enum import Enum
 from pathlib import Path
@@ -93,8 +94,8 @@ def cli_overrides(
         overrides["log_format"] = log_format
     irsa: dict[str, Any] = {}
     cone = {k: v for k, v in (("ra", irsa_ra), ("dec", irsa_dec), ("radius", irsa_radius)) if v is not None}
-    if cone:
-        irsa["cone_search"] = cone
+    if cone:  # the CLI cone replaces the configured ZTF targets (the original guide's --irsa-* override)
+        irsa.update(cone_search=cone, targets=[], targets_file=None)
     if irsa_filter:
         irsa["filters"] = irsa_filter
     if irsa_mjd_range is not None:
@@ -287,7 +288,10 @@ def status(
                 "failing_targets": await store.failing_targets(),
             }
 
-    info = anyio.run(collect)
+    try:
+        info = anyio.run(collect)
+    except (HarvesterError, sqlite3.Error) as exc:
+        raise _fail(f"cannot read the state database {path}: {exc}") from None
     if as_json:
         sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
     else:
@@ -354,6 +358,7 @@ def docs(
     """Regenerate docs/configuration.md and docs/schema.md from the settings and record models."""
     from harvester._schema import configuration_document, schema_document
 
+    folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("configuration.md", configuration_document()), ("schema.md", schema_document())):
         (folder / name).write_text(text, encoding="utf-8")
         typer.echo(f"wrote {folder / name}", err=True)

@@ -152,7 +152,7 @@ class Daemon:
         self.stop.set()
 
     async def run(self) -> int:
-        """Sweep until stopped (or once); return the process exit code (0 on a clean stop)."""
+        """Sweep until stopped (or once); return the exit code: 0 on a clean stop, 1 if --once failed."""
         log.info(
             "daemon_started",
             sources=self.sources,
@@ -161,11 +161,12 @@ class Daemon:
             once=self.once,
             metrics_port=self.metrics_port,
         )
+        last: RunReport | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals)
             server = self._start_metrics() if self.metrics_port is not None else None
             while not self.stop.is_set():
-                await self.sweep()
+                last = await self.sweep()
                 if self.once or self.stop.is_set():
                     break
                 delay = self.settings.daemon.interval + self.rng.uniform(0, self.settings.daemon.jitter)
@@ -176,6 +177,8 @@ class Daemon:
                 await anyio.to_thread.run_sync(server.shutdown)
             tg.cancel_scope.cancel()
         log.info("daemon_stopped", sweeps=self.sweeps)
+        if self.once and (last is None or not last.ok):
+            return 1  # --once is used from cron and CI: a failed sweep must be visible
         return 0
 
     async def sweep(self) -> RunReport | None:
@@ -208,7 +211,7 @@ class Daemon:
                     )
                     tg.cancel_scope.cancel()
         except Exception as exc:  # a crash in one sweep must not end the daemon
-            log.error("sweep_crashed", error=f"{type(exc).__name__}: {exc}")
+            log.error("sweep_crashed", error=_describe(exc))
             self.metrics.sweeps.labels("crashed").inc()
             for s in due:
                 self.breakers[s].record(False, time.monotonic())
@@ -270,6 +273,13 @@ class Daemon:
             return result
 
         return app
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost causes of an exception (task groups wrap them in exception groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -41,6 +41,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -177,11 +178,7 @@ class IrsaSettings(_Model):
     @field_validator("mjd_range")
     @classmethod
     def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None:
-            lo, hi = value
-            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-                raise ValueError(f"must be two finite MJDs with start <= end, got [{lo}, {hi}]")
-        return value
+        return _check_range(value)
 
 
 class ZtfSettings(_SourceBase):
@@ -234,6 +231,19 @@ class TessQuery(_Model):
     ra: Ra | None = None
     dec: Dec | None = None
     radius: float | None = Field(default=None, gt=0, le=10, description="Cone radius, degrees.")
+
+    @field_validator("t_min", "t_max")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _check_range(value)
+
+    @field_validator("tic_ids", "sectors")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if v < 1]
+        if bad:
+            raise ValueError(f"must be positive integers, got {bad[:3]}")
+        return value
 
     @field_validator("target_name")
     @classmethod
@@ -293,6 +303,11 @@ class MastQuery(_Model):
     cone_search: ConeSearch | None = Field(default=None, description="One cone (Mast.Caom.Cone).")
     targets: list[ConeSearch] = Field(default_factory=list, description="More cones, inline.")
     targets_file: Path | None = Field(default=None, description="CSV of cones: name, ra, dec[, radius].")
+
+    @field_validator("t_min", "t_obs_release")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return _check_range(value)
 
 
 class MastSettings(_SourceBase):
@@ -385,6 +400,14 @@ class DataSources(_Model):
     ztf: ZtfSettings = Field(default_factory=ZtfSettings)
     tess: TessSettings = Field(default_factory=TessSettings)
     mast: MastSettings = Field(default_factory=MastSettings)
+
+
+def _check_range(value: tuple[float, float] | None) -> tuple[float, float] | None:
+    if value is not None:
+        lo, hi = value
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise ValueError(f"must be two finite MJDs with start <= end, got [{lo}, {hi}]")
+    return value
 
 
 def _check_url(value: str) -> str:
@@ -513,6 +536,12 @@ def load_settings(
             return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except SettingsError as exc:  # e.g. a list-valued variable that is not JSON
+        cause = exc.__cause__ or exc
+        raise ConfigError(
+            f"invalid setting from the environment or .env: {exc} ({cause}); lists and "
+            "mappings are written as JSON, e.g. HARVESTER_DATA_SOURCES__ZTF__IRSA__FILTERS='[\"zg\"]'"
+        ) from None
 
 
 def _check_yaml(path: Path) -> None:

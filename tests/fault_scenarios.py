@@ -13,6 +13,7 @@ the figures that ``docs/reliability.md`` records (``python -m tests.faults_repor
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -110,12 +111,12 @@ class Outcome:
         return ok and bool(self.reported) and all(self.scenario.cause in r for r in self.reported)
 
 
-async def _outage(archive: FakeArchive) -> None:
-    """The whole archive answers 503 until it has refused 6 requests (about 2 attempts per target)."""
+async def _outage(archive: FakeArchive, refusals: int = 6) -> None:
+    """The whole archive answers 503 until it has refused ``refusals`` requests (~2 per target)."""
     start = len(archive.requests)
     archive.set_down(True)
     with anyio.move_on_after(5):
-        while sum(1 for e in archive.requests[start:] if e.status == 503) < 6:  # noqa: ASYNC110  # polls a log
+        while sum(1 for e in archive.requests[start:] if e.status == 503) < refusals:  # noqa: ASYNC110  # polls a log
             await anyio.sleep(0.01)
     archive.set_down(False)
 
@@ -186,7 +187,67 @@ def scenarios(base_url: str) -> list[Scenario]:
         Scenario(
             "503 for ever", "ztf", "report", lambda u: [Fault("210.84", "status", 503)], cause="HTTP 503"
         ),
+        Scenario(
+            "429 storm, no Retry-After",
+            "ztf",
+            "recover",
+            lambda u: [Fault("nph_light_curves", "status", 429, times=3)],
+        ),
         Scenario("truncated FITS once", "tess", "recover", lambda u: [Fault(lc, "truncate", times=1)]),
+        Scenario(
+            "connection reset on invoke", "tess", "recover", lambda u: [Fault("/invoke", "reset", times=2)]
+        ),
+        Scenario(
+            "slow invoke body past the read timeout",
+            "tess",
+            "recover",
+            lambda u: [Fault("/invoke", "slow", delay_s=1.6, times=1)],
+        ),
+        Scenario(
+            "429 on download, no Retry-After",
+            "tess",
+            "recover",
+            lambda u: [Fault(lc, "status", 429, times=2)],
+        ),
+        Scenario(
+            "503 on download, Retry-After HTTP date",
+            "tess",
+            "recover",
+            lambda u: [Fault(lc, "status", 503, retry_after=http_date(1.0), times=1)],
+        ),
+        Scenario("archive down for a while (TESS)", "tess", "recover", lambda u: [], during=_outage),
+        Scenario(
+            "connection reset (MAST)", "mast", "recover", lambda u: [Fault("/invoke", "reset", times=2)]
+        ),
+        Scenario(
+            "reset mid-body (MAST)", "mast", "recover", lambda u: [Fault("/invoke", "truncate", times=2)]
+        ),
+        Scenario(
+            "slow body past the read timeout (MAST)",
+            "mast",
+            "recover",
+            lambda u: [Fault("/invoke", "slow", delay_s=1.6, times=1)],
+        ),
+        Scenario(
+            "503 storm, no Retry-After (MAST)",
+            "mast",
+            "recover",
+            lambda u: [Fault("/invoke", "status", 503, times=3)],
+        ),
+        Scenario(
+            "archive down for a while (MAST)",
+            "mast",
+            "recover",
+            lambda u: [],
+            during=functools.partial(_outage, refusals=3),
+        ),
+        Scenario(
+            "MAST status ERROR (MAST)",
+            "mast",
+            "report",
+            lambda u: [Fault("Mast.Caom", "mast_error", message="Query failed")],
+            cause="Query failed",
+        ),
         Scenario(
             "truncated FITS for ever",
             "tess",
@@ -374,16 +435,25 @@ def kill9_rounds(url: str, workdir: Path, rounds: int, *, seed: int = 7) -> Kill
     cfg = write_config(killed_dir, url)
     rng = random.Random(seed)
     with_files = 0
+    folder = killed_dir / "out" / "ztf"
+
+    def written() -> int:
+        return sum(1 for _ in folder.glob("record_*.json")) if folder.exists() else 0
+
     for _ in range(rounds):
+        before = written()
         proc = subprocess.Popen(
             harvester_cmd("run", "--source", "ztf", "--config", str(cfg)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.8, 2.5))
+        deadline = time.monotonic() + 30  # however loaded the machine, kill while it is writing
+        while written() == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.8))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        if (killed_dir / "out" / "ztf").exists():
+        if written() > before:
             with_files += 1
     subprocess.run(
         harvester_cmd("run", "--source", "ztf", "--config", str(cfg)),

@@ -96,8 +96,9 @@ def main() -> None:
         "",
         "## kill -9",
         "",
-        f"{kills.rounds} rounds of `harvester run` killed with SIGKILL at a random moment (0.8–2.5 s), "
-        f"{kills.killed_with_files} of them after records had been written, then one run to completion: "
+        f"{kills.rounds} rounds of `harvester run`, each killed with SIGKILL a random 0–0.8 s after it "
+        f"wrote its first new record ({kills.killed_with_files} of them had written records), then one run "
+        "to completion: "
         f"output identical to an uninterrupted run: **{'yes' if kills.identical else 'NO'}**; records "
         f"{kills.records}; partial or temporary files {kills.partial_files}; keys committed "
         f"{kills.committed_keys} (= records: {'yes' if kills.committed_keys == kills.records else 'NO'}).",

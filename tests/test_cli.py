@@ -84,12 +84,18 @@ def test_bad_input_is_one_line_exit_2_nothing_written(project: Path, args: list[
 
 
 def test_irsa_overrides_reach_ztf_only() -> None:
-    """--irsa-* flags become data_sources.ztf.irsa settings and nothing else."""
+    """--irsa-* flags become data_sources.ztf.irsa settings only; the cone replaces any targets list."""
     overrides = cli_overrides(irsa_ra=1.0, irsa_dec=2.0, irsa_filter=["zr"], irsa_mjd_range=(1.0, 2.0))
     assert overrides == {
         "data_sources": {
             "ztf": {
-                "irsa": {"cone_search": {"ra": 1.0, "dec": 2.0}, "filters": ["zr"], "mjd_range": [1.0, 2.0]}
+                "irsa": {
+                    "cone_search": {"ra": 1.0, "dec": 2.0},
+                    "targets": [],
+                    "targets_file": None,
+                    "filters": ["zr"],
+                    "mjd_range": [1.0, 2.0],
+                }
             }
         }
     }
@@ -112,3 +118,33 @@ def test_python_dash_m_works(project: Path) -> None:
         [sys.executable, "-m", "harvester", "--help"], capture_output=True, text=True, check=True, cwd=project
     )
     assert "run" in out.stdout
+
+
+def test_irsa_cone_replaces_the_configured_targets(project: Path) -> None:
+    """With targets in the config, --irsa-ra/dec/radius harvest that one cone only."""
+    (project / "t.yaml").write_text(
+        "data_sources:\n  ztf:\n    irsa:\n      targets:\n"
+        "        - {ra: 10, dec: 20, radius: 0.01}\n        - {ra: 11, dec: 20, radius: 0.01}\n"
+    )
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--source",
+            "ztf",
+            "--offline",
+            "--dry-run",
+            "--config",
+            "t.yaml",
+            "--irsa-ra",
+            "210.8",
+            "--irsa-dec",
+            "54.35",
+            "--irsa-radius",
+            "0.02",
+            "--log-format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["sources"]["ztf"]["targets"] == 1

@@ -130,3 +130,22 @@ async def test_error_status_fails_the_target_with_mast_message(tmp_path: Path) -
     )
     src = report.sources["mast"]
     assert src.status == "failed" and "Incorrect position format" in src.errors[0].cause
+
+
+async def test_a_row_without_obsid_is_skipped_and_reported(tmp_path: Path) -> None:
+    """One CAOM row lacking obsid is skipped with a warning; the other 18 rows are written."""
+    server = Server()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = server(request)
+        body = response.json()
+        if body["data"] and body["paging"]["page"] == 1:
+            body["data"][0] = {**body["data"][0], "obsid": None}
+        return httpx.Response(200, json=body)
+
+    report = await harvester.harvest(
+        "mast", transport=httpx.MockTransport(handler), output=tmp_path, **mast(cone_search=CONE)
+    )
+    src = report.sources["mast"]
+    assert src.written == 18 and src.status == "ok"
+    assert any("1 MAST rows without obsid were skipped" in w for w in src.warnings)

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import orjson
+import pytest
 
 import harvester
 from harvester.records import ZtfRecord
@@ -164,10 +165,17 @@ async def test_fallback_to_sample_marks_records(tmp_path: Path) -> None:
     )
 
 
-async def test_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
-    """An output path that is a regular file fails the source with one clear line."""
+async def test_output_path_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+    """An output path that is a regular file is refused before anything is fetched (ConfigError)."""
     (tmp_path / "blocker").write_text("x")
-    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path / "blocker", **ztf())
+    with pytest.raises(harvester.ConfigError, match="exists and is not a folder"):
+        await harvester.harvest("ztf", transport=per_cone(), output=tmp_path / "blocker", **ztf())
+
+
+async def test_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    """A source folder that cannot be created (a file is in the way) fails the source with one line."""
+    (tmp_path / "ztf").write_text("x")
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
     src = report.sources["ztf"]
     assert src.status == "failed" and src.errors[0].target == "(output)"
     assert "cannot write to" in src.errors[0].cause
@@ -189,3 +197,18 @@ def test_stale_temporary_files_are_cleaned_and_never_counted(tmp_path: Path) -> 
     (folder / ".record_x.json.abc.tmp").write_bytes(b'{"partial')
     anyio.run(JsonFilesWriter(folder).open)
     assert os.listdir(folder) == []
+
+
+async def test_fallback_uses_the_real_archive_paths_even_with_a_custom_base_url(tmp_path: Path) -> None:
+    """A dead custom IRSA mirror falls back to sample data served for IRSA's own path."""
+    overrides = ztf(base_url="http://mirror.example/irsa/lc")
+    overrides["data_sources"]["ztf"]["rate_limit"] = {"requests_per_second": 500, "max_concurrency": 4}
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.MockTransport(lambda r: httpx.Response(503)),
+        output=tmp_path,
+        fallback_to_sample=True,
+        limit=5,
+        **overrides,
+    )
+    assert report.sources["ztf"].written == 5

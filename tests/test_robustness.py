@@ -211,7 +211,16 @@ def test_no_shell_eval_or_pickle_in_the_package() -> None:
     package = Path(harvester.__file__).parent
     for path in package.rglob("*.py"):
         text = path.read_text()
-        for needle in ("pickle", "eval(", "exec(", "shell=True", "os.system(", "verify=False"):
+        for needle in (
+            "import pickle",
+            "pickle.load",
+            "allow_pickle=True",
+            "eval(",
+            "exec(",
+            "shell=True",
+            "os.system(",
+            "verify=False",
+        ):
             assert needle not in text, f"{needle} in {path}"
 
 
@@ -224,3 +233,27 @@ async def test_short_soak_keeps_memory_and_descriptors_flat() -> None:
     assert result.violations == 0
     assert result.fds_end <= result.fds_start + 2
     assert result.rss_end_mib - result.rss_start_mib < 25.0, result
+
+
+async def test_a_server_echoing_the_token_cannot_leak_it_into_reports_manifests_or_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive echoing the Authorization header in an error page: the cause stays, the token does not."""
+    monkeypatch.setenv("ZTF_API_TOKEN", "echo-tok-9z8y")
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, text=f"<html><title>Denied {request.headers.get('Authorization')}</title></html>"
+        )
+
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.MockTransport(echo),
+        output=tmp_path / "out",
+        data_sources={"ztf": {"irsa": {"cone_search": {"ra": 1, "dec": 2, "radius": 0.01}}}},
+    )
+    (failure,) = report.sources["ztf"].errors
+    assert "HTML page instead of CSV" in failure.cause and "[redacted]" in failure.cause
+    blobs = [json.dumps(report.as_dict(with_sample=True), default=str)]
+    blobs += [p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*") if p.is_file()]
+    assert all("echo-tok-9z8y" not in blob for blob in blobs)

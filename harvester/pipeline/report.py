@@ -86,6 +86,15 @@ class RunReport:
         return [name for name, s in self.sources.items() if s.status != "ok"]
 
     @property
+    def status(self) -> str:
+        """ok, cancelled (interrupted) or failed: the run as one word, for state and manifests."""
+        if self.ok:
+            return "ok"
+        if any(s.status == "cancelled" for s in self.sources.values()):
+            return "cancelled"
+        return "failed"
+
+    @property
     def exit_code(self) -> int:
         return EXIT_OK if self.ok else EXIT_FAILED
 
@@ -112,6 +121,7 @@ class RunReport:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "dry_run": self.dry_run,
             "ok": self.ok,
+            "status": self.status,
             "failed_sources": self.failed_sources,
             "sources": {n: s.as_dict(with_sample=with_sample) for n, s in self.sources.items()},
             "totals": self.totals(),

@@ -30,6 +30,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from harvester._http import Http, HttpSession, HttpStats
+from harvester._logging import redact
 from harvester._schema import source_readme
 from harvester.errors import HarvesterError, OutputError
 from harvester.pipeline.report import SourceReport, TargetFailure
@@ -155,6 +156,8 @@ async def run_source(
             on_response(session.stats)
             report.elapsed_s = round(time.monotonic() - started, 3)
             report.output = str(writer.folder) if writer.folder is not None else None
+            if not completed and report.status != "failed":
+                report.status = "cancelled"  # interrupted: the counts are what was done before
             if report.status != "failed":
                 report.finish()
             if state is not None:
@@ -166,7 +169,7 @@ async def run_source(
                     await state.finish(runs, opts.run_id, advance=advance)
                 except OutputError as exc:
                     report.warnings.append(str(exc))
-    for warning in source.notes.warnings:
+    for warning in map(redact, source.notes.warnings):
         if warning not in report.warnings:
             report.warnings.append(warning)
     if writer.folder is not None and report.status != "cancelled":
@@ -250,8 +253,10 @@ class _Jobs:
             await self.send.send(record)
 
         def fail(part: str, cause: str, transient: bool) -> None:
-            run.ok, run.reason = False, f"{part}: {cause}"
-            report.errors.append(TargetFailure(target=f"{label}/{part}", cause=cause, transient=transient))
+            run.ok, run.reason = False, redact(f"{part}: {cause}")
+            report.errors.append(
+                TargetFailure(target=f"{label}/{part}", cause=redact(cause), transient=transient)
+            )
             log.warning(
                 "target_part_failed",
                 source=source.name,
@@ -271,15 +276,16 @@ class _Jobs:
         try:
             await source.fetch(target, ctx)
         except HarvesterError as exc:
-            run.ok, run.reason = False, exc.message
-            report.errors.append(TargetFailure(target=label, cause=exc.message, transient=exc.transient))
+            cause = redact(exc.message)  # causes may quote an archive's body
+            run.ok, run.reason = False, cause
+            report.errors.append(TargetFailure(target=label, cause=cause, transient=exc.transient))
             log.warning(
                 "target_failed", source=source.name, target=label, cause=exc.message, transient=exc.transient
             )
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the dedup stage stopped (limit reached): not a failure
         except Exception as exc:  # a bug or an unexpected body must not take the other targets down
-            cause = f"internal error: {type(exc).__name__}: {exc}"
+            cause = redact(f"internal error: {type(exc).__name__}: {exc}")
             run.ok, run.reason = False, cause
             report.errors.append(TargetFailure(target=label, cause=cause, transient=False))
             log.error("target_crashed", source=source.name, target=label, cause=cause)

@@ -132,15 +132,22 @@ class MastSource(Source[MastTarget]):
         label = target.label
         stats = MastQueryStats()
         url = f"{mast_settings.base_url}/api/v0/invoke"
-        count = 0
+        count = skipped = 0
         async for page in client.pages(service, params, target=label, stats=stats):
             provenance = Provenance(archive="mast", url=url, service=service, sample=self.sample)
             fetched_at = utcnow()
             for row in page.rows:
-                await ctx.emit(mast_record(row, provenance, fetched_at, label))
+                try:
+                    record = mast_record(row, provenance, fetched_at, label)
+                except ArchiveResponseError:
+                    skipped += 1  # one bad row must not cost the rest of the page
+                    continue
+                await ctx.emit(record)
                 count += 1
         if stats.shortfall:
             self.notes.warnings.append(f"{label}: {stats.shortfall}")
+        if skipped:
+            self.notes.warnings.append(f"{label}: {skipped} MAST rows without obsid were skipped")
         log.info("fetched", source=self.name, target=label, records=count, pages=stats.pages_fetched)
 
 
