@@ -33,6 +33,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from harvester._version import __version__
+
+        typer.echo(f"harvester {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Harvest ZTF light curves (IRSA), TESS light curves and MAST observation metadata."""
+
+
 archive_app = typer.Typer(
     help="The built-in sample archive (a fake IRSA + MAST) for offline use and tests.", no_args_is_help=True
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from harvester._version import __version__ as harvester_version
 from harvester.cli import app, cli_overrides
 from harvester.records import ZtfRecord
 
@@ -148,3 +149,9 @@ def test_irsa_cone_replaces_the_configured_targets(project: Path) -> None:
     )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["sources"]["ztf"]["targets"] == 1
+
+
+def test_version_flag() -> None:
+    """`harvester --version` prints the package version."""
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"harvester {harvester_version}"
