@@ -106,6 +106,9 @@ class HostLimiter:
             if delay > 0:
                 self.stats.waited_s += delay
                 await self._sleep(delay)
+                # A busy event loop can wake us late; the next start is spaced from when this one
+                # really left, so a late wake-up never bunches two requests together.
+                self._next_start = max(self._next_start, self._clock() + self.interval)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
