@@ -155,3 +155,19 @@ def test_version_flag() -> None:
     """`harvester --version` prints the package version."""
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"harvester {harvester_version}"
+
+
+def test_tess_offline_limit_5_writes_5_light_curves(project: Path) -> None:
+    """`run --source tess --offline --limit 5` writes five light-curve records with equal-length arrays."""
+    result = runner.invoke(
+        app, ["run", "--source", "tess", "--offline", "--limit", "5", "--log-format", "json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    files = records(project / "data/raw/tess")
+    assert len(files) == 5
+    for path in files:
+        record = json.loads(path.read_bytes())
+        assert (
+            record["time_system"] == "BTJD"
+            and len(record["time"]) == len(record["flux"]) == record["n_points"]
+        )
