@@ -224,6 +224,12 @@ class TessQuery(_Model):
     )
     target_name: str | None = Field(default=None, description="One TIC id (digits, not zero-padded).")
     tic_ids: list[int] = Field(default_factory=list, description="TIC ids.")
+    tic_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=500,
+        description="TIC ids named in one MAST query (a batch is one target in reports).",
+    )
     targets_file: Path | None = Field(default=None, description="CSV with a tic_id column.")
     sectors: list[int] = Field(default_factory=list, description="Sectors to keep (MAST sequence_number).")
     t_min: tuple[float, float] | None = Field(default=None, description="Range of observation start, MJD.")

@@ -215,7 +215,13 @@ def scenarios(base_url: str) -> list[Scenario]:
             "recover",
             lambda u: [Fault(lc, "status", 503, retry_after=http_date(1.0), times=1)],
         ),
-        Scenario("archive down for a while (TESS)", "tess", "recover", lambda u: [], during=_outage),
+        Scenario(
+            "archive down for a while (TESS)",
+            "tess",
+            "recover",
+            lambda u: [],
+            during=functools.partial(_outage, refusals=3),
+        ),
         Scenario(
             "connection reset (MAST)", "mast", "recover", lambda u: [Fault("/invoke", "reset", times=2)]
         ),

@@ -206,9 +206,11 @@ class JsonlWriter:
         self._run_id = run_id
         self._shard_records = shard_records
         self._seq = 0
-        self._lines: list[bytes] = []
+        # One growing buffer per shard: orjson's bytes objects keep their whole working buffer
+        # (kilobytes for a short record), so a list of them costs ~10x the shard's size.
+        self._buffer = bytearray()
         self._pending: list[tuple[str, ...]] = []
-        self._present: set[tuple[str, ...]] = set()
+        self._present: set[tuple[str, ...]] = set()  # keys of the shards that existed at open()
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
@@ -225,22 +227,24 @@ class JsonlWriter:
                 result.present += 1
                 result.durable.append(key)
                 continue
-            self._present.add(key)
-            self._lines.append(dumps_record(record))
+            # This run's duplicates never reach the writer (the dedup stage drops them), so this
+            # run's keys are not kept here: memory stays bounded by the shard.
+            self._buffer += dumps_record(record)
+            self._buffer += b"\n"
             self._pending.append(key)
             result.written += 1
-            if len(self._lines) >= self._shard_records:
+            if len(self._pending) >= self._shard_records:
                 await self._flush(result)
         return result
 
     async def _flush(self, result: WriteResult) -> None:
-        if not self._lines:
+        if not self._pending:
             return
-        lines, self._lines = self._lines, []
+        data, self._buffer = bytes(self._buffer), bytearray()
         keys, self._pending = self._pending, []
         self._seq += 1
         path = self._folder / f"part-{self._run_id}-{self._seq:05d}.jsonl"
-        digest = await anyio.to_thread.run_sync(_write_shard, path, lines)
+        digest = await anyio.to_thread.run_sync(_write_shard, path, data)
         result.durable.extend(keys)  # only now, after the rename, are these records durable
         result.files.append((path.name, digest))
 
@@ -251,9 +255,8 @@ class JsonlWriter:
         return result
 
 
-def _write_shard(path: Path, lines: list[bytes]) -> str:
+def _write_shard(path: Path, data: bytes) -> str:
     tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    data = b"\n".join(lines) + b"\n"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)

@@ -42,15 +42,17 @@ SERVICE_POSITION = "Mast.Caom.Filtered.Position"
 
 @dataclass(frozen=True)
 class TessTarget:
-    """One query: a TIC id, a cone, or neither (the configured filters alone)."""
+    """One query: a batch of TIC ids, a cone, or neither (the configured filters alone)."""
 
-    tic_id: str | None = None
+    tic_ids: tuple[str, ...] = ()
     cone: tuple[float, float, float] | None = None
 
     @property
     def label(self) -> str:
-        if self.tic_id is not None:
-            return f"TIC {self.tic_id}"
+        if len(self.tic_ids) == 1:
+            return f"TIC {self.tic_ids[0]}"
+        if self.tic_ids:
+            return f"TIC {self.tic_ids[0]}…{self.tic_ids[-1]} ({len(self.tic_ids)} ids)"
         if self.cone is not None:
             return "cone {:.5f}{:+.5f} r={:g}".format(*self.cone)
         return "filters"
@@ -126,7 +128,14 @@ class TessSource(Source[TessTarget]):
             tics.extend(read_tic_file(query.targets_file))
         cone = (query.ra, query.dec, query.radius) if query.ra is not None else None
         if tics:
-            return [TessTarget(tic_id=t, cone=cone) for t in dict.fromkeys(tics)]  # type: ignore[arg-type]
+            # One MAST query names up to tic_batch_size TIC ids (MAST takes a list of values), so
+            # metadata costs two requests per batch rather than per star, within MAST's budget.
+            unique = list(dict.fromkeys(tics))
+            size = query.tic_batch_size
+            return [
+                TessTarget(tic_ids=tuple(unique[i : i + size]), cone=cone)  # type: ignore[arg-type]
+                for i in range(0, len(unique), size)
+            ]
         if cone is not None:
             return [TessTarget(cone=cone)]  # type: ignore[arg-type]
         if query.filters or query.sectors:
@@ -151,8 +160,8 @@ class TessSource(Source[TessTarget]):
     def filters(self, target: TessTarget) -> list[dict[str, Any]]:
         query = self.settings.data_sources.tess.query
         built = [discrete("obs_collection", ["TESS"]), discrete("dataproduct_type", ["timeseries"])]
-        if target.tic_id is not None:
-            built.append(discrete("target_name", [target.tic_id]))
+        if target.tic_ids:
+            built.append(discrete("target_name", target.tic_ids))
         if query.sectors:
             built.append(discrete("sequence_number", query.sectors))
         if query.t_min is not None:

@@ -166,19 +166,25 @@ class ZtfSource(Source[ConeSearch]):
         )
         provenance = Provenance(archive="irsa", url=response.url, sample=self.sample)
         fetched_at = utcnow()
-        records = await anyio.to_thread.run_sync(
-            _records_from_csv, response.content, label, provenance, fetched_at
-        )
-        log.info("fetched", source=self.name, target=label, records=len(records), bytes=len(response.content))
-        for record in records:
-            await ctx.emit(record)
+        size = len(response.content)
+        rows = await anyio.to_thread.run_sync(parse_irsa_csv, response.content, label)
+        del response  # parsed: the body is not needed while records are built and sent
+        log.info("fetched", source=self.name, target=label, records=len(rows), bytes=size)
+        # Validate and send in chunks: a large cone never holds all its records at once.
+        while rows:
+            chunk = rows[:RECORD_CHUNK]
+            del rows[:RECORD_CHUNK]
+            records = await anyio.to_thread.run_sync(_records, chunk, provenance, fetched_at)
+            del chunk
+            for record in records:
+                await ctx.emit(record)
 
 
-def _records_from_csv(content: bytes, label: str, provenance: Provenance, fetched_at: Any) -> list[ZtfRecord]:
-    return [
-        ZtfRecord(**row, fetched_at=fetched_at, provenance=provenance)
-        for row in parse_irsa_csv(content, label)
-    ]
+RECORD_CHUNK = 1000
+
+
+def _records(rows: list[dict[str, Any]], provenance: Provenance, fetched_at: Any) -> list[ZtfRecord]:
+    return [ZtfRecord(**row, fetched_at=fetched_at, provenance=provenance) for row in rows]
 
 
 def parse_irsa_csv(content: bytes, target: str) -> list[dict[str, Any]]:

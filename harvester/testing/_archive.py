@@ -389,7 +389,7 @@ class FakeArchive:
             req.subjects += (uri, uri.rsplit("/", 1)[-1])
         elif path.endswith("/columnsconfig"):
             req.route = "columnsconfig"
-            if req.body:
+            if req.body:  # astroquery POSTs colConfigId=<service> as a form body
                 req.params = dict(parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True))
         elif path.endswith("/whoami"):
             req.route = "whoami"
@@ -479,7 +479,8 @@ class FakeArchive:
             disposition = f'attachment; filename="{req.subjects[-1]}"'
             return Reply(200, data, "application/octet-stream", [("Content-Disposition", disposition)])
         if route == "columnsconfig":
-            return json_reply(columns_config())
+            config_id = (req.params.get("colConfigId") or req.params.get("colconfigid") or [None])[0]
+            return json_reply(columns_config(config_id))
         if method not in ("GET", "HEAD"):
             return _not_allowed()
         scheme, _, token = req.headers.get("authorization", "").partition(" ")

@@ -847,11 +847,40 @@ _COLUMN_TEXT = {
 _DATATYPES = {"obsid": "long", "objID": "long", "distance": "float"}
 
 
-def columns_config() -> dict[str, Any]:
-    """A columnsconfig answer for CAOM searches, shaped like MAST's (``vot.datatype`` decides ranges)."""
+_PRODUCT_TEXT = {
+    "obsID": "Product Group ID", "obs_collection": "Mission", "dataproduct_type": "Product Type",
+    "obs_id": "Observation ID", "description": "Description", "type": "Type", "dataURI": "Data URI",
+    "productType": "Product Type", "productGroupDescription": "Product Group",
+    "productSubGroupDescription": "Product Subgroup", "productDocumentationURL": "Documentation",
+    "project": "Project", "prvversion": "Pipeline Version", "productFilename": "Filename",
+    "size": "Size", "parent_obsid": "Parent Product Group ID",
+}  # fmt: skip
+_PRODUCT_DATATYPES = {"obsID": "long", "size": "long", "parent_obsid": "long"}
+PRODUCTS_CONFIG_ID = "Mast.Caom.Products"
+
+
+def columns_config(config_id: str | None = None) -> dict[str, Any]:
+    """A columnsconfig answer shaped like MAST's (``vot.datatype`` decides discrete or range filters).
+
+    ``colConfigId=Mast.Caom.Products`` (astroquery asks for it before its first product list) gets
+    the product columns; any other id (``Mast.Caom.Cone``, the ``Filtered`` services) the CAOM
+    observation columns.
+    """
     out: dict[str, Any] = {"_selected_": {"text": "selected", "add": True, "type": "boolean", "hidden": True}}
+    if config_id == PRODUCTS_CONFIG_ID:
+        for name, kind in PRODUCT_FIELDS:
+            entry: dict[str, Any] = {
+                "text": _PRODUCT_TEXT[name],
+                "vot.datatype": _PRODUCT_DATATYPES.get(name, _VOT_DATATYPE[kind]),
+                "vot.ID": name,
+                "vot.name": name,
+            }
+            if kind == "string":
+                entry["vot.arraysize"] = "*"
+            out[name] = entry
+        return out
     for name, kind in [*CAOM_FIELDS, _DISTANCE]:
-        entry: dict[str, Any] = {
+        entry = {
             "text": _COLUMN_TEXT[name],
             "vot.datatype": _DATATYPES.get(name, _VOT_DATATYPE[kind]),
             "vot.ID": name,

@@ -89,6 +89,53 @@ def _lightkurve() -> Callable[[Path], object] | None:
     return read
 
 
+FitsRow = tuple[
+    str, int, int, float, float, float, float | None
+]  # file, rows, kept, decode, ours, astropy, lk
+
+
+def measure(runs: int) -> list[FitsRow]:
+    """Median milliseconds per file: decode, ours, astropy and lightkurve (None when not installed)."""
+    lk_read = _lightkurve()
+    rows: list[FitsRow] = []
+    for path in sorted(DATA.glob("*.fits")):
+        decoded = decode_lightcurve(path.read_bytes(), product=path.name)
+        t_decode = _median_ms(functools.partial(decode_only, path), runs)
+        t_ours = _median_ms(functools.partial(ours, path), runs)
+        t_astropy = _median_ms(functools.partial(astropy_read, path), runs)
+        t_lk = _median_ms(functools.partial(lk_read, path), runs) if lk_read is not None else None
+        rows.append((path.name, decoded.n_points_raw, decoded.n_points, t_decode, t_ours, t_astropy, t_lk))
+    return rows
+
+
+def run(quick: bool) -> tuple[str, str, list[tuple[str, str, str, bool | None]]]:
+    """Part 5 of ``python -m tests.bench``: the table as markdown, and the goal."""
+    runs = 5 if quick else 21
+    rows = measure(runs)
+    lines = [
+        f"`tests/data/tess/*.fits` (real SPOC files), median of {runs} runs, milliseconds.",
+        "",
+        "| file | cadences | kept | decode | ours (decode + record + JSON) | astropy read of 4 columns "
+        "| lightkurve.read | lightkurve / ours | astropy / ours |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    worst: float | None = None
+    for name, raw, kept, t_decode, t_ours, t_astropy, t_lk in rows:
+        lk = "n/a" if t_lk is None else f"{t_lk:.1f}"
+        ratio = "n/a" if t_lk is None else f"**{t_lk / t_ours:.1f}×**"
+        if t_lk is not None:
+            worst = t_lk / t_ours if worst is None else min(worst, t_lk / t_ours)
+        lines.append(
+            f"| {name} | {raw:,} | {kept:,} | {t_decode:.2f} | {t_ours:.2f} | {t_astropy:.2f} | {lk} | "
+            f"{ratio} | {t_astropy / t_ours:.1f}× |"
+        )
+    measured = "n/a" if worst is None else f"{worst:.1f}× (slowest file)"
+    goals = [
+        ("FITS: lightkurve.read / ours", measured, f"≥ {GOAL:.0f}×", None if worst is None else worst >= GOAL)
+    ]
+    return ("FITS decode + encode per light curve (part 5)", "\n".join(lines), goals)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=21, help="timed runs per cell (median is reported)")

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -461,6 +462,45 @@ async def test_whoami_and_columnsconfig(client: httpx.AsyncClient) -> None:
     )
     assert config.json()["t_min"]["vot.datatype"] == "double"
     assert config.json()["obs_collection"]["separator"] == ";"
+
+
+async def test_astroquery_wire_format(client: httpx.AsyncClient) -> None:
+    """What astroquery.mast sends (upstream-apis.md §2.1, §2.7) is answered as MAST answers it.
+
+    A raw ``colConfigId=<service>`` form body gets that service's columns (products or CAOM); an
+    invoke body ``request=<quoted JSON>`` with ``cacheBreaker`` and pagesize 50000 works; a download
+    URL with the uri quoted ``safe=":/"`` answers HEAD with the size (no body) and GET with the file.
+    """
+    form = {"Content-type": "application/x-www-form-urlencoded", "Accept": "text/plain"}
+    url = f"{MAST}/portal/Mashup/Mashup.asmx/columnsconfig"
+    products = (await client.post(url, content=b"colConfigId=Mast.Caom.Products", headers=form)).json()
+    assert (
+        products["size"]["vot.datatype"] == "long" and products["productFilename"]["vot.datatype"] == "char"
+    )
+    assert "t_min" not in products and "_selected_" in products
+    caom = (await client.post(url, content=b"colConfigId=Mast.Caom.Cone", headers=form)).json()
+    assert "size" not in caom and caom["t_exptime"]["vot.datatype"] == "double"
+
+    request = {
+        "service": "Mast.Caom.Filtered",
+        "params": by_name(
+            [str(PI_MEN)], {"paramName": "obs_collection", "separator": ";", "values": ["TESS"]}
+        ),
+        "format": "json",
+        "pagesize": 50000,
+        "page": 1,
+        "cacheBreaker": "0b6c3c7e-1f1d-4b8e-9d43-3c1a3c0e6f00",
+    }
+    body = "request=" + urllib.parse.quote(json.dumps(request))
+    answer = (await client.post(INVOKE, content=body.encode(), headers=form)).json()
+    assert answer["status"] == "COMPLETE" and answer["paging"]["rows"] == 3
+    name = answer["data"][0]["dataURL"].rsplit("/", 1)[-1]
+    download = f"{DOWNLOAD}?uri=" + urllib.parse.quote(f"mast:TESS/product/{name}", safe=":/")
+    head = await client.head(download)
+    assert head.status_code == 200 and head.content == b""
+    got = await client.get(download)
+    assert int(head.headers["content-length"]) == len(got.content) > 0
+    assert got.headers["content-disposition"] == f'attachment; filename="{name}"'
 
 
 # --------------------------------------------------------------------------- politeness and pacing
