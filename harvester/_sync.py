@@ -175,4 +175,5 @@ def _iterate(open_stream: Callable[[], AsyncIterator[BaseRecord]]) -> Generator[
             pumping.result()  # the stream's own error, if it ended with one
         finally:
             pumping.cancel()  # a no-op once it is done
-            portal.call(receive.aclose)
+            with contextlib.suppress(RuntimeError):  # the portal already wound down: nothing to close
+                portal.call(receive.aclose)
