@@ -130,6 +130,29 @@ class ZtfObservations:
     def __len__(self) -> int:
         return int(self.mjd.shape[0])
 
+    @classmethod
+    def from_columns(
+        cls,
+        object_ids: list[str],
+        filters: list[str],
+        oid: npt.NDArray[Any],
+        filt: npt.NDArray[Any],
+        columns: dict[str, npt.NDArray[Any]],
+    ) -> ZtfObservations:
+        """Observations from code columns plus the float and flag columns, by name."""
+        return cls(
+            object_ids=object_ids,
+            filters=filters,
+            oid=oid.astype(np.int32),
+            filt=filt.astype(np.int8),
+            mjd=columns["mjd"],
+            mag=columns["mag"],
+            magerr=columns["magerr"],
+            ra=columns["ra"],
+            dec=columns["dec"],
+            flag=columns["flag"],
+        )
+
 
 _FLOAT_FIELDS = ("mjd", "mag", "magerr", "ra", "dec")
 
@@ -190,17 +213,8 @@ def read_ztf(records: RecordSource, chunk_records: int = DEFAULT_CHUNK_RECORDS) 
     columns: dict[str, npt.NDArray[Any]] = {}
     for name in list(parts):
         columns[name] = np.concatenate(parts.pop(name))  # one column at a time: peak = data + 1 column
-    return ZtfObservations(
-        object_ids=list(oid_codes),
-        filters=list(filt_codes),
-        oid=columns["oid"],
-        filt=columns["filt"],
-        mjd=columns["mjd"],
-        mag=columns["mag"],
-        magerr=columns["magerr"],
-        ra=columns["ra"],
-        dec=columns["dec"],
-        flag=columns["flag"],
+    return ZtfObservations.from_columns(
+        list(oid_codes), list(filt_codes), columns["oid"], columns["filt"], columns
     )
 
 
@@ -440,18 +454,7 @@ def _load_bucket(path: Path) -> ZtfObservations | None:
     merged = {name: np.concatenate(parts) for name, parts in columns.items()}
     object_ids, oid = np.unique(merged["object_id"], return_inverse=True)
     filters, filt = np.unique(merged["filter"], return_inverse=True)
-    return ZtfObservations(
-        object_ids=object_ids.tolist(),
-        filters=filters.tolist(),
-        oid=oid.astype(np.int32),
-        filt=filt.astype(np.int8),
-        mjd=merged["mjd"],
-        mag=merged["mag"],
-        magerr=merged["magerr"],
-        ra=merged["ra"],
-        dec=merged["dec"],
-        flag=merged["flag"],
-    )
+    return ZtfObservations.from_columns(object_ids.tolist(), filters.tolist(), oid, filt, merged)
 
 
 def ztf_features_bucketed(
