@@ -112,6 +112,7 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]  # a TextIO-like proxy
+        # one write per line, so processes sharing stderr (Dask workers) never split each other's lines
+        logger_factory=structlog.WriteLoggerFactory(file=out),  # type: ignore[arg-type]  # TextIO-like proxy
         cache_logger_on_first_use=False,
     )

@@ -207,6 +207,17 @@ class StateStore:
             [(run_id, started_at, settings_digest)],
         )
 
+    async def unfinished_run(self, settings_digest: str) -> str | None:
+        """The latest run with this digest that never finished (killed mid-run), if any."""
+        row = await self._run(
+            lambda: self.conn.execute(
+                "SELECT run_id FROM runs WHERE settings_digest = ? AND finished_at IS NULL "
+                "ORDER BY started_at DESC LIMIT 1",
+                (settings_digest,),
+            ).fetchone()
+        )
+        return str(row[0]) if row else None
+
     async def finish_run(self, run_id: str, finished_at: str, status: str, report: dict[str, Any]) -> None:
         await self._run(
             self._write,

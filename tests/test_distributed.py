@@ -145,19 +145,6 @@ def test_units_are_stable_sky_cells_and_hash_buckets() -> None:
     assert tic_bucket(261136679) == tic_bucket("261136679") == tic_bucket(261136679, 64)
 
 
-@pytest.fixture
-def s3_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 def test_s3_writes_are_create_only(s3_url: str) -> None:
     """On an S3 look-alike, a second write to the same key is refused and the object is unchanged."""
     import s3fs

@@ -1,23 +1,27 @@
 """``executor: dask``: fan the work units out to a Dask cluster; the driver alone keeps state.
 
-Driver (:func:`harvest_distributed`)::
+Driver (:class:`DistributedRun`, engine-independent; :func:`harvest_distributed` runs it on Dask,
+:mod:`harvester.distributed.prefect` on Prefect)::
 
-    plan units ─> skip units already committed (their manifest exists) ─> client.submit(run_unit,
-    retries=2) per unit ─> as_completed: commit keys and watermarks from each unit's manifest
-    into the driver's SQLite state ─> one RunReport (a unit that failed every attempt is a failed
-    target "unit <id>")
+    plan units ─> resume the output's unfinished run, if any (same run id: committed units return
+    their manifest at once) ─> one UnitTask per unit (targets, the watermarks of those targets)
+    ─> run_unit on the engine, retried ─> as units complete: commit keys and watermarks from each
+    manifest into the driver's SQLite state ─> one RunReport (a unit that failed every attempt is a
+    failed target "unit <id>", also recorded as a failing outcome for ``harvester status``)
 
 Worker (:func:`run_unit`): ``anyio.run(api.harvest, ...)`` with the unit's targets, no real state
 (a scratch SQLite file in a temporary folder carries only the driver's watermark snapshot, so the
 incremental queries stay narrow), the cluster-wide :class:`DaskLimiterRegistry`, jsonl into the
-temporary folder. Then, create-only and in this order:
+temporary folder. Records already committed by an earlier run of the same unit (its manifests are
+the unit's history) are dropped. Then, create-only and in this order:
 
-- ``<output>/<source>/units/<unit key>/<run id>.jsonl``: every record, sorted by dedup key;
-- ``<output>/_units/<source>/<unit key>/<run id>.json``: the unit manifest (keys, counts, sha256,
-  new watermarks, target failures) — the commit marker, written last.
+- ``<output>/<source>/units/<unit id>/<run id>-<digest>.jsonl``: every new record, sorted by key;
+- ``<output>/_units/<source>/<unit id>/<run id>-<digest>.json``: the unit manifest (keys, counts,
+  sha256, new watermarks, target failures) — the commit marker, written last.
 
-A re-executed unit (a retry, a worker killed mid-unit) finds the data object already there and
-writes nothing new: keys are a function of (source, unit, run id), so it cannot duplicate.
+A re-executed unit (a retry, a worker killed mid-unit, a resumed run) finds its manifest, or its
+data object, already there and writes nothing new: keys are a function of (source, unit, run id),
+so it cannot duplicate; a later run of the unit cannot either, because of the history.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -46,16 +51,26 @@ from harvester.records import RECORD_MODELS
 from harvester.settings import Settings
 from harvester.state import StateStore
 
-__all__ = ["UnitFailed", "UnitTask", "data_key", "harvest_distributed", "manifest_key", "run_unit"]
+__all__ = [
+    "DistributedRun",
+    "UnitFailed",
+    "UnitTask",
+    "data_key",
+    "harvest_distributed",
+    "manifest_key",
+    "run_unit",
+]
 
 log = structlog.get_logger("harvester.distributed")
 
 UNIT_RETRIES = 2
 _LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim a held lease
 
+Key = tuple[str, ...]
+
 
 class UnitFailed(HarvesterError):
-    """Every target of a unit failed: raised on the worker so that Dask retries the unit."""
+    """Every target of a unit failed: raised on the worker so that the engine retries the unit."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +82,20 @@ class UnitTask:
     output: str
     run_id: str
     budgets: dict[str, tuple[float, int]]
-    watermarks: dict[str, tuple[str, float]]
+    watermarks: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A task key unique to (source, unit, run): the same unit of a resumed run gets the same."""
+        return f"harvester-unit-{self.unit.source}-{self.unit.key}-{self.run_id}"
 
 
-def data_key(source: str, unit_key: str, run_id: str) -> str:
-    return f"{source}/units/{unit_key}/{run_id}.jsonl"
+def data_key(unit: Unit, run_id: str) -> str:
+    return f"{unit.source}/units/{unit.unit_id}/{run_id}-{unit.digest}.jsonl"
 
 
-def manifest_key(source: str, unit_key: str, run_id: str) -> str:
-    return f"_units/{source}/{unit_key}/{run_id}.json"
+def manifest_key(unit: Unit, run_id: str) -> str:
+    return f"_units/{unit.source}/{unit.unit_id}/{run_id}-{unit.digest}.json"
 
 
 def _namespace(source: str, output: str, sample: bool) -> str:
@@ -87,12 +107,12 @@ def _namespace(source: str, output: str, sample: bool) -> str:
 
 
 def run_unit(task: UnitTask) -> dict[str, Any]:
-    """Harvest one unit on a Dask worker; return its manifest (also written to the output)."""
+    """Harvest one unit on a worker; return its manifest (also written to the output)."""
     store = ObjectStore(task.output)
     unit = task.unit
-    mkey = manifest_key(unit.source, unit.key, task.run_id)
+    mkey = manifest_key(unit, task.run_id)
     done = store.get(mkey)
-    if done is not None:  # an earlier attempt committed this unit
+    if done is not None:  # an earlier attempt, or the interrupted run being resumed, committed it
         manifest: dict[str, Any] = orjson.loads(done)
         return manifest
     staging = Path(tempfile.mkdtemp(prefix=f"harvester-unit-{unit.unit_id}-"))
@@ -106,14 +126,16 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
         if not lines and source_report.targets_ok == 0 and source_report.errors:
             causes = "; ".join(f"{e.target}: {e.cause}" for e in source_report.errors[:3])
             raise UnitFailed(f"unit {unit.unit_id}: every target failed ({causes})")
-        dkey = data_key(unit.source, unit.key, task.run_id)
+        history = unit_history(store, unit, task.run_id)
+        fetched = len(lines)
+        lines = [kv for kv in lines if kv[0] not in history]
+        dkey = data_key(unit, task.run_id)
         body = b"".join(line for _, line in lines)
         if not store.put_new(dkey, body):
             # An attempt that died before its manifest wrote the data: that object is complete
             # (create-only, single write), so describe it instead of writing another one.
-            existing = store.get(dkey) or b""
-            lines = [(_key_of(unit.source, raw), raw + b"\n") for raw in existing.splitlines() if raw]
-            body = existing
+            body = store.get(dkey) or b""
+            lines = [(_key_of(unit.source, raw), raw + b"\n") for raw in body.splitlines() if raw]
         manifest = {
             "source": unit.source,
             "unit": unit.unit_id,
@@ -121,6 +143,7 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
             "run_id": task.run_id,
             "data": dkey,
             "records": len(lines),
+            "already_committed": fetched - len(lines),
             "sha256": hashlib.sha256(body).hexdigest(),
             "keys": [list(k) for k, _ in lines],
             "watermarks": marks,
@@ -141,11 +164,23 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _key_of(source: str, raw: bytes) -> tuple[str, ...]:
+def unit_history(store: ObjectStore, unit: Unit, run_id: str) -> set[Key]:
+    """The keys committed by every other run of this unit id (its manifests): never written again."""
+    keys: set[Key] = set()
+    for mkey in store.list(f"_units/{unit.source}/{unit.unit_id}"):
+        if mkey.rsplit("/", 1)[-1].startswith(f"{run_id}-"):
+            continue
+        body = store.get(mkey)
+        if body:
+            keys.update(tuple(k) for k in orjson.loads(body)["keys"])
+    return keys
+
+
+def _key_of(source: str, raw: bytes) -> Key:
     return RECORD_MODELS[source].model_validate(orjson.loads(raw)).dedup_key()
 
 
-def _sorted_lines(source: str, folder: Path) -> list[tuple[tuple[str, ...], bytes]]:
+def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
     """Every staged record as (dedup key, json line), sorted by key: one deterministic order."""
     model = RECORD_MODELS[source]
     lines = []
@@ -190,6 +225,154 @@ def _budgets(names: list[str], settings: Settings) -> dict[str, tuple[float, int
     return budgets
 
 
+def _unit_watermark_keys(unit: Unit, settings: Settings) -> set[str]:
+    """The watermark keys a worker will use for this unit's targets (computed as the worker does)."""
+    from harvester import api
+
+    narrowed = unit_settings(unit, settings, Path(tempfile.gettempdir()) / "harvester-unit-plan")
+    source = api.SOURCES[unit.source](narrowed, sample=narrowed.offline)
+    if source.watermark_field is None:
+        return set()
+    return {source.watermark_key(target) for target in source.targets()}
+
+
+class DistributedRun:
+    """The driver of a distributed harvest, whatever engine runs its :attr:`tasks`.
+
+    ::
+
+        async with DistributedRun(["ztf"], settings, output="s3://bucket/raw") as run:
+            for task in run.tasks:          # submit run_unit(task) to Dask, Prefect, ...
+                ...
+            await run.commit(task, manifest)  # as each unit completes
+            await run.fail(task, "cause")     # a unit that failed every attempt
+        report = run.report
+
+    Without an explicit ``run_id`` the output's last unfinished run (a driver killed mid-run) is
+    resumed under its own run id, so its committed units are not harvested again.
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        settings: Settings,
+        *,
+        output: str | None = None,
+        run_id: str | None = None,
+        full: bool = False,
+    ) -> None:
+        if settings.limit is not None:
+            raise ConfigError("limit is not supported with executor: dask (it would apply per work unit)")
+        self.names = names
+        self.settings = settings
+        target = output if output is not None else settings.output
+        store = ObjectStore(target)  # a bad URL or a missing fsspec backend fails here, before any unit runs
+        #: the output, local folders made absolute: it names the run's state namespace and digest
+        self.output = str(Path(store.url).resolve()) if store.local else str(target)
+        self.run_id = run_id
+        self.full = full
+        self.resumed = False
+        self.budgets = _budgets(names, settings)
+        self.units = {name: plan_units(name, settings) for name in names}
+        self.tasks: list[UnitTask] = []
+        self.report = RunReport(run_id=run_id or "", started_at=datetime.now(UTC))
+        self._state: StateStore | None = None
+
+    @property
+    def digest(self) -> str:
+        return f"dask:{self.output}"
+
+    async def __aenter__(self) -> DistributedRun:
+        settings = self.settings
+        if settings.state.enabled:
+            self._state = await StateStore(settings.state.path).open()
+        try:
+            await self._plan()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def _plan(self) -> None:
+        state = self._state
+        if self.run_id is None and state is not None:
+            self.run_id = await state.unfinished_run(self.digest)
+            self.resumed = self.run_id is not None
+        if self.run_id is None:
+            self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.report.run_id = self.run_id
+        if self.resumed:
+            log.info("run_resumed", run_id=self.run_id, output=self.output)
+        elif state is not None:
+            await state.start_run(self.run_id, self.report.started_at.isoformat(), self.digest)
+        for name, planned in self.units.items():
+            self.report.sources[name] = SourceReport(source=name)
+            namespace = _namespace(name, self.output, self.settings.offline)
+            snapshot = await state.watermarks(namespace) if state is not None and not self.full else {}
+            for unit in planned:
+                wanted = _unit_watermark_keys(unit, self.settings) if snapshot else set()
+                marks = {k: (k, v) for k, v in snapshot.items() if k in wanted}
+                task = UnitTask(unit, self.settings, self.output, self.run_id, self.budgets, marks)
+                self.tasks.append(task)
+
+    async def commit(self, task: UnitTask, manifest: dict[str, Any]) -> None:
+        """Count a completed unit and commit its keys and watermarks to the driver's state."""
+        src = self.report.sources[task.unit.source]
+        keys = [tuple(k) for k in manifest["keys"]]
+        src.targets += int(manifest["targets"])
+        src.targets_ok += int(manifest["targets_ok"])
+        src.requests += int(manifest["requests"])
+        src.retries += int(manifest["retries"])
+        src.duplicates += int(manifest["duplicates"])
+        src.files.append((manifest["data"], manifest["sha256"]))
+        for err in manifest["errors"]:
+            src.errors.append(
+                TargetFailure(target=err["target"], cause=err["cause"], transient=err["transient"])
+            )
+        state = self._state
+        namespace = _namespace(task.unit.source, self.output, self.settings.offline)
+        known = await state.seen(namespace, keys) if state is not None else set()
+        src.records += len(keys) + int(manifest.get("already_committed", 0))
+        src.written += len(keys) - len(known)
+        src.already_present += len(known) + int(manifest.get("already_committed", 0))
+        if state is not None:
+            await state.commit_keys(namespace, [k for k in keys if k not in known], task.run_id)
+            marks = {k: (k, float(v)) for k, v in manifest["watermarks"].items()}
+            if marks:
+                await state.advance_watermarks(namespace, marks, task.run_id)
+
+    async def fail(self, task: UnitTask, cause: str) -> None:
+        """Report a unit that failed every attempt (never dropped silently)."""
+        unit = task.unit
+        src = self.report.sources[unit.source]
+        src.targets += max(1, len(unit.targets))
+        src.errors.append(TargetFailure(target=f"unit {unit.unit_id}", cause=cause, transient=True))
+        log.error("unit_failed", source=unit.source, unit=unit.unit_id, cause=cause)
+        if self._state is not None:
+            outcome = (f"unit {unit.unit_id}", False, cause)
+            await self._state.record_outcomes(task.run_id, unit.source, [outcome])
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                for src in self.report.sources.values():
+                    src.finish()
+                self.report.finished_at = datetime.now(UTC)
+                if self._state is not None and self.run_id is not None:
+                    status = "ok" if self.report.ok else "failed"
+                    finished = self.report.finished_at.isoformat()
+                    await self._state.finish_run(self.run_id, finished, status, self.report.as_dict())
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._state is not None:
+            await self._state.close()
+            self._state = None
+
+
 def _client(settings: Settings) -> tuple[Any, Any]:
     """(client, cluster or None): the configured scheduler, or a LocalCluster sized to the machine."""
     import dask
@@ -201,6 +384,14 @@ def _client(settings: Settings) -> tuple[Any, Any]:
     workers = settings.dask.workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster), cluster
+
+
+def reset_pauses(client: Any, budgets: dict[str, tuple[float, int]]) -> None:
+    """Clear the cluster-wide Retry-After pauses a previous run may have left set."""
+    from distributed import Variable
+
+    for host in budgets:
+        Variable(pause_variable_name(host), client=client).set(0.0)
 
 
 def harvest_distributed(
@@ -216,85 +407,42 @@ def harvest_distributed(
 
     :param output: a local path or fsspec URL (default ``settings.output``).
     :param client: a ``distributed.Client`` to use; by default one is made from ``settings.dask``.
-    :param run_id: reuse a run id to resume it: units already committed are not run again.
+    :param run_id: the run id; by default the output's unfinished run is resumed, or a new one made.
+    :param full: ignore the watermarks (records already committed are still not written again).
     """
-    if settings.limit is not None:
-        raise ConfigError("limit is not supported with executor: dask (it would apply per work unit)")
-    target = str(output if output is not None else settings.output)
-    ObjectStore(target)  # a bad URL or a missing fsspec backend fails here, before any unit runs
-    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    report = RunReport(run_id=run_id, started_at=datetime.now(UTC))
-    units = {name: plan_units(name, settings) for name in names}
-    budgets = _budgets(names, settings)
+    run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
     own, cluster = (client, None) if client is not None else _client(settings)
     try:
-        from distributed import Variable
-
-        for host in budgets:
-            Variable(pause_variable_name(host), client=own).set(0.0)
-        report = anyio.run(_drive, own, units, settings, target, run_id, budgets, report, full)
+        reset_pauses(own, run.budgets)
+        anyio.run(_drive, own, run)
     finally:
         if client is None:
             own.close()
             if cluster is not None:
                 cluster.close()
-    return report
+    return run.report
 
 
-async def _drive(
-    client: Any,
-    units: dict[str, list[Unit]],
-    settings: Settings,
-    target: str,
-    run_id: str,
-    budgets: dict[str, tuple[float, int]],
-    report: RunReport,
-    full: bool,
-) -> RunReport:
+async def _drive(client: Any, run: DistributedRun) -> None:
     from distributed import as_completed
 
-    state = await StateStore(settings.state.path).open() if settings.state.enabled else None
-    try:
-        if state is not None:
-            await state.start_run(run_id, report.started_at.isoformat(), "dask")
-        futures: dict[Any, Unit] = {}
-        for name, planned in units.items():
-            src = SourceReport(source=name)
-            report.sources[name] = src
-            namespace = _namespace(name, target, settings.offline)
-            snapshot = await state.watermarks(namespace) if state is not None and not full else {}
-            for unit in planned:
-                marks = _unit_marks(unit, snapshot)
-                task = UnitTask(unit, settings, target, run_id, budgets, marks)
-                key = f"harvester-unit-{name}-{unit.key}-{run_id}"
-                future = client.submit(run_unit, task, key=key, retries=UNIT_RETRIES, pure=False)
-                futures[future] = unit
+    async with run:
+        futures = {
+            client.submit(run_unit, task, key=task.name, retries=UNIT_RETRIES, pure=False): task
+            for task in run.tasks
+        }
         pending = as_completed(list(futures), with_results=False)
         while True:
             future = await anyio.to_thread.run_sync(_next, pending)
             if future is None:
                 break
-            unit = futures[future]
-            src = report.sources[unit.source]
+            task = futures[future]
             try:
                 manifest = await anyio.to_thread.run_sync(future.result)
             except Exception as exc:
-                cause = f"{type(exc).__name__}: {exc}"
-                src.targets += max(1, len(unit.targets))
-                src.errors.append(TargetFailure(target=f"unit {unit.unit_id}", cause=cause, transient=True))
-                log.error("unit_failed", source=unit.source, unit=unit.unit_id, cause=cause)
+                await run.fail(task, f"{type(exc).__name__}: {exc}")
                 continue
-            await _commit(manifest, src, state, _namespace(unit.source, target, settings.offline), run_id)
-        for src in report.sources.values():
-            src.finish()
-        report.finished_at = datetime.now(UTC)
-        if state is not None:
-            status = "ok" if report.ok else "failed"
-            await state.finish_run(run_id, report.finished_at.isoformat(), status, report.as_dict())
-    finally:
-        if state is not None:
-            await state.close()
-    return report
+            await run.commit(task, manifest)
 
 
 def _next(pending: Any) -> Any:
@@ -302,31 +450,3 @@ def _next(pending: Any) -> Any:
         return next(pending)
     except StopIteration:
         return None
-
-
-def _unit_marks(unit: Unit, snapshot: dict[str, float]) -> dict[str, tuple[str, float]]:
-    """The driver's watermarks that concern this unit's targets (all of them for small snapshots)."""
-    return {k: (k, v) for k, v in snapshot.items()}
-
-
-async def _commit(
-    manifest: dict[str, Any], src: SourceReport, state: StateStore | None, namespace: str, run_id: str
-) -> None:
-    keys = [tuple(k) for k in manifest["keys"]]
-    src.targets += int(manifest["targets"])
-    src.targets_ok += int(manifest["targets_ok"])
-    src.requests += int(manifest["requests"])
-    src.retries += int(manifest["retries"])
-    src.duplicates += int(manifest["duplicates"])
-    src.files.append((manifest["data"], manifest["sha256"]))
-    for err in manifest["errors"]:
-        src.errors.append(TargetFailure(target=err["target"], cause=err["cause"], transient=err["transient"]))
-    known = await state.seen(namespace, keys) if state is not None else set()
-    src.records += len(keys)
-    src.written += len(keys) - len(known)
-    src.already_present += len(known)
-    if state is not None:
-        await state.commit_keys(namespace, [k for k in keys if k not in known], run_id)
-        marks = {k: (k, float(v)) for k, v in manifest["watermarks"].items()}
-        if marks:
-            await state.advance_watermarks(namespace, marks, run_id)
