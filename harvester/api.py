@@ -90,6 +90,11 @@ def check_targets(names: list[str], settings: Settings) -> None:
 
 
 def _check_output(settings: Settings) -> None:
+    if settings.output_url is not None:
+        raise ConfigError(
+            f"output {settings.output_url}: object-store outputs are written as work units; "
+            "use `harvester run` or harvester.distributed.executor.harvest_units"
+        )
     output = Path(settings.output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a folder")
@@ -160,10 +165,10 @@ async def harvest(
                 **overrides,
             )
     settings = _settings(settings, config, overrides)
+    _check_output(settings)
     names = resolve_sources(sources)
     sample = settings.offline and transport is None
     built = _build_sources(names, settings, sample=sample)
-    _check_output(settings)
     if transport is None and settings.offline:
         transport = offline_transport()
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]

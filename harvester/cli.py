@@ -88,7 +88,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 def cli_overrides(
     *,
-    output: Path | None = None,
+    output: Path | str | None = None,
     limit: int | None = None,
     fmt: str | None = None,
     offline: bool = False,
@@ -134,7 +134,9 @@ def run(
     ] = None,
     output: Annotated[
         str | None,
-        typer.Option("--output", "-o", help="Output folder (default data/raw); with dask also s3://… URLs."),
+        typer.Option(
+            "--output", "-o", help="Output folder (default data/raw) or an fsspec URL (s3://bucket/prefix)."
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Maximum records per source.")] = None,
     dry_run: Annotated[
@@ -169,9 +171,8 @@ def run(
     ] = None,
 ) -> None:
     """Harvest one source or all of them, deduplicate, and write records under the output folder."""
-    url_output = output if output is not None and "://" in output else None
     overrides = cli_overrides(
-        output=Path(output) if output is not None and url_output is None else None,
+        output=output,
         limit=limit,
         fmt=fmt.value if fmt else None,
         offline=offline,
@@ -189,18 +190,17 @@ def run(
     try:
         settings = load_settings(config, **overrides)
         names = api.resolve_sources(source.value)
-        if url_output is not None and settings.executor != "dask":
-            raise ConfigError(f"--output {url_output}: object-store URLs need --executor dask")
-        if settings.executor == "dask" and dry_run:
-            raise ConfigError("--dry-run runs locally: drop --executor dask")
+        units = settings.executor == "dask" or settings.output_url is not None
+        if units and dry_run:
+            raise ConfigError("--dry-run runs locally into a folder: drop --executor dask and the URL output")
         api.check_targets(names, settings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
     report = RunReport(run_id="", started_at=_now())
     try:
-        if settings.executor == "dask":
-            report = _run_dask(names, settings, url_output, full)
+        if units:
+            report = _run_units(names, settings, full)
         else:
             with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
                 report = anyio.run(_run, names, settings, dry_run, report, full)
@@ -219,14 +219,16 @@ def run(
     raise typer.Exit(report.exit_code)
 
 
-def _run_dask(names: list[str], settings: Settings, output: str | None, full: bool) -> RunReport:
+def _run_units(names: list[str], settings: Settings, full: bool) -> RunReport:
+    """Work units: on Dask (``executor: dask``), or in this process for an object-store output."""
     try:
-        from harvester.distributed.executor import harvest_distributed
+        from harvester.distributed.executor import harvest_distributed, harvest_units
     except ImportError as exc:
-        raise ConfigError(
-            f"--executor dask needs the dask extra: pip install 'harvester[dask]' ({exc.name})"
-        ) from None
-    return harvest_distributed(names, settings, output=output, full=full)
+        why = "--executor dask" if settings.executor == "dask" else f"output {settings.output_url}"
+        raise ConfigError(f"{why} needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
+    if settings.executor == "dask":
+        return harvest_distributed(names, settings, full=full)
+    return harvest_units(names, settings, full=full)
 
 
 async def _run(

@@ -425,6 +425,23 @@ def _check_url(value: str) -> str:
 _config_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("harvester_config", default=None)
 
 
+_URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
+
+
+def _output_target(value: Any) -> Any:
+    """A local folder as a Path (``file://`` stripped); any other ``scheme://`` URL kept as text."""
+    if isinstance(value, Path) or not isinstance(value, str):
+        return value
+    if value.startswith("file://"):
+        return Path(value[len("file://") :])
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        if not _URL_SCHEME.fullmatch(scheme):
+            raise ValueError(f"{value!r} is neither a folder nor a URL")
+        return value.rstrip("/")
+    return Path(value)
+
+
 class Settings(BaseSettings):
     """Every setting of a harvest run. Build it with :func:`load_settings` to get the layering."""
 
@@ -445,7 +462,11 @@ class Settings(BaseSettings):
         default="local", description="local = one process; dask = work units on a Dask cluster."
     )
     dask: DaskSettings = Field(default_factory=DaskSettings)
-    output: Path = Field(default=Path("data/raw"), description="Output folder; one sub-folder per source.")
+    output: Annotated[Path | str, BeforeValidator(_output_target)] = Field(
+        default=Path("data/raw"),
+        description="Output folder, one sub-folder per source; or an fsspec URL (s3://bucket/prefix), "
+        "written as create-only work units (docs/scaling.md).",
+    )
     format: Literal["json", "jsonl"] = Field(
         default="json", description="json = one file per record; jsonl = sharded part files."
     )
@@ -495,6 +516,11 @@ class Settings(BaseSettings):
         if config is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
         return tuple(sources)
+
+    @property
+    def output_url(self) -> str | None:
+        """The output when it is an object-store URL (``s3://…``), else None (a local folder)."""
+        return self.output if isinstance(self.output, str) else None
 
     def secrets(self) -> list[str]:
         """The token values in force, for redaction and for scanning output in tests."""

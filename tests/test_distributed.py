@@ -199,28 +199,57 @@ def test_cli_runs_on_dask_and_compacts_to_parquet(tmp_path: Path, monkeypatch: p
     )
 
 
-def test_object_store_url_needs_the_dask_executor(tmp_path: Path) -> None:
-    """An s3:// output with the local executor is a one-line usage error, exit 2."""
+def test_an_object_store_output_without_dask_runs_the_units_in_process(
+    tmp_path: Path, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --output s3://…` with the local executor: the same create-only units, no cluster."""
+    import s3fs
     from typer.testing import CliRunner
 
     from harvester.cli import app
 
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            "--source",
-            "ztf",
-            "--offline",
-            "--output",
-            "s3://bucket/raw",
-            "--irsa-ra",
-            "1",
-            "--irsa-dec",
-            "2",
-            "--irsa-radius",
-            "0.01",
-        ],
-    )
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem(endpoint_url=s3_url, key="test", secret="test").mkdir("raw")
+    cone = ["--irsa-ra", "210.8023", "--irsa-dec", "54.3489", "--irsa-radius", "0.05"]
+    args = ["run", "--source", "ztf", "--offline", "--output", "s3://raw/h", "--log-format", "json", *cone]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    store = ObjectStore("s3://raw/h")
+    manifests = [orjson.loads(store.get(k) or b"") for k in store.list("_units/ztf")]
+    assert len(manifests) == 1 and manifests[0]["records"] > 0
+    assert len((store.get(manifests[0]["data"]) or b"").splitlines()) == manifests[0]["records"]
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("nope://bucket/raw", "output nope://bucket/raw: Protocol not known: nope"),
+        ("gcs://bucket/raw", "output gcs://bucket/raw: Please install gcsfs"),
+        ("1bad://x", "is neither a folder nor a URL"),
+    ],
+)
+def test_a_bad_output_url_is_a_one_line_usage_error(output: str, message: str) -> None:
+    """An unknown scheme or a missing fsspec backend: one line naming the output, exit 2."""
+    from typer.testing import CliRunner
+
+    from harvester.cli import app
+
+    cone = ["--irsa-ra", "1", "--irsa-dec", "2", "--irsa-radius", "0.01"]
+    result = CliRunner().invoke(app, ["run", "--source", "ztf", "--offline", "--output", output, *cone])
     assert result.exit_code == 2
-    assert "object-store URLs need --executor dask" in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_the_notebook_api_refuses_an_object_store_output() -> None:
+    """harvest() writes folders; an s3:// output points the user at the work-unit runners."""
+    from harvester.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="object-store outputs are written as work units"):
+        await harvester.harvest("ztf", offline=True, output="s3://bucket/raw")

@@ -41,6 +41,7 @@ import anyio
 import orjson
 import structlog
 
+from harvester._limiter import LimiterRegistry
 from harvester.distributed.limiter import DaskLimiterRegistry, pause_variable_name
 from harvester.distributed.objectstore import ObjectStore
 from harvester.distributed.units import Unit, plan_units, unit_settings
@@ -57,8 +58,10 @@ __all__ = [
     "UnitTask",
     "data_key",
     "harvest_distributed",
+    "harvest_units",
     "manifest_key",
     "run_unit",
+    "run_unit_async",
 ]
 
 log = structlog.get_logger("harvester.distributed")
@@ -107,61 +110,85 @@ def _namespace(source: str, output: str, sample: bool) -> str:
 
 
 def run_unit(task: UnitTask) -> dict[str, Any]:
-    """Harvest one unit on a worker; return its manifest (also written to the output)."""
+    """Harvest one unit on a Dask worker, under the cluster-wide budgets; return its manifest."""
+    return anyio.run(run_unit_async, task, DaskLimiterRegistry(task.budgets))
+
+
+async def run_unit_async(task: UnitTask, limiters: LimiterRegistry) -> dict[str, Any]:
+    """Harvest one unit under ``limiters``; return its manifest (also written to the output)."""
     store = ObjectStore(task.output)
     unit = task.unit
-    mkey = manifest_key(unit, task.run_id)
-    done = store.get(mkey)
+    done = await anyio.to_thread.run_sync(store.get, manifest_key(unit, task.run_id))
     if done is not None:  # an earlier attempt, or the interrupted run being resumed, committed it
         manifest: dict[str, Any] = orjson.loads(done)
         return manifest
-    staging = Path(tempfile.mkdtemp(prefix=f"harvester-unit-{unit.unit_id}-"))
+    staging = Path(await anyio.to_thread.run_sync(_staging_folder))
     try:
         settings = unit_settings(unit, task.settings, staging)
         scope = f"{unit.source}@sample" if settings.offline else unit.source
-        namespace = f"{scope}|{Path(settings.output).resolve()}"  # as api.harvest's SourceState names it
-        report, marks = anyio.run(_harvest_unit, task, settings, namespace)
-        source_report = report.sources[unit.source]
-        lines = _sorted_lines(unit.source, Path(settings.output) / unit.source)
-        if not lines and source_report.targets_ok == 0 and source_report.errors:
-            causes = "; ".join(f"{e.target}: {e.cause}" for e in source_report.errors[:3])
-            raise UnitFailed(f"unit {unit.unit_id}: every target failed ({causes})")
-        history = unit_history(store, unit, task.run_id)
-        fetched = len(lines)
-        lines = [kv for kv in lines if kv[0] not in history]
-        dkey = data_key(unit, task.run_id)
-        body = b"".join(line for _, line in lines)
-        if not store.put_new(dkey, body):
-            # An attempt that died before its manifest wrote the data: that object is complete
-            # (create-only, single write), so describe it instead of writing another one.
-            body = store.get(dkey) or b""
-            lines = [(_key_of(unit.source, raw), raw + b"\n") for raw in body.splitlines() if raw]
-        manifest = {
-            "source": unit.source,
-            "unit": unit.unit_id,
-            "unit_key": unit.key,
-            "run_id": task.run_id,
-            "data": dkey,
-            "records": len(lines),
-            "already_committed": fetched - len(lines),
-            "sha256": hashlib.sha256(body).hexdigest(),
-            "keys": [list(k) for k, _ in lines],
-            "watermarks": marks,
-            "targets": source_report.targets,
-            "targets_ok": source_report.targets_ok,
-            "requests": source_report.requests,
-            "retries": source_report.retries,
-            "duplicates": source_report.duplicates,
-            "errors": [
-                {"target": e.target, "cause": e.cause, "transient": e.transient} for e in source_report.errors
-            ],
-            "worker_pid": os.getpid(),
-        }
-        if not store.put_new(mkey, orjson.dumps(manifest)):
-            manifest = orjson.loads(store.get(mkey) or b"{}")
-        return manifest
+        namespace = f"{scope}|{settings.output}"  # as api.harvest's SourceState names it (resolved)
+        async with StateStore(settings.state.path) as scratch:
+            if task.watermarks:
+                await scratch.advance_watermarks(namespace, task.watermarks, "snapshot")
+            from harvester import api
+
+            report = await api.harvest(unit.source, settings=settings, limiters=limiters)
+            marks = await scratch.watermarks(namespace)
+        return await anyio.to_thread.run_sync(_write_unit, task, store, settings, report, marks)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))
+
+
+def _staging_folder() -> str:
+    return os.path.realpath(tempfile.mkdtemp(prefix="harvester-unit-"))
+
+
+def _write_unit(
+    task: UnitTask, store: ObjectStore, settings: Settings, report: RunReport, marks: dict[str, float]
+) -> dict[str, Any]:
+    """Write the unit's new records, then its manifest, create-only (blocking: a worker thread)."""
+    unit = task.unit
+    source_report = report.sources[unit.source]
+    lines = _sorted_lines(unit.source, Path(settings.output) / unit.source)
+    if not lines and source_report.targets_ok == 0 and source_report.errors:
+        causes = "; ".join(f"{e.target}: {e.cause}" for e in source_report.errors[:3])
+        raise UnitFailed(f"unit {unit.unit_id}: every target failed ({causes})")
+    history = unit_history(store, unit, task.run_id)
+    fetched = len(lines)
+    lines = [kv for kv in lines if kv[0] not in history]
+    dkey = data_key(unit, task.run_id)
+    body = b"".join(line for _, line in lines)
+    if not store.put_new(dkey, body):
+        # An attempt that died before its manifest wrote the data: that object is complete
+        # (create-only, single write), so describe it instead of writing another one.
+        body = store.get(dkey) or b""
+        lines = [(_key_of(unit.source, raw), raw + b"\n") for raw in body.splitlines() if raw]
+    manifest = {
+        "source": unit.source,
+        "unit": unit.unit_id,
+        "unit_key": unit.key,
+        "run_id": task.run_id,
+        "data": dkey,
+        "records": len(lines),
+        "already_committed": fetched - len(lines),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "keys": [list(k) for k, _ in lines],
+        "watermarks": marks,
+        "targets": source_report.targets,
+        "targets_ok": source_report.targets_ok,
+        "requests": source_report.requests,
+        "retries": source_report.retries,
+        "duplicates": source_report.duplicates,
+        "errors": [
+            {"target": e.target, "cause": e.cause, "transient": e.transient} for e in source_report.errors
+        ],
+        "worker_pid": os.getpid(),
+    }
+    mkey = manifest_key(unit, task.run_id)
+    if not store.put_new(mkey, orjson.dumps(manifest)):
+        committed: dict[str, Any] = orjson.loads(store.get(mkey) or b"{}")
+        return committed
+    return manifest
 
 
 def unit_history(store: ObjectStore, unit: Unit, run_id: str) -> set[Key]:
@@ -190,21 +217,6 @@ def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
             lines.append((key, orjson.dumps(data) + b"\n"))
     lines.sort(key=lambda kv: kv[0])
     return lines
-
-
-async def _harvest_unit(
-    task: UnitTask, settings: Settings, namespace: str
-) -> tuple[RunReport, dict[str, float]]:
-    from harvester import api
-
-    source = task.unit.source
-    async with StateStore(settings.state.path) as scratch:
-        if task.watermarks:
-            await scratch.advance_watermarks(namespace, task.watermarks, "snapshot")
-        registry = DaskLimiterRegistry(task.budgets)
-        report = await api.harvest(source, settings=settings, limiters=registry)
-        marks = await scratch.watermarks(namespace)
-    return report, marks
 
 
 # --- driver ---------------------------------------------------------------------------------------
@@ -277,6 +289,7 @@ class DistributedRun:
         self.tasks: list[UnitTask] = []
         self.report = RunReport(run_id=run_id or "", started_at=datetime.now(UTC))
         self._state: StateStore | None = None
+        self._lock = anyio.Lock()
 
     @property
     def digest(self) -> str:
@@ -317,6 +330,10 @@ class DistributedRun:
 
     async def commit(self, task: UnitTask, manifest: dict[str, Any]) -> None:
         """Count a completed unit and commit its keys and watermarks to the driver's state."""
+        async with self._lock:  # units completing together: one commit at a time
+            await self._commit(task, manifest)
+
+    async def _commit(self, task: UnitTask, manifest: dict[str, Any]) -> None:
         src = self.report.sources[task.unit.source]
         keys = [tuple(k) for k in manifest["keys"]]
         src.targets += int(manifest["targets"])
@@ -443,6 +460,51 @@ async def _drive(client: Any, run: DistributedRun) -> None:
                 await run.fail(task, f"{type(exc).__name__}: {exc}")
                 continue
             await run.commit(task, manifest)
+
+
+#: Units harvested at once by the in-process engine (the host budgets bound the requests anyway).
+LOCAL_UNITS_AT_ONCE = 4
+
+
+def harvest_units(
+    names: list[str],
+    settings: Settings,
+    *,
+    output: str | None = None,
+    run_id: str | None = None,
+    full: bool = False,
+) -> RunReport:
+    """Run ``names`` as work units in this process (``executor: local`` with an object-store output).
+
+    The same units, manifests, create-only objects, history and resume as on Dask, without a
+    cluster: units run concurrently in one event loop under one local budget per host, each
+    retried like a Dask task (``UNIT_RETRIES``). Blocking; call from a thread in async code.
+    """
+    run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
+    anyio.run(_drive_local, run)
+    return run.report
+
+
+async def _drive_local(run: DistributedRun) -> None:
+    limiters = LimiterRegistry()
+    at_once = anyio.CapacityLimiter(LOCAL_UNITS_AT_ONCE)
+
+    async def one(task: UnitTask) -> None:
+        async with at_once:
+            cause = ""
+            for _attempt in range(1 + UNIT_RETRIES):
+                try:
+                    manifest = await run_unit_async(task, limiters)
+                except (HarvesterError, OSError) as exc:
+                    cause = f"{type(exc).__name__}: {exc}"
+                    continue
+                await run.commit(task, manifest)
+                return
+            await run.fail(task, cause)
+
+    async with run, anyio.create_task_group() as tg:
+        for task in run.tasks:
+            tg.start_soon(one, task)
 
 
 def _next(pending: Any) -> Any:

@@ -18,7 +18,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from harvester.errors import OutputError
+from harvester.errors import ConfigError, OutputError
 from harvester.pipeline.writers import _create_once
 
 __all__ = ["ObjectStore", "is_url"]
@@ -44,7 +44,10 @@ class ObjectStore:
             import fsspec
 
             protocol, path = text.split("://", 1)
-            self._fs = fsspec.filesystem(protocol, **self._options)
+            try:
+                self._fs = fsspec.filesystem(protocol, **self._options)
+            except (ImportError, ValueError) as exc:  # no backend installed, or an unknown protocol
+                raise ConfigError(f"output {text}: {exc}") from None
             self._root = f"{protocol}://{path.rstrip('/')}"
 
     def __reduce__(self) -> tuple[Any, ...]:
