@@ -51,3 +51,20 @@ def s3_url() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The S3 look-alike as the default endpoint, with test credentials, for this process and the
+    worker processes it starts; its URL."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_url,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec reuses filesystems made for an earlier endpoint
+    return s3_url

@@ -199,23 +199,14 @@ def test_cli_runs_on_dask_and_compacts_to_parquet(tmp_path: Path, monkeypatch: p
     )
 
 
-def test_an_object_store_output_without_dask_runs_the_units_in_process(
-    tmp_path: Path, s3_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_object_store_output_without_dask_runs_the_units_in_process(tmp_path: Path, s3_env: str) -> None:
     """`run --output s3://…` with the local executor: the same create-only units, no cluster."""
     import s3fs
     from typer.testing import CliRunner
 
     from harvester.cli import app
 
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem(endpoint_url=s3_url, key="test", secret="test").mkdir("raw")
+    s3fs.S3FileSystem(endpoint_url=s3_env, key="test", secret="test").mkdir("raw")
     cone = ["--irsa-ra", "210.8023", "--irsa-dec", "54.3489", "--irsa-radius", "0.05"]
     args = ["run", "--source", "ztf", "--offline", "--output", "s3://raw/h", "--log-format", "json", *cone]
     result = CliRunner().invoke(app, args)

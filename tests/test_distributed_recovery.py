@@ -200,20 +200,11 @@ def test_the_driver_killed_mid_run_resumes_its_run_and_writes_each_record_once(t
     assert committed_keys == len(records)
 
 
-def test_a_dask_harvest_into_s3_is_complete_and_create_only(
-    tmp_path: Path, s3_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_dask_harvest_into_s3_is_complete_and_create_only(tmp_path: Path, s3_env: str) -> None:
     """A whole run into a bucket of the S3 look-alike: the local run's records; a rerun adds no object."""
     import s3fs
 
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_url,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)  # the workers (started below) inherit the credentials
-    s3fs.S3FileSystem(endpoint_url=s3_url, key="test", secret="test").mkdir("harvest")
+    s3fs.S3FileSystem(endpoint_url=s3_env, key="test", secret="test").mkdir("harvest")
     archive = FakeArchive(rate_limit_rps=RATE, latency_s=0.02)
     with (
         running_server(archive) as url,
