@@ -219,13 +219,24 @@ def run(
     raise typer.Exit(report.exit_code)
 
 
+def _require_units(settings: Settings) -> None:
+    """Work units need the dask extra (and an fsspec backend for the output's scheme)."""
+    why = "--executor dask" if settings.executor == "dask" else f"output {settings.output_url}"
+    try:
+        from harvester.distributed.objectstore import ObjectStore
+
+        if settings.executor == "dask":
+            import distributed  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"{why} needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
+    ObjectStore(settings.output_url or settings.output)
+
+
 def _run_units(names: list[str], settings: Settings, full: bool) -> RunReport:
     """Work units: on Dask (``executor: dask``), or in this process for an object-store output."""
-    try:
-        from harvester.distributed.executor import harvest_distributed, harvest_units
-    except ImportError as exc:
-        why = "--executor dask" if settings.executor == "dask" else f"output {settings.output_url}"
-        raise ConfigError(f"{why} needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
+    _require_units(settings)
+    from harvester.distributed.executor import harvest_distributed, harvest_units
+
     if settings.executor == "dask":
         return harvest_distributed(names, settings, full=full)
     return harvest_units(names, settings, full=full)
@@ -261,7 +272,10 @@ def daemon(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz.")
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Output folder or an fsspec URL (s3://bucket/prefix)."),
+    ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Sweep the built-in sample archive.")] = False,
     log_format: Annotated[
         LogFormat | None, typer.Option("--log-format", help="auto, console or json.")
@@ -277,6 +291,11 @@ def daemon(
     if schedule:
         overrides["daemon"] = schedule
     settings, names = _settings_or_exit(config, overrides, source.value)
+    if settings.executor == "dask" or settings.output_url is not None:
+        try:
+            _require_units(settings)
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
     runner = Daemon(settings, names, once=once, metrics_port=metrics_port)
     raise typer.Exit(anyio.run(runner.run))

@@ -147,6 +147,9 @@ class Daemon:
         self.sweeps = 0
         self.started = time.time()
         self.metrics_bound: int | None = None
+        #: work units (executor: dask, or an object-store output) instead of the in-process pipeline
+        self.units = settings.executor == "dask" or settings.output_url is not None
+        self._dask: tuple[Any, Any] | None = None  # (client, cluster): one for the daemon's life
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -175,6 +178,8 @@ class Daemon:
                     await self.stop.wait()
             if server is not None:
                 await anyio.to_thread.run_sync(server.shutdown)
+            with anyio.move_on_after(30):
+                await anyio.to_thread.run_sync(self._close_dask, abandon_on_cancel=True)
             tg.cancel_scope.cancel()
         log.info("daemon_stopped", sweeps=self.sweeps)
         if self.once and (last is None or not last.ok):
@@ -202,13 +207,7 @@ class Daemon:
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._cancel_after_grace, scope)
-                    report = await api.harvest(
-                        due,
-                        settings=self.settings,
-                        transport=self.transport,
-                        stop=self.stop,
-                        limiters=self.limiters,
-                    )
+                    report = await self._harvest(due)
                     tg.cancel_scope.cancel()
         except Exception as exc:  # a crash in one sweep must not end the daemon
             log.error("sweep_crashed", error=_describe(exc))
@@ -235,6 +234,32 @@ class Daemon:
             "sweep_done", sweep=self.sweeps, ok=report.ok, failed=report.failed_sources, **report.totals()
         )
         return report
+
+    async def _harvest(self, due: list[str]) -> RunReport:
+        if not self.units:
+            return await api.harvest(
+                due, settings=self.settings, transport=self.transport, stop=self.stop, limiters=self.limiters
+            )
+        # Work units block a worker thread; at shutdown the thread is abandoned after the grace
+        # period, and the next start resumes the interrupted run (nothing is written twice).
+        return await anyio.to_thread.run_sync(self._harvest_units, due, abandon_on_cancel=True)
+
+    def _harvest_units(self, due: list[str]) -> RunReport:
+        from harvester.distributed.executor import dask_client, harvest_distributed, harvest_units
+
+        if self.settings.executor != "dask":
+            return harvest_units(due, self.settings)
+        if self._dask is None:
+            self._dask = dask_client(self.settings)
+        return harvest_distributed(due, self.settings, client=self._dask[0])
+
+    def _close_dask(self) -> None:
+        if self._dask is not None:
+            client, cluster = self._dask
+            self._dask = None
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
     async def _cancel_after_grace(self, scope: anyio.CancelScope) -> None:
         await self.stop.wait()

@@ -244,3 +244,31 @@ async def test_the_notebook_api_refuses_an_object_store_output() -> None:
 
     with pytest.raises(ConfigError, match="object-store outputs are written as work units"):
         await harvester.harvest("ztf", offline=True, output="s3://bucket/raw")
+
+
+async def test_the_daemon_sweeps_in_work_units_on_one_cluster(tmp_path: Path) -> None:
+    """executor: dask under the daemon: each sweep runs units on the daemon's one LocalCluster."""
+    from harvester.daemon import Daemon
+
+    settings = load_settings(
+        None,
+        executor="dask",
+        dask={"workers": 2},
+        offline=True,
+        output=tmp_path / "out",
+        state={"path": str(tmp_path / "state.db")},
+        daemon={"interval": "1s", "jitter": "0s"},
+        data_sources={"ztf": {"irsa": {"cone_search": {"ra": 210.8023, "dec": 54.3489, "radius": 0.05}}}},
+    )
+    daemon = Daemon(settings, ["ztf"], once=True)
+    assert daemon.units
+    assert await daemon.run() == 0
+    first = ObjectStore(str(tmp_path / "out")).list("_units/ztf")
+    assert len(first) == 1 and daemon._dask is None  # the cluster is closed when the daemon stops
+    again = Daemon(settings, ["ztf"], once=True)
+    assert await again.run() == 0
+    manifests = [
+        orjson.loads((tmp_path / "out" / k).read_bytes())
+        for k in ObjectStore(str(tmp_path / "out")).list("_units/ztf")
+    ]
+    assert len(manifests) == 2 and sum(m["records"] for m in manifests) == manifests[0]["records"] > 0

@@ -56,6 +56,7 @@ __all__ = [
     "DistributedRun",
     "UnitFailed",
     "UnitTask",
+    "dask_client",
     "data_key",
     "harvest_distributed",
     "harvest_units",
@@ -390,7 +391,7 @@ class DistributedRun:
             self._state = None
 
 
-def _client(settings: Settings) -> tuple[Any, Any]:
+def dask_client(settings: Settings) -> tuple[Any, Any]:
     """(client, cluster or None): the configured scheduler, or a LocalCluster sized to the machine."""
     import dask
     from distributed import Client, LocalCluster
@@ -428,7 +429,7 @@ def harvest_distributed(
     :param full: ignore the watermarks (records already committed are still not written again).
     """
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
-    own, cluster = (client, None) if client is not None else _client(settings)
+    own, cluster = (client, None) if client is not None else dask_client(settings)
     try:
         reset_pauses(own, run.budgets)
         anyio.run(_drive, own, run)
