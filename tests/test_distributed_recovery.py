@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import dask
 import orjson
 import pytest
@@ -249,3 +250,31 @@ def test_a_later_run_writes_only_the_new_epochs(tmp_path: Path) -> None:
     # the provenance URLs differ (the second run's queries carry TIME), the records do not
     assert comparable(without_provenance(records)) == comparable(without_provenance(reference))
     assert len(records) == first.sources["ztf"].written + new.written
+
+
+async def test_a_unit_failing_every_attempt_is_reported_and_recorded(tmp_path: Path) -> None:
+    """IRSA answers 503 for one cell's cones: that unit is retried, then reported and recorded as
+    failing (for `harvester status`); the other units commit; the run's status is failed."""
+    from harvester.distributed.executor import UNIT_RETRIES, harvest_units
+    from harvester.state import StateStore
+
+    archive = FakeArchive(latency_s=0.0)
+    with running_server(archive) as url:
+        settings = ztf_settings(url, tmp_path)
+        settings.data_sources.ztf.retries.attempts = 0
+        units = plan_units("ztf", settings)
+        doomed = units[0]
+        for cone in doomed.targets:
+            archive.add_fault(Fault(match=str(cone["ra"]), kind="status", status=503))
+        report = await anyio.to_thread.run_sync(harvest_units, ["ztf"], settings)
+    src = report.sources["ztf"]
+    assert not report.ok and [e.target for e in src.errors] == [f"unit {doomed.unit_id}"]
+    assert "every target failed" in src.errors[0].cause and "503" in src.errors[0].cause
+    doomed_requests = [e for e in archive.requests if e.status == 503]
+    assert len(doomed_requests) == (1 + UNIT_RETRIES) * len(doomed.targets)
+    assert len(ObjectStore(str(tmp_path / "out")).list("_units/ztf")) == len(units) - 1
+    async with StateStore(tmp_path / "state.db") as state:
+        failing = await state.failing_targets()
+        (run,) = await state.last_runs(1)
+    assert [(f["source"], f["target"]) for f in failing] == [("ztf", f"unit {doomed.unit_id}")]
+    assert run["status"] == "failed" and run["run_id"] == report.run_id
