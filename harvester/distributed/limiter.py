@@ -5,7 +5,7 @@ Three objects held by the Dask scheduler, per host:
 - ``Semaphore(max_leases=max_concurrency, name=f"harvester-{host}")``: a lease per request in
   flight, across all workers;
 - ``Semaphore(max_leases=R, name=f"harvester-rate-{host}")`` with ``R = max(1, floor(rps))``: a
-  lease per request *start*, released ``hold = max(1, R / rps)`` seconds (plus a few ms) after
+  lease per request *start*, released ``hold = max(1, R / rps)`` seconds (plus 50 ms) after
   the start, never earlier. Every start of the last ``hold`` seconds still holds its lease, so no
   window shorter than ``hold`` (≥ 1 s) ever sees more than ``R ≤ rps`` starts, whatever the number
   of workers; waiters are woken by the scheduler as soon as a lease comes back, which keeps the
@@ -39,7 +39,7 @@ from harvester._limiter import Limiter, LimiterRegistry, LimiterStats
 __all__ = ["DaskHostLimiter", "DaskLimiterRegistry", "pause_variable_name"]
 
 _POLL_S = 1.0  # longest single blocking call to the scheduler
-_HOLD_MARGIN_S = 0.01  # loopback/scheduler jitter between our clock and the archive's
+_HOLD_MARGIN_S = 0.05  # transit jitter between a lease and the archive's clock (seen: 7-20 ms loaded)
 
 
 log = structlog.get_logger("harvester.distributed")
