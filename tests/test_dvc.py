@@ -168,3 +168,31 @@ def test_pipeline_defaults_to_the_real_archives() -> None:
     """params.yaml ships with the offline switch off: a plain `dvc repro` harvests the real archives."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert params["ingest"]["all"] == {"offline": False}
+
+
+def _documented_unit_stages() -> dict[str, Any]:
+    """The dvc.yaml stages that docs/operations-dvc.md tells users to add for a distributed harvest."""
+    text = (REPO / "docs" / "operations-dvc.md").read_text()
+    section = text.split("## Distributed harvests", 1)[1]
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    stages: dict[str, Any] = yaml.safe_load(block)["stages"]
+    return stages
+
+
+def test_documented_dask_stages_track_the_compacted_parquet(repro: Repro) -> None:
+    """The documented unit + compact stages, added to dvc.yaml: `dvc repro compact_ztf` harvests in work
+    units on a local cluster, compacts them, and DVC records the Parquet (one file) in dvc.lock."""
+    import pyarrow.parquet as pq
+
+    pipeline = yaml.safe_load((repro.root / "dvc.yaml").read_text())
+    pipeline["stages"].update(_documented_unit_stages())
+    (repro.root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    env = {**repro.env, "HARVESTER_DASK__WORKERS": "2"}
+    _run(["uv", "run", "dvc", "repro", "compact_ztf"], repro.root, env)
+    lock = yaml.safe_load((repro.root / "dvc.lock").read_text())["stages"]
+    (out,) = lock["compact_ztf"]["outs"]
+    assert out["path"] == "data/processed/ztf.parquet" and out["md5"]
+    table = pq.read_table(repro.root / "data" / "processed" / "ztf.parquet")
+    keys = set(zip(table["object_id"].to_pylist(), table["mjd"].to_pylist(), strict=True))
+    assert table.num_rows == len(keys) > 0
+    assert "up to date" in _run(["uv", "run", "dvc", "status", "compact_ztf"], repro.root, env)
