@@ -218,6 +218,22 @@ class StateStore:
         )
         return str(row[0]) if row else None
 
+    async def interrupt_unfinished(self, digest_prefix: str, finished_at: str) -> list[str]:
+        """Close every unfinished run whose digest starts with ``digest_prefix`` as ``interrupted``."""
+
+        def close() -> list[str]:
+            rows = self.conn.execute(
+                "SELECT run_id FROM runs WHERE finished_at IS NULL AND substr(settings_digest, 1, ?) = ?",
+                (len(digest_prefix), digest_prefix),
+            ).fetchall()
+            self._write(
+                "UPDATE runs SET finished_at = ?, status = 'interrupted' WHERE run_id = ?",
+                [(finished_at, r[0]) for r in rows],
+            )
+            return [str(r[0]) for r in rows]
+
+        return await self._run(close)
+
     async def finish_run(self, run_id: str, finished_at: str, status: str, report: dict[str, Any]) -> None:
         await self._run(
             self._write,

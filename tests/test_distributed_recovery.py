@@ -108,8 +108,8 @@ def _worker_running(client: Client, key: str, for_s: float, timeout: float = 60.
 def test_a_worker_killed_mid_unit_loses_and_duplicates_nothing(tmp_path: Path, quick_leases: None) -> None:
     """SIGKILL a worker in the middle of a unit: Dask reruns the unit; the output is the local run's, once.
 
-    One cone of the victim unit answers after 4 s of silence (once), so the unit is surely mid-way
-    when its worker dies half a second after starting it.
+    One cone of the victim unit answers after 4 s of silence (once); the worker dies while that
+    request is in flight, so the unit is surely mid-way.
     """
     slow_cone = TARGETS[4]
     archive = FakeArchive(rate_limit_rps=RATE, latency_s=0.02)
@@ -131,7 +131,10 @@ def test_a_worker_killed_mid_unit_loses_and_duplicates_nothing(tmp_path: Path, q
 
         driver = threading.Thread(target=drive)
         driver.start()
-        victim = _worker_running(client, f"harvester-unit-ztf-{victim_unit.key}-{run_id}", for_s=0.5)
+        deadline = time.monotonic() + 60
+        while slow.hits < 1 and time.monotonic() < deadline:  # the victim unit's slow cone is in flight
+            time.sleep(0.02)
+        victim = _worker_running(client, f"harvester-unit-ztf-{victim_unit.key}-{run_id}", for_s=0.0)
         pid = client.run(os.getpid, workers=[victim])[victim]
         os.kill(pid, signal.SIGKILL)
         driver.join(timeout=180)
@@ -278,3 +281,75 @@ async def test_a_unit_failing_every_attempt_is_reported_and_recorded(tmp_path: P
         (run,) = await state.last_runs(1)
     assert [(f["source"], f["target"]) for f in failing] == [("ztf", f"unit {doomed.unit_id}")]
     assert run["status"] == "failed" and run["run_id"] == report.run_id
+
+
+def _cell_mates(settings: Any) -> list[dict[str, Any]]:
+    """A new cone in the first unit's sky cell, near (not on) one it already has."""
+    first = plan_units("ztf", settings)[0].targets[0]
+    return [{"ra": first["ra"] + 0.003, "dec": first["dec"] + 0.001, "radius": 0.02}]
+
+
+async def test_a_changed_unit_in_the_same_run_does_not_write_its_cell_again(tmp_path: Path) -> None:
+    """The same run id with changed targets in a cell (a new digest): the cell's committed
+    manifest is still its history, so the overlapping records are not written twice."""
+    from harvester.distributed.executor import harvest_units
+
+    archive = FakeArchive(latency_s=0.0)
+    with running_server(archive) as url:
+        settings = ztf_settings(url, tmp_path)
+        first = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings, run_id="r1"))
+        changed = ztf_settings(url, tmp_path)
+        changed.data_sources.ztf.irsa.targets.extend(
+            type(changed.data_sources.ztf.irsa.targets[0]).model_validate(c) for c in _cell_mates(settings)
+        )
+        second = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], changed, run_id="r1"))
+    assert first.ok and second.ok and second.sources["ztf"].already_present > 0
+    committed_output(str(tmp_path / "out"))  # raises on any duplicate
+
+
+async def test_an_unfinished_run_with_other_units_is_closed_not_resumed(tmp_path: Path) -> None:
+    """A driver died mid-run; the targets changed since: the next run starts afresh and the old
+    run is closed as interrupted (its committed units stay valid)."""
+    from harvester.distributed.executor import DistributedRun
+    from harvester.state import StateStore
+
+    archive = FakeArchive(latency_s=0.0)
+    with running_server(archive) as url:
+        settings = ztf_settings(url, tmp_path)
+        with pytest.raises(RuntimeError):
+            async with DistributedRun(["ztf"], settings) as dead:
+                raise RuntimeError("the driver dies")
+        changed = ztf_settings(url, tmp_path)
+        changed.data_sources.ztf.irsa.targets.pop()
+        async with DistributedRun(["ztf"], changed) as fresh:
+            pass
+        async with DistributedRun(["ztf"], changed) as again:
+            pass
+    async with StateStore(tmp_path / "state.db") as state:
+        runs = {r["run_id"]: r["status"] for r in await state.last_runs(5)}
+    assert not fresh.resumed and fresh.run_id != dead.run_id and not again.resumed
+    assert runs[dead.run_id] == "interrupted" and runs[fresh.run_id] == "ok"
+
+
+async def test_an_adopted_data_object_does_not_advance_the_watermarks(tmp_path: Path) -> None:
+    """Attempts died after writing their data objects, before their manifests; the driver's state
+    is lost; new epochs arrive; the run is retried. The retry adopts the old objects and keeps the
+    watermarks where they were, so the next run still collects every epoch: nothing is lost."""
+    from harvester.distributed.executor import harvest_units
+
+    archive = FakeArchive(latency_s=0.0, now_mjd=60400.0)
+    out = tmp_path / "out"
+    with running_server(archive) as url:
+        settings = ztf_settings(url, tmp_path)
+        await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings, run_id="r1"))
+        for manifest in (out / "_units").rglob("*.json"):
+            manifest.unlink()  # the attempts died before their commit markers
+        archive.now_mjd = 60600.0
+        lost_state = ztf_settings(url, tmp_path)
+        lost_state.state.path = tmp_path / "fresh.db"
+        retried = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], lost_state, run_id="r1"))
+        later = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], lost_state))
+        reference = await anyio.to_thread.run_sync(local_records, url, tmp_path)
+    assert retried.ok and later.ok and later.sources["ztf"].written > 0
+    records = committed_output(str(out))
+    assert comparable(without_provenance(records)) == comparable(without_provenance(reference))

@@ -44,7 +44,7 @@ import structlog
 from harvester._limiter import LimiterRegistry
 from harvester.distributed.limiter import DaskLimiterRegistry, pause_variable_name
 from harvester.distributed.objectstore import ObjectStore
-from harvester.distributed.units import Unit, plan_units, unit_settings
+from harvester.distributed.units import Unit, plan_units, unit_settings, without_targets
 from harvester.errors import ConfigError, HarvesterError
 from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 from harvester.pipeline.writers import iter_jsonl_records
@@ -71,6 +71,7 @@ UNIT_RETRIES = 2
 _LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim a held lease
 
 Key = tuple[str, ...]
+_DIGEST_PREFIX = "dask:"
 
 
 class UnitFailed(HarvesterError):
@@ -161,9 +162,13 @@ def _write_unit(
     body = b"".join(line for _, line in lines)
     if not store.put_new(dkey, body):
         # An attempt that died before its manifest wrote the data: that object is complete
-        # (create-only, single write), so describe it instead of writing another one.
+        # (create-only, single write), so describe it instead of writing another one. What this
+        # attempt fetched beyond it is not written, so the watermarks stay at the snapshot: the
+        # next run asks again, and the history drops what the object already holds.
         body = store.get(dkey) or b""
         lines = [(_key_of(unit.source, raw), raw + b"\n") for raw in body.splitlines() if raw]
+        marks = {wkey: value for wkey, (_, value) in task.watermarks.items()}
+        fetched = len(lines)
     manifest = {
         "source": unit.source,
         "unit": unit.unit_id,
@@ -193,10 +198,12 @@ def _write_unit(
 
 
 def unit_history(store: ObjectStore, unit: Unit, run_id: str) -> set[Key]:
-    """The keys committed by every other run of this unit id (its manifests): never written again."""
+    """The keys committed by every other manifest of this unit id (any run, any digest — the same
+    cell with other targets included): never written again."""
     keys: set[Key] = set()
+    own = manifest_key(unit, run_id)
     for mkey in store.list(f"_units/{unit.source}/{unit.unit_id}"):
-        if mkey.rsplit("/", 1)[-1].startswith(f"{run_id}-"):
+        if mkey == own:
             continue
         body = store.get(mkey)
         if body:
@@ -287,6 +294,8 @@ class DistributedRun:
         self.resumed = False
         self.budgets = _budgets(names, settings)
         self.units = {name: plan_units(name, settings) for name in names}
+        #: what each task carries: the settings without the target lists the units already hold
+        self.unit_base = without_targets(settings, self.units)
         self.tasks: list[UnitTask] = []
         self.report = RunReport(run_id=run_id or "", started_at=datetime.now(UTC))
         self._state: StateStore | None = None
@@ -294,7 +303,11 @@ class DistributedRun:
 
     @property
     def digest(self) -> str:
-        return f"dask:{self.output}"
+        """Names the output and the planned units: only the same plan resumes an unfinished run."""
+        plan = hashlib.sha256(
+            "\n".join(u.key for planned in self.units.values() for u in planned).encode()
+        ).hexdigest()[:16]
+        return f"{_DIGEST_PREFIX}{self.output}|{plan}"
 
     async def __aenter__(self) -> DistributedRun:
         settings = self.settings
@@ -312,6 +325,12 @@ class DistributedRun:
         if self.run_id is None and state is not None:
             self.run_id = await state.unfinished_run(self.digest)
             self.resumed = self.run_id is not None
+            if not self.resumed:
+                # unfinished runs of this output with another plan (targets changed): closed as
+                # interrupted; their committed units stay valid and feed every unit's history
+                prefix = f"{_DIGEST_PREFIX}{self.output}|"
+                for stale in await state.interrupt_unfinished(prefix, datetime.now(UTC).isoformat()):
+                    log.warning("unfinished_run_not_resumed", run_id=stale, reason="planned units changed")
         if self.run_id is None:
             self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.report.run_id = self.run_id
@@ -324,9 +343,9 @@ class DistributedRun:
             namespace = _namespace(name, self.output, self.settings.offline)
             snapshot = await state.watermarks(namespace) if state is not None and not self.full else {}
             for unit in planned:
-                wanted = _unit_watermark_keys(unit, self.settings) if snapshot else set()
+                wanted = _unit_watermark_keys(unit, self.unit_base) if snapshot else set()
                 marks = {k: (k, v) for k, v in snapshot.items() if k in wanted}
-                task = UnitTask(unit, self.settings, self.output, self.run_id, self.budgets, marks)
+                task = UnitTask(unit, self.unit_base, self.output, self.run_id, self.budgets, marks)
                 self.tasks.append(task)
 
     async def commit(self, task: UnitTask, manifest: dict[str, Any]) -> None:

@@ -2,9 +2,9 @@
 
 Three objects held by the Dask scheduler, per host:
 
-- ``Semaphore(max_leases=max_concurrency, name=f"harvester-{host}")``: a lease per request in
-  flight, across all workers;
-- ``Semaphore(max_leases=R, name=f"harvester-rate-{host}")`` with ``R = max(1, floor(rps))``: a
+- ``Semaphore(max_leases=max_concurrency, name=f"harvester-{host}-c{max_concurrency}")``: a lease
+  per request in flight, across all workers;
+- ``Semaphore(max_leases=R, name=f"harvester-rate-{host}-r{R}-h{hold}")`` with ``R = max(1, floor(rps))``: a
   lease per request *start*, released ``hold = max(1, R / rps)`` seconds (plus 50 ms) after
   the start, never earlier. Every start of the last ``hold`` seconds still holds its lease, so no
   window shorter than ``hold`` (≥ 1 s) ever sees more than ``R ≤ rps`` starts, whatever the number
@@ -108,7 +108,14 @@ class DaskHostLimiter:
         self.max_concurrency = max_concurrency
         self.stats = LimiterStats()
         leases, self.hold_s = rate_leases(requests_per_second)
-        names = (f"harvester-{host}", f"harvester-rate-{host}", pause_variable_name(host))
+        # the sizes are part of the names: a run with another budget for the host (changed
+        # settings on a long-lived cluster) gets its own semaphores instead of the scheduler
+        # refusing "inconsistent max leases" or workers silently keeping the old sizes
+        names = (
+            f"harvester-{host}-c{max_concurrency}",
+            f"harvester-rate-{host}-r{leases}-h{self.hold_s:.3f}",
+            pause_variable_name(host),
+        )
         self._inflight = _shared(names[0], lambda: Semaphore(max_leases=max_concurrency, name=names[0]))
         self._starts = _shared(names[1], lambda: Semaphore(max_leases=leases, name=names[1]))
         self._pause = _shared(names[2], lambda: Variable(names[2]))

@@ -26,7 +26,7 @@ from typing import Any
 from harvester.settings import ConeSearch, Settings
 from harvester.sources.tess import read_tic_file
 
-__all__ = ["Unit", "plan_units", "sky_cell", "tic_bucket", "unit_settings"]
+__all__ = ["Unit", "plan_units", "sky_cell", "tic_bucket", "unit_settings", "without_targets"]
 
 DEFAULT_CELL_DEG = 1.0
 DEFAULT_TIC_BUCKETS = 64
@@ -111,6 +111,35 @@ def plan_units(
     return [Unit(source, f"b{b:04d}", tuple(buckets[b])) for b in sorted(buckets)]
 
 
+def without_targets(settings: Settings, units: dict[str, list[Unit]]) -> Settings:
+    """``settings`` without the target lists of sources whose units carry their own targets.
+
+    Every unit task carries its settings to a worker: with 10^5 inline cones, each task would
+    otherwise carry (and each unit copy) the whole list.
+    """
+    copy = settings.model_copy(deep=False)
+    data_sources = settings.data_sources.model_copy(deep=False)
+    copy.data_sources = data_sources
+    cones: dict[str, Any] = {"cone_search": None, "targets": [], "targets_file": None}
+    for source, planned in units.items():
+        if not planned or not all(u.targets for u in planned):
+            continue  # a whole-query unit needs the configured query as it is
+        if source == "ztf":
+            ztf = data_sources.ztf.model_copy(deep=False)
+            ztf.irsa = ztf.irsa.model_copy(update=cones)
+            data_sources.ztf = ztf
+        elif source == "mast":
+            mast = data_sources.mast.model_copy(deep=False)
+            mast.query = mast.query.model_copy(update=cones)
+            data_sources.mast = mast
+        else:
+            tess = data_sources.tess.model_copy(deep=False)
+            tics: dict[str, Any] = {"target_name": None, "tic_ids": [], "targets_file": None}
+            tess.query = tess.query.model_copy(update=tics)
+            data_sources.tess = tess
+    return copy
+
+
 def unit_settings(unit: Unit, settings: Settings, staging: Path) -> Settings:
     """``settings`` narrowed to the unit's targets, writing jsonl into ``staging`` with scratch state."""
     copy = settings.model_copy(deep=True)
@@ -118,6 +147,7 @@ def unit_settings(unit: Unit, settings: Settings, staging: Path) -> Settings:
     copy.output = staging / "out"
     copy.format = "jsonl"
     copy.limit = None
+    copy.fallback_to_sample = False  # a failing unit is retried and reported, never filled with samples
     copy.state.enabled = True  # a throwaway store in the staging folder: carries watermarks only
     copy.state.path = staging / "scratch-state.db"
     if unit.targets:
