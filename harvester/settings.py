@@ -400,6 +400,11 @@ class DaskSettings(_Model):
     workers: int | None = Field(
         default=None, ge=1, le=1024, description="LocalCluster worker processes; unset = CPU cores."
     )
+    shared_filesystem: bool = Field(
+        default=False,
+        description="With an address: the local output folder is a mount every worker shares "
+        "(otherwise a remote cluster needs a URL output such as s3://…).",
+    )
 
 
 class DataSources(_Model):

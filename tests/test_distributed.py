@@ -272,3 +272,58 @@ async def test_the_daemon_sweeps_in_work_units_on_one_cluster(tmp_path: Path) ->
         for k in ObjectStore(str(tmp_path / "out")).list("_units/ztf")
     ]
     assert len(manifests) == 2 and sum(m["records"] for m in manifests) == manifests[0]["records"] > 0
+
+
+def test_a_store_that_overwrites_is_refused_before_any_unit_runs() -> None:
+    """Some S3 look-alikes ignore If-None-Match: the start-of-run probe finds out, in one line."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from harvester.errors import OutputError
+
+    class Overwriting(MemoryFileSystem):  # type: ignore[misc]
+        protocol = "overwriting"
+
+        def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+            super().pipe_file(path, value, mode="overwrite", **kwargs)
+
+    fsspec.register_implementation("overwriting", Overwriting, clobber=True)
+    with pytest.raises(OutputError, match="does not refuse a second write to the same key"):
+        ObjectStore("overwriting://bucket/raw").probe()
+    ObjectStore("memory://bucket/raw").probe()  # a create-only store passes and keeps no probe object
+    assert ObjectStore("memory://bucket/raw").list("") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["compact", "ztf", "--input", "/nonexistent/units"],
+            "no committed ztf units under /nonexistent/units: nothing to compact",
+        ),
+        (
+            [
+                "run",
+                "--source",
+                "ztf",
+                "--offline",
+                "--executor",
+                "dask",
+                "--dask-address",
+                "tcp://sched:8786",
+            ],
+            "have their own disks; use an s3://… output, or set dask.shared_filesystem",
+        ),
+    ],
+)
+def test_distributed_usage_errors_are_one_line(args: list[str], message: str) -> None:
+    """compact of a folder without units (which would overwrite a good Parquet file with an empty
+    one), and a remote cluster writing to this machine's folder: one line each, exit 2."""
+    from typer.testing import CliRunner
+
+    from harvester.cli import app
+
+    cone = ["--irsa-ra", "1", "--irsa-dec", "2", "--irsa-radius", "0.01"] if args[0] == "run" else []
+    result = CliRunner().invoke(app, [*args, *cone])
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from harvester.distributed.objectstore import ObjectStore
-from harvester.errors import OutputError
+from harvester.errors import ConfigError, OutputError
 from harvester.records import RECORD_MODELS
 
 __all__ = ["committed_records", "compact"]
@@ -27,7 +27,10 @@ def committed_records(source: str, root: str) -> tuple[list[dict[str, Any]], int
     seen: set[tuple[str, ...]] = set()
     records: list[dict[str, Any]] = []
     dropped = 0
-    for key in store.list(f"_units/{source}"):
+    manifests = store.list(f"_units/{source}")
+    if not manifests:
+        raise ConfigError(f"no committed {source} units under {root}: nothing to compact (is --input right?)")
+    for key in manifests:
         manifest = orjson.loads(store.get(key) or b"{}")
         body = store.get(manifest["data"])
         if body is None or hashlib.sha256(body).hexdigest() != manifest["sha256"]:

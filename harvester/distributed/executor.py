@@ -43,9 +43,9 @@ import structlog
 
 from harvester._limiter import LimiterRegistry
 from harvester.distributed.limiter import DaskLimiterRegistry, pause_variable_name
-from harvester.distributed.objectstore import ObjectStore
+from harvester.distributed.objectstore import ObjectStore, is_url
 from harvester.distributed.units import Unit, plan_units, unit_settings, without_targets
-from harvester.errors import ConfigError, HarvesterError
+from harvester.errors import ConfigError, HarvesterError, TerminalError
 from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 from harvester.pipeline.writers import iter_jsonl_records
 from harvester.records import RECORD_MODELS
@@ -72,6 +72,10 @@ _LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim
 
 Key = tuple[str, ...]
 _DIGEST_PREFIX = "dask:"
+
+
+class ClusterError(TerminalError):
+    """The Dask scheduler cannot be reached."""
 
 
 class UnitFailed(HarvesterError):
@@ -311,6 +315,7 @@ class DistributedRun:
 
     async def __aenter__(self) -> DistributedRun:
         settings = self.settings
+        await anyio.to_thread.run_sync(ObjectStore(self.output).probe)
         if settings.state.enabled:
             self._state = await StateStore(settings.state.path).open()
         try:
@@ -417,7 +422,10 @@ def dask_client(settings: Settings) -> tuple[Any, Any]:
 
     dask.config.set({"distributed.scheduler.locks.lease-timeout": _LEASE_TIMEOUT})
     if settings.dask.address:
-        return Client(settings.dask.address, timeout="30s"), None
+        try:
+            return Client(settings.dask.address, timeout="10s"), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {settings.dask.address}: {exc}") from None
     workers = settings.dask.workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster), cluster
@@ -448,6 +456,11 @@ def harvest_distributed(
     :param full: ignore the watermarks (records already committed are still not written again).
     """
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
+    if settings.dask.address and not is_url(run.output) and not settings.dask.shared_filesystem:
+        raise ConfigError(
+            f"output {run.output}: a folder on this machine, but the workers at {settings.dask.address} "
+            "have their own disks; use an s3://… output, or set dask.shared_filesystem for a shared mount"
+        )
     own, cluster = (client, None) if client is not None else dask_client(settings)
     try:
         reset_pauses(own, run.budgets)

@@ -15,6 +15,7 @@ caller decides whether that is "another attempt already did it" (re-executed wor
 from __future__ import annotations
 
 import contextlib
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,8 @@ class ObjectStore:
             self._fs.pipe_file(target, data, mode="create")
         except FileExistsError:
             return False
-        except OSError as exc:
-            raise OutputError(f"cannot write {target}: {exc}") from None
+        except Exception as exc:  # botocore/aiohttp errors are not OSErrors: one line, whatever they are
+            raise _store_error("write", target, exc) from None
         return True
 
     def get(self, key: str) -> bytes | None:
@@ -86,6 +87,8 @@ class ObjectStore:
             data: bytes = self._fs.cat_file(target)
         except FileNotFoundError:
             return None
+        except Exception as exc:
+            raise _store_error("read", target, exc) from None
         return data
 
     def list(self, prefix: str) -> list[str]:
@@ -99,8 +102,46 @@ class ObjectStore:
         else:
             found: list[str] = []
             self._fs.invalidate_cache()
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 found = list(self._fs.find(base))
+            except FileNotFoundError:
+                pass
+            except Exception as exc:
+                raise _store_error("list", base, exc) from None
             strip = self._root.split("://", 1)[1] + "/"
             keys = [f[len(strip) :] if f.startswith(strip) else f for f in found]
         return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith("."))
+
+    def probe(self) -> None:
+        """Check, before any unit runs, that the store is reachable, writable and create-only.
+
+        Writes a small probe object twice (the second write must be refused), then removes it:
+        credentials, a missing bucket and a store that ignores ``If-None-Match`` (some S3
+        look-alikes) fail here, in one line, instead of in every unit.
+        """
+        key = f"_probe/{uuid.uuid4().hex}"
+        if not self.put_new(key, b"probe"):
+            raise OutputError(f"cannot write to {self.url}: a new probe object already existed")
+        try:
+            if self.put_new(key, b"again"):
+                raise OutputError(
+                    f"{self.url} does not refuse a second write to the same key (no create-only "
+                    "writes, If-None-Match): work units could not be made exactly-once there"
+                )
+        finally:
+            self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        target = self._path(key)
+        with contextlib.suppress(Exception):  # a probe left behind is harmless (hidden prefix)
+            if self.local:
+                Path(target).unlink()
+                with contextlib.suppress(OSError):
+                    Path(target).parent.rmdir()
+            else:
+                self._fs.rm_file(target)
+
+
+def _store_error(action: str, target: str, exc: Exception) -> OutputError:
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return OutputError(f"cannot {action} {target}: {type(exc).__name__}: {detail}".rstrip(": "))
