@@ -235,23 +235,41 @@ class Daemon:
         )
         return report
 
-    async def _harvest(self, due: list[str]) -> RunReport:
+    async def _harvest(self, due: list[str]) -> RunReport | None:
         if not self.units:
             return await api.harvest(
                 due, settings=self.settings, transport=self.transport, stop=self.stop, limiters=self.limiters
             )
-        # Work units block a worker thread; at shutdown the thread is abandoned after the grace
-        # period, and the next start resumes the interrupted run (nothing is written twice).
-        return await anyio.to_thread.run_sync(self._harvest_units, due, abandon_on_cancel=True)
+        # Work units block a worker thread. A stop cancels the units in flight at once (a write
+        # already started completes) and leaves the run open: the next start resumes it.
+        from harvester.distributed.executor import RunInterrupted
 
-    def _harvest_units(self, due: list[str]) -> RunReport:
+        flag = threading.Event()
+        report: RunReport | None = None
+
+        async def relay() -> None:
+            await self.stop.wait()
+            flag.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(relay)
+            try:
+                harvest = self._harvest_units
+                report = await anyio.to_thread.run_sync(harvest, due, flag, abandon_on_cancel=True)
+            except RunInterrupted:
+                report = None
+            finally:
+                tg.cancel_scope.cancel()
+        return report
+
+    def _harvest_units(self, due: list[str], stop: threading.Event) -> RunReport:
         from harvester.distributed.executor import dask_client, harvest_distributed, harvest_units
 
         if self.settings.executor != "dask":
-            return harvest_units(due, self.settings)
+            return harvest_units(due, self.settings, stop=stop)
         if self._dask is None:
             self._dask = dask_client(self.settings)
-        return harvest_distributed(due, self.settings, client=self._dask[0])
+        return harvest_distributed(due, self.settings, client=self._dask[0], stop=stop)
 
     def _close_dask(self) -> None:
         if self._dask is not None:

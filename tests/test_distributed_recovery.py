@@ -155,6 +155,7 @@ def write_dask_config(folder: Path, url: str) -> Path:
         "state": {"path": str(folder / "state.db")},
         "executor": "dask",
         "dask": {"workers": 2},
+        "daemon": {"grace": 2},
         "data_sources": {
             "ztf": {
                 "irsa": {"base_url": f"{url}/cgi-bin/ZTF/nph_light_curves", "targets": TARGETS},
@@ -353,3 +354,49 @@ async def test_an_adopted_data_object_does_not_advance_the_watermarks(tmp_path: 
     assert retried.ok and later.ok and later.sources["ztf"].written > 0
     records = committed_output(str(out))
     assert comparable(without_provenance(records)) == comparable(without_provenance(reference))
+
+
+def test_sigterm_stops_a_daemon_sweep_in_units_and_the_next_run_resumes_it(tmp_path: Path) -> None:
+    """SIGTERM mid-sweep (executor: dask): the daemon exits 0 within its grace period, the run stays
+    open, and the next `harvester run` resumes it: the local run's records, once each."""
+    archive = FakeArchive(rate_limit_rps=RATE, latency_s=0.02)
+    manifests = tmp_path / "out" / "_units" / "ztf"
+    with running_server(archive) as url:
+        cfg = write_dask_config(tmp_path, url)
+        daemon = subprocess.Popen(
+            harvester_cmd("daemon", "--source", "ztf", "--config", str(cfg), "--interval", "1h"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not list(manifests.rglob("*.json")):
+                time.sleep(0.02)
+            daemon.send_signal(signal.SIGTERM)
+            stopped = time.monotonic()
+            _, stderr = daemon.communicate(timeout=60)
+            took = time.monotonic() - stopped
+        finally:
+            if daemon.poll() is None:
+                os.killpg(daemon.pid, signal.SIGKILL)
+        assert daemon.returncode == 0, stderr[-2000:]
+        units = len(plan_units("ztf", ztf_settings(url, tmp_path)))
+        assert took < 2 + 15  # grace 2 s (write_dask_config) plus closing the cluster
+        assert len(list(manifests.rglob("*.json"))) < units
+        with sqlite3.connect(tmp_path / "state.db") as conn:
+            ((stopped_run, status),) = conn.execute("SELECT run_id, status FROM runs").fetchall()
+        assert status == "running"  # left open on purpose: it is resumed, not reported as failed
+        resumed = subprocess.run(
+            harvester_cmd("run", "--source", "ztf", "--config", str(cfg)),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        reference = local_records(url, tmp_path)
+    events = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
+    assert any(e["event"] == "run_resumed" and e["run_id"] == stopped_run for e in events)
+    assert comparable(committed_output(str(tmp_path / "out"))) == comparable(reference)

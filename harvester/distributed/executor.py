@@ -30,6 +30,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ from harvester.state import StateStore
 
 __all__ = [
     "DistributedRun",
+    "RunInterrupted",
     "UnitFailed",
     "UnitTask",
     "dask_client",
@@ -432,11 +434,24 @@ def dask_client(settings: Settings) -> tuple[Any, Any]:
 
 
 def reset_pauses(client: Any, budgets: dict[str, tuple[float, int]]) -> None:
-    """Clear the cluster-wide Retry-After pauses a previous run may have left set."""
+    """Give every host's pause variable a value, so workers never wait on an unset one; a pause
+    still running (a Retry-After from another run on a shared cluster) is kept."""
+    import time
+
     from distributed import Variable
 
     for host in budgets:
-        Variable(pause_variable_name(host), client=client).set(0.0)
+        variable = Variable(pause_variable_name(host), client=client)
+        try:
+            until = float(variable.get(timeout=1.0))
+        except TimeoutError:
+            until = 0.0
+        if until <= time.time():
+            variable.set(0.0)
+
+
+class RunInterrupted(HarvesterError):
+    """A stop was requested: units in flight were cancelled; the run stays open to be resumed."""
 
 
 def harvest_distributed(
@@ -447,6 +462,7 @@ def harvest_distributed(
     client: Any = None,
     run_id: str | None = None,
     full: bool = False,
+    stop: threading.Event | None = None,
 ) -> RunReport:
     """Run ``names`` as work units on Dask and return one report (blocking; call from a thread).
 
@@ -454,6 +470,8 @@ def harvest_distributed(
     :param client: a ``distributed.Client`` to use; by default one is made from ``settings.dask``.
     :param run_id: the run id; by default the output's unfinished run is resumed, or a new one made.
     :param full: ignore the watermarks (records already committed are still not written again).
+    :param stop: when set, pending units are cancelled and :class:`RunInterrupted` is raised; the
+        run stays unfinished in the state, so the next run on the output resumes it.
     """
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
     if settings.dask.address and not is_url(run.output) and not settings.dask.shared_filesystem:
@@ -464,7 +482,7 @@ def harvest_distributed(
     own, cluster = (client, None) if client is not None else dask_client(settings)
     try:
         reset_pauses(own, run.budgets)
-        anyio.run(_drive, own, run)
+        anyio.run(_drive, own, run, stop or threading.Event())
     finally:
         if client is None:
             own.close()
@@ -473,7 +491,7 @@ def harvest_distributed(
     return run.report
 
 
-async def _drive(client: Any, run: DistributedRun) -> None:
+async def _drive(client: Any, run: DistributedRun, stop: threading.Event) -> None:
     from distributed import as_completed
 
     async with run:
@@ -482,17 +500,24 @@ async def _drive(client: Any, run: DistributedRun) -> None:
             for task in run.tasks
         }
         pending = as_completed(list(futures), with_results=False)
-        while True:
-            future = await anyio.to_thread.run_sync(_next, pending)
-            if future is None:
-                break
-            task = futures[future]
-            try:
-                manifest = await anyio.to_thread.run_sync(future.result)
-            except Exception as exc:
-                await run.fail(task, f"{type(exc).__name__}: {exc}")
+        done = 0
+        while done < len(futures):
+            if stop.is_set():
+                await anyio.to_thread.run_sync(client.cancel, [f for f in futures if not f.done()])
+                raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")
+            batch = pending.next_batch(block=False)
+            if not batch:
+                await anyio.sleep(0.1)
                 continue
-            await run.commit(task, manifest)
+            for future in batch:
+                done += 1
+                task = futures[future]
+                try:
+                    manifest = await anyio.to_thread.run_sync(future.result)
+                except Exception as exc:
+                    await run.fail(task, f"{type(exc).__name__}: {exc}")
+                    continue
+                await run.commit(task, manifest)
 
 
 #: Units harvested at once by the in-process engine (the host budgets bound the requests anyway).
@@ -506,19 +531,21 @@ def harvest_units(
     output: str | None = None,
     run_id: str | None = None,
     full: bool = False,
+    stop: threading.Event | None = None,
 ) -> RunReport:
     """Run ``names`` as work units in this process (``executor: local`` with an object-store output).
 
     The same units, manifests, create-only objects, history and resume as on Dask, without a
     cluster: units run concurrently in one event loop under one local budget per host, each
     retried like a Dask task (``UNIT_RETRIES``). Blocking; call from a thread in async code.
+    ``stop`` works as in :func:`harvest_distributed`.
     """
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
-    anyio.run(_drive_local, run)
+    anyio.run(_drive_local, run, stop or threading.Event())
     return run.report
 
 
-async def _drive_local(run: DistributedRun) -> None:
+async def _drive_local(run: DistributedRun, stop: threading.Event) -> None:
     limiters = LimiterRegistry()
     at_once = anyio.CapacityLimiter(LOCAL_UNITS_AT_ONCE)
 
@@ -535,9 +562,20 @@ async def _drive_local(run: DistributedRun) -> None:
                 return
             await run.fail(task, cause)
 
-    async with run, anyio.create_task_group() as tg:
-        for task in run.tasks:
-            tg.start_soon(one, task)
+    async def watch(scope: anyio.CancelScope) -> None:
+        while not stop.is_set():  # noqa: ASYNC110  # a threading.Event set from another thread
+            await anyio.sleep(0.1)
+        scope.cancel()  # units in flight stop; a write already started completes (worker thread)
+
+    async with run:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            async with anyio.create_task_group() as units:
+                for task in run.tasks:
+                    units.start_soon(one, task)
+            tg.cancel_scope.cancel()  # every unit done: stop watching
+        if stop.is_set():
+            raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")
 
 
 def _next(pending: Any) -> Any:
