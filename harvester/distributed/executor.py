@@ -1,7 +1,7 @@
 """``executor: dask``: fan the work units out to a Dask cluster; the driver alone keeps state.
 
 Driver (:class:`DistributedRun`, engine-independent; :func:`harvest_distributed` runs it on Dask,
-:mod:`harvester.distributed.prefect` on Prefect)::
+:mod:`harvester.distributed.prefect_flow` on Prefect)::
 
     plan units ─> resume the output's unfinished run, if any (same run id: committed units return
     their manifest at once) ─> one UnitTask per unit (targets, the watermarks of those targets)
@@ -70,7 +70,7 @@ __all__ = [
 log = structlog.get_logger("harvester.distributed")
 
 UNIT_RETRIES = 2
-_LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim a held lease
+LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim a held lease
 
 Key = tuple[str, ...]
 _DIGEST_PREFIX = "dask:"
@@ -422,7 +422,7 @@ def dask_client(settings: Settings) -> tuple[Any, Any]:
     import dask
     from distributed import Client, LocalCluster
 
-    dask.config.set({"distributed.scheduler.locks.lease-timeout": _LEASE_TIMEOUT})
+    dask.config.set({"distributed.scheduler.locks.lease-timeout": LEASE_TIMEOUT})
     if settings.dask.address:
         try:
             return Client(settings.dask.address, timeout="10s"), None

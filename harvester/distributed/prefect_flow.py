@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from harvester import api
 from harvester._logging import redact, register_secrets
 from harvester.distributed.executor import (
-    _LEASE_TIMEOUT,
+    LEASE_TIMEOUT,
     UNIT_RETRIES,
     DistributedRun,
     UnitTask,
@@ -102,7 +102,7 @@ def task_runner(settings: Settings) -> DaskTaskRunner:
     each, as ``executor: dask`` starts. Its scheduler runs in this process, so the semaphore lease
     timeout set here (≥ 60 s) applies to it; set it on a remote scheduler yourself.
     """
-    dask.config.set({"distributed.scheduler.locks.lease-timeout": _LEASE_TIMEOUT})
+    dask.config.set({"distributed.scheduler.locks.lease-timeout": LEASE_TIMEOUT})
     if settings.dask.address:
         return DaskTaskRunner(address=settings.dask.address, client_kwargs={"timeout": "30s"})
     cluster: dict[str, Any] = {
