@@ -27,7 +27,8 @@ TARGETS = [
 ]
 
 
-def ztf_settings(url: str, tmp: Path, **extra: Any) -> Settings:
+def ztf_settings(url: str, tmp: Path, *, rate: float = RATE, **extra: Any) -> Settings:
+    """ZTF cones from the loopback archive; ``rate`` (req/s) high where the budget is not the point."""
     return load_settings(
         None,
         output=tmp / "out",
@@ -35,7 +36,7 @@ def ztf_settings(url: str, tmp: Path, **extra: Any) -> Settings:
         data_sources={
             "ztf": {
                 "irsa": {"base_url": f"{url}/cgi-bin/ZTF/nph_light_curves", "targets": TARGETS},
-                "rate_limit": {"requests_per_second": RATE, "max_concurrency": 4},
+                "rate_limit": {"requests_per_second": rate, "max_concurrency": 4},
             }
         },
         **extra,

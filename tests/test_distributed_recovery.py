@@ -34,6 +34,8 @@ from harvester.testing import FakeArchive, Fault, running_server
 from tests.fault_scenarios import harvester_cmd
 from tests.test_distributed import RATE, TARGETS, comparable, ztf_settings
 
+FAST = 200.0  # req/s where the shared budget is not what a test is about
+
 
 def committed_output(root: str, source: str = "ztf") -> list[dict[str, Any]]:
     """Every record of the committed units, after checking the output is exactly-once and whole.
@@ -69,7 +71,7 @@ def without_provenance(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def local_records(url: str, tmp: Path) -> list[dict[str, Any]]:
     """The records of one plain local run against the same archive: the reference."""
-    settings = ztf_settings(url, tmp / "local")
+    settings = ztf_settings(url, tmp / "local", rate=FAST)
     report = harvester.harvest_sync("ztf", settings=settings)
     assert report.ok
     return [json.loads(p.read_text()) for p in (tmp / "local" / "out" / "ztf").glob("record_*.json")]
@@ -216,7 +218,7 @@ def test_a_dask_harvest_into_s3_is_complete_and_create_only(tmp_path: Path, s3_e
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
-        settings = ztf_settings(url, tmp_path)
+        settings = ztf_settings(url, tmp_path, rate=FAST)
         first = harvest_distributed(["ztf"], settings, client=client, output="s3://harvest/raw")
         objects = ObjectStore("s3://harvest/raw").list("")
         again = harvest_distributed(["ztf"], settings, client=client, output="s3://harvest/raw")
@@ -240,7 +242,7 @@ def test_a_later_run_writes_only_the_new_epochs(tmp_path: Path) -> None:
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
-        settings = ztf_settings(url, tmp_path)
+        settings = ztf_settings(url, tmp_path, rate=FAST)
         first = harvest_distributed(["ztf"], settings, client=client)
         archive.now_mjd = 60600.0
         second = harvest_distributed(["ztf"], settings, client=client)
@@ -264,7 +266,7 @@ async def test_a_unit_failing_every_attempt_is_reported_and_recorded(tmp_path: P
 
     archive = FakeArchive(latency_s=0.0)
     with running_server(archive) as url:
-        settings = ztf_settings(url, tmp_path)
+        settings = ztf_settings(url, tmp_path, rate=FAST)
         settings.data_sources.ztf.retries.attempts = 0
         units = plan_units("ztf", settings)
         doomed = units[0]
@@ -297,9 +299,9 @@ async def test_a_changed_unit_in_the_same_run_does_not_write_its_cell_again(tmp_
 
     archive = FakeArchive(latency_s=0.0)
     with running_server(archive) as url:
-        settings = ztf_settings(url, tmp_path)
+        settings = ztf_settings(url, tmp_path, rate=FAST)
         first = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings, run_id="r1"))
-        changed = ztf_settings(url, tmp_path)
+        changed = ztf_settings(url, tmp_path, rate=FAST)
         changed.data_sources.ztf.irsa.targets.extend(
             type(changed.data_sources.ztf.irsa.targets[0]).model_validate(c) for c in _cell_mates(settings)
         )
@@ -316,11 +318,11 @@ async def test_an_unfinished_run_with_other_units_is_closed_not_resumed(tmp_path
 
     archive = FakeArchive(latency_s=0.0)
     with running_server(archive) as url:
-        settings = ztf_settings(url, tmp_path)
+        settings = ztf_settings(url, tmp_path, rate=FAST)
         with pytest.raises(RuntimeError):
             async with DistributedRun(["ztf"], settings) as dead:
                 raise RuntimeError("the driver dies")
-        changed = ztf_settings(url, tmp_path)
+        changed = ztf_settings(url, tmp_path, rate=FAST)
         changed.data_sources.ztf.irsa.targets.pop()
         async with DistributedRun(["ztf"], changed) as fresh:
             pass
@@ -341,12 +343,12 @@ async def test_an_adopted_data_object_does_not_advance_the_watermarks(tmp_path: 
     archive = FakeArchive(latency_s=0.0, now_mjd=60400.0)
     out = tmp_path / "out"
     with running_server(archive) as url:
-        settings = ztf_settings(url, tmp_path)
+        settings = ztf_settings(url, tmp_path, rate=FAST)
         await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings, run_id="r1"))
         for manifest in (out / "_units").rglob("*.json"):
             manifest.unlink()  # the attempts died before their commit markers
         archive.now_mjd = 60600.0
-        lost_state = ztf_settings(url, tmp_path)
+        lost_state = ztf_settings(url, tmp_path, rate=FAST)
         lost_state.state.path = tmp_path / "fresh.db"
         retried = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], lost_state, run_id="r1"))
         later = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], lost_state))
