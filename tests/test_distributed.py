@@ -328,3 +328,21 @@ def test_distributed_usage_errors_are_one_line(args: list[str], message: str) ->
     result = CliRunner().invoke(app, [*args, *cone])
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_retry_after_on_one_worker_pauses_the_host_for_every_worker(client: Client, tmp_path: Path) -> None:
+    """One 429 with Retry-After: 2 while two workers harvest: no worker starts a request to that
+    host until the pause is over (only requests already on the wire arrive), then all resume."""
+    from harvester.testing import Fault
+
+    archive = FakeArchive(rate_limit_rps=RATE, latency_s=0.02)
+    archive.add_fault(Fault(kind="status", status=429, retry_after="2", after=15, times=1))
+    with running_server(archive) as url:
+        report = harvest_distributed(["ztf"], ztf_settings(url, tmp_path), client=client)
+    assert report.ok and report.sources["ztf"].targets_ok == len(TARGETS)
+    (refused,) = [e for e in archive.requests if e.status == 429]
+    later = sorted(e.t - refused.t for e in archive.requests if e.t > refused.t)
+    assert later, "the harvest went on after the pause"
+    in_pause = [dt for dt in later if 0.25 < dt < 1.9]
+    assert in_pause == [], f"requests during the 2 s pause: {in_pause}"
+    assert later[-1] > 2.0  # the harvest resumed after the pause
