@@ -55,7 +55,7 @@ from harvester.testing import FakeArchive, running_server
 from harvester.testing._archive import FILE_CACHE_BYTES
 from harvester.testing._tess import TessProduct, tess_target
 from tests.bench.bench_tess_compare import pick_targets
-from tests.bench.bench_ztf_rate import Goal, Part, bench_settings
+from tests.bench.bench_ztf_rate import Goal, Part, bench_settings, print_part
 
 WORKERS = (1, 2, 4)
 LATENCY_S = 0.15
@@ -371,10 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer cones and light curves, fewer repeats")
     args = parser.parse_args(argv)
-    title, body, goals = run(args.quick)
-    print(f"## {title}\n\n{body}\n")
-    for what, measured, goal, met in goals:
-        print(f"{what}: {measured} (goal {goal}) {'' if met is None else 'met' if met else 'MISSED'}")
+    print_part(run(args.quick))
     return 0
 
 

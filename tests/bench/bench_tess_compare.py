@@ -46,7 +46,7 @@ import harvester
 from harvester._fits import decode_lightcurve
 from harvester.testing import FakeArchive, running_server
 from harvester.testing._tess import TessProduct, lc_filename, tess_target
-from tests.bench.bench_ztf_rate import Goal, Part, bench_settings
+from tests.bench.bench_ztf_rate import Goal, Part, bench_settings, print_part
 
 LATENCY_S = 0.15
 BANDWIDTH_BPS = 2e6
@@ -327,10 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="about 10 light curves instead of 50")
     args = parser.parse_args(argv)
-    title, body, goals = run(args.quick)
-    print(f"## {title}\n\n{body}\n")
-    for what, measured, goal, met in goals:
-        print(f"{what}: {measured} (goal {goal}) {'' if met is None else 'met' if met else 'MISSED'}")
+    print_part(run(args.quick))
     return 0
 
 

@@ -15,8 +15,8 @@ counts server-side rate-limit violations at the *configured* rate. The same 200 
 Goals (issue 9): the harvester reaches ≥ 90 % of the configured rate with zero violations.
 
 This module also holds the helpers the other benchmark parts share: :func:`bench_settings`
-(settings that read no config file and no ``.env``, with output and state in a temporary folder)
-and :func:`write_targets_file`.
+(settings that read no config file and no ``.env``, with output and state in a temporary folder),
+:func:`write_targets_file` and :func:`print_part`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,15 @@ from harvester.testing._irsa import handle_irsa
 Goal = tuple[str, str, str, bool | None]
 #: (title, markdown body, goals) — what every benchmark part returns to ``tests.bench``.
 Part = tuple[str, str, list[Goal]]
+
+
+def print_part(part: Part) -> None:
+    """A part as a standalone script prints it: the title, the table, then each goal."""
+    title, body, goals = part
+    print(f"## {title}\n\n{body}\n")
+    for what, measured, goal, met in goals:
+        print(f"{what}: {measured} (goal {goal}) {'' if met is None else 'met' if met else 'MISSED'}")
+
 
 LATENCY_S = 0.15
 BANDWIDTH_BPS = 2e6
