@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -402,3 +403,18 @@ def test_sigterm_stops_a_daemon_sweep_in_units_and_the_next_run_resumes_it(tmp_p
     events = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
     assert any(e["event"] == "run_resumed" and e["run_id"] == stopped_run for e in events)
     assert comparable(committed_output(str(tmp_path / "out"))) == comparable(reference)
+
+
+async def test_a_second_driver_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    """While one driver runs (a daemon sweep), another on the same output and state (a manual run)
+    is refused in one line instead of taking the first one's open run for an interrupted one."""
+    from harvester.distributed.executor import DistributedRun, DriverBusy
+
+    settings = ztf_settings("http://127.0.0.1:9", tmp_path, rate=FAST)
+    async with DistributedRun(["ztf"], settings) as first:
+        busy = re.escape(f"output {tmp_path}/out is being harvested by pid {os.getpid()}")
+        with pytest.raises(DriverBusy, match=busy):
+            async with DistributedRun(["ztf"], settings):
+                pass
+    async with DistributedRun(["ztf"], settings) as after:  # free again once the first one ended
+        assert after.run_id != first.run_id

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import orjson
@@ -78,6 +78,10 @@ _DIGEST_PREFIX = "dask:"
 
 class ClusterError(TerminalError):
     """The Dask scheduler cannot be reached."""
+
+
+class DriverBusy(TerminalError):
+    """Another driver is harvesting the same output with the same state."""
 
 
 class UnitFailed(HarvesterError):
@@ -306,6 +310,7 @@ class DistributedRun:
         self.report = RunReport(run_id=run_id or "", started_at=datetime.now(UTC))
         self._state: StateStore | None = None
         self._lock = anyio.Lock()
+        self._driver_lock: IO[str] | None = None
 
     @property
     def digest(self) -> str:
@@ -321,6 +326,9 @@ class DistributedRun:
         if settings.state.enabled:
             self._state = await StateStore(settings.state.path).open()
         try:
+            if self._state is not None:
+                lock = _lock_driver
+                self._driver_lock = await anyio.to_thread.run_sync(lock, settings.state.path, self.output)
             await self._plan()
         except BaseException:
             await self._close()
@@ -412,9 +420,34 @@ class DistributedRun:
             await self._close()
 
     async def _close(self) -> None:
+        if self._driver_lock is not None:
+            self._driver_lock.close()  # closing the file releases the lock
+            self._driver_lock = None
         if self._state is not None:
             await self._state.close()
             self._state = None
+
+
+def _lock_driver(state_path: Path, output: str) -> IO[str]:
+    """Hold an exclusive lock for (state, output) while a driver runs: a second driver (a manual
+    run while the daemon sweeps) would take the first one's open run for an interrupted one."""
+    import fcntl
+
+    name = hashlib.sha256(output.encode()).hexdigest()[:12]
+    path = state_path.with_name(f".{state_path.name}.{name}.lock")
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DriverBusy(f"output {output} is being harvested by {holder}; wait for it or stop it") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 def dask_client(settings: Settings) -> tuple[Any, Any]:
