@@ -169,8 +169,14 @@ class DaskHostLimiter:
         waited = time.monotonic()
         await self._acquire(self._inflight)
         try:
-            await self._wait_pause()
             await self._acquire(self._starts)
+            # the pause is read last, right before the start: a request that queued for its start
+            # lease while another worker received a Retry-After must not go out during the pause
+            try:
+                await self._wait_pause()
+            except BaseException:
+                _DEFERRED.call_at(time.monotonic() + self.hold_s, self._starts.release)
+                raise
             started = time.monotonic()
             _DEFERRED.call_at(started + self.hold_s, self._starts.release)  # never before hold_s
             self.stats.waited_s += started - waited
