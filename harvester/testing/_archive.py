@@ -245,6 +245,13 @@ class FakeArchive:
     def faults(self) -> tuple[Fault, ...]:
         return tuple(self._faults)
 
+    def forget_arrivals(self) -> None:
+        """Count rate-limit violations afresh from now on, as for a new client: arrivals of an
+        earlier, independent run (its own budget) no longer share a 1-s window with the next one's.
+        The violations already counted stay in :attr:`violations`."""
+        with self._lock:
+            self._arrivals.clear()
+
     def set_down(self, down: bool = True) -> None:
         """An outage: while down, every request is answered 503."""
         self._down = down
