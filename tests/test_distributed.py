@@ -346,3 +346,17 @@ def test_a_retry_after_on_one_worker_pauses_the_host_for_every_worker(client: Cl
     in_pause = [dt for dt in later if 0.25 < dt < 1.9]
     assert in_pause == [], f"requests during the 2 s pause: {in_pause}"
     assert later[-1] > 2.0  # the harvest resumed after the pause
+
+
+def test_harvester_s_local_cluster_listens_on_loopback_only_and_not_on_8787() -> None:
+    """The LocalCluster we start serves no dashboard, and the scheduler's HTTP server takes a free
+    loopback port: not 8787 (the user's own cluster may hold it) and not every interface."""
+    from harvester.distributed.executor import dask_client
+
+    own, cluster = dask_client(load_settings(None, dask={"workers": 1}))
+    try:
+        bound = [sock.getsockname() for sock in cluster.scheduler.http_server._sockets.values()]
+    finally:
+        own.close()
+        cluster.close()
+    assert bound and all(host == "127.0.0.1" and port != 8787 for host, port, *_ in bound)

@@ -450,6 +450,18 @@ def _lock_driver(state_path: Path, output: str) -> IO[str]:
     return handle
 
 
+#: How harvester starts a LocalCluster: worker processes of one thread (the unit runs its own event
+#: loop), no dashboard, and the scheduler's /health and /metrics server on a free loopback port
+#: (by default it takes 8787, clashing with the user's other clusters, even without a dashboard;
+#: ":0" alone would listen on every interface).
+LOCAL_CLUSTER: dict[str, Any] = {
+    "threads_per_worker": 1,
+    "processes": True,
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
+
+
 def dask_client(settings: Settings) -> tuple[Any, Any]:
     """(client, cluster or None): the configured scheduler, or a LocalCluster sized to the machine."""
     import dask
@@ -462,7 +474,7 @@ def dask_client(settings: Settings) -> tuple[Any, Any]:
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {settings.dask.address}: {exc}") from None
     workers = settings.dask.workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=workers, **LOCAL_CLUSTER)
     return Client(cluster), cluster
 
 

@@ -43,6 +43,7 @@ from harvester import api
 from harvester._logging import redact, register_secrets
 from harvester.distributed.executor import (
     LEASE_TIMEOUT,
+    LOCAL_CLUSTER,
     UNIT_RETRIES,
     DistributedRun,
     UnitTask,
@@ -105,12 +106,7 @@ def task_runner(settings: Settings) -> DaskTaskRunner:
     dask.config.set({"distributed.scheduler.locks.lease-timeout": LEASE_TIMEOUT})
     if settings.dask.address:
         return DaskTaskRunner(address=settings.dask.address, client_kwargs={"timeout": "30s"})
-    cluster: dict[str, Any] = {
-        "threads_per_worker": 1,
-        "processes": True,
-        "dashboard_address": None,  # no dashboard; the scheduler's /health and /metrics on any free port:
-        "scheduler_kwargs": {"dashboard_address": ":0"},  # its default 8787 clashes with other clusters
-    }
+    cluster: dict[str, Any] = dict(LOCAL_CLUSTER)
     if settings.dask.workers:
         cluster["n_workers"] = settings.dask.workers
     return DaskTaskRunner(cluster_kwargs=cluster)
