@@ -418,3 +418,19 @@ async def test_a_second_driver_on_the_same_output_is_refused(tmp_path: Path) -> 
                 pass
     async with DistributedRun(["ztf"], settings) as after:  # free again once the first one ended
         assert after.run_id != first.run_id
+
+
+async def test_a_unit_failure_quoting_a_token_is_recorded_redacted(tmp_path: Path) -> None:
+    """Whatever engine reports a failed unit, its cause reaches the report and the state with the
+    token redacted (a cause can quote an archive that echoed the Authorization header)."""
+    from harvester.distributed.executor import DistributedRun
+    from harvester.state import StateStore
+
+    token = "ztf-secret-token-4242"
+    settings = ztf_settings("http://127.0.0.1:9", tmp_path, rate=FAST, ztf_api_token=token)
+    async with DistributedRun(["ztf"], settings) as run:
+        recorded = await run.fail(run.tasks[0], f"UnitFailed: 500 answer 'Authorization: Bearer {token}'")
+    async with StateStore(tmp_path / "state.db") as state:
+        failing = await state.failing_targets()
+    causes = [recorded, run.report.sources["ztf"].errors[0].cause, failing[0]["reason"]]
+    assert all("[redacted]" in c and token not in c for c in causes)

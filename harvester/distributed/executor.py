@@ -43,6 +43,7 @@ import orjson
 import structlog
 
 from harvester._limiter import LimiterRegistry
+from harvester._logging import redact, register_secrets
 from harvester.distributed.limiter import DaskLimiterRegistry, pause_variable_name
 from harvester.distributed.objectstore import ObjectStore, is_url
 from harvester.distributed.units import Unit, plan_units, unit_settings, without_targets
@@ -295,6 +296,7 @@ class DistributedRun:
             raise ConfigError("limit is not supported with executor: dask (it would apply per work unit)")
         self.names = names
         self.settings = settings
+        register_secrets(settings.secrets())  # so that failure causes are redacted whoever drives
         target = output if output is not None else settings.output
         store = ObjectStore(target)  # a bad URL or a missing fsspec backend fails here, before any unit runs
         #: the output, local folders made absolute: it names the run's state namespace and digest
@@ -393,8 +395,10 @@ class DistributedRun:
             if marks:
                 await state.advance_watermarks(namespace, marks, task.run_id)
 
-    async def fail(self, task: UnitTask, cause: str) -> None:
-        """Report a unit that failed every attempt (never dropped silently)."""
+    async def fail(self, task: UnitTask, cause: str) -> str:
+        """Report a unit that failed every attempt (never dropped silently); return the cause as
+        recorded, with any token redacted (a cause can quote an archive's answer)."""
+        cause = redact(cause)
         unit = task.unit
         src = self.report.sources[unit.source]
         src.targets += max(1, len(unit.targets))
@@ -403,6 +407,7 @@ class DistributedRun:
         if self._state is not None:
             outcome = (f"unit {unit.unit_id}", False, cause)
             await self._state.record_outcomes(task.run_id, unit.source, [outcome])
+        return cause
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -621,10 +626,3 @@ async def _drive_local(run: DistributedRun, stop: threading.Event) -> None:
             tg.cancel_scope.cancel()  # every unit done: stop watching
         if stop.is_set():
             raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")
-
-
-def _next(pending: Any) -> Any:
-    try:
-        return next(pending)
-    except StopIteration:
-        return None

@@ -171,7 +171,6 @@ def harvest_flow(
     """
     logger = get_run_logger()
     settings = flow_settings(config, offline=offline, dask_address=dask_address, dask_workers=dask_workers)
-    register_secrets(settings.secrets())
     names = api.resolve_sources(sources or "all")
     api.check_targets(names, settings)
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
@@ -203,8 +202,7 @@ async def _drive(runner: DaskTaskRunner, run: DistributedRun, logger: Any) -> No
                 await run.commit(unit_task, outcome)
                 logger.info("unit %s/%s: %d records", unit.source, unit.unit_id, outcome["records"])
             else:
-                cause = redact(f"{type(outcome).__name__}: {outcome}")
-                await run.fail(unit_task, cause)
+                cause = await run.fail(unit_task, f"{type(outcome).__name__}: {outcome}")
                 logger.error("unit %s/%s failed: %s", unit.source, unit.unit_id, cause)
 
 
