@@ -4,6 +4,7 @@
 
     HarvesterError                  base of everything raised on purpose
     ├── ConfigError                 bad settings, CLI flags or input files (exit code 2)
+    ├── BudgetUnavailable           the shared per-host budget (a Dask scheduler) cannot be reached
     ├── TransientError              may succeed if retried later (timeouts, resets, 429, 5xx)
     └── TerminalError               retrying the same request cannot help
         ├── ArchiveResponseError    the archive answered, but not with data (HTML, VOTable ERROR,
@@ -36,6 +37,16 @@ class HarvesterError(Exception):
 
 class ConfigError(HarvesterError):
     """Settings, CLI flags or an input file are invalid; nothing was fetched or written."""
+
+
+class BudgetUnavailable(HarvesterError):
+    """The cluster-wide budget of a host cannot be reached (its Dask scheduler is gone or closing).
+
+    Not a failure of the target being fetched: it stops the whole work unit, which writes nothing
+    and is retried (and recorded as a failed unit if every attempt meets it).
+    """
+
+    transient = True
 
 
 class TransientError(HarvesterError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,12 @@ import pytest
 from distributed import Client, LocalCluster
 
 import harvester
+from harvester._limiter import HostLimiter, Limiter, LimiterRegistry
 from harvester.distributed.compact import compact
 from harvester.distributed.executor import UnitTask, harvest_distributed, run_unit
 from harvester.distributed.objectstore import ObjectStore
 from harvester.distributed.units import plan_units, sky_cell, tic_bucket
+from harvester.errors import BudgetUnavailable
 from harvester.pipeline.report import RunReport
 from harvester.settings import Settings, load_settings
 from harvester.testing import FakeArchive, running_server
@@ -346,6 +350,105 @@ def test_a_retry_after_on_one_worker_pauses_the_host_for_every_worker(client: Cl
     in_pause = [dt for dt in later if 0.25 < dt < 1.9]
     assert in_pause == [], f"requests during the 2 s pause: {in_pause}"
     assert later[-1] > 2.0  # the harvest resumed after the pause
+
+
+class _FlakySemaphore:
+    """A scheduler-held semaphore whose calls fail ``drops`` times (``error``) before it answers."""
+
+    def __init__(self, drops: int, error: Exception | None = None) -> None:
+        from distributed.comm.core import CommClosedError
+
+        self.drops, self.calls = drops, 0
+        self.error = error or CommClosedError("in <ConnectionPool.semaphore_acquire>: Stream is closed")
+
+    def acquire(self, timeout: float) -> bool:
+        self.calls += 1
+        if self.calls <= self.drops:
+            raise self.error
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+async def test_a_dropped_connection_to_the_scheduler_is_tried_again(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease request whose connection drops is sent again; the request then goes out."""
+    from harvester.distributed import limiter as dask_limiter
+
+    monkeypatch.setattr(dask_limiter, "_COMM_RETRY_DELAYS_S", (0.0, 0.0, 0.0, 0.0))
+    budget = dask_limiter.DaskHostLimiter("flaky.example", 100.0, 2)
+    budget._inflight = flaky = _FlakySemaphore(drops=2)
+    budget._starts = _FlakySemaphore(drops=0)
+    async with budget.slot():
+        pass
+    assert flaky.calls == 3 and budget.stats.acquired == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (None, "out of reach after 5 attempts (CommClosedError: "),
+        (RuntimeError("ConnectionPool is closed"), "out of reach (RuntimeError: ConnectionPool is closed)"),
+    ],
+    ids=["connection-keeps-dropping", "worker-shutting-down"],
+)
+async def test_a_scheduler_out_of_reach_stops_the_request_with_budget_unavailable(
+    client: Client, monkeypatch: pytest.MonkeyPatch, error: Exception | None, message: str
+) -> None:
+    """The limiter gives up (after the last retry, or at once when the worker's own connection pool
+    is closed) with one line naming the host and the cause; no request goes out."""
+    from harvester.distributed import limiter as dask_limiter
+
+    monkeypatch.setattr(dask_limiter, "_COMM_RETRY_DELAYS_S", (0.0, 0.0, 0.0, 0.0))
+    budget = dask_limiter.DaskHostLimiter("gone.example", 100.0, 2)
+    budget._inflight = flaky = _FlakySemaphore(drops=99, error=error)
+    expected = re.escape(f"the Dask scheduler holding the budget of gone.example is {message}")
+    with pytest.raises(BudgetUnavailable, match=expected):
+        async with budget.slot():
+            pytest.fail("no request may go out without its lease")
+    assert flaky.calls == (5 if error is None else 1)
+
+
+class _BudgetGoneAfter(LimiterRegistry):
+    """Local budgets whose "scheduler" goes away after ``grants`` requests (a cluster closing)."""
+
+    def __init__(self, grants: int) -> None:
+        super().__init__()
+        self.grants = grants
+
+    def create(self, host: str, requests_per_second: float, max_concurrency: int) -> Limiter:
+        registry, inner = self, super().create(host, requests_per_second, max_concurrency)
+
+        class Closing(HostLimiter):
+            @asynccontextmanager
+            async def slot(self) -> AsyncIterator[None]:
+                if registry.grants <= 0:
+                    raise BudgetUnavailable(f"the Dask scheduler holding the budget of {host} is gone")
+                registry.grants -= 1
+                async with inner.slot():
+                    yield
+
+        return Closing(host, requests_per_second, max_concurrency)
+
+
+async def test_a_unit_whose_budget_is_lost_writes_nothing_and_is_retried_whole(tmp_path: Path) -> None:
+    """The budget's scheduler goes away mid-unit: the unit fails as a whole (no object, no manifest,
+    no target recorded as failed); its next attempt harvests every target of the unit."""
+    from harvester.distributed.executor import run_unit_async
+
+    with running_server(FakeArchive(latency_s=0.0)) as url:
+        settings = ztf_settings(url, tmp_path, rate=1000.0)
+        unit = max(plan_units("ztf", settings), key=lambda u: len(u.targets))
+        out = tmp_path / "out"
+        task = UnitTask(unit, settings, str(out), "run-1", {}, {})
+        with pytest.raises(BudgetUnavailable, match=r"budget of 127\.0\.0\.1 is gone"):
+            await run_unit_async(task, _BudgetGoneAfter(grants=3))
+        assert not out.exists() or [p for p in out.rglob("*") if p.is_file()] == []
+        manifest = await run_unit_async(task, LimiterRegistry())
+    assert manifest["targets"] == manifest["targets_ok"] == len(unit.targets) > 3
+    assert manifest["errors"] == []
 
 
 def test_harvester_s_local_cluster_listens_on_loopback_only_and_not_on_8787() -> None:

@@ -38,6 +38,19 @@ from tests.test_distributed import RATE, TARGETS, comparable, ztf_settings
 FAST = 200.0  # req/s where the shared budget is not what a test is about
 
 
+def trouble(stderr: str) -> str:
+    """What a failed CLI run said besides progress: its warnings, errors and the driver's totals."""
+
+    def telling(line: str) -> bool:
+        if not line.startswith("{"):
+            return True  # a traceback or a library's own log line
+        event = json.loads(line)
+        return bool(event.get("level") != "info" or "units" in event)
+
+    lines = [line for line in stderr.splitlines() if telling(line)]
+    return "\n".join(lines)[-3000:]
+
+
 def committed_output(root: str, source: str = "ztf") -> list[dict[str, Any]]:
     """Every record of the committed units, after checking the output is exactly-once and whole.
 
@@ -195,7 +208,7 @@ def test_the_driver_killed_mid_run_resumes_its_run_and_writes_each_record_once(t
         assert 1 <= committed_before < units and killed_status == "running"
 
         resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=False)
-        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert resumed.returncode == 0, trouble(resumed.stderr)
         reference = local_records(url, tmp_path)
     with sqlite3.connect(tmp_path / "state.db") as conn:
         runs = conn.execute("SELECT run_id, status FROM runs").fetchall()
@@ -384,7 +397,7 @@ def test_sigterm_stops_a_daemon_sweep_in_units_and_the_next_run_resumes_it(tmp_p
         finally:
             if daemon.poll() is None:
                 os.killpg(daemon.pid, signal.SIGKILL)
-        assert daemon.returncode == 0, stderr[-2000:]
+        assert daemon.returncode == 0, trouble(stderr)
         units = len(plan_units("ztf", ztf_settings(url, tmp_path)))
         assert took < 2 + 15  # grace 2 s (write_dask_config) plus closing the cluster
         assert len(list(manifests.rglob("*.json"))) < units
@@ -398,7 +411,7 @@ def test_sigterm_stops_a_daemon_sweep_in_units_and_the_next_run_resumes_it(tmp_p
             timeout=240,
             check=False,
         )
-        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert resumed.returncode == 0, trouble(resumed.stderr)
         reference = local_records(url, tmp_path)
     events = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
     assert any(e["event"] == "run_resumed" and e["run_id"] == stopped_run for e in events)

@@ -44,10 +44,10 @@ import structlog
 
 from harvester._limiter import LimiterRegistry
 from harvester._logging import redact, register_secrets
-from harvester.distributed.limiter import DaskLimiterRegistry, pause_variable_name
+from harvester.distributed.limiter import DaskLimiterRegistry
 from harvester.distributed.objectstore import ObjectStore, is_url
 from harvester.distributed.units import Unit, plan_units, unit_settings, without_targets
-from harvester.errors import ConfigError, HarvesterError, TerminalError
+from harvester.errors import BudgetUnavailable, ConfigError, HarvesterError, TerminalError
 from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 from harvester.pipeline.writers import iter_jsonl_records
 from harvester.records import RECORD_MODELS
@@ -145,11 +145,25 @@ async def run_unit_async(task: UnitTask, limiters: LimiterRegistry) -> dict[str,
                 await scratch.advance_watermarks(namespace, task.watermarks, "snapshot")
             from harvester import api
 
-            report = await api.harvest(unit.source, settings=settings, limiters=limiters)
+            try:
+                # the unit's own log lines (run_started, fetched, run_finished of its scratch run)
+                # name the unit and the run it belongs to
+                with structlog.contextvars.bound_contextvars(unit=unit.unit_id, unit_of_run=task.run_id):
+                    report = await api.harvest(unit.source, settings=settings, limiters=limiters)
+            except BaseExceptionGroup as group:  # the task groups wrap it: raise it as itself
+                budget = group.subgroup(BudgetUnavailable)
+                if budget is None:
+                    raise
+                raise _first_leaf(budget) from None
             marks = await scratch.watermarks(namespace)
         return await anyio.to_thread.run_sync(_write_unit, task, store, settings, report, marks)
     finally:
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _staging_folder() -> str:
@@ -421,6 +435,15 @@ class DistributedRun:
                     status = "ok" if self.report.ok else "failed"
                     finished = self.report.finished_at.isoformat()
                     await self._state.finish_run(self.run_id, finished, status, self.report.as_dict())
+                report = self.report
+                log.info(
+                    "run_finished",
+                    run_id=self.run_id,
+                    units=len(self.tasks),
+                    ok=report.ok,
+                    failed_sources=report.failed_sources,
+                    **report.totals(),
+                )
         finally:
             await self._close()
 
@@ -483,23 +506,6 @@ def dask_client(settings: Settings) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
-def reset_pauses(client: Any, budgets: dict[str, tuple[float, int]]) -> None:
-    """Give every host's pause variable a value, so workers never wait on an unset one; a pause
-    still running (a Retry-After from another run on a shared cluster) is kept."""
-    import time
-
-    from distributed import Variable
-
-    for host in budgets:
-        variable = Variable(pause_variable_name(host), client=client)
-        try:
-            until = float(variable.get(timeout=1.0))
-        except TimeoutError:
-            until = 0.0
-        if until <= time.time():
-            variable.set(0.0)
-
-
 class RunInterrupted(HarvesterError):
     """A stop was requested: units in flight were cancelled; the run stays open to be resumed."""
 
@@ -531,7 +537,6 @@ def harvest_distributed(
         )
     own, cluster = (client, None) if client is not None else dask_client(settings)
     try:
-        reset_pauses(own, run.budgets)
         anyio.run(_drive, own, run, stop or threading.Event())
     finally:
         if client is None:

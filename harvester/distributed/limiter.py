@@ -10,13 +10,19 @@ Three objects held by the Dask scheduler, per host:
   window shorter than ``hold`` (≥ 1 s) ever sees more than ``R ≤ rps`` starts, whatever the number
   of workers; waiters are woken by the scheduler as soon as a lease comes back, which keeps the
   budget ~97 % used (docs/scaling.md);
-- ``Variable(f"harvester-pause-{host}")``: a wall-clock "paused until" time. A 429/503 with
-  Retry-After on any worker sets it; every worker waits it out before its next start.
+- the scheduler's metadata ``["harvester-pause", host]``: a wall-clock "paused until" time. A 429/503
+  with Retry-After on any worker sets it; every worker waits it out before its next start.
 
 Blocking Dask calls run on worker threads with short timeouts, so every wait is bounded and a
-cancelled request never leaks a lease. Start leases are given back by one releaser thread per
-worker process at their due time, so a unit ends without waiting for them. Leases held by a
-worker that dies are freed by the scheduler after ``distributed.scheduler.locks.lease-timeout``.
+cancelled request never leaks a lease. A call that loses its connection to the scheduler is tried
+again a few times (a lease granted whose answer was lost is freed by the lease timeout: the budget
+is under-used for that time, never over-spent); if the scheduler stays out of reach (a cluster
+closing under a stopped run) :class:`BudgetUnavailable` stops the whole unit, which writes nothing
+and is retried, instead of recording its targets as failed.
+
+Start leases are given back by one releaser thread per worker process at their due time, so a unit
+ends without waiting for them. Leases held by a worker that dies are freed by the scheduler after
+``distributed.scheduler.locks.lease-timeout``.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ import anyio.lowlevel
 import structlog
 
 from harvester._limiter import Limiter, LimiterRegistry, LimiterStats
+from harvester.errors import BudgetUnavailable
 
-__all__ = ["DaskHostLimiter", "DaskLimiterRegistry", "pause_variable_name"]
+__all__ = ["DaskHostLimiter", "DaskLimiterRegistry", "pause_key", "read_pause"]
 
 _POLL_S = 1.0  # longest single blocking call to the scheduler
+_COMM_RETRY_DELAYS_S = (0.1, 0.3, 0.9, 2.7)  # a dropped connection to the scheduler, then give up
 _HOLD_MARGIN_S = 0.05  # transit jitter between a lease and the archive's clock (seen: 7-20 ms loaded)
 
 
@@ -87,8 +95,14 @@ def _shared(name: str, factory: Callable[[], Any]) -> Any:
         return _SHARED[name]
 
 
-def pause_variable_name(host: str) -> str:
-    return f"harvester-pause-{host.lower()}"
+def pause_key(host: str) -> list[str]:
+    """Where the scheduler's metadata holds the host's "paused until" time (wall clock)."""
+    return ["harvester-pause", host.lower()]
+
+
+def read_pause(client: Any, host: str) -> float:
+    """The host's "paused until" time; 0.0 when no pause was ever published."""
+    return float(client.get_metadata(pause_key(host), default=0.0))
 
 
 def rate_leases(requests_per_second: float) -> tuple[int, float]:
@@ -101,7 +115,7 @@ class DaskHostLimiter:
     """A host budget held by the Dask scheduler; use inside a task on a Dask worker."""
 
     def __init__(self, host: str, requests_per_second: float, max_concurrency: int) -> None:
-        from distributed import Semaphore, Variable
+        from distributed import Semaphore, get_client
 
         self.host = host
         self.requests_per_second = requests_per_second
@@ -114,11 +128,10 @@ class DaskHostLimiter:
         names = (
             f"harvester-{host}-c{max_concurrency}",
             f"harvester-rate-{host}-r{leases}-h{self.hold_s:.3f}",
-            pause_variable_name(host),
         )
         self._inflight = _shared(names[0], lambda: Semaphore(max_leases=max_concurrency, name=names[0]))
         self._starts = _shared(names[1], lambda: Semaphore(max_leases=leases, name=names[1]))
-        self._pause = _shared(names[2], lambda: Variable(names[2]))
+        self._client = get_client()  # the worker's client: the pause lives in the scheduler's metadata
         self._paused_until = 0.0  # wall clock: comparable across machines
 
     def pause_for(self, seconds: float) -> None:
@@ -131,19 +144,35 @@ class DaskHostLimiter:
 
     def _publish_pause(self, until: float) -> None:
         if until > self._read_pause():
-            self._pause.set(until, timeout=_POLL_S)
+            self._client.set_metadata(pause_key(self.host), until)
 
     def _read_pause(self) -> float:
-        try:
-            value = self._pause.get(timeout=_POLL_S)
-        except TimeoutError:  # never set: not paused
-            return 0.0
-        return float(value)
+        return read_pause(self._client, self.host)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, a blocking call to the scheduler, on a worker thread; a dropped
+        connection is tried again, then :class:`BudgetUnavailable` stops the unit."""
+        for attempt, delay in enumerate((*_COMM_RETRY_DELAYS_S, None)):
+            try:
+                with anyio.CancelScope(shield=True):  # a lease granted must be recorded, then released
+                    return await anyio.to_thread.run_sync(fn, *args)
+            except Exception as exc:  # every failure of the call means the same
+                # CommClosedError or a connect timeout (OSError) may pass; "ConnectionPool is
+                # closed" (RuntimeError: this worker is shutting down with its cluster) will not
+                cause = f"{type(exc).__name__}: {exc}"
+                if delay is None or not isinstance(exc, OSError):
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise BudgetUnavailable(
+                        f"the Dask scheduler holding the budget of {self.host} is out of reach{tries} "
+                        f"({cause})"
+                    ) from None
+                log.warning("budget_call_retried", host=self.host, attempt=attempt + 1, cause=cause)
+                await anyio.sleep(delay)
+        return None  # not reached: the last attempt returns or raises
 
     async def _acquire(self, semaphore: Any) -> None:
         while True:
-            with anyio.CancelScope(shield=True):  # a lease granted must be recorded, then released
-                got = await anyio.to_thread.run_sync(semaphore.acquire, _POLL_S)
+            got = await self._call(semaphore.acquire, _POLL_S)
             if got:
                 try:
                     await anyio.lowlevel.checkpoint()
@@ -155,7 +184,7 @@ class DaskHostLimiter:
 
     async def _wait_pause(self) -> None:
         while True:
-            remote = await anyio.to_thread.run_sync(self._read_pause)
+            remote = await self._call(self._read_pause)
             self._paused_until = max(self._paused_until, remote)
             delay = self._paused_until - time.time()
             if delay <= 0:

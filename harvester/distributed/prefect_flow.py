@@ -47,7 +47,6 @@ from harvester.distributed.executor import (
     UNIT_RETRIES,
     DistributedRun,
     UnitTask,
-    reset_pauses,
     run_unit,
 )
 from harvester.errors import ConfigError
@@ -175,7 +174,6 @@ def harvest_flow(
     api.check_targets(names, settings)
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
     with _api_for_workers(), task_runner(settings) as runner:
-        reset_pauses(runner.client, run.budgets)
         anyio.run(_drive, runner, run, logger)
     report = run.report.as_dict()
     summary = ", ".join(

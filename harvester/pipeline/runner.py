@@ -33,7 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from harvester._http import Http, HttpSession, HttpStats
 from harvester._logging import redact
 from harvester._schema import source_readme
-from harvester.errors import HarvesterError, OutputError
+from harvester.errors import BudgetUnavailable, HarvesterError, OutputError
 from harvester.pipeline.report import SourceReport, TargetFailure
 from harvester.pipeline.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
 from harvester.records import RECORD_MODELS, BaseRecord
@@ -276,6 +276,8 @@ class _Jobs:
         )
         try:
             await source.fetch(target, ctx)
+        except BudgetUnavailable:
+            raise  # not this target's failure: the unit stops and is retried as a whole
         except HarvesterError as exc:
             cause = redact(exc.message)  # causes may quote an archive's body
             run.ok, run.reason = False, cause
