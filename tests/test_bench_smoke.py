@@ -13,9 +13,12 @@ import importlib
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
+import pytest
 
+from harvester.distributed.compact import compact
 from harvester.testing import FakeArchive, running_server
-from tests.bench import bench_tess_compare, bench_ztf_rate
+from tests.bench import bench_compact, bench_tess_compare, bench_ztf_rate
 
 bench_main = importlib.import_module("tests.bench.__main__")
 
@@ -53,6 +56,18 @@ def test_ztf_rate_clients_run() -> None:
     assert ours.requests == loop.requests == 2
     assert ours.records == loop.records > 0
     assert ours.violations == 0
+
+
+def test_compact_bench_units_compact_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Part 8's units (each repeating its predecessor's last epoch) give the same rows streamed
+    and through the in-memory baseline, with the overlaps dropped."""
+    monkeypatch.setattr(bench_compact, "PER_UNIT", 5)
+    bench_compact.write_units(tmp_path / "units", 12)
+    streamed = compact("ztf", str(tmp_path / "units"), tmp_path / "streamed.parquet")
+    in_memory = bench_compact.in_memory_compact("ztf", str(tmp_path / "units"), tmp_path / "memory.parquet")
+    assert streamed == (12, 2) and in_memory[0] == 12
+    rows = pq.read_table(tmp_path / "streamed.parquet").to_pylist()
+    assert rows == pq.read_table(tmp_path / "memory.parquet").to_pylist()
 
 
 def test_results_replace_only_the_generated_block(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ Each stream is bounded, so a slow disk slows the fetchers instead of filling mem
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from harvester._schema import source_readme
 from harvester.errors import BudgetUnavailable, HarvesterError, OutputError
 from harvester.pipeline.report import SourceReport, TargetFailure
 from harvester.pipeline.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
-from harvester.records import RECORD_MODELS, BaseRecord
+from harvester.records import RECORD_MODELS, BaseRecord, key_digest
 from harvester.settings import Settings
 from harvester.sources.base import FetchContext, Source, utcnow
 from harvester.state import StateStore
@@ -306,12 +305,10 @@ async def _dedup(
     producers: anyio.CancelScope,
     keep_sample: bool,
 ) -> None:
-    # 128-bit digests of the keys (≈ 100 bytes per record with the set slot, against ≈ 220 for a
-    # tuple of strings); a collision needs ~10^19 records before it becomes likely.
     seen: set[bytes] = set()
     async with recv, send:
         async for record in recv:
-            key = hashlib.blake2b("\x1f".join(record.dedup_key()).encode(), digest_size=16).digest()
+            key = key_digest(record.dedup_key())
             if key in seen:
                 report.duplicates += 1
                 continue
