@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,62 @@ async def test_fallback_uses_the_real_archive_paths_even_with_a_custom_base_url(
         **overrides,
     )
     assert report.sources["ztf"].written == 5
+
+
+class _DiskLog:
+    """What reached the disk, in order: ``("sync", path)`` per fsync, ``("name", path)`` when a
+    file becomes visible under its final name (link or rename)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, str]] = []
+        fsync, link, replace = os.fsync, os.link, os.replace
+
+        def logged_fsync(fd: int) -> None:
+            self.events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+            fsync(fd)
+
+        def logged_link(src: Any, dst: Any, **kw: Any) -> None:
+            link(src, dst, **kw)
+            self.events.append(("name", str(dst)))
+
+        def logged_replace(src: Any, dst: Any, **kw: Any) -> None:
+            replace(src, dst, **kw)
+            self.events.append(("name", str(dst)))
+
+        monkeypatch.setattr(os, "fsync", logged_fsync)
+        monkeypatch.setattr(os, "link", logged_link)
+        monkeypatch.setattr(os, "replace", logged_replace)
+
+    def flushed_then_named(self, path: Path) -> bool:
+        """``path``'s bytes were synced before it got its name, and its folder's entry after."""
+        named = self.events.index(("name", str(path)))
+        before = [p for kind, p in self.events[:named] if kind == "sync"]
+        after = [p for kind, p in self.events[named:] if kind == "sync"]
+        return any(Path(p).name.startswith(f".{path.name}") for p in before) and str(path.parent) in after
+
+
+async def test_committing_files_are_on_disk_before_they_get_their_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A jsonl shard (its keys are committed to the state once it is in place), a work unit's
+    object and a compacted Parquet file are flushed to disk before their final names appear: a
+    power loss cannot leave a committed name over missing bytes."""
+    from harvester.distributed.compact import compact
+    from harvester.distributed.objectstore import ObjectStore
+    from harvester.pipeline.writers import JsonlWriter, dumps_record
+    from tests.test_tables import ztf
+
+    disk = _DiskLog(monkeypatch)
+    writer = JsonlWriter(tmp_path / "shards", ZtfRecord, run_id="r1", shard_records=2)
+    await writer.open()
+    await writer.write([ztf(58000.1), ztf(58000.2)])
+    body = dumps_record(ztf(58000.3)) + b"\n"
+    store = ObjectStore(tmp_path / "out")
+    store.put_new("ztf/units/c1/r1-d.jsonl", body)
+    manifest = {"data": "ztf/units/c1/r1-d.jsonl", "sha256": hashlib.sha256(body).hexdigest()}
+    store.put_new("_units/ztf/c1/r1-d.json", orjson.dumps(manifest))
+    compact("ztf", str(tmp_path / "out"), tmp_path / "ztf.parquet")
+    assert disk.flushed_then_named(tmp_path / "shards" / "part-r1-00001.jsonl")
+    assert disk.flushed_then_named(tmp_path / "out" / "ztf" / "units" / "c1" / "r1-d.jsonl")
+    assert disk.flushed_then_named(tmp_path / "out" / "_units" / "ztf" / "c1" / "r1-d.json")
+    assert disk.flushed_then_named(tmp_path / "ztf.parquet")

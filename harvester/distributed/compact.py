@@ -22,7 +22,6 @@ columns of ``harvester.to_table`` and ``to_pandas``.
 from __future__ import annotations
 
 import hashlib
-import os
 import types
 import typing
 import uuid
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import BaseModel
 
+from harvester._files import fsync_path
 from harvester.distributed.objectstore import ObjectStore
 from harvester.errors import ConfigError, OutputError
 from harvester.records import RECORD_MODELS, BaseRecord, key_digest
@@ -186,9 +186,9 @@ def compact(source: str, root: str, output: Path) -> tuple[int, int]:
                         group, group_size = [], 0
             group.append(pa.RecordBatch.from_pylist(chunk, schema=schema))
             written += _write_group(writer, group, schema)
-        _fsync(tmp)
+        fsync_path(tmp)
         tmp.replace(output)
-        _fsync(output.parent)
+        fsync_path(output.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return written, dropped.count
@@ -202,12 +202,3 @@ def _write_group(writer: Any, batches: list[pa.RecordBatch], schema: pa.Schema) 
     rows: int = table.num_rows
     writer.write_table(table, row_group_size=max(1, rows))
     return rows
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -3,7 +3,8 @@
 Outputs past one machine are idempotent, not renamed (S3 has no atomic rename):
 
 - a local path (or ``file://`` URL) uses the pipeline's own create-only write: a hidden temporary
-  file hard-linked into place, which is atomic and fails if the name exists;
+  file, flushed to disk, hard-linked into place (atomic, and it fails if the name exists), then
+  the folder flushed;
 - any other fsspec URL writes with ``pipe_file(..., mode="create")``; s3fs sends
   ``If-None-Match: *`` so S3 (and moto) answer 412 when the key exists, which s3fs raises as
   ``FileExistsError``. A single PUT never leaves a partial object.
@@ -66,7 +67,7 @@ class ObjectStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-            return _create_once(path, data)
+            return _create_once(path, data, durable=True)
         try:
             self._fs.pipe_file(target, data, mode="create")
         except FileExistsError:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from harvester._files import TMP_SUFFIX, output_error, temp_path, write_text_atomic
+from harvester._files import TMP_SUFFIX, fsync_path, output_error, temp_path, write_text_atomic
 from harvester.errors import OutputError
 from harvester.records import BaseRecord, key_part, stable_id
 
@@ -172,12 +172,16 @@ class JsonFilesWriter:
         return WriteResult()
 
 
-def _create_once(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` atomically; False if the path already exists (nothing changed)."""
+def _create_once(path: Path, data: bytes, *, durable: bool = False) -> bool:
+    """Write ``data`` to ``path`` atomically; False if the path already exists (nothing changed).
+    ``durable``: on disk (file, then folder entry) before this returns True."""
     tmp = temp_path(path)
     try:
         with open(tmp, "xb") as fh:
             fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         try:
             os.link(tmp, path)  # atomic and create-only: fails if the record exists
         except FileExistsError:
@@ -188,6 +192,8 @@ def _create_once(path: Path, data: bytes) -> bool:
             if path.exists():  # a filesystem without hard links: fall back to rename
                 return False
             os.replace(tmp, path)
+        if durable:
+            fsync_path(path.parent)
         return True
     except OSError as exc:
         raise output_error(path.parent, exc) from None
@@ -260,7 +266,10 @@ def _write_shard(path: Path, data: bytes) -> str:
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # the state commits these keys once the shard is in place
         os.replace(tmp, path)
+        fsync_path(path.parent)
         return hashlib.sha256(data).hexdigest()
     except OSError as exc:
         with contextlib.suppress(OSError):
