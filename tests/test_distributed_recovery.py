@@ -6,6 +6,7 @@ matches its manifest, every visible object is complete, and no record appears tw
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -270,6 +271,48 @@ def test_a_later_run_writes_only_the_new_epochs(tmp_path: Path) -> None:
     # the provenance URLs differ (the second run's queries carry TIME), the records do not
     assert comparable(without_provenance(records)) == comparable(without_provenance(reference))
     assert len(records) == first.sources["ztf"].written + new.written
+
+
+async def test_many_sweeps_read_one_history_summary_and_still_write_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven sweeps of the same units, each asking for everything again (--full) while the archive
+    gains epochs: every sweep writes only what is new, and a unit reads one history summary plus
+    fewer than HISTORY_EVERY manifests, not one manifest per earlier sweep."""
+    from harvester.distributed import executor
+
+    monkeypatch.setattr(executor, "HISTORY_EVERY", 3)
+    archive = FakeArchive(latency_s=0.0, now_mjd=60000.0)
+    out = tmp_path / "out"
+    read: list[str] = []
+    get = ObjectStore.get
+
+    def counted_get(store: ObjectStore, key: str) -> bytes | None:
+        read.append(key)
+        return get(store, key)
+
+    with running_server(archive) as url:
+        settings = ztf_settings(url, tmp_path, rate=FAST)
+        units = len(plan_units("ztf", settings))
+        written = 0
+        for sweep in range(7):
+            archive.now_mjd = 60000.0 + 100 * sweep
+            read.clear()
+            with monkeypatch.context() as m:
+                m.setattr(ObjectStore, "get", counted_get)
+                sweep_all = functools.partial(executor.harvest_units, ["ztf"], settings, full=True)
+                report = await anyio.to_thread.run_sync(sweep_all)
+            assert report.ok
+            written += report.sources["ztf"].written
+        reference = await anyio.to_thread.run_sync(local_records, url, tmp_path)
+    records = committed_output(str(out))
+    assert comparable(without_provenance(records)) == comparable(without_provenance(reference))
+    assert len(records) == written
+    summaries = [k for k in read if k.startswith("_history/")]
+    manifests = [k for k in read if k.startswith("_units/")]
+    assert len(summaries) == units  # the last sweep: one summary per unit...
+    assert len(manifests) <= units * (1 + 2)  # ...its own manifest probe, and < 3 loose manifests
+    assert len(ObjectStore(str(out)).list("_history/ztf")) == units  # superseded summaries removed
 
 
 async def test_a_unit_failing_every_attempt_is_reported_and_recorded(tmp_path: Path) -> None:

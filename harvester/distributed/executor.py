@@ -13,7 +13,8 @@ Worker (:func:`run_unit`): ``anyio.run(api.harvest, ...)`` with the unit's targe
 (a scratch SQLite file in a temporary folder carries only the driver's watermark snapshot, so the
 incremental queries stay narrow), the cluster-wide :class:`DaskLimiterRegistry`, jsonl into the
 temporary folder. Records already committed by an earlier run of the same unit (its manifests are
-the unit's history) are dropped. Then, create-only and in this order:
+the unit's history, summarised every :data:`HISTORY_EVERY` manifests under ``_history/``) are
+dropped. Then, create-only and in this order:
 
 - ``<output>/<source>/units/<unit id>/<run id>-<digest>.jsonl``: every new record, sorted by key;
 - ``<output>/_units/<source>/<unit id>/<run id>-<digest>.json``: the unit manifest (keys, counts,
@@ -182,7 +183,7 @@ def _write_unit(
         raise UnitFailed(f"unit {unit.unit_id}: every target failed ({causes})")
     history = unit_history(store, unit, task.run_id)
     fetched = len(lines)
-    lines = [kv for kv in lines if kv[0] not in history]
+    lines = [kv for kv in lines if kv[0] not in history.keys]
     dkey = data_key(unit, task.run_id)
     body = b"".join(line for _, line in lines)
     if not store.put_new(dkey, body):
@@ -219,21 +220,73 @@ def _write_unit(
     if not store.put_new(mkey, orjson.dumps(manifest)):
         committed: dict[str, Any] = orjson.loads(store.get(mkey) or b"{}")
         return committed
+    _summarise_history(store, unit, task.run_id, history, manifest)
     return manifest
 
 
-def unit_history(store: ObjectStore, unit: Unit, run_id: str) -> set[Key]:
+#: A unit's history is summarised into one object once this many of its manifests are not yet in
+#: one, so a unit reads one summary plus fewer than this many manifests, however many runs it had.
+HISTORY_EVERY = 16
+
+
+@dataclass
+class History:
+    """What earlier runs of a unit committed: ``keys``, from the manifests ``covers`` names."""
+
+    keys: set[Key]
+    covers: set[str]
+    #: manifests read one by one (those no summary covered yet)
+    loose: int = 0
+
+
+def history_key(unit: Unit, covered: int, run_id: str) -> str:
+    """A history summary's key; the zero-padded count first, so the fullest one sorts last."""
+    return f"_history/{unit.source}/{unit.unit_id}/{covered:08d}-{run_id}-{unit.digest}.json"
+
+
+def unit_history(store: ObjectStore, unit: Unit, run_id: str) -> History:
     """The keys committed by every other manifest of this unit id (any run, any digest — the same
-    cell with other targets included): never written again."""
-    keys: set[Key] = set()
+    cell with other targets included): never written again.
+
+    Read from the fullest history summary, if any, plus the manifests it does not cover. A summary
+    naming a manifest that is no longer there (removed by hand) is not trusted: every manifest is
+    read instead.
+    """
     own = manifest_key(unit, run_id)
-    for mkey in store.list(f"_units/{unit.source}/{unit.unit_id}"):
-        if mkey == own:
+    listed = store.list(f"_units/{unit.source}/{unit.unit_id}")
+    history = History(keys=set(), covers=set())
+    summaries = store.list(f"_history/{unit.source}/{unit.unit_id}")
+    if summaries:
+        body = store.get(summaries[-1])
+        summary = orjson.loads(body) if body else None
+        if summary is not None and set(summary["covers"]) <= set(listed):
+            history.keys.update(tuple(k) for k in summary["keys"])
+            history.covers.update(summary["covers"])
+    for mkey in listed:
+        if mkey == own or mkey in history.covers:
             continue
         body = store.get(mkey)
         if body:
-            keys.update(tuple(k) for k in orjson.loads(body)["keys"])
-    return keys
+            history.keys.update(tuple(k) for k in orjson.loads(body)["keys"])
+            history.covers.add(mkey)
+            history.loose += 1
+    return history
+
+
+def _summarise_history(
+    store: ObjectStore, unit: Unit, run_id: str, history: History, manifest: dict[str, Any]
+) -> None:
+    """After this unit's manifest is committed: once enough manifests are read one by one, write
+    one summary covering them all (this one included) and remove the summaries it supersedes."""
+    if history.loose + 1 < HISTORY_EVERY:
+        return
+    covers = sorted(history.covers | {manifest_key(unit, run_id)})
+    keys = sorted(history.keys | {tuple(k) for k in manifest["keys"]})
+    new = history_key(unit, len(covers), run_id)
+    older = store.list(f"_history/{unit.source}/{unit.unit_id}")
+    if store.put_new(new, orjson.dumps({"unit_key": unit.key, "covers": covers, "keys": keys})):
+        for key in older:
+            store.remove(key)  # superseded: every manifest it covered is in the new one
 
 
 def _key_of(source: str, raw: bytes) -> Key:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harvester.errors import ConfigError, OutputError
 from harvester.pipeline.writers import _create_once
@@ -92,6 +93,19 @@ class ObjectStore:
             raise _store_error("read", target, exc) from None
         return data
 
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[IO[bytes]]:
+        """The object as a binary file, read as it is consumed (not held whole in memory)."""
+        target = self._path(key)
+        try:
+            fh: IO[bytes] = open(target, "rb") if self.local else self._fs.open(target, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            raise OutputError(f"cannot read {target}: it does not exist") from None
+        except Exception as exc:
+            raise _store_error("read", target, exc) from None
+        with fh:
+            yield fh
+
     def list(self, prefix: str) -> list[str]:
         """Keys under ``prefix`` (recursively), sorted; hidden temporary files are left out."""
         base = self._path(prefix.rstrip("/"))
@@ -130,11 +144,13 @@ class ObjectStore:
                     "writes, If-None-Match): work units could not be made exactly-once there"
                 )
         finally:
-            self._remove(key)
+            self.remove(key)
 
-    def _remove(self, key: str) -> None:
+    def remove(self, key: str) -> None:
+        """Remove ``key`` if it is there, on a best-effort basis (for objects whose loss or
+        survival is harmless: probes, superseded history summaries)."""
         target = self._path(key)
-        with contextlib.suppress(Exception):  # a probe left behind is harmless (hidden prefix)
+        with contextlib.suppress(Exception):
             if self.local:
                 Path(target).unlink()
                 with contextlib.suppress(OSError):
