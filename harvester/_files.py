@@ -26,6 +26,7 @@ from harvester.errors import OutputError
 __all__ = [
     "TMP_SUFFIX",
     "atomic_open",
+    "fsync_folder",
     "fsync_path",
     "output_error",
     "temp_path",
@@ -56,6 +57,13 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk, where the filesystem allows it (some FUSE and network
+    filesystems refuse to open or sync a folder): the file itself is already in place."""
+    with contextlib.suppress(OSError):
+        fsync_path(folder)
 
 
 def temp_path(path: Path) -> Path:

@@ -49,6 +49,13 @@ class BudgetUnavailable(HarvesterError):
     transient = True
 
 
+def budget_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or a task group's exception group holds, a :class:`BudgetUnavailable`."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(BudgetUnavailable) is not None
+    return isinstance(exc, BudgetUnavailable)
+
+
 class TransientError(HarvesterError):
     """A failure that may go away if the same request is retried later."""
 

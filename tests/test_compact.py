@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -16,8 +18,21 @@ from harvester.distributed.compact import arrow_schema, compact, flat_row
 from harvester.distributed.objectstore import ObjectStore
 from harvester.errors import OutputError
 from harvester.pipeline.writers import dumps_record
-from harvester.records import BaseRecord, TessRecord, ZtfRecord
-from tests.test_tables import tess, ztf
+from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
+from tests.test_tables import FETCHED, tess, ztf
+
+
+def mast_record() -> MastRecord:
+    """A CAOM observation with a few columns null."""
+    required = {"source", "object_id", "fetched_at", "provenance", "obsid"}
+    optional = dict.fromkeys(MastRecord.model_fields.keys() - required)
+    return MastRecord(
+        object_id="TIC 261136679",
+        fetched_at=FETCHED,
+        provenance=Provenance(archive="mast", url="https://mast.example/invoke", service="Mast.Caom.Cone"),
+        obsid="27621455",
+        **{**optional, "obs_collection": "TESS", "ra": 10.5, "t_obs_release": 59000.25},
+    )
 
 
 def commit_unit(root: Path, source: str, unit: str, records: Sequence[BaseRecord], run: str = "r1") -> None:
@@ -73,17 +88,68 @@ def test_records_are_streamed_in_row_groups_and_deduplicated_across_units(
     assert mags[58000.39] == 18.0  # the first unit's copy
 
 
-def test_a_corrupt_unit_leaves_the_previous_file_untouched(tmp_path: Path) -> None:
-    """A data object that no longer matches its manifest stops compact in one line; the Parquet
-    file of the previous compact is still there, whole, and no temporary file is left behind."""
+DAMAGED = "unit data ztf/units/c2/r1-d.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (dumps_record(ztf(58009.9)) + b"\n", f"{DAMAGED} does not match its manifest (sha256)"),
+        (b'{"source": "zt', f"{DAMAGED} line 1 is not a valid ztf record: line: Invalid JSON"),
+        (None, "/out/ztf/units/c2/r1-d.jsonl: it does not exist"),
+    ],
+    ids=["other-bytes", "truncated", "missing"],
+)
+def test_a_damaged_unit_leaves_the_previous_file_untouched(
+    tmp_path: Path, damage: bytes | None, message: str
+) -> None:
+    """A data object that no longer matches its manifest (other bytes, cut short, gone) stops
+    compact in one line; the Parquet file of the previous compact is still there, whole, and no
+    temporary file is left behind."""
     out = tmp_path / "out"
     commit_unit(out, "ztf", "c1", [ztf(58000.1)])
     target = tmp_path / "processed" / "ztf.parquet"
     compact("ztf", str(out), target)
     before = target.read_bytes()
     commit_unit(out, "ztf", "c2", [ztf(58000.2)])
-    (out / "ztf" / "units" / "c2" / "r1-d.jsonl").write_bytes(b"truncated")
-    with pytest.raises(OutputError, match=r"ztf/units/c2/r1-d\.jsonl is missing or does not match"):
+    data = out / "ztf" / "units" / "c2" / "r1-d.jsonl"
+    if damage is None:
+        data.unlink()
+    else:
+        data.write_bytes(damage)
+    with pytest.raises(OutputError, match=re.escape(message)):
         compact("ztf", str(out), target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["ztf.parquet"]
+
+
+@pytest.mark.parametrize("model", [ZtfRecord, TessRecord, MastRecord], ids=lambda m: m.__name__)
+def test_every_record_model_has_a_parquet_schema_matching_its_rows(model: type[BaseRecord]) -> None:
+    """The schema derived from each model holds the rows flat_row makes of its records."""
+    record = {ZtfRecord: ztf(58000.1), TessRecord: tess(261136679, 5), MastRecord: mast_record()}[model]
+    schema = arrow_schema(model)
+    table = pa.Table.from_pylist([flat_row(record)], schema=schema)
+    assert table.schema == schema and table.to_pylist() == [flat_row(record)]
+
+
+def test_rows_go_out_before_the_last_unit_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed, not gathered: the first row group is written while later units are still unread."""
+    monkeypatch.setattr(compact_module, "CHUNK_BYTES", 2_000)
+    monkeypatch.setattr(compact_module, "ROW_GROUP_BYTES", 5_000)
+    for unit in range(4):
+        commit_unit(tmp_path / "out", "ztf", f"c{unit}", [ztf(58000.0 + unit + k / 100) for k in range(30)])
+    events: list[str] = []
+    open_object, write_group = ObjectStore.open, compact_module._write_group
+
+    def opened(store: ObjectStore, key: str) -> Any:
+        events.append(f"read {key.split('/')[2]}")
+        return open_object(store, key)
+
+    def written(*args: Any) -> int:
+        events.append("row group")
+        return write_group(*args)
+
+    monkeypatch.setattr(ObjectStore, "open", opened)
+    monkeypatch.setattr(compact_module, "_write_group", written)
+    compact("ztf", str(tmp_path / "out"), tmp_path / "ztf.parquet")
+    assert events.index("row group") < events.index("read c3")

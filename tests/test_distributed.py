@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -411,6 +413,47 @@ async def test_a_scheduler_out_of_reach_stops_the_request_with_budget_unavailabl
     assert flaky.calls == (5 if error is None else 1)
 
 
+class _PauseBoard:
+    """The scheduler's metadata as a worker sees it: drops the connection ``drops`` times, or
+    hangs until ``released`` when ``hang`` is set."""
+
+    def __init__(self, drops: int = 0, hang: bool = False) -> None:
+        self.drops, self.hang, self.calls = drops, hang, 0
+        self.released = threading.Event()
+
+    def get_metadata(self, keys: list[str], default: float) -> float:
+        from distributed.comm.core import CommClosedError
+
+        self.calls += 1
+        if self.hang:
+            self.released.wait(30)
+        if self.calls <= self.drops:
+            raise CommClosedError("in <ConnectionPool.get_metadata>: Stream is closed")
+        return default
+
+
+async def test_the_pause_read_is_retried_and_bounded(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the host's Retry-After pause: a dropped connection is tried again; a scheduler that
+    does not answer within the call timeout stops the request (no thread left holding it up)."""
+    from harvester.distributed import limiter as dask_limiter
+
+    monkeypatch.setattr(dask_limiter, "_COMM_RETRY_DELAYS_S", (0.0, 0.0, 0.0, 0.0))
+    monkeypatch.setattr(dask_limiter, "_CALL_TIMEOUT_S", 0.2)
+    budget = dask_limiter.DaskHostLimiter("paused.example", 100.0, 2)
+    budget._inflight, budget._starts = _FlakySemaphore(drops=0), _FlakySemaphore(drops=0)
+    budget._client = board = _PauseBoard(drops=1)
+    async with budget.slot():
+        pass
+    assert board.calls == 2
+    budget._client = board = _PauseBoard(hang=True)
+    try:
+        with anyio.fail_after(10), pytest.raises(BudgetUnavailable, match=r"after 5 attempts \(TimeoutError"):
+            async with budget.slot():
+                pytest.fail("no request may go out while the pause cannot be read")
+    finally:
+        board.released.set()
+
+
 class _BudgetGoneAfter(LimiterRegistry):
     """Local budgets whose "scheduler" goes away after ``grants`` requests (a cluster closing)."""
 
@@ -433,22 +476,41 @@ class _BudgetGoneAfter(LimiterRegistry):
         return Closing(host, requests_per_second, max_concurrency)
 
 
-async def test_a_unit_whose_budget_is_lost_writes_nothing_and_is_retried_whole(tmp_path: Path) -> None:
-    """The budget's scheduler goes away mid-unit: the unit fails as a whole (no object, no manifest,
-    no target recorded as failed); its next attempt harvests every target of the unit."""
+def _unit_settings(source: str, url: str, tmp: Path) -> Settings:
+    """ZTF cones, or TESS TIC ids with several 2-minute light curves each, from the loopback archive."""
+    if source == "ztf":
+        return ztf_settings(url, tmp, rate=1000.0)
+    from tests.bench.bench_tess_compare import pick_targets
+
+    tics, _ = pick_targets(12, FakeArchive().now_mjd)
+    return load_settings(
+        None,
+        output=tmp / "out",
+        state={"path": str(tmp / "state.db")},
+        data_sources={"tess": {"base_url": url, "query": {"tic_ids": tics}}},
+    )
+
+
+@pytest.mark.parametrize(("source", "grants"), [("ztf", 3), ("tess", 3)])
+async def test_a_unit_whose_budget_is_lost_writes_nothing_and_is_retried_whole(
+    tmp_path: Path, source: str, grants: int
+) -> None:
+    """The budget's scheduler goes away mid-unit (for TESS: between a target's downloads): the unit
+    fails as a whole (no object, no manifest, no target or light curve recorded as failed); its
+    next attempt harvests every target of the unit."""
     from harvester.distributed.executor import run_unit_async
 
-    with running_server(FakeArchive(latency_s=0.0)) as url:
-        settings = ztf_settings(url, tmp_path, rate=1000.0)
-        unit = max(plan_units("ztf", settings), key=lambda u: len(u.targets))
+    with running_server(FakeArchive(latency_s=0.0, executing_polls=0)) as url:
+        settings = _unit_settings(source, url, tmp_path)
+        unit = max(plan_units(source, settings), key=lambda u: len(u.targets))
         out = tmp_path / "out"
         task = UnitTask(unit, settings, str(out), "run-1", {}, {})
         with pytest.raises(BudgetUnavailable, match=r"budget of 127\.0\.0\.1 is gone"):
-            await run_unit_async(task, _BudgetGoneAfter(grants=3))
+            await run_unit_async(task, _BudgetGoneAfter(grants=grants))
         assert not out.exists() or [p for p in out.rglob("*") if p.is_file()] == []
         manifest = await run_unit_async(task, LimiterRegistry())
-    assert manifest["targets"] == manifest["targets_ok"] == len(unit.targets) > 3
-    assert manifest["errors"] == []
+    assert manifest["targets"] == manifest["targets_ok"] == max(1, len(unit.targets))
+    assert manifest["errors"] == [] and manifest["requests"] > grants  # it was lost mid-unit
 
 
 def test_harvester_s_local_cluster_listens_on_loopback_only_and_not_on_8787() -> None:

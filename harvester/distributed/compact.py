@@ -21,7 +21,9 @@ columns of ``harvester.to_table`` and ``to_pandas``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 import types
 import typing
 import uuid
@@ -31,9 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from harvester._files import fsync_path
+from harvester._files import TMP_SUFFIX, fsync_folder, fsync_path, output_error
 from harvester.distributed.objectstore import ObjectStore
 from harvester.errors import ConfigError, OutputError
 from harvester.records import RECORD_MODELS, BaseRecord, key_digest
@@ -70,20 +72,33 @@ def committed_records(
     seen: set[bytes] = set()
     for key in manifests:
         manifest = orjson.loads(store.get(key) or b"{}")
-        body = store.get(manifest["data"])
-        if body is None or hashlib.sha256(body).hexdigest() != manifest["sha256"]:
-            raise OutputError(f"unit data {manifest['data']} is missing or does not match its manifest")
-        for line in body.splitlines():
-            if not line:
-                continue
-            record = model.model_validate_json(line)
-            digest = key_digest(record.dedup_key())
-            if digest in seen:
-                if dropped is not None:
-                    dropped.count += 1
-                continue
-            seen.add(digest)
-            yield record, len(line)
+        data = manifest["data"]
+        body = hashlib.sha256()
+        # streamed: a unit's object can be large (a TESS bucket); its records are checked against
+        # the manifest's sha256 once read, before the output file is put in place
+        with store.open(data) as fh:
+            for number, line in enumerate(fh, 1):
+                body.update(line)
+                if not line.strip():
+                    continue
+                try:
+                    record = model.model_validate_json(line)
+                except ValidationError as exc:
+                    problem = exc.errors()[0]
+                    where = ".".join(str(p) for p in problem["loc"]) or "line"
+                    raise OutputError(
+                        f"unit data {data} line {number} is not a valid {source} record: "
+                        f"{where}: {problem['msg']}"
+                    ) from None
+                digest = key_digest(record.dedup_key())
+                if digest in seen:
+                    if dropped is not None:
+                        dropped.count += 1
+                    continue
+                seen.add(digest)
+                yield record, len(line)
+        if body.hexdigest() != manifest["sha256"]:
+            raise OutputError(f"unit data {data} does not match its manifest (sha256)")
 
 
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
@@ -167,8 +182,12 @@ def compact(source: str, root: str, output: Path) -> tuple[int, int]:
     dropped = Dropped()
     rows = committed_records(source, root, dropped)
     written = 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(output)
+    except OSError as exc:
+        raise output_error(output.parent, exc) from None
+    tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
             chunk: list[dict[str, Any]] = []
@@ -188,10 +207,23 @@ def compact(source: str, root: str, output: Path) -> tuple[int, int]:
             written += _write_group(writer, group, schema)
         fsync_path(tmp)
         tmp.replace(output)
-        fsync_path(output.parent)
+    except OSError as exc:
+        raise output_error(output.parent, exc) from None
+    except pa.ArrowException as exc:  # a value the model allows but Arrow refuses: a bug, in one line
+        raise OutputError(f"cannot write {output}: {type(exc).__name__}: {exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_folder(output.parent)
     return written, dropped.count
+
+
+def _remove_stale_temporaries(output: Path) -> None:
+    """Temporary files of compacts into ``output`` that were killed more than an hour ago."""
+    now = time.time()
+    for leftover in output.parent.glob(f".{output.name}.*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > 3600:
+                leftover.unlink()
 
 
 def _write_group(writer: Any, batches: list[pa.RecordBatch], schema: pa.Schema) -> int:

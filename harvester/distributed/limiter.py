@@ -47,6 +47,7 @@ __all__ = ["DaskHostLimiter", "DaskLimiterRegistry", "pause_key", "read_pause"]
 
 _POLL_S = 1.0  # longest single blocking call to the scheduler
 _COMM_RETRY_DELAYS_S = (0.1, 0.3, 0.9, 2.7)  # a dropped connection to the scheduler, then give up
+_CALL_TIMEOUT_S = 5.0  # a pause read or write that takes longer counts as a dropped connection
 _HOLD_MARGIN_S = 0.05  # transit jitter between a lease and the archive's clock (seen: 7-20 ms loaded)
 
 
@@ -131,7 +132,7 @@ class DaskHostLimiter:
         )
         self._inflight = _shared(names[0], lambda: Semaphore(max_leases=max_concurrency, name=names[0]))
         self._starts = _shared(names[1], lambda: Semaphore(max_leases=leases, name=names[1]))
-        self._client = get_client()  # the worker's client: the pause lives in the scheduler's metadata
+        self._client: Any = get_client()  # the worker's client: the pause lives in the scheduler's metadata
         self._paused_until = 0.0  # wall clock: comparable across machines
 
     def pause_for(self, seconds: float) -> None:
@@ -149,16 +150,24 @@ class DaskHostLimiter:
     def _read_pause(self) -> float:
         return read_pause(self._client, self.host)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any, lease: bool = False) -> Any:
         """``fn(*args)``, a blocking call to the scheduler, on a worker thread; a dropped
-        connection is tried again, then :class:`BudgetUnavailable` stops the unit."""
+        connection is tried again, then :class:`BudgetUnavailable` stops the unit.
+
+        A lease request (``lease``) is shielded: a lease granted must be recorded, then released;
+        it is bounded by its own 1 s wait plus Dask's connect timeout. Any other call is given up
+        after :data:`_CALL_TIMEOUT_S` (its thread finishes on its own).
+        """
         for attempt, delay in enumerate((*_COMM_RETRY_DELAYS_S, None)):
             try:
-                with anyio.CancelScope(shield=True):  # a lease granted must be recorded, then released
-                    return await anyio.to_thread.run_sync(fn, *args)
-            except Exception as exc:  # every failure of the call means the same
-                # CommClosedError or a connect timeout (OSError) may pass; "ConnectionPool is
-                # closed" (RuntimeError: this worker is shutting down with its cluster) will not
+                if lease:
+                    with anyio.CancelScope(shield=True):
+                        return await anyio.to_thread.run_sync(fn, *args)
+                with anyio.fail_after(_CALL_TIMEOUT_S):
+                    return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+            except (OSError, RuntimeError) as exc:
+                # CommClosedError or a timeout (OSError) may pass; "ConnectionPool is closed"
+                # (RuntimeError: this worker is shutting down with its cluster) will not
                 cause = f"{type(exc).__name__}: {exc}"
                 if delay is None or not isinstance(exc, OSError):
                     tries = f" after {attempt + 1} attempts" if attempt else ""
@@ -172,7 +181,7 @@ class DaskHostLimiter:
 
     async def _acquire(self, semaphore: Any) -> None:
         while True:
-            got = await self._call(semaphore.acquire, _POLL_S)
+            got = await self._call(semaphore.acquire, _POLL_S, lease=True)
             if got:
                 try:
                     await anyio.lowlevel.checkpoint()

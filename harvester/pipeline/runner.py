@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from harvester._http import Http, HttpSession, HttpStats
 from harvester._logging import redact
 from harvester._schema import source_readme
-from harvester.errors import BudgetUnavailable, HarvesterError, OutputError
+from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, budget_lost
 from harvester.pipeline.report import SourceReport, TargetFailure
 from harvester.pipeline.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
 from harvester.records import RECORD_MODELS, BaseRecord, key_digest
@@ -287,6 +287,8 @@ class _Jobs:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the dedup stage stopped (limit reached): not a failure
         except Exception as exc:  # a bug or an unexpected body must not take the other targets down
+            if budget_lost(exc):
+                raise  # from a source's own task group (TESS downloads): the unit stops, as above
             cause = redact(f"internal error: {type(exc).__name__}: {exc}")
             run.ok, run.reason = False, cause
             report.errors.append(TargetFailure(target=label, cause=cause, transient=False))

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from harvester._files import TMP_SUFFIX, fsync_path, output_error, temp_path, write_text_atomic
+from harvester._files import TMP_SUFFIX, fsync_folder, output_error, temp_path, write_text_atomic
 from harvester.errors import OutputError
 from harvester.records import BaseRecord, key_part, stable_id
 
@@ -193,7 +193,7 @@ def _create_once(path: Path, data: bytes, *, durable: bool = False) -> bool:
                 return False
             os.replace(tmp, path)
         if durable:
-            fsync_path(path.parent)
+            fsync_folder(path.parent)
         return True
     except OSError as exc:
         raise output_error(path.parent, exc) from None
@@ -269,7 +269,7 @@ def _write_shard(path: Path, data: bytes) -> str:
             fh.flush()
             os.fsync(fh.fileno())  # the state commits these keys once the shard is in place
         os.replace(tmp, path)
-        fsync_path(path.parent)
+        fsync_folder(path.parent)
         return hashlib.sha256(data).hexdigest()
     except OSError as exc:
         with contextlib.suppress(OSError):

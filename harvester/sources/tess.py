@@ -27,7 +27,7 @@ import structlog
 
 from harvester._fits import decode_lightcurve_async
 from harvester._mast import MastClient, discrete, position, value_range
-from harvester.errors import ArchiveResponseError, ConfigError, HarvesterError
+from harvester.errors import ArchiveResponseError, BudgetUnavailable, ConfigError, HarvesterError
 from harvester.records import Provenance, TessRecord
 from harvester.settings import RateLimit
 from harvester.sources.base import FetchContext, Source, utcnow
@@ -251,6 +251,8 @@ class TessSource(Source[TessTarget]):
                     archive="mast", url=mast.download_url(uri), service="Download/file", sample=self.sample
                 ),
             )
+        except BudgetUnavailable:
+            raise  # not this light curve's failure: the whole unit stops and is retried
         except HarvesterError as exc:
             ctx.fail(name, exc.message, exc.transient)
             return
