@@ -28,6 +28,7 @@ __all__ = [
     "atomic_open",
     "fsync_folder",
     "fsync_path",
+    "make_folder",
     "output_error",
     "temp_path",
     "write_bytes_atomic",
@@ -64,6 +65,19 @@ def fsync_folder(folder: Path) -> None:
     filesystems refuse to open or sync a folder): the file itself is already in place."""
     with contextlib.suppress(OSError):
         fsync_path(folder)
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p`` whose new folders are durable: each created folder's entry is flushed in its
+    parent (best effort), so a power loss cannot drop a folder that already holds committed files."""
+    missing: list[Path] = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        fsync_folder(created.parent)
 
 
 def temp_path(path: Path) -> Path:

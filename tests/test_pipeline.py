@@ -251,8 +251,8 @@ async def test_committing_files_are_on_disk_before_they_get_their_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A jsonl shard (its keys are committed to the state once it is in place), a work unit's
-    object and a compacted Parquet file are flushed to disk before their final names appear: a
-    power loss cannot leave a committed name over missing bytes."""
+    object and a compacted Parquet file are flushed to disk before their final names appear, and
+    new folders' entries after: a power loss cannot leave a committed name over missing bytes."""
     from harvester.distributed.compact import compact
     from harvester.distributed.objectstore import ObjectStore
     from harvester.pipeline.writers import JsonlWriter, dumps_record
@@ -272,3 +272,7 @@ async def test_committing_files_are_on_disk_before_they_get_their_names(
     assert disk.flushed_then_named(tmp_path / "out" / "ztf" / "units" / "c1" / "r1-d.jsonl")
     assert disk.flushed_then_named(tmp_path / "out" / "_units" / "ztf" / "c1" / "r1-d.json")
     assert disk.flushed_then_named(tmp_path / "ztf.parquet")
+    # the folders the unit's objects created have their entries flushed in their parents too
+    synced = {path for kind, path in disk.events if kind == "sync"}
+    units = tmp_path / "out" / "ztf" / "units"
+    assert {str(units), str(units.parent), str(units.parent.parent), str(tmp_path)} <= synced

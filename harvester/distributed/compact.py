@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from harvester._files import TMP_SUFFIX, fsync_folder, fsync_path, output_error
+from harvester._files import TMP_SUFFIX, fsync_folder, fsync_path, make_folder, output_error
 from harvester.distributed.objectstore import ObjectStore
 from harvester.errors import ConfigError, OutputError
 from harvester.records import RECORD_MODELS, BaseRecord, key_digest
@@ -183,7 +183,7 @@ def compact(source: str, root: str, output: Path) -> tuple[int, int]:
     rows = committed_records(source, root, dropped)
     written = 0
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(output.parent)
         _remove_stale_temporaries(output)
     except OSError as exc:
         raise output_error(output.parent, exc) from None

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from harvester._files import make_folder
 from harvester.errors import ConfigError, OutputError
 from harvester.pipeline.writers import _create_once
 
@@ -65,7 +66,7 @@ class ObjectStore:
         if self.local:
             path = Path(target)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_folder(path.parent)
             except OSError as exc:
                 raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
             return _create_once(path, data, durable=True)

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from harvester._files import TMP_SUFFIX, fsync_folder, output_error, temp_path, write_text_atomic
+from harvester._files import TMP_SUFFIX, fsync_folder, make_folder, output_error, temp_path, write_text_atomic
 from harvester.errors import OutputError
 from harvester.records import BaseRecord, key_part, stable_id
 
@@ -98,7 +98,7 @@ class Writer(Protocol):
 
 def _prepare_folder(folder: Path) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         probe = folder / f".probe-{uuid.uuid4().hex}{TMP_SUFFIX}"
         probe.write_bytes(b"")
         probe.unlink()
