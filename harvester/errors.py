@@ -49,11 +49,15 @@ class BudgetUnavailable(HarvesterError):
     transient = True
 
 
-def budget_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` is, or a task group's exception group holds, a :class:`BudgetUnavailable`."""
+def budget_lost(exc: BaseException) -> BudgetUnavailable | None:
+    """The :class:`BudgetUnavailable` that ``exc`` is, or that a task group's exception group
+    holds (at any depth); None otherwise."""
     if isinstance(exc, BaseExceptionGroup):
-        return exc.subgroup(BudgetUnavailable) is not None
-    return isinstance(exc, BudgetUnavailable)
+        for inner in exc.exceptions:
+            if (found := budget_lost(inner)) is not None:
+                return found
+        return None
+    return exc if isinstance(exc, BudgetUnavailable) else None
 
 
 class TransientError(HarvesterError):

@@ -48,7 +48,7 @@ from harvester._logging import redact, register_secrets
 from harvester.distributed.limiter import DaskLimiterRegistry
 from harvester.distributed.objectstore import ObjectStore, is_url
 from harvester.distributed.units import Unit, plan_units, unit_settings, without_targets
-from harvester.errors import BudgetUnavailable, ConfigError, HarvesterError, TerminalError
+from harvester.errors import ConfigError, HarvesterError, TerminalError, budget_lost
 from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 from harvester.pipeline.writers import iter_jsonl_records
 from harvester.records import RECORD_MODELS
@@ -152,19 +152,14 @@ async def run_unit_async(task: UnitTask, limiters: LimiterRegistry) -> dict[str,
                 with structlog.contextvars.bound_contextvars(unit=unit.unit_id, unit_of_run=task.run_id):
                     report = await api.harvest(unit.source, settings=settings, limiters=limiters)
             except BaseExceptionGroup as group:  # the task groups wrap it: raise it as itself
-                budget = group.subgroup(BudgetUnavailable)
+                budget = budget_lost(group)
                 if budget is None:
                     raise
-                raise _first_leaf(budget) from None
+                raise budget from None
             marks = await scratch.watermarks(namespace)
         return await anyio.to_thread.run_sync(_write_unit, task, store, settings, report, marks)
     finally:
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))
-
-
-def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _staging_folder() -> str:

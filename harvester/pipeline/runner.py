@@ -287,7 +287,7 @@ class _Jobs:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the dedup stage stopped (limit reached): not a failure
         except Exception as exc:  # a bug or an unexpected body must not take the other targets down
-            if budget_lost(exc):
+            if budget_lost(exc) is not None:
                 raise  # from a source's own task group (TESS downloads): the unit stops, as above
             cause = redact(f"internal error: {type(exc).__name__}: {exc}")
             run.ok, run.reason = False, cause

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from harvester.distributed.compact import arrow_schema, committed_records, compact
+from harvester.distributed.compact import arrow_schema, committed_records, compact, flat_row
 from harvester.distributed.objectstore import ObjectStore
 from harvester.records import RECORD_MODELS, ZtfRecord
 from tests.bench.bench_memory import peak_rss_mb, rss_now_mb
@@ -75,11 +75,7 @@ def in_memory_compact(source: str, root: str, output: Path) -> tuple[int, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    records = []
-    for record, _ in committed_records(source, root):
-        data = record.model_dump()
-        data.update({f"provenance_{k}": v for k, v in data.pop("provenance").items()})
-        records.append(data)
+    records = [flat_row(record) for record, _ in committed_records(source, root)]
     pq.write_table(pa.Table.from_pylist(records), output)
     return len(records), 0
 
