@@ -12,10 +12,11 @@ event loop (Jupyter) and can be called any number of times in one process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ from harvester._http import Http
 from harvester._limiter import LimiterRegistry
 from harvester._logging import configure_logging, register_secrets
 from harvester.errors import ConfigError, HarvesterError, OutputError
+from harvester.ledger import Ledger
 from harvester.pipeline.report import RunReport, SourceReport
-from harvester.pipeline.runner import RunOptions, SourceState, make_writer, run_source
-from harvester.pipeline.writers import WriteResult, write_text_atomic
-from harvester.records import BaseRecord
+from harvester.pipeline.runner import OutputState, RunOptions, make_writer, output_failed, run_source
+from harvester.pipeline.writers import Item, WriteResult, write_text_atomic
+from harvester.records import RECORD_MODELS, BaseRecord
 from harvester.settings import IrsaSettings, MastSettings, Settings, TessSettings, load_settings
 from harvester.sources.base import Source
 from harvester.sources.mast import MastSource
@@ -89,15 +91,40 @@ def check_targets(names: list[str], settings: Settings) -> None:
     _build_sources(names, settings, sample=settings.offline)
 
 
-def _check_output(settings: Settings) -> None:
+def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
+    """Refuse an output folder that cannot be written, in one line, before anything is fetched.
+
+    The folder is created if missing and a hidden temporary file is created in it and removed
+    (permissions, a read-only file system, a full inode table all show here). A dry run writes
+    nothing, so it only checks that the output is not a file, and creates nothing.
+    """
+    import errno
+    import os
+
+    from harvester._files import make_folder, temp_path
+
     if settings.output_url is not None:
         raise ConfigError(
             f"output {settings.output_url}: object-store outputs are written as work units; "
             "use `harvester run` or harvester.distributed.executor.harvest_units"
         )
     output = Path(settings.output)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"output {output} exists and is not a folder")
+    for path in (output, *output.parents):  # a file where a folder should be: output or a parent
+        if path.exists() and not path.is_dir():
+            why = "exists and is not a folder" if path == output else f"cannot be created: {path} is a file"
+            raise ConfigError(f"output folder {output} {why}")
+    if dry_run:
+        return
+    probe = temp_path(output / "write-check")
+    try:
+        make_folder(output)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        causes = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device"}
+        denied = exc.errno in (errno.EACCES, errno.EPERM)
+        cause = "permission denied" if denied else causes.get(exc.errno or 0, exc.strerror or str(exc))
+        raise ConfigError(f"output folder {output} is not writable: {cause}") from None
 
 
 def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:
@@ -139,8 +166,8 @@ async def harvest(
     :param dry_run: fetch and validate, write nothing; the report carries a sample record.
     :param transport: an httpx transport to use instead of the network (tests, fake archives).
     :param report: a report object to fill in place (for live progress displays).
-    :param full: ignore watermarks and ask the archives for everything (seen records are still
-        not written twice).
+    :param full: ignore watermarks and ask the archives for everything (records the output
+        already holds are still not written twice).
     :param stop: when set, no new target is started (graceful shutdown); in-flight ones finish.
     :param limiters: host limiters to reuse, so that back-to-back runs (the daemon's sweeps) stay
         within each host's budget across runs; by default each run has its own.
@@ -165,7 +192,7 @@ async def harvest(
                 **overrides,
             )
     settings = _settings(settings, config, overrides)
-    _check_output(settings)
+    _check_output(settings, dry_run=dry_run)
     names = resolve_sources(sources)
     sample = settings.offline and transport is None
     built = _build_sources(names, settings, sample=sample)
@@ -187,15 +214,13 @@ async def harvest(
     )
 
     store = await _open_state(settings, dry_run)
-    if store is not None and not dry_run:
+    if store is not None:
         await store.start_run(run_id, report.started_at.isoformat(), settings_digest(settings))
 
-    def options(source: Source[Any]) -> RunOptions:
+    def options(source: Source[Any], ledger: Ledger | None) -> RunOptions:
         state = None
-        if store is not None:
-            # Sample-archive runs keep their own namespace: they never advance the real archive's state.
-            name = f"{source.name}@sample" if source.sample else source.name
-            state = SourceState(store, name, Path(settings.output), read_only=dry_run)
+        if not dry_run:  # a dry run reads and writes no state: it always asks for everything
+            state = OutputState(ledger, store, source.name, incremental=settings.state.enabled)
         return RunOptions(
             limit=settings.limit,
             buffer=settings.stream_buffer,
@@ -209,10 +234,13 @@ async def harvest(
     async def one(source: Source[Any], http: Http) -> None:
         source_report = report.sources[source.name]
         writer = make_writer(settings, source.name, run_id=run_id, dry_run=dry_run)
-        await run_source(source, http, writer, source_report, options(source))
+        try:
+            async with _ledger(settings, source.name, sample=source.sample, dry_run=dry_run) as ledger:
+                await run_source(source, http, writer, source_report, options(source, ledger))
+        except OutputError as exc:  # the ledger cannot be opened: nothing was fetched
+            output_failed(source_report, exc)
         if source_report.status == "failed" and settings.fallback_to_sample and not source.sample:
-            fallback_opts = options(source)
-            report.sources[source.name] = await _fallback(source, settings, fallback_opts, dry_run, report)
+            report.sources[source.name] = await _fallback(source, settings, options, dry_run, report)
 
     try:
         async with (
@@ -227,10 +255,9 @@ async def harvest(
             if not dry_run:
                 await _write_manifest(settings, report)
             if store is not None:
-                if not dry_run:
-                    await store.finish_run(
-                        run_id, report.finished_at.isoformat(), report.status, report.as_dict()
-                    )
+                await store.finish_run(
+                    run_id, report.finished_at.isoformat(), report.status, report.as_dict()
+                )
                 await store.close()
     log.info(
         "run_finished", run_id=run_id, ok=report.ok, failed_sources=report.failed_sources, **report.totals()
@@ -239,10 +266,25 @@ async def harvest(
 
 
 async def _open_state(settings: Settings, dry_run: bool) -> StateStore | None:
-    """The run's state store; a dry run reads an existing one but never creates it."""
-    if not settings.state.enabled or (dry_run and not settings.state.path.exists()):
+    """The machine's state store (run history, outcomes); a dry run neither reads nor writes it."""
+    if not settings.state.enabled or dry_run:
         return None
     return await StateStore(settings.state.path).open()
+
+
+@contextlib.asynccontextmanager
+async def _ledger(
+    settings: Settings, source: str, *, sample: bool, dry_run: bool
+) -> AsyncIterator[Ledger | None]:
+    """The ledger of ``<output>/<source>`` (none for a dry run), closed however the run ends."""
+    if dry_run:
+        yield None
+        return
+    ledger = await Ledger(Path(settings.output) / source, RECORD_MODELS[source], sample=sample).open()
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
 
 
 def settings_digest(settings: Settings) -> str:
@@ -290,7 +332,11 @@ def _write_manifest_sync(folder: Path, name: str, text: str) -> None:
 
 
 async def _fallback(
-    source: Source[Any], settings: Settings, opts: RunOptions, dry_run: bool, report: RunReport
+    source: Source[Any],
+    settings: Settings,
+    options: Callable[[Source[Any], Ledger | None], RunOptions],
+    dry_run: bool,
+    report: RunReport,
 ) -> SourceReport:
     """The guide's 'falling back to sample payload' path, only when fallback_to_sample is on."""
     failed = report.sources[source.name]
@@ -301,12 +347,13 @@ async def _fallback(
     )
     sample_source = SOURCES[source.name](_archive_urls(settings, source.name), sample=True)
     retry = SourceReport(source=source.name)
-    writer = make_writer(settings, source.name, run_id=opts.run_id, dry_run=dry_run)
-    if opts.state is not None:  # sample data never advances the real archive's state
-        opts.state = SourceState(
-            opts.state.store, f"{source.name}@sample", Path(settings.output), read_only=opts.state.read_only
-        )
-    async with Http(_limiters([sample_source]), transport=offline_transport()) as http:
+    # sample data never advances the real archive's watermarks (the ledger keeps them apart)
+    async with (
+        _ledger(settings, source.name, sample=True, dry_run=dry_run) as ledger,
+        Http(_limiters([sample_source]), transport=offline_transport()) as http,
+    ):
+        opts = options(sample_source, ledger)
+        writer = make_writer(settings, source.name, run_id=opts.run_id, dry_run=dry_run)
         await run_source(sample_source, http, writer, retry, opts)
     retry.warnings.insert(
         0,
@@ -348,13 +395,10 @@ class _ForwardWriter:
     async def open(self) -> None:
         return None
 
-    async def write(self, records: list[BaseRecord]) -> WriteResult:
-        for record in records:
+    async def write(self, items: list[Item]) -> WriteResult:
+        for record, _ in items:
             await self._send.send(record)
         return WriteResult()
-
-    async def contains(self, key: tuple[str, ...]) -> bool:
-        return False
 
     async def close(self) -> WriteResult:
         return WriteResult()

@@ -319,7 +319,7 @@ def partial_files(output: Path, source: str) -> int:
         return 0
     bad = 0
     for path in folder.iterdir():
-        if path.name.startswith("."):
+        if path.name.startswith(".") and path.name != ".harvester":  # a temporary file, not the ledger
             bad += 1
         elif path.name.startswith("record_"):
             try:
@@ -424,11 +424,19 @@ class KillOutcome:
     committed_keys: int
 
 
+def ledger_keys(folder: Path) -> int:
+    """How many records the output folder's ledger lists."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(folder / ".harvester" / "ledger.sqlite")) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+
 def kill9_rounds(url: str, workdir: Path, rounds: int, *, seed: int = 7) -> KillOutcome:
     """A clean run, then ``rounds`` runs killed with SIGKILL at random moments, then a final run."""
     import random
     import signal
-    import sqlite3
     import subprocess
 
     clean_dir, killed_dir = workdir / "clean", workdir / "killed"
@@ -471,8 +479,7 @@ def kill9_rounds(url: str, workdir: Path, rounds: int, *, seed: int = 7) -> Kill
         timeout=300,
     )
     got = records(killed_dir / "out", "ztf")
-    with sqlite3.connect(killed_dir / "state.db") as conn:
-        (keys,) = conn.execute("SELECT COUNT(*) FROM seen").fetchone()
+    keys = ledger_keys(folder)
     return KillOutcome(
         rounds, with_files, got == expected, partial_files(killed_dir / "out", "ztf"), len(got), int(keys)
     )

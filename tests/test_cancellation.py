@@ -58,7 +58,12 @@ async def harvest_until_records_appear(out: Path, fmt: str) -> None:
 
 def leftovers(out: Path) -> list[Path]:
     """Hidden or temporary files: what a partial write would leave."""
-    return [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith((".tmp", ".part"))]
+    return [
+        p
+        for p in out.rglob("*")
+        if ".harvester" not in p.parts  # the output's ledger (SQLite keeps it consistent itself)
+        and (p.name.startswith(".") or p.name.endswith((".tmp", ".part")))
+    ]
 
 
 def parse_all(out: Path) -> int:

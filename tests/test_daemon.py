@@ -20,7 +20,7 @@ from harvester.cli import app
 from harvester.daemon import CircuitBreaker, Daemon
 from harvester.settings import load_settings
 from harvester.testing import FakeArchive, Fault, running_server
-from tests.fault_scenarios import harvester_cmd, kill9_rounds, write_config
+from tests.fault_scenarios import harvester_cmd, kill9_rounds, ledger_keys, write_config
 
 
 def test_breaker_opens_after_threshold_with_growing_pause_and_closes_on_success() -> None:
@@ -132,12 +132,13 @@ def loopback_archive() -> Iterator[tuple[FakeArchive, str]]:
 
 
 def hidden_temp_files(out: Path) -> list[str]:
-    return [p.name for p in (out / "ztf").glob(".*")] if (out / "ztf").exists() else []
+    folder = out / "ztf"
+    return [p.name for p in folder.glob(".*") if p.name != ".harvester"] if folder.exists() else []
 
 
-def committed_keys(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0])
+def committed_keys(folder: Path) -> int:
+    """Records the output folder's ledger lists."""
+    return ledger_keys(folder)
 
 
 def test_kill_9_mid_run_then_rerun_gives_exactly_the_uninterrupted_records(
@@ -178,7 +179,7 @@ def test_sigterm_stops_the_daemon_cleanly_with_state_committed(
     with sqlite3.connect(tmp_path / "state.db") as conn:
         (status,) = conn.execute("SELECT status FROM runs").fetchone()
     assert status in ("ok", "failed", "cancelled")  # recorded as finished or cancelled, never left "running"
-    assert committed_keys(tmp_path / "state.db") == len(list(out.glob("record_*.json")))
+    assert committed_keys(out) == len(list(out.glob("record_*.json")))
     assert hidden_temp_files(tmp_path / "out") == []
 
 

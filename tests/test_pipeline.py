@@ -186,7 +186,9 @@ async def test_no_temporary_files_are_left(tmp_path: Path) -> None:
     """After a run the folder holds only finished records and the README."""
     await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
     names = os.listdir(tmp_path / "ztf")
-    assert all(n == "README.md" or (n.startswith("record_") and n.endswith(".json")) for n in names)
+    assert all(
+        n in ("README.md", ".harvester") or (n.startswith("record_") and n.endswith(".json")) for n in names
+    )
 
 
 def test_stale_temporary_files_are_cleaned_and_never_counted(tmp_path: Path) -> None:
@@ -261,7 +263,7 @@ async def test_committing_files_are_on_disk_before_they_get_their_names(
     disk = _DiskLog(monkeypatch)
     writer = JsonlWriter(tmp_path / "shards", ZtfRecord, run_id="r1", shard_records=2)
     await writer.open()
-    await writer.write([ztf(58000.1), ztf(58000.2)])
+    await writer.write([(ztf(58000.1), None), (ztf(58000.2), None)])
     body = dumps_record(ztf(58000.3)) + b"\n"
     store = ObjectStore(tmp_path / "out")
     store.put_new("ztf/units/c1/r1-d.jsonl", body)

@@ -1,8 +1,11 @@
-"""State store and incremental sweeps: cross-run dedup, watermarks, order of effects, manifests."""
+"""State and incremental sweeps: the output's ledger (cross-run dedup, watermarks), the machine's
+state store (runs, outcomes), order of effects, manifests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -32,9 +35,17 @@ def files(out: Path, source: str = "ztf") -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / source).glob("record_*.json"))}
 
 
-def committed(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
-        return {row[0] for row in conn.execute("SELECT key FROM seen")}
+def committed(folder: Path) -> set[str]:
+    """The keys the output folder's ledger lists."""
+    with contextlib.closing(sqlite3.connect(folder / ".harvester" / "ledger.sqlite")) as conn:
+        return {row[0] for row in conn.execute("SELECT key FROM records")}
+
+
+def watermarks(folder: Path) -> list[tuple[str, float]]:
+    """(target, watermark) pairs the output folder's ledger holds."""
+    with contextlib.closing(sqlite3.connect(folder / ".harvester" / "ledger.sqlite")) as conn:
+        rows = conn.execute("SELECT label, watermark FROM targets WHERE watermark IS NOT NULL")
+        return [(str(label), float(value)) for label, value in rows]
 
 
 def irsa_times(archive: FakeArchive) -> list[str]:
@@ -74,16 +85,16 @@ async def test_full_ignores_watermarks_but_writes_no_duplicate(tmp_path: Path) -
 
 
 async def test_every_committed_key_has_its_file(tmp_path: Path) -> None:
-    """Keys in the state store are exactly the records on disk after a run."""
+    """Keys in the output's ledger are exactly the records on disk after a run."""
     transport = httpx.ASGITransport(app=FakeArchive())
     await harvester.harvest("ztf", transport=transport, output=tmp_path, **ztf())
-    keys = committed(tmp_path / "data/state/harvester.db")
+    keys = committed(tmp_path / "ztf")
     names = {n.removeprefix("record_").removesuffix(".json") for n in files(tmp_path)}
     assert {k.replace("\x1f", "_") for k in keys} == names
 
 
-async def test_lost_state_rebuilds_from_files_without_rewriting(tmp_path: Path) -> None:
-    """Database deleted (a kill between rename and commit): a rerun commits keys and rewrites nothing."""
+async def test_lost_machine_state_changes_nothing_in_the_output(tmp_path: Path) -> None:
+    """The machine's state database deleted: presence lives in the output, so a rerun rewrites nothing."""
     transport = httpx.ASGITransport(app=FakeArchive())
     await harvester.harvest("ztf", transport=transport, output=tmp_path, **ztf())
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ztf").glob("record_*.json")}
@@ -92,7 +103,19 @@ async def test_lost_state_rebuilds_from_files_without_rewriting(tmp_path: Path) 
     report = await harvester.harvest("ztf", transport=transport, output=tmp_path, **ztf())
     assert report.sources["ztf"].written == 0
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ztf").glob("record_*.json")} == before
-    assert len(committed(tmp_path / "data/state/harvester.db")) == len(before)
+
+
+async def test_lost_ledger_is_rebuilt_from_the_files_without_rewriting(tmp_path: Path) -> None:
+    """Ledger deleted (or a kill between rename and commit): a rerun adopts the files, rewrites nothing."""
+    transport = httpx.ASGITransport(app=FakeArchive())
+    await harvester.harvest("ztf", transport=transport, output=tmp_path, **ztf())
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ztf").glob("record_*.json")}
+    shutil.rmtree(tmp_path / "ztf" / ".harvester")
+    report = await harvester.harvest("ztf", transport=transport, output=tmp_path, **ztf())
+    assert report.sources["ztf"].written == 0
+    assert report.sources["ztf"].adopted == len(before)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ztf").glob("record_*.json")} == before
+    assert len(committed(tmp_path / "ztf")) == len(before)
 
 
 async def test_failed_target_keeps_its_watermark_and_is_retried(tmp_path: Path) -> None:
@@ -111,8 +134,8 @@ async def test_failed_target_keeps_its_watermark_and_is_retried(tmp_path: Path) 
     overrides["data_sources"]["ztf"]["retries"] = {"attempts": 0}
     bad = await harvester.harvest("ztf", transport=httpx.MockTransport(handler), output=tmp_path, **overrides)
     assert bad.sources["ztf"].status == "failed"
+    assert watermarks(tmp_path / "ztf") == []
     async with StateStore(tmp_path / "data/state/harvester.db") as store:
-        assert await store.all_watermarks() == []
         failing = await store.failing_targets()
     assert [f["reason"] for f in failing] == ["IRSA answered an HTML page instead of CSV: 'Oops'"]
     good = await harvester.harvest(
@@ -121,7 +144,7 @@ async def test_failed_target_keeps_its_watermark_and_is_retried(tmp_path: Path) 
     assert good.ok and good.sources["ztf"].written > 0
     async with StateStore(tmp_path / "data/state/harvester.db") as store:
         assert await store.failing_targets() == []
-        assert len(await store.all_watermarks()) == 1
+    assert len(watermarks(tmp_path / "ztf")) == 1
 
 
 async def test_limit_does_not_advance_watermarks(tmp_path: Path) -> None:
@@ -129,8 +152,7 @@ async def test_limit_does_not_advance_watermarks(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=FakeArchive())
     report = await harvester.harvest("ztf", transport=transport, output=tmp_path, limit=3, **ztf())
     assert report.sources["ztf"].limit_reached
-    async with StateStore(tmp_path / "data/state/harvester.db") as store:
-        assert await store.all_watermarks() == []
+    assert watermarks(tmp_path / "ztf") == []
 
 
 async def test_mast_watermark_becomes_a_t_min_filter(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ Driver (:class:`DistributedRun`, engine-independent; :func:`harvest_distributed`
     failed target "unit <id>", also recorded as a failing outcome for ``harvester status``)
 
 Worker (:func:`run_unit`): ``anyio.run(api.harvest, ...)`` with the unit's targets, no real state
-(a scratch SQLite file in a temporary folder carries only the driver's watermark snapshot, so the
+(the staging output's ledger in a temporary folder carries the driver's watermark snapshot, so the
 incremental queries stay narrow), the cluster-wide :class:`DaskLimiterRegistry`, jsonl into the
 temporary folder. Records already committed by an earlier run of the same unit (its manifests are
 the unit's history, summarised every :data:`HISTORY_EVERY` manifests under ``_history/``) are
@@ -49,6 +49,7 @@ from harvester.distributed.limiter import DaskLimiterRegistry
 from harvester.distributed.objectstore import ObjectStore, is_url
 from harvester.distributed.units import Unit, plan_units, unit_settings, without_targets
 from harvester.errors import ConfigError, HarvesterError, TerminalError, budget_lost
+from harvester.ledger import Ledger
 from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 from harvester.pipeline.writers import iter_jsonl_records
 from harvester.records import RECORD_MODELS
@@ -139,24 +140,28 @@ async def run_unit_async(task: UnitTask, limiters: LimiterRegistry) -> dict[str,
     staging = Path(await anyio.to_thread.run_sync(_staging_folder))
     try:
         settings = unit_settings(unit, task.settings, staging)
-        scope = f"{unit.source}@sample" if settings.offline else unit.source
-        namespace = f"{scope}|{settings.output}"  # as api.harvest's SourceState names it (resolved)
-        async with StateStore(settings.state.path) as scratch:
-            if task.watermarks:
-                await scratch.advance_watermarks(namespace, task.watermarks, "snapshot")
-            from harvester import api
+        # The staging output's own ledger carries the driver's watermark snapshot, so the
+        # incremental queries stay narrow; what the worker reads back after the run is the new one.
+        ledger = Ledger(
+            Path(settings.output) / unit.source, RECORD_MODELS[unit.source], sample=settings.offline
+        )
+        if task.watermarks:
+            async with ledger:
+                await ledger.advance(task.watermarks, "snapshot")
+        from harvester import api
 
-            try:
-                # the unit's own log lines (run_started, fetched, run_finished of its scratch run)
-                # name the unit and the run it belongs to
-                with structlog.contextvars.bound_contextvars(unit=unit.unit_id, unit_of_run=task.run_id):
-                    report = await api.harvest(unit.source, settings=settings, limiters=limiters)
-            except BaseExceptionGroup as group:  # the task groups wrap it: raise it as itself
-                budget = budget_lost(group)
-                if budget is None:
-                    raise
-                raise budget from None
-            marks = await scratch.watermarks(namespace)
+        try:
+            # the unit's own log lines (run_started, fetched, run_finished of its scratch run)
+            # name the unit and the run it belongs to
+            with structlog.contextvars.bound_contextvars(unit=unit.unit_id, unit_of_run=task.run_id):
+                report = await api.harvest(unit.source, settings=settings, limiters=limiters)
+        except BaseExceptionGroup as group:  # the task groups wrap it: raise it as itself
+            budget = budget_lost(group)
+            if budget is None:
+                raise
+            raise budget from None
+        async with ledger:
+            marks = await ledger.watermarks()
         return await anyio.to_thread.run_sync(_write_unit, task, store, settings, report, marks)
     finally:
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))

@@ -39,6 +39,17 @@ class SourceReport:
     duplicates: int = 0
     written: int = 0
     already_present: int = 0
+    #: records the output's ledger listed whose file was gone at the start (harvested again)
+    missing_on_disk: int = 0
+    #: records in files found truncated or changed at the start (removed, harvested again)
+    damaged_on_disk: int = 0
+    #: records found on disk that the ledger did not list (entered, not fetched again)
+    adopted: int = 0
+    #: of the missing and damaged records, how many this run wrote back
+    refetched: int = 0
+    #: of the missing and damaged records, how many are still not back (the archive no longer
+    #: serves them, or the run stopped early)
+    refetch_pending: int = 0
     limit_reached: bool = False
     sample: bool = False
     output: str | None = None

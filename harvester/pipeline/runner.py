@@ -33,6 +33,7 @@ from harvester._http import Http, HttpSession, HttpStats
 from harvester._logging import redact
 from harvester._schema import source_readme
 from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, budget_lost
+from harvester.ledger import FileInfo, Ledger
 from harvester.pipeline.report import SourceReport, TargetFailure
 from harvester.pipeline.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
 from harvester.records import RECORD_MODELS, BaseRecord, key_digest
@@ -40,7 +41,10 @@ from harvester.settings import Settings
 from harvester.sources.base import FetchContext, Source, utcnow
 from harvester.state import StateStore
 
-__all__ = ["RunOptions", "SourceState", "make_writer", "run_source"]
+__all__ = ["OutputState", "RunOptions", "make_writer", "output_failed", "run_source"]
+
+#: A record on its way to the writer, with the watermark key of the target that emitted it.
+Item = tuple[BaseRecord, str | None]
 
 log = structlog.get_logger("harvester.pipeline")
 
@@ -66,7 +70,7 @@ class RunOptions:
     buffer: int = 1000
     keep_sample: bool = False
     run_id: str = ""
-    state: SourceState | None = None
+    state: OutputState | None = None
     full: bool = False
     stop: anyio.Event | None = None
 
@@ -80,32 +84,49 @@ class _TargetRun:
     high: float | None = None
 
 
-class SourceState:
-    """The state store seen through one source and one output folder (dry runs never commit)."""
+class OutputState:
+    """What a run knows beyond itself: the output's :class:`Ledger` (presence, watermarks) and the
+    machine's state store (per-target outcomes), either of which may be absent.
 
-    def __init__(self, store: StateStore, source: str, output: Path, *, read_only: bool) -> None:
+    ``incremental=False`` (``state.enabled: false``) ignores and keeps no watermarks; presence in
+    the output is still the ledger's, so nothing is written twice.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        store: StateStore | None,
+        source: str,
+        *,
+        incremental: bool = True,
+    ) -> None:
+        self.ledger = ledger
         self.store = store
-        self.namespace = f"{source}|{output.resolve()}"
-        self.read_only = read_only
+        self.source = source
+        self.incremental = incremental
 
     async def seen(self, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
-        return await self.store.seen(self.namespace, keys)
+        return await self.ledger.present(keys) if self.ledger is not None else set()
 
-    async def commit(self, keys: list[tuple[str, ...]], run_id: str) -> None:
-        if not self.read_only:
-            await self.store.commit_keys(self.namespace, keys, run_id)
+    async def commit(
+        self, entries: list[tuple[tuple[str, ...], str, str | None]], files: list[FileInfo], run_id: str
+    ) -> int:
+        if self.ledger is None:
+            return 0
+        return await self.ledger.commit(entries, files, run_id)
 
     async def watermarks(self) -> dict[str, float]:
-        return await self.store.watermarks(self.namespace)
+        if self.ledger is None or not self.incremental:
+            return {}
+        return await self.ledger.watermarks()
 
     async def finish(self, targets: list[_TargetRun], run_id: str, *, advance: bool) -> None:
-        if self.read_only:
-            return
-        await self.store.record_outcomes(run_id, self.namespace, [(t.label, t.ok, t.reason) for t in targets])
-        if advance:
+        if self.store is not None:
+            outcomes = [(t.label, t.ok, t.reason) for t in targets]
+            await self.store.record_outcomes(run_id, self.source, outcomes)
+        if advance and self.ledger is not None and self.incremental:
             marks = {t.wkey: (t.label, t.high) for t in targets if t.ok and t.wkey and t.high is not None}
-            if marks:
-                await self.store.advance_watermarks(self.namespace, marks, run_id)
+            await self.ledger.advance(marks, run_id)
 
 
 async def run_source(
@@ -135,10 +156,12 @@ async def run_source(
     runs: list[_TargetRun] = []
     completed = False  # the pipeline drained normally: every emitted record reached the writer
     try:
+        if state is not None and state.ledger is not None:
+            await _reconcile(state.ledger, report)
         marks = await state.watermarks() if state is not None and not opts.full else {}
         await writer.open()
-        raw_send, raw_recv = anyio.create_memory_object_stream[BaseRecord](opts.buffer)
-        uniq_send, uniq_recv = anyio.create_memory_object_stream[BaseRecord](opts.buffer)
+        raw_send, raw_recv = anyio.create_memory_object_stream[Item](opts.buffer)
+        uniq_send, uniq_recv = anyio.create_memory_object_stream[Item](opts.buffer)
         async with anyio.create_task_group() as tg:
             producers = anyio.CancelScope()
             jobs = _Jobs(source, session, raw_send, report, writer, state, marks, opts.stop, runs)
@@ -147,9 +170,7 @@ async def run_source(
             tg.start_soon(_write, uniq_recv, writer, report, state, opts.run_id, tg.cancel_scope)
         completed = True
     except OutputError as exc:
-        report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
-        report.status = "failed"
-        bound.error("output_failed", cause=exc.message)
+        output_failed(report, exc)
     finally:
         with anyio.CancelScope(shield=True):
             await _close(writer, report, state, opts.run_id)
@@ -161,6 +182,8 @@ async def run_source(
             if report.status != "failed":
                 report.finish()
             if state is not None:
+                if state.ledger is not None:
+                    report.refetch_pending = await state.ledger.pending_refetch()
                 # Watermarks move only when every record of the run is durable: not after a
                 # cancellation or an output failure, and not when --limit dropped records the
                 # archive had already served.
@@ -188,16 +211,49 @@ async def run_source(
     )
 
 
-async def _close(writer: Writer, report: SourceReport, state: SourceState | None, run_id: str) -> None:
+def output_failed(report: SourceReport, exc: OutputError) -> None:
+    """The output cannot be written: the source fails with one line naming the folder and cause."""
+    if report.status == "failed" and any(e.target == "(output)" for e in report.errors):
+        return  # already recorded (the writer's close meets the same folder)
+    report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
+    report.status = "failed"
+    log.error("output_failed", source=report.source, cause=exc.message)
+
+
+async def _reconcile(ledger: Ledger, report: SourceReport) -> None:
+    """Check the output's ledger against the disk before anything is asked of the archive."""
+    found = await ledger.reconcile()
+    report.missing_on_disk = found.missing_on_disk
+    report.damaged_on_disk = found.damaged
+    report.adopted = found.adopted
+    if found.rebuilt:
+        report.warnings.append(f"{ledger.path}: {found.rebuilt}")
+    if found.missing_on_disk or found.damaged:
+        report.warnings.append(
+            f"{ledger.folder}: {found.missing_on_disk} records listed in the ledger are missing on disk"
+            f" and {found.damaged} were in truncated or changed files (removed); harvesting them again"
+            + (
+                f"; watermarks dropped for {found.watermarks_dropped} targets"
+                if found.watermarks_dropped
+                else ""
+            )
+        )
+    if found.repeated_on_disk:
+        report.warnings.append(
+            f"{ledger.folder}: {found.repeated_on_disk} records appear in more than one file on disk"
+        )
+    log.info("ledger_checked", source=report.source, folder=str(ledger.folder), **found.as_dict())
+
+
+async def _close(writer: Writer, report: SourceReport, state: OutputState | None, run_id: str) -> None:
     try:
         result = await writer.close()
         report.written += result.written
-        report.files.extend(result.files)
+        report.files.extend((f.name, f.sha256) for f in result.files)
         if state is not None:
-            await state.commit(result.durable, run_id)
+            report.refetched += await state.commit(result.durable, result.files, run_id)
     except OutputError as exc:
-        report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
-        report.status = "failed"
+        output_failed(report, exc)
 
 
 class _Jobs:
@@ -207,10 +263,10 @@ class _Jobs:
         self,
         source: Source[Any],
         session: HttpSession,
-        send: MemoryObjectSendStream[BaseRecord],
+        send: MemoryObjectSendStream[Item],
         report: SourceReport,
         writer: Writer,
-        state: SourceState | None,
+        state: OutputState | None,
         marks: dict[str, float],
         stop: anyio.Event | None,
         runs: list[_TargetRun],
@@ -233,9 +289,7 @@ class _Jobs:
                     tg.start_soon(worker)
 
     async def is_present(self, key: tuple[str, ...]) -> bool:
-        if self.state is not None and await self.state.seen([key]):
-            return True
-        return await self.writer.contains(key)
+        return self.state is not None and bool(await self.state.seen([key]))
 
     async def fetch_target(self, target: Any) -> None:
         source, report = self.source, self.report
@@ -250,7 +304,7 @@ class _Jobs:
                 value = getattr(record, field_name, None)
                 if isinstance(value, float) and (run.high is None or value > run.high):
                     run.high = value
-            await self.send.send(record)
+            await self.send.send((record, wkey))
 
         def fail(part: str, cause: str, transient: bool) -> None:
             run.ok, run.reason = False, redact(f"{part}: {cause}")
@@ -300,8 +354,8 @@ class _Jobs:
 
 
 async def _dedup(
-    recv: MemoryObjectReceiveStream[BaseRecord],
-    send: MemoryObjectSendStream[BaseRecord],
+    recv: MemoryObjectReceiveStream[Item],
+    send: MemoryObjectSendStream[Item],
     report: SourceReport,
     limit: int | None,
     producers: anyio.CancelScope,
@@ -309,7 +363,8 @@ async def _dedup(
 ) -> None:
     seen: set[bytes] = set()
     async with recv, send:
-        async for record in recv:
+        async for item in recv:
+            record = item[0]
             key = key_digest(record.dedup_key())
             if key in seen:
                 report.duplicates += 1
@@ -321,7 +376,7 @@ async def _dedup(
             if keep_sample and report.sample_record is None:
                 report.sample_record = record.model_dump(mode="json")
             try:
-                await send.send(record)
+                await send.send(item)
             except anyio.BrokenResourceError:
                 producers.cancel()  # the writer stopped (output failure): fetch no more
                 return
@@ -331,33 +386,31 @@ async def _dedup(
 
 
 async def _write(
-    recv: MemoryObjectReceiveStream[BaseRecord],
+    recv: MemoryObjectReceiveStream[Item],
     writer: Writer,
     report: SourceReport,
-    state: SourceState | None,
+    state: OutputState | None,
     run_id: str,
     pipeline: anyio.CancelScope,
 ) -> None:
-    """Write batches; with a state store, skip keys committed by earlier runs and commit new ones.
+    """Write batches; with a ledger, skip keys the output already holds and commit new ones.
 
-    Keys are committed only after the writer says their records are durable (file renamed into
-    place), never before. An output failure (full disk, read-only folder) stops the whole source:
+    Keys are committed to the ledger only after the writer says their records are durable (file
+    renamed into place), never before. An output failure (full disk, read-only folder) stops the whole source:
     it is recorded and the pipeline is cancelled, keeping everything already written.
     """
     try:
         await _write_batches(recv, writer, report, state, run_id)
     except OutputError as exc:
-        report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
-        report.status = "failed"
-        log.error("output_failed", source=report.source, cause=exc.message)
+        output_failed(report, exc)
         pipeline.cancel()
 
 
 async def _write_batches(
-    recv: MemoryObjectReceiveStream[BaseRecord],
+    recv: MemoryObjectReceiveStream[Item],
     writer: Writer,
     report: SourceReport,
-    state: SourceState | None,
+    state: OutputState | None,
     run_id: str,
 ) -> None:
     async with recv:
@@ -369,19 +422,19 @@ async def _write_batches(
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
             if state is not None:
-                known = await state.seen([r.dedup_key() for r in batch])
+                known = await state.seen([r.dedup_key() for r, _ in batch])
                 if known:
-                    report.already_present += sum(1 for r in batch if r.dedup_key() in known)
-                    batch = [r for r in batch if r.dedup_key() not in known]
+                    report.already_present += sum(1 for r, _ in batch if r.dedup_key() in known)
+                    batch = [item for item in batch if item[0].dedup_key() not in known]
             # A batch's files and their keys land together: a cancellation (shutdown grace over)
             # waits for this bounded step instead of leaving files whose keys are not committed.
             with anyio.CancelScope(shield=True):
                 result = await writer.write(batch)
                 report.written += result.written
                 report.already_present += result.present
-                report.files.extend(result.files)
+                report.files.extend((f.name, f.sha256) for f in result.files)
                 if state is not None:
-                    await state.commit(result.durable, run_id)
+                    report.refetched += await state.commit(result.durable, result.files, run_id)
             if result.error is not None:
                 raise result.error
 

@@ -9,8 +9,12 @@ Two layouts under ``<output>/<source>/``:
   rerun writes nothing.
 - ``jsonl``: ``part-<run id>-<seq>.jsonl`` shards of ``jsonl_shard_records`` lines. A shard is
   built in a hidden temporary file and renamed into place when full or at the end of the run, so
-  every visible shard is complete. Keys in existing shards are read when the writer opens, so a
-  rerun writes no duplicates.
+  every visible shard is complete.
+
+Writers do not decide what is already in the output: the output's ledger does
+(:mod:`harvester.ledger`), and the pipeline hands a writer only records the ledger lacks. The
+per-record writer still creates each file only once, so even two processes racing on one folder
+never overwrite a record.
 
 A kill at any moment leaves at most hidden ``.*.tmp`` files, which the next writer removes.
 All file I/O runs on worker threads: the event loop never blocks on the disk.
@@ -34,7 +38,8 @@ import orjson
 
 from harvester._files import TMP_SUFFIX, fsync_folder, make_folder, output_error, temp_path, write_text_atomic
 from harvester.errors import OutputError
-from harvester.records import BaseRecord, key_part, stable_id
+from harvester.ledger import FileInfo, file_info
+from harvester.records import BaseRecord, stable_id
 
 __all__ = [
     "JsonFilesWriter",
@@ -59,19 +64,25 @@ def record_path(folder: Path, record: BaseRecord) -> Path:
     return folder / f"record_{stable_id(record.dedup_key())}.json"
 
 
+#: A record for the writer, with the watermark key of the target that emitted it (or None).
+Item = tuple[BaseRecord, str | None]
+#: A record now in the output: (dedup key, file name, watermark key of its target).
+Entry = tuple[tuple[str, ...], str, str | None]
+
+
 @dataclass
 class WriteResult:
     """What one write (or the final flush) did.
 
-    ``durable`` holds the keys whose records are now in the output (newly written or already
-    there): only these may be committed to the state store. ``files`` lists (file name, sha256)
-    of every file created, for the run manifest.
+    ``durable`` holds the records that are now in the output (newly written or already there):
+    only these may be committed to the ledger. ``files`` describes every file created (name,
+    size, modification time, sha256), for the ledger and the run manifest.
     """
 
     written: int = 0
     present: int = 0
-    durable: list[tuple[str, ...]] = field(default_factory=list)
-    files: list[tuple[str, str]] = field(default_factory=list)
+    durable: list[Entry] = field(default_factory=list)
+    files: list[FileInfo] = field(default_factory=list)
     #: Set when the output failed part-way: what came before it is durable and listed above.
     error: OutputError | None = None
 
@@ -83,12 +94,8 @@ class Writer(Protocol):
 
     async def open(self) -> None: ...
 
-    async def write(self, records: list[BaseRecord]) -> WriteResult:
-        """Write a batch of new records (records already present are skipped and counted)."""
-        ...
-
-    async def contains(self, key: tuple[str, ...]) -> bool:
-        """Whether a record with this dedup key is already in the output."""
+    async def write(self, items: list[Item]) -> WriteResult:
+        """Write a batch of records the output does not hold yet."""
         ...
 
     async def close(self) -> WriteResult:
@@ -119,11 +126,8 @@ class NullWriter:
     async def open(self) -> None:
         return None
 
-    async def write(self, records: list[BaseRecord]) -> WriteResult:
+    async def write(self, items: list[Item]) -> WriteResult:
         return WriteResult()
-
-    async def contains(self, key: tuple[str, ...]) -> bool:
-        return False
 
     async def close(self) -> WriteResult:
         return WriteResult()
@@ -139,33 +143,29 @@ class JsonFilesWriter:
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
 
-    async def contains(self, key: tuple[str, ...]) -> bool:
-        path = self._folder / f"record_{stable_id(key)}.json"
-        return await anyio.to_thread.run_sync(path.exists)
+    async def write(self, items: list[Item]) -> WriteResult:
+        return await anyio.to_thread.run_sync(self._write_sync, items)
 
-    async def write(self, records: list[BaseRecord]) -> WriteResult:
-        payload = [(record_path(self._folder, r), r) for r in records]
-        return await anyio.to_thread.run_sync(self._write_sync, payload)
-
-    def _write_sync(self, payload: list[tuple[Path, BaseRecord]]) -> WriteResult:
+    def _write_sync(self, items: list[Item]) -> WriteResult:
         result = WriteResult()
-        for path, record in payload:
-            if path.exists():
-                result.present += 1
-                result.durable.append(record.dedup_key())
-                continue
+        for record, wkey in items:
+            path = record_path(self._folder, record)
             data = dumps_record(record) + b"\n"
             try:
                 created = _create_once(path, data)
+                info = file_info(path, hashlib.sha256(data).hexdigest()) if created else None
+            except OSError as exc:
+                result.error = output_error(path.parent, exc)  # the records before are durable
+                return result
             except OutputError as exc:
                 result.error = exc  # the records before this one are durable: report them
                 return result
-            result.durable.append(record.dedup_key())
-            if created:
+            result.durable.append((record.dedup_key(), path.name, wkey))
+            if info is not None:
                 result.written += 1
-                result.files.append((path.name, hashlib.sha256(data).hexdigest()))
+                result.files.append(info)
             else:
-                result.present += 1
+                result.present += 1  # another process wrote it meanwhile (create-once)
         return result
 
     async def close(self) -> WriteResult:
@@ -215,29 +215,19 @@ class JsonlWriter:
         # One growing buffer per shard: orjson's bytes objects keep their whole working buffer
         # (kilobytes for a short record), so a list of them costs ~10x the shard's size.
         self._buffer = bytearray()
-        self._pending: list[tuple[str, ...]] = []
-        self._present: set[tuple[str, ...]] = set()  # keys of the shards that existed at open()
+        self._pending: list[tuple[tuple[str, ...], str | None]] = []
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
-        self._present = await anyio.to_thread.run_sync(existing_jsonl_keys, self._folder, self._model)
 
-    async def contains(self, key: tuple[str, ...]) -> bool:
-        return key in self._present
-
-    async def write(self, records: list[BaseRecord]) -> WriteResult:
+    async def write(self, items: list[Item]) -> WriteResult:
         result = WriteResult()
-        for record in records:
-            key = record.dedup_key()
-            if key in self._present:
-                result.present += 1
-                result.durable.append(key)
-                continue
-            # This run's duplicates never reach the writer (the dedup stage drops them), so this
-            # run's keys are not kept here: memory stays bounded by the shard.
+        for record, wkey in items:
+            # Records the output holds never reach the writer (the ledger filters them), nor do
+            # this run's duplicates (the dedup stage drops them): memory stays bounded by the shard.
             self._buffer += dumps_record(record)
             self._buffer += b"\n"
-            self._pending.append(key)
+            self._pending.append((record.dedup_key(), wkey))
             result.written += 1
             if len(self._pending) >= self._shard_records:
                 await self._flush(result)
@@ -250,9 +240,10 @@ class JsonlWriter:
         keys, self._pending = self._pending, []
         self._seq += 1
         path = self._folder / f"part-{self._run_id}-{self._seq:05d}.jsonl"
-        digest = await anyio.to_thread.run_sync(_write_shard, path, data)
-        result.durable.extend(keys)  # only now, after the rename, are these records durable
-        result.files.append((path.name, digest))
+        info = await anyio.to_thread.run_sync(_write_shard, path, data)
+        # only now, after the rename, are these records durable
+        result.durable.extend((key, path.name, wkey) for key, wkey in keys)
+        result.files.append(info)
 
     async def close(self) -> WriteResult:
         result = WriteResult()
@@ -261,7 +252,7 @@ class JsonlWriter:
         return result
 
 
-def _write_shard(path: Path, data: bytes) -> str:
+def _write_shard(path: Path, data: bytes) -> FileInfo:
     tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as fh:
@@ -270,7 +261,7 @@ def _write_shard(path: Path, data: bytes) -> str:
             os.fsync(fh.fileno())  # the state commits these keys once the shard is in place
         os.replace(tmp, path)
         fsync_folder(path.parent)
-        return hashlib.sha256(data).hexdigest()
+        return file_info(path, hashlib.sha256(data).hexdigest())
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -284,12 +275,3 @@ def iter_jsonl_records(folder: Path) -> Iterable[dict[str, Any]]:
             for line in fh:
                 if line.strip():
                     yield orjson.loads(line)
-
-
-def existing_jsonl_keys(folder: Path, model: type[BaseRecord]) -> set[tuple[str, ...]]:
-    """Dedup keys of the records already in ``folder``'s shards."""
-    keys: set[tuple[str, ...]] = set()
-    fields = model.key_fields
-    for data in iter_jsonl_records(folder):
-        keys.add(tuple(key_part(data[f]) for f in fields))
-    return keys

@@ -1,0 +1,624 @@
+"""The output's ledger: what an output folder holds, kept inside that folder.
+
+Every source folder of an output carries ``<output>/<source>/.harvester/ledger.sqlite``::
+
+    files(id, name, size, mtime_ns, sha256, run_id, at)   every record file or jsonl shard written
+    records(key, file, target)                            each record's dedup key -> its file
+    targets(id, ns, wkey, label, watermark, run_id, at)   per (target, query) high-water marks
+
+It is the one answer to "is this record already here?" and "how far did this target get?", so
+the answer travels with the data: a copied or moved folder carries its ledger, a deleted folder
+takes its ledger with it, and two outputs never share presence. The machine's SQLite state
+(``state.path``) keeps only what belongs to the machine: run history, per-target outcomes and
+the daemon's breakers.
+
+**Checked against the disk** (:meth:`Ledger.reconcile`) at the start of every run, cheaply: one
+directory listing with sizes and modification times, compared with the ledger in SQL; a file is
+hashed only where size or time disagree. Then:
+
+- a file the ledger lists but the disk lacks is *missing*: its records are forgotten, so they
+  are harvested again, and the watermarks of the targets that wrote them are dropped (a watermark
+  would otherwise tell the archive not to send them again);
+- a file whose size differs, or whose hash differs where only the time does, is *damaged*: it is
+  removed and handled like a missing one;
+- a record file or shard on disk that the ledger does not list (a kill between the rename and the
+  ledger commit, a ledger deleted or copied from elsewhere, an output written before ledgers
+  existed) is *adopted*: read, validated as records of this source and entered; one that does not
+  read back as valid records (truncated mid-line, not JSON, not this source) is damaged.
+
+A ledger that SQLite cannot read is set aside and rebuilt from the files (every file is then
+adopted, and every watermark is gone: the next run asks the archive for everything).
+
+Order of effects: a file is in place (renamed) before its records are committed here, so the
+ledger never lists a file that was not written; a kill between the two leaves a file the next
+run adopts. The ledger uses SQLite's rollback journal (not WAL), so a closed ledger is one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+import structlog
+from pydantic import ValidationError
+
+from harvester._files import make_folder, output_error
+from harvester.errors import OutputError
+from harvester.records import BaseRecord, key_part, stable_id
+
+__all__ = [
+    "LEDGER_DIR",
+    "LEDGER_NAME",
+    "FileInfo",
+    "Key",
+    "Ledger",
+    "Reconciled",
+    "file_info",
+    "is_record_file",
+    "ledger_path",
+]
+
+log = structlog.get_logger("harvester.ledger")
+
+T = TypeVar("T")
+Key = tuple[str, ...]
+
+LEDGER_DIR = ".harvester"
+LEDGER_NAME = "ledger.sqlite"
+_VERSION = "1"
+_BATCH = 500
+_RECORD_FILE = re.compile(r"^(record_.+\.json|part-.+\.jsonl)$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 BLOB NOT NULL, run_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS targets (
+    id INTEGER PRIMARY KEY, ns TEXT NOT NULL, wkey TEXT NOT NULL, label TEXT NOT NULL,
+    watermark REAL, run_id TEXT NOT NULL, at REAL NOT NULL, UNIQUE (ns, wkey));
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY, file INTEGER NOT NULL, target INTEGER) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_file ON records (file);
+"""
+
+
+def ledger_path(folder: Path) -> Path:
+    """Where the ledger of a source folder lives."""
+    return folder / LEDGER_DIR / LEDGER_NAME
+
+
+def is_record_file(name: str) -> bool:
+    """A file name the writers produce: ``record_*.json`` or ``part-*.jsonl`` (not temporaries)."""
+    return _RECORD_FILE.match(name) is not None
+
+
+def key_text(key: Key) -> str:
+    """A dedup key as one text value (unit separator between parts)."""
+    return "\x1f".join(key)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file as the ledger knows it: name in the folder, size, modification time, sha256."""
+
+    name: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def file_info(path: Path, sha256: str) -> FileInfo:
+    """Size and modification time of a file just written whose hash the writer computed."""
+    st = path.stat()
+    return FileInfo(path.name, st.st_size, st.st_mtime_ns, sha256)
+
+
+@dataclass
+class Reconciled:
+    """What checking the ledger against the disk found (all zero for a healthy output)."""
+
+    files: int = 0
+    #: records the ledger listed whose file is gone: harvested again
+    missing_on_disk: int = 0
+    #: records in files found truncated or changed (removed): harvested again
+    damaged: int = 0
+    damaged_files: list[str] = field(default_factory=list)
+    #: records found on disk that the ledger did not list, now entered
+    adopted: int = 0
+    #: records present in more than one file (adopted shards that repeat a record)
+    repeated_on_disk: int = 0
+    #: targets whose watermark was dropped because files they wrote are gone
+    watermarks_dropped: int = 0
+    hashed: int = 0
+    #: why the ledger was rebuilt from the files (unreadable), if it was
+    rebuilt: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing_on_disk or self.damaged or self.adopted or self.rebuilt)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "missing_on_disk": self.missing_on_disk,
+            "damaged": self.damaged,
+            "damaged_files": self.damaged_files[:20],
+            "adopted": self.adopted,
+            "repeated_on_disk": self.repeated_on_disk,
+            "watermarks_dropped": self.watermarks_dropped,
+            "hashed": self.hashed,
+            "rebuilt": self.rebuilt,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+class _Damaged(Exception):
+    """A file on disk that does not read back as this source's records."""
+
+
+class Ledger:
+    """The ledger of one source folder (async; every SQLite call runs on one worker thread).
+
+    ::
+
+        async with Ledger(folder, ZtfRecord) as ledger:
+            found = await ledger.reconcile()          # check against the disk first
+            new = await ledger.present(keys)          # which keys are already in the output
+            await ledger.commit(entries, files, run_id)  # after the files are in place
+            await ledger.advance({wkey: (label, mjd)}, run_id)
+
+    ``sample`` keeps the watermarks of sample-archive runs apart from the real archive's, so an
+    offline run never narrows a real one (presence is shared: a record file is a record file).
+    """
+
+    def __init__(self, folder: Path, model: type[BaseRecord], *, sample: bool = False) -> None:
+        self.folder = folder
+        self.model = model
+        self.path = ledger_path(folder)
+        self.ns = "sample" if sample else ""
+        self._conn: sqlite3.Connection | None = None
+        self._lock = anyio.CapacityLimiter(1)
+        self._dropped = False  # a temp table of keys forgotten by reconcile exists
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> Ledger:
+        await self._run(self._open_sync)
+        return self
+
+    async def __aenter__(self) -> Ledger:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._run(self._close_sync)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._lock)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"ledger {self.path} is not open")
+        return self._conn
+
+    def _open_sync(self) -> None:
+        try:
+            make_folder(self.path.parent)
+        except OSError as exc:
+            raise output_error(self.path.parent, exc) from None
+        self._rebuilt: str | None = None
+        try:
+            self._conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            # Unreadable (truncated, overwritten, not a database): set aside, rebuild from the files.
+            self._rebuilt = f"ledger unreadable ({exc}); rebuilt from the files on disk"
+            self._set_aside()
+            try:
+                self._conn = self._connect()
+            except sqlite3.Error as again:
+                raise OutputError(f"cannot open ledger {self.path}: {again}") from None
+        except OSError as exc:
+            raise output_error(self.path.parent, exc) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("PRAGMA synchronous=FULL")
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check[0] if check else 'no answer'}")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta VALUES ('version', ?), ('source', ?)",
+                    (_VERSION, self.model.model_fields["source"].default),
+                )
+            elif row[0] != _VERSION:
+                raise sqlite3.DatabaseError(f"ledger version {row[0]}, this harvester writes {_VERSION}")
+            src = conn.execute("SELECT v FROM meta WHERE k = 'source'").fetchone()
+            expected = self.model.model_fields["source"].default
+            if src is not None and src[0] != expected:
+                raise sqlite3.DatabaseError(f"a ledger of source {src[0]!r}, not {expected!r}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _set_aside(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+
+    # -- reconcile -------------------------------------------------------------------------------
+
+    async def reconcile(self) -> Reconciled:
+        """Check the ledger against the folder; forget, remove or adopt files as the module says."""
+        return await self._run(self._reconcile_sync)
+
+    def _reconcile_sync(self) -> Reconciled:
+        started = time.monotonic()
+        found = Reconciled(rebuilt=self._rebuilt)
+        conn = self.conn
+        disk = list(self._listing())
+        found.files = len(disk)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS disk (name TEXT PRIMARY KEY, size INT, mtime_ns INT)")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS dropped (key TEXT PRIMARY KEY) WITHOUT ROWID")
+        conn.execute("DELETE FROM temp.disk")
+        conn.executemany("INSERT OR REPLACE INTO temp.disk VALUES (?, ?, ?)", disk)
+        self._dropped = True
+
+        gone = conn.execute(
+            "SELECT f.id, f.name FROM files f LEFT JOIN temp.disk d ON d.name = f.name WHERE d.name IS NULL"
+        ).fetchall()
+        suspects = conn.execute(
+            "SELECT f.id, f.name, f.size, f.sha256, d.size, d.mtime_ns FROM files f "
+            "JOIN temp.disk d ON d.name = f.name WHERE f.size != d.size OR f.mtime_ns != d.mtime_ns"
+        ).fetchall()
+        damaged: list[tuple[int, str]] = []
+        refreshed: list[tuple[int, int]] = []
+        for fid, name, size, sha, disk_size, disk_mtime in suspects:
+            if size == disk_size:
+                found.hashed += 1
+                if _sha256_file(self.folder / name) == sha:
+                    refreshed.append((disk_mtime, fid))  # copied or touched, same bytes
+                    continue
+            damaged.append((fid, name))
+        if refreshed:
+            self._write([("UPDATE files SET mtime_ns = ? WHERE id = ?", refreshed)])
+        found.missing_on_disk, dropped_marks = self._forget([fid for fid, _ in gone])
+        found.damaged, more_marks = self._forget([fid for fid, _ in damaged])
+        found.watermarks_dropped = dropped_marks + more_marks
+        for _, name in damaged:
+            self._remove(name, found)
+
+        unknown = conn.execute(
+            "SELECT d.name FROM temp.disk d LEFT JOIN files f ON f.name = d.name "
+            "WHERE f.name IS NULL ORDER BY d.name"
+        ).fetchall()
+        for (name,) in unknown:
+            try:
+                adopted, repeated = self._adopt(name)
+            except _Damaged as exc:
+                found.damaged += exc.args[0]
+                self._remove(name, found)
+                continue
+            found.adopted += adopted
+            found.repeated_on_disk += repeated
+        conn.execute("DELETE FROM temp.disk")
+        found.elapsed_s = round(time.monotonic() - started, 3)
+        return found
+
+    def _listing(self) -> Iterator[tuple[str, int, int]]:
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    if is_record_file(entry.name) and entry.is_file(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        yield entry.name, st.st_size, st.st_mtime_ns
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OutputError(f"cannot list {self.folder}: {exc.strerror or exc}") from None
+
+    def _forget(self, file_ids: list[int]) -> tuple[int, int]:
+        """Forget files and their records (remembering the keys as dropped) and drop the
+        watermarks of the targets that wrote them; return (records forgotten, watermarks dropped)."""
+        if not file_ids:
+            return 0, 0
+        conn = self.conn
+        records = marks = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for i in range(0, len(file_ids), _BATCH):
+                chunk = file_ids[i : i + _BATCH]
+                q = ",".join("?" * len(chunk))
+                marks += conn.execute(
+                    f"UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL AND id IN "  # noqa: S608
+                    f"(SELECT DISTINCT target FROM records WHERE file IN ({q}))",
+                    chunk,
+                ).rowcount
+                conn.execute(
+                    f"INSERT OR IGNORE INTO temp.dropped SELECT key FROM records WHERE file IN ({q})",  # noqa: S608
+                    chunk,
+                )
+                records += conn.execute(f"DELETE FROM records WHERE file IN ({q})", chunk).rowcount  # noqa: S608
+                conn.execute(f"DELETE FROM files WHERE id IN ({q})", chunk)  # noqa: S608
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+        return records, marks
+
+    def _remove(self, name: str, found: Reconciled) -> None:
+        found.damaged_files.append(name)
+        try:
+            (self.folder / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise output_error(self.folder, exc) from None
+        log.warning("damaged_file_removed", folder=str(self.folder), file=name)
+
+    def _adopt(self, name: str) -> tuple[int, int]:
+        """Enter a file the ledger did not list; return (records adopted, records repeated)."""
+        path = self.folder / name
+        try:
+            data = path.read_bytes()
+            st = path.stat()
+        except OSError as exc:
+            raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        keys = self._keys_of(name, data)
+        sha = hashlib.sha256(data).digest()
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
+                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, st.st_size, st.st_mtime_ns, sha, "adopted", time.time()),
+            )
+            fid = cur.lastrowid
+            texts = [key_text(k) for k in keys]
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, NULL)", [(t, fid) for t in texts])
+            adopted = conn.total_changes - before
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+        return adopted, len(texts) - adopted
+
+    def _keys_of(self, name: str, data: bytes) -> list[Key]:
+        fields = self.model.key_fields
+        lines = [data] if name.endswith(".json") else data.split(b"\n")
+        if name.endswith(".jsonl") and not data.endswith(b"\n"):
+            raise _Damaged(max(1, data.count(b"\n")))  # truncated mid-line: not a finished shard
+        keys: list[Key] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = self.model.model_validate(orjson.loads(line))
+            except (orjson.JSONDecodeError, ValidationError):
+                raise _Damaged(max(1, len(keys))) from None
+            keys.append(tuple(key_part(getattr(record, f)) for f in fields))
+        if name.endswith(".json") and (len(keys) != 1 or name != f"record_{stable_id(keys[0])}.json"):
+            raise _Damaged(1)
+        return keys
+
+    # -- presence --------------------------------------------------------------------------------
+
+    async def present(self, keys: Sequence[Key]) -> set[Key]:
+        """The subset of ``keys`` that the output holds."""
+        if not keys:
+            return set()
+        return await self._run(self._present_sync, list(keys))
+
+    def _present_sync(self, keys: list[Key]) -> set[Key]:
+        by_text = {key_text(k): k for k in keys}
+        texts = list(by_text)
+        found: set[Key] = set()
+        for i in range(0, len(texts), _BATCH):
+            chunk = texts[i : i + _BATCH]
+            q = ",".join("?" * len(chunk))
+            rows = self.conn.execute(f"SELECT key FROM records WHERE key IN ({q})", chunk)  # noqa: S608
+            found.update(by_text[row[0]] for row in rows)
+        return found
+
+    async def contains(self, key: Key) -> bool:
+        return bool(await self.present([key]))
+
+    async def count(self) -> int:
+        """Records in the output."""
+        return await self._run(lambda: int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]))
+
+    # -- commit ----------------------------------------------------------------------------------
+
+    async def commit(
+        self, entries: Sequence[tuple[Key, str, str | None]], files: Sequence[FileInfo], run_id: str
+    ) -> int:
+        """Enter ``files`` (now in place) and ``entries`` (key, file name, watermark key of the
+        target that emitted it); return how many of the keys were forgotten by :meth:`reconcile`
+        (records harvested again)."""
+        if not entries and not files:
+            return 0
+        return await self._run(self._commit_sync, list(entries), list(files), run_id)
+
+    def _commit_sync(
+        self, entries: list[tuple[Key, str, str | None]], files: list[FileInfo], run_id: str
+    ) -> int:
+        conn = self.conn
+        now = time.time()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                "sha256 = excluded.sha256, run_id = excluded.run_id, at = excluded.at",
+                [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
+            )
+            file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", {e[1] for e in entries})
+            missing = {e[1] for e in entries} - set(file_ids)
+            for name in sorted(missing):  # a record file already on disk that this run found present
+                fid = self._enter_existing(name, run_id, now)
+                if fid is not None:
+                    file_ids[name] = fid
+            wkeys = {e[2] for e in entries if e[2] is not None}
+            if wkeys:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO targets (ns, wkey, label, watermark, run_id, at) "
+                    "VALUES (?, ?, ?, NULL, ?, ?)",
+                    [(self.ns, w, w, run_id, now) for w in wkeys],
+                )
+            target_ids = self._ids(
+                "SELECT id, wkey FROM targets WHERE ns = ? AND wkey IN ({})", wkeys, prefix=(self.ns,)
+            )
+            rows = [
+                (key_text(k), file_ids[name], target_ids.get(w) if w is not None else None)
+                for k, name, w in entries
+                if name in file_ids
+            ]
+            conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
+            refetched = 0
+            if self._dropped and rows:
+                for i in range(0, len(rows), _BATCH):
+                    chunk = [r[0] for r in rows[i : i + _BATCH]]
+                    q = ",".join("?" * len(chunk))
+                    refetched += conn.execute(
+                        f"DELETE FROM temp.dropped WHERE key IN ({q})",  # noqa: S608
+                        chunk,
+                    ).rowcount
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+        return refetched
+
+    def _enter_existing(self, name: str, run_id: str, now: float) -> int | None:
+        path = self.folder / name
+        try:
+            data = path.read_bytes()
+            st = path.stat()
+        except OSError:
+            return None
+        cur = self.conn.execute(
+            "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, st.st_size, st.st_mtime_ns, hashlib.sha256(data).digest(), run_id, now),
+        )
+        return cur.lastrowid
+
+    def _ids(self, sql: str, names: set[str], *, prefix: tuple[Any, ...] = ()) -> dict[str, int]:
+        found: dict[str, int] = {}
+        items = list(names)
+        for i in range(0, len(items), _BATCH):
+            chunk = items[i : i + _BATCH]
+            rows = self.conn.execute(sql.format(",".join("?" * len(chunk))), (*prefix, *chunk))
+            found.update({str(name): int(fid) for fid, name in rows})
+        return found
+
+    async def pending_refetch(self) -> int:
+        """Keys forgotten by :meth:`reconcile` that no commit has brought back (yet)."""
+        if not self._dropped:
+            return 0
+        return await self._run(
+            lambda: int(self.conn.execute("SELECT COUNT(*) FROM temp.dropped").fetchone()[0])
+        )
+
+    # -- watermarks ------------------------------------------------------------------------------
+
+    async def watermarks(self) -> dict[str, float]:
+        """wkey -> watermark of this output (only targets whose files are all in place)."""
+        rows = await self._run(
+            lambda: self.conn.execute(
+                "SELECT wkey, watermark FROM targets WHERE ns = ? AND watermark IS NOT NULL", (self.ns,)
+            ).fetchall()
+        )
+        return {str(k): float(v) for k, v in rows}
+
+    async def advance(self, marks: dict[str, tuple[str, float]], run_id: str) -> None:
+        """Raise (never lower) each watermark; ``marks`` maps wkey -> (target label, value)."""
+        if not marks:
+            return
+        now = time.time()
+        rows = [(self.ns, wkey, label, value, run_id, now) for wkey, (label, value) in marks.items()]
+        await self._run(
+            self._write,
+            [
+                (
+                    "INSERT INTO targets (ns, wkey, label, watermark, run_id, at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (ns, wkey) DO UPDATE SET "
+                    "watermark = max(coalesce(watermark, excluded.watermark), excluded.watermark), "
+                    "label = excluded.label, run_id = excluded.run_id, at = excluded.at",
+                    rows,
+                )
+            ],
+        )
+
+    async def all_watermarks(self) -> list[dict[str, Any]]:
+        """Every watermark of this output, for ``harvester status``."""
+        rows = await self._run(
+            lambda: self.conn.execute(
+                "SELECT ns, label, watermark, at FROM targets WHERE watermark IS NOT NULL ORDER BY ns, label"
+            ).fetchall()
+        )
+        return [
+            {"sample": ns == "sample", "target": str(label), "value": float(v), "at": float(at)}
+            for ns, label, v, at in rows
+        ]
+
+
+def _ledger_error(path: Path, exc: sqlite3.Error) -> OutputError:
+    """A one-line OutputError for a failed ledger write, in the same words as the files' errors."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    cause = {13: "no space left on device", 8: "read-only file system", 3: "permission denied"}.get(
+        code if isinstance(code, int) else -1, str(exc)
+    )
+    return OutputError(f"cannot write to {path.parent.parent}: {cause} (ledger {path.name})")
+
+
+def _sha256_file(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return b""
+    return digest.digest()
