@@ -7,8 +7,9 @@ is always the one the code validates against.
 from __future__ import annotations
 
 import json
+import types
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from harvester.records import RECORD_MODELS, BaseRecord
 
@@ -116,6 +117,22 @@ def schema_document() -> str:
     return "\n".join(parts)
 
 
+def _kind(annotation: Any) -> str:
+    """A setting's type as the reference shows it: "float or None", "IrsaCone or None", "list", ..."""
+    if get_origin(annotation) is Annotated:
+        base, *meta = get_args(annotation)
+        shown = next(
+            (m.validated_as for m in meta if isinstance(getattr(m, "validated_as", None), type)), base
+        )
+        return _kind(shown)
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = get_args(annotation)
+        if any(get_origin(m) is Annotated for m in members):
+            return " | ".join("None" if m is type(None) else _kind(m) for m in members)
+    kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    return str(kind)
+
+
 def _settings_rows(model: type[Any], prefix: str, defaults: Any = None) -> list[tuple[str, str, str, str]]:
     """(key, type, default, meaning) for every leaf setting; defaults come from the parent's default."""
     from pydantic import BaseModel
@@ -138,8 +155,7 @@ def _settings_rows(model: type[Any], prefix: str, defaults: Any = None) -> list[
         if isinstance(default, BaseModel):
             default = default.model_dump(mode="json")
         shown = "—" if default is None else f"`{json.dumps(default, default=str)}`"
-        kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        kind = kind.replace("harvester.settings.", "").replace("pathlib.", "")
+        kind = _kind(annotation).replace("harvester.settings.", "").replace("pathlib.", "")
         desc = " ".join((field.description or "").split())
         if env:
             desc = f"{desc} Environment: `{env}`.".strip()
@@ -159,6 +175,15 @@ def configuration_document() -> str:
         "Precedence, lowest first: built-in defaults < `config/base.yaml` (or `--config PATH`) < `.env` <",
         "environment (`HARVESTER_` + the key in upper case, `__` between levels, e.g.",
         "`HARVESTER_DATA_SOURCES__ZTF__IRSA__BASE_URL`) < CLI flags. Unknown keys are errors.",
+        "",
+        "Sample targets: with no config file (no `--config`, no `config/base.yaml` in the working",
+        "directory), a source whose settings name no target uses the sample targets shipped in the",
+        "package (`harvester/defaults/targets.yaml`, the targets of the repository's `config/base.yaml`)",
+        "as its lowest layer; a source given any target of its own, or any config file, never sees them.",
+        "",
+        "Cone radii follow each archive: ZTF cones (IRSA) at most 0.1667°, IRSA's limit; MAST cones at",
+        "most 10°, harvester's own guard, since MAST publishes no radius limit (its limit is the",
+        "~500,000-row result ceiling, reported through `data_sources.mast.max_rows`).",
         "",
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",

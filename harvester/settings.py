@@ -9,21 +9,36 @@ Tokens use the unprefixed names of the original guide (``ZTF_API_TOKEN``, ``TESS
 ``MAST_API_TOKEN``) and are held as :class:`~pydantic.SecretStr`: their value is never shown by
 ``repr``, logs or dumps.
 
+With no config file (no ``--config`` and no ``config/base.yaml`` in the working directory), a
+source whose settings name no target takes the sample targets shipped with the package
+(``harvester/defaults/targets.yaml``, the targets of the repository's ``config/base.yaml``) as its
+lowest layer, so ``harvester run --source all --offline`` works from any folder.
+
 Every model forbids unknown keys, so a typo in the YAML is an error naming the key rather than a
 silently ignored setting. :func:`load_settings` turns any validation failure into a one-line
 :class:`~harvester.errors.ConfigError`.
+
+Each archive's cones carry that archive's limits (``../shared/docs/upstream-apis.md``): IRSA's
+light-curve API takes a radius in (0, 0.1667] degrees (section 1.2, ``CIRCLE``); MAST's
+``Mast.Caom.Cone`` and ``Mast.Caom.Filtered.Position`` take a radius in degrees with no published
+cap (section 2.4; astroquery's default is 0.2), MAST's limit being its ~500,000-row result ceiling
+(section 2.1), so MAST cones get harvester's own guard of 10 degrees.
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import csv
+import functools
 import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 import yaml
 from pydantic import (
@@ -32,13 +47,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -48,9 +66,13 @@ from pydantic_settings import (
 from harvester.errors import ConfigError
 
 __all__ = [
+    "MAX_IRSA_RADIUS_DEG",
+    "MAX_MAST_RADIUS_DEG",
     "ConeSearch",
     "DaskSettings",
+    "IrsaCone",
     "IrsaSettings",
+    "MastCone",
     "MastQuery",
     "MastSettings",
     "RateLimit",
@@ -60,11 +82,20 @@ __all__ = [
     "Timeout",
     "ZtfSettings",
     "load_settings",
+    "packaged_targets",
     "read_targets_file",
 ]
 
 DEFAULT_CONFIG = Path("config/base.yaml")
+PACKAGED_TARGETS = ("defaults", "targets.yaml")  # inside the harvester package
+# IRSA light-curve API: "the valid range of RADIUS is limited to (0, 0.1667] degrees"
+# (../shared/docs/upstream-apis.md, section 1.2, CIRCLE).
 MAX_IRSA_RADIUS_DEG = 0.1667
+# MAST publishes no radius limit for Mast.Caom.Cone / Mast.Caom.Filtered.Position (radius in
+# degrees, astroquery's default 0.2; upstream-apis.md section 2.4); what bounds a MAST query is its
+# ~500,000-row result ceiling (section 2.1, reported through max_rows). 10 degrees is harvester's
+# own guard against a radius given in the wrong unit (30 meaning 30 arcmin), not MAST's.
+MAX_MAST_RADIUS_DEG = 10.0
 
 Ra = Annotated[float, Field(ge=0.0, lt=360.0, description="Right ascension, ICRS degrees in [0, 360).")]
 Dec = Annotated[float, Field(ge=-90.0, le=90.0, description="Declination, ICRS degrees in [-90, 90].")]
@@ -113,18 +144,69 @@ class Retries(_Model):
 
 
 class ConeSearch(_Model):
-    """A cone on the sky: centre and radius in degrees."""
+    """A cone on the sky: centre (ICRS) and radius in degrees.
+
+    The shared base of each archive's cone (:class:`IrsaCone`, :class:`MastCone`), which adds that
+    archive's radius limit; on its own it only bounds the radius by geometry, (0, 180].
+    """
 
     name: str | None = Field(default=None, description="Optional label for logs and reports.")
     ra: Ra
     dec: Dec
-    radius: float = Field(
-        gt=0.0, le=MAX_IRSA_RADIUS_DEG, description="Radius in degrees, in (0, 0.1667] (IRSA's limit)."
-    )
+    radius: float = Field(gt=0.0, le=180.0, description="Radius in degrees, in (0, 180].")
 
     @property
     def label(self) -> str:
         return self.name or f"{self.ra:.5f}{self.dec:+.5f}"
+
+    def __repr_name__(self) -> str:
+        # Every archive's cone shows as ConeSearch: a watermark's key hashes repr(target)
+        # (Source.watermark_key), so the subclasses keep the watermarks of earlier versions and
+        # match the ConeSearch targets a work unit carries.
+        return "ConeSearch"
+
+
+class IrsaCone(ConeSearch):
+    """A cone for the IRSA ZTF light-curve API (``POS=CIRCLE ra dec radius``)."""
+
+    radius: float = Field(
+        gt=0.0,
+        le=MAX_IRSA_RADIUS_DEG,
+        description="Radius in degrees, in (0, 0.1667]: IRSA's limit for the light-curve API "
+        "(upstream-apis.md, section 1.2).",
+    )
+
+
+class MastCone(ConeSearch):
+    """A cone for MAST CAOM searches (``Mast.Caom.Cone``, ``Mast.Caom.Filtered.Position``)."""
+
+    radius: float = Field(
+        gt=0.0,
+        le=MAX_MAST_RADIUS_DEG,
+        description="Radius in degrees, in (0, 10]. MAST publishes no radius limit (astroquery's "
+        "default is 0.2; upstream-apis.md, section 2.4) but caps a result at ~500,000 rows "
+        "(section 2.1); 10 is harvester's guard against a radius in the wrong unit.",
+    )
+
+
+Cone = TypeVar("Cone", bound=ConeSearch)
+
+
+@dataclass(frozen=True)
+class _ValidatedAs:
+    """Annotation metadata: validate the field as ``validated_as`` (a subclass of its type)."""
+
+    validated_as: type[BaseModel]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return handler(self.validated_as)
+
+
+# Fields typed ConeSearch for readers (any cone is a ConeSearch) but validated as the archive's
+# cone, so a bad radius is reported at its own key (``...cone_search.radius``) with that archive's
+# limit, and the values are IrsaCone / MastCone instances.
+IrsaConeField = Annotated[ConeSearch, _ValidatedAs(IrsaCone)]
+MastConeField = Annotated[ConeSearch, _ValidatedAs(MastCone)]
 
 
 class _SourceBase(_Model):
@@ -142,8 +224,12 @@ class IrsaSettings(_Model):
     filters: list[Literal["zg", "zr", "zi"]] = Field(
         default_factory=list, description="ZTF filters to keep (zg, zr, zi); empty = all bands."
     )
-    cone_search: ConeSearch | None = Field(default=None, description="One cone-search target.")
-    targets: list[ConeSearch] = Field(default_factory=list, description="More cone-search targets, inline.")
+    cone_search: IrsaConeField | None = Field(
+        default=None, description="One cone-search target (radius at most 0.1667°, IRSA's limit)."
+    )
+    targets: list[IrsaConeField] = Field(
+        default_factory=list, description="More cone-search targets, inline."
+    )
     targets_file: Path | None = Field(
         default=None, description="CSV of targets with columns name, ra, dec[, radius]."
     )
@@ -179,6 +265,10 @@ class IrsaSettings(_Model):
     @classmethod
     def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         return _check_range(value)
+
+    def names_targets(self) -> bool:
+        """Whether these settings name any target (the ZTF source refuses to run without one)."""
+        return self.cone_search is not None or bool(self.targets) or self.targets_file is not None
 
 
 class ZtfSettings(_SourceBase):
@@ -234,9 +324,14 @@ class TessQuery(_Model):
     sectors: list[int] = Field(default_factory=list, description="Sectors to keep (MAST sequence_number).")
     t_min: tuple[float, float] | None = Field(default=None, description="Range of observation start, MJD.")
     t_max: tuple[float, float] | None = Field(default=None, description="Range of observation end, MJD.")
-    ra: Ra | None = None
-    dec: Dec | None = None
-    radius: float | None = Field(default=None, gt=0, le=10, description="Cone radius, degrees.")
+    ra: Ra | None = Field(default=None, description="Cone centre, ICRS degrees; with dec and radius.")
+    dec: Dec | None = Field(default=None, description="Cone centre, ICRS degrees; with ra and radius.")
+    radius: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_MAST_RADIUS_DEG,
+        description="Cone radius, degrees, in (0, 10] (harvester's guard; MAST publishes no limit).",
+    )
 
     @field_validator("t_min", "t_max")
     @classmethod
@@ -269,6 +364,17 @@ class TessQuery(_Model):
         if any(given) and not all(given):
             raise ValueError("ra, dec and radius must be given together")
         return self
+
+    def names_targets(self) -> bool:
+        """Whether this query names any target (the TESS source refuses to run without one)."""
+        return bool(
+            self.target_name
+            or self.tic_ids
+            or self.targets_file is not None
+            or self.ra is not None
+            or self.filters
+            or self.sectors
+        )
 
 
 class TessSettings(_SourceBase):
@@ -306,14 +412,30 @@ class MastQuery(_Model):
         default=None, description="Range of release dates, MJD."
     )
     filters: list[dict[str, Any]] = Field(default_factory=list, description="Extra MAST filters, as-is.")
-    cone_search: ConeSearch | None = Field(default=None, description="One cone (Mast.Caom.Cone).")
-    targets: list[ConeSearch] = Field(default_factory=list, description="More cones, inline.")
+    cone_search: MastConeField | None = Field(
+        default=None, description="One cone (Mast.Caom.Cone); radius in degrees, at most 10."
+    )
+    targets: list[MastConeField] = Field(default_factory=list, description="More cones, inline.")
     targets_file: Path | None = Field(default=None, description="CSV of cones: name, ra, dec[, radius].")
 
     @field_validator("t_min", "t_obs_release")
     @classmethod
     def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         return _check_range(value)
+
+    def names_targets(self) -> bool:
+        """Whether this query names a cone or a constraint (the MAST source refuses to run without)."""
+        return bool(
+            self.cone_search is not None
+            or self.targets
+            or self.targets_file is not None
+            or self.collections
+            or self.instruments
+            or self.dataproduct_types
+            or self.t_min is not None
+            or self.t_obs_release is not None
+            or self.filters
+        )
 
 
 class MastSettings(_SourceBase):
@@ -412,6 +534,15 @@ class DataSources(_Model):
     tess: TessSettings = Field(default_factory=TessSettings)
     mast: MastSettings = Field(default_factory=MastSettings)
 
+    def without_targets(self) -> list[str]:
+        """The sources whose settings name no target, in order."""
+        named = {
+            "ztf": self.ztf.irsa.names_targets(),
+            "tess": self.tess.query.names_targets(),
+            "mast": self.mast.query.names_targets(),
+        }
+        return [name for name, has in named.items() if not has]
+
 
 def _check_range(value: tuple[float, float] | None) -> tuple[float, float] | None:
     if value is not None:
@@ -428,6 +559,9 @@ def _check_url(value: str) -> str:
 
 
 _config_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("harvester_config", default=None)
+_sample_layer: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "harvester_sample_targets", default=None
+)
 
 
 _URL_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
@@ -520,6 +654,9 @@ class Settings(BaseSettings):
         config = _config_path.get()
         if config is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        sample = _sample_layer.get()
+        if sample is not None:  # the lowest layer: sample targets for sources that name none
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=sample))
         return tuple(sources)
 
     @property
@@ -541,12 +678,32 @@ class Settings(BaseSettings):
 
 
 @contextmanager
-def _layering(config: Path | None) -> Iterator[None]:
+def _layering(config: Path | None, sample: dict[str, Any] | None = None) -> Iterator[None]:
     token = _config_path.set(config)
+    sample_token = _sample_layer.set(sample)
     try:
         yield
     finally:
+        _sample_layer.reset(sample_token)
         _config_path.reset(token)
+
+
+@functools.cache
+def _packaged_targets_text() -> str:
+    return resources.files("harvester").joinpath(*PACKAGED_TARGETS).read_text(encoding="utf-8")
+
+
+def packaged_targets() -> dict[str, Any]:
+    """The sample targets shipped in the package, per source: ``{"ztf": {"irsa": {...}}, ...}``.
+
+    They are the targets of the repository's ``config/base.yaml``. :func:`load_settings` uses a
+    source's block only when no config file is in force and that source's settings name no target.
+    """
+    loaded = yaml.safe_load(_packaged_targets_text())
+    blocks = loaded["data_sources"]
+    if not isinstance(blocks, dict):  # pragma: no cover - the file ships with the package
+        raise TypeError("harvester/defaults/targets.yaml: data_sources must be a mapping")
+    return copy.deepcopy(blocks)
 
 
 def load_settings(
@@ -558,7 +715,10 @@ def load_settings(
     """Build :class:`Settings` from every layer; raise :class:`ConfigError` with one clear line.
 
     ``config`` defaults to ``config/base.yaml`` when that file exists. ``overrides`` are the
-    highest layer (the CLI's flags); nested dicts merge into the layers below.
+    highest layer (the CLI's flags); nested dicts merge into the layers below. With no config file
+    at all, a source whose settings name no target gets the packaged sample targets
+    (:func:`packaged_targets`) as its lowest layer; a source given any target of its own, or any
+    config file, never sees them.
     """
     if config is None:
         path: Path | None = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
@@ -570,7 +730,13 @@ def load_settings(
         _check_yaml(path)
     try:
         with _layering(path):
-            return Settings(_env_file=env_file, **overrides)
+            settings = Settings(_env_file=env_file, **overrides)
+        missing = settings.data_sources.without_targets() if path is None else []
+        if missing:
+            sample = packaged_targets()
+            with _layering(None, {"data_sources": {name: sample[name] for name in missing}}):
+                settings = Settings(_env_file=env_file, **overrides)
+        return settings
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
     except SettingsError as exc:  # e.g. a list-valued variable that is not JSON
@@ -614,8 +780,20 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"invalid setting {loc}: {msg}{shown}{tail}"
 
 
-def read_targets_file(path: Path, *, default_radius: float) -> list[ConeSearch]:
-    """Cone targets from a CSV with a header ``name,ra,dec[,radius]``; ConfigError on any bad row."""
+@overload
+def read_targets_file(path: Path, *, default_radius: float) -> list[IrsaCone]: ...
+
+
+@overload
+def read_targets_file(path: Path, *, default_radius: float, cone: type[Cone]) -> list[Cone]: ...
+
+
+def read_targets_file(path: Path, *, default_radius: float, cone: type[ConeSearch] = IrsaCone) -> list[Any]:
+    """Cone targets from a CSV with a header ``name,ra,dec[,radius]``; ConfigError on any bad row.
+
+    ``cone`` is the archive's cone model, whose radius limit every row must meet: :class:`IrsaCone`
+    (the default, for ZTF) or :class:`MastCone` (for MAST).
+    """
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -625,14 +803,14 @@ def read_targets_file(path: Path, *, default_radius: float) -> list[ConeSearch]:
                     f"{path}: targets file needs a header with ra and dec columns "
                     f"(name, ra, dec[, radius]); got {sorted(columns) or 'no header'}"
                 )
-            targets = []
+            targets: list[ConeSearch] = []
             for lineno, row in enumerate(reader, start=2):
                 clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
                 if not any(clean.values()):
                     continue
                 try:
                     targets.append(
-                        ConeSearch(
+                        cone(
                             name=clean.get("name") or None,
                             ra=float(clean["ra"]),
                             dec=float(clean["dec"]),

@@ -9,7 +9,14 @@ import pytest
 from pydantic import BaseModel
 
 from harvester.errors import ConfigError
-from harvester.settings import Settings, load_settings, read_targets_file
+from harvester.settings import (
+    IrsaCone,
+    MastCone,
+    Settings,
+    load_settings,
+    packaged_targets,
+    read_targets_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +36,46 @@ def test_defaults_without_any_file() -> None:
     assert s.data_sources.tess.rate_limit.requests_per_second == 10
     assert s.data_sources.mast.rate_limit.max_concurrency == 8
     assert s.output == Path("data/raw")
+
+
+def test_without_a_config_file_sources_with_no_target_get_the_packaged_samples() -> None:
+    """No config file: each source that names no target gets the sample targets shipped in the package."""
+    s = load_settings()
+    irsa, tess, mast = s.data_sources.ztf.irsa, s.data_sources.tess.query, s.data_sources.mast.query
+    assert irsa.cone_search is not None
+    assert (irsa.cone_search.ra, irsa.cone_search.dec, irsa.cone_search.radius) == (210.8023, 54.3489, 0.05)
+    assert (irsa.filters, irsa.mjd_range) == (["zg", "zr"], (59800, 59850))
+    assert tess.tic_ids == [261136679, 21132157, 278892590]
+    assert mast.cone_search is not None and mast.cone_search.radius == 0.05
+    assert set(packaged_targets()) == {"ztf", "tess", "mast"}
+
+
+def test_a_source_with_its_own_target_never_sees_the_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cone of the user's own keeps every other query setting at its built-in default (no sample
+    filters or MJD range); the sources left without targets still get theirs."""
+    s = load_settings(data_sources={"ztf": {"irsa": {"cone_search": {"ra": 1, "dec": 2, "radius": 0.01}}}})
+    irsa = s.data_sources.ztf.irsa
+    assert irsa.cone_search is not None and irsa.cone_search.ra == 1
+    assert (irsa.filters, irsa.mjd_range) == ([], None)
+    assert s.data_sources.tess.query.tic_ids == [261136679, 21132157, 278892590]
+    monkeypatch.setenv("HARVESTER_DATA_SOURCES__TESS__QUERY__TIC_IDS", "[5]")
+    monkeypatch.setenv("HARVESTER_DATA_SOURCES__MAST__QUERY__COLLECTIONS", '["HST"]')
+    s = load_settings()
+    assert s.data_sources.tess.query.tic_ids == [5]
+    assert s.data_sources.mast.query.cone_search is None  # constraints alone are a MAST query
+    # a setting of a source without targets stays on top of its samples
+    s = load_settings(data_sources={"ztf": {"irsa": {"filters": ["zi"]}}})
+    assert s.data_sources.ztf.irsa.filters == ["zi"] and s.data_sources.ztf.irsa.cone_search is not None
+
+
+def test_a_config_file_is_never_mixed_with_the_samples(tmp_path: Path) -> None:
+    """With a config file (--config or config/base.yaml), a source it leaves without targets has none."""
+    s = load_settings(write(tmp_path / "c.yaml", "data_sources:\n  tess:\n    query:\n      tic_ids: [7]\n"))
+    assert s.data_sources.ztf.irsa.cone_search is None and s.data_sources.mast.query.cone_search is None
+    assert s.data_sources.tess.query.tic_ids == [7]
+    write(tmp_path / "config/base.yaml", "output: here\n")
+    s = load_settings()
+    assert s.data_sources.ztf.irsa.cone_search is None and s.data_sources.tess.query.tic_ids == []
 
 
 def test_precedence_yaml_dotenv_env_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,6 +138,22 @@ def test_cli_override_merges_into_nested_yaml(tmp_path: Path) -> None:
         ),
         ("data_sources:\n  ztf:\n    irsa:\n      radius_typo: 1\n", "data_sources.ztf.irsa.radius_typo"),
         ("limit: many\n", "limit"),
+        (
+            "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 10, dec: 20, radius: 0.2}\n",
+            "data_sources.ztf.irsa.cone_search.radius",
+        ),
+        (
+            "data_sources:\n  mast:\n    query:\n      cone_search: {ra: 10, dec: 20, radius: 12}\n",
+            "data_sources.mast.query.cone_search.radius",
+        ),
+        (
+            "data_sources:\n  mast:\n    query:\n      targets: [{ra: 10, dec: 20, radius: 0}]\n",
+            "data_sources.mast.query.targets.0.radius",
+        ),
+        (
+            "data_sources:\n  mast:\n    query:\n      cone_search: {ra: 10, dec: 95, radius: 0.2}\n",
+            "data_sources.mast.query.cone_search.dec",
+        ),
     ],
 )
 def test_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
@@ -100,6 +163,66 @@ def test_bad_value_is_one_line_naming_the_key(tmp_path: Path, yaml_text: str, ke
     message = str(info.value)
     assert "\n" not in message
     assert f"invalid setting {key}:" in message
+
+
+def test_mast_cone_takes_mast_s_radius_not_irsa_s(tmp_path: Path) -> None:
+    """0.2° (astroquery's default MAST radius) is a valid MAST cone and leaves ZTF alone; ZTF keeps
+    IRSA's 0.1667° cap; each cone is its archive's model."""
+    config = write(
+        tmp_path / "c.yaml",
+        "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 10, dec: 20, radius: 0.05}\n"
+        "  mast:\n    query:\n      cone_search: {ra: 10, dec: 20, radius: 0.2}\n"
+        "      targets: [{ra: 11, dec: 21, radius: 10}]\n",
+    )
+    s = load_settings(config)
+    mast, ztf = s.data_sources.mast.query, s.data_sources.ztf.irsa
+    assert isinstance(mast.cone_search, MastCone) and mast.cone_search.radius == 0.2
+    assert mast.targets[0].radius == 10
+    assert isinstance(ztf.cone_search, IrsaCone) and ztf.cone_search.radius == 0.05
+
+
+def test_ztf_radius_over_irsa_s_cap_is_one_line_naming_the_ztf_key(tmp_path: Path) -> None:
+    """0.2° for ZTF is refused in one line that names the ztf key and IRSA's cap."""
+    config = write(
+        tmp_path / "c.yaml",
+        "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 10, dec: 20, radius: 0.2}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert str(info.value) == (
+        "invalid setting data_sources.ztf.irsa.cone_search.radius: "
+        "Input should be less than or equal to 0.1667 (got 0.2)"
+    )
+
+
+def test_run_ztf_is_not_stopped_by_a_mast_radius_of_0_2(tmp_path: Path) -> None:
+    """A MAST cone of 0.2° in the config no longer stops `run --source ztf` (exit 0, records written)."""
+    from typer.testing import CliRunner
+
+    from harvester.cli import app
+
+    config = write(
+        tmp_path / "c.yaml",
+        "data_sources:\n  ztf:\n    irsa:\n      cone_search: {ra: 210.8023, dec: 54.3489, radius: 0.05}\n"
+        "  mast:\n    query:\n      cone_search: {ra: 210.8023, dec: 54.3489, radius: 0.2}\n",
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--source",
+            "ztf",
+            "--offline",
+            "--limit",
+            "5",
+            "--config",
+            str(config),
+            "--log-format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "data/raw/ztf").glob("record_*.json"))) == 5
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
@@ -133,6 +256,19 @@ def test_targets_file_rows(tmp_path: Path) -> None:
         ("M101", 210.8, 54.35, 0.01),
         ("other", 10.0, -5.0, 0.002),
     ]
+
+
+def test_targets_file_rows_meet_the_archive_s_cone(tmp_path: Path) -> None:
+    """A targets-file row is checked against its archive's cone: 0.2° is a MAST cone, not an IRSA one."""
+    path = write(tmp_path / "t.csv", "name,ra,dec,radius\nwide,10,20,0.2\n")
+    (cone,) = read_targets_file(path, default_radius=0.05, cone=MastCone)
+    assert isinstance(cone, MastCone) and cone.radius == 0.2
+    with pytest.raises(ConfigError, match=r"line 2: radius: Input should be less than or equal to 0\.1667"):
+        read_targets_file(path, default_radius=0.002)  # ZTF's IrsaCone by default
+    with pytest.raises(ConfigError, match=r"line 2: radius: Input should be less than or equal to 10"):
+        read_targets_file(
+            write(tmp_path / "w.csv", "ra,dec,radius\n1,2,11\n"), default_radius=1, cone=MastCone
+        )
 
 
 @pytest.mark.parametrize(
