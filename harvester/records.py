@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 __all__ = [
     "RECORD_MODELS",
@@ -63,10 +63,28 @@ class BaseRecord(BaseModel):
 
     source: str = Field(description="Which harvester source produced the record.")
     object_id: str = Field(description="The archive's identifier of the object, as a decimal string or name.")
-    fetched_at: datetime = Field(description="When the harvester received the data (UTC, ISO 8601).")
+    fetched_at: datetime = Field(
+        description="When the harvester received the data: UTC, ISO 8601 with a +00:00 offset "
+        "(2026-01-02T03:04:05.123456+00:00), the same form in record files, jsonl lines, "
+        "dry-run summaries and manifests."
+    )
     provenance: Provenance = Field(description="Where the record came from.")
 
     key_fields: ClassVar[tuple[str, ...]] = ("object_id",)
+
+    @field_validator("fetched_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        """Any offset is converted to UTC; a naive time is taken as UTC (the field's time system)."""
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @field_serializer("fetched_at", when_used="json")
+    def _iso_utc(self, value: datetime) -> str:
+        # One form everywhere: JSON-mode dumps (dry-run summaries) print what orjson writes for the
+        # record files and jsonl lines, datetime.isoformat(): "+00:00", never pydantic's "Z".
+        return value.astimezone(UTC).isoformat()
 
     def dedup_key(self) -> tuple[str, ...]:
         """The fields that identify this record within its source, as strings."""
