@@ -387,6 +387,7 @@ class Ledger:
 
     def _remove(self, name: str, found: Reconciled) -> None:
         found.damaged_files.append(name)
+        self.conn.execute("DELETE FROM temp.disk WHERE name = ?", (name,))
         try:
             (self.folder / name).unlink()
         except FileNotFoundError:

@@ -312,3 +312,18 @@ def test_env_example_lists_every_top_level_variable() -> None:
             assert hasattr(model, part), f"{name}: no setting {part!r}"
             model = getattr(model, part)
     assert listed - expected - nested == set(), "unknown variables in .env.example"
+
+
+def test_a_mast_targets_file_is_read_with_mast_s_cone(tmp_path: Path) -> None:
+    """The MAST source and its work units read a targets file with MAST's limit, not IRSA's."""
+    from harvester.distributed.units import plan_units
+    from harvester.sources.mast import MastSource
+
+    path = write(tmp_path / "t.csv", "name,ra,dec,radius\nwide,10,20,0.2\n")
+    settings = load_settings(
+        None, data_sources={"mast": {"query": {"cone_search": None, "targets_file": str(path)}}}
+    )
+    (target,) = MastSource(settings).targets()
+    assert target.cone is not None and target.cone.radius == 0.2
+    (unit,) = plan_units("mast", settings)
+    assert [t["radius"] for t in unit.targets] == [0.2]

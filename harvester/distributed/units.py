@@ -82,7 +82,7 @@ def plan_units(
     tic_buckets: int = DEFAULT_TIC_BUCKETS,
 ) -> list[Unit]:
     """Split ``source``'s configured targets into units, sorted by id."""
-    from harvester.settings import read_targets_file
+    from harvester.settings import MastCone, read_targets_file
 
     if source == "ztf":
         irsa = settings.data_sources.ztf.irsa
@@ -96,7 +96,9 @@ def plan_units(
         if query.targets_file is not None:
             from harvester.sources.mast import DEFAULT_TARGET_RADIUS
 
-            cones.extend(read_targets_file(query.targets_file, default_radius=DEFAULT_TARGET_RADIUS))
+            cones.extend(
+                read_targets_file(query.targets_file, default_radius=DEFAULT_TARGET_RADIUS, cone=MastCone)
+            )
         return _cones(cones, source, cell_deg) if cones else [Unit(source, "all")]
     tess = settings.data_sources.tess.query
     tics = [int(tess.target_name)] if tess.target_name else []

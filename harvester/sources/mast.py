@@ -21,7 +21,7 @@ import structlog
 from harvester._mast import MastClient, MastQueryStats, discrete, position, value_range
 from harvester.errors import ArchiveResponseError, ConfigError
 from harvester.records import MastRecord, Provenance
-from harvester.settings import ConeSearch, RateLimit, read_targets_file
+from harvester.settings import ConeSearch, MastCone, RateLimit, read_targets_file
 from harvester.sources.base import FetchContext, Source, utcnow
 
 __all__ = ["MastSource", "MastTarget", "mast_record"]
@@ -65,7 +65,9 @@ class MastSource(Source[MastTarget]):
             cones.append(query.cone_search)
         cones.extend(query.targets)
         if query.targets_file is not None:
-            cones.extend(read_targets_file(query.targets_file, default_radius=DEFAULT_TARGET_RADIUS))
+            cones.extend(
+                read_targets_file(query.targets_file, default_radius=DEFAULT_TARGET_RADIUS, cone=MastCone)
+            )
         if cones:
             return [MastTarget(cone=c) for c in cones]
         if self.filters():
