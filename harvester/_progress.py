@@ -1,23 +1,41 @@
-"""Terminal display: live per-source progress while a run works, and a summary table at the end.
+"""Terminal display: live per-source progress while a run works, a summary at the end, and status.
 
 Only used on a terminal; with output redirected the CLI prints structured logs instead.
 The display reads the live :class:`~harvester.pipeline.report.RunReport` that the pipeline
 fills in, so it costs the pipeline nothing.
+
+Everything here reads well at 80 columns: the run summary is one row per source when the
+terminal is wide enough and one column per source otherwise, and the status tables keep run ids,
+times and numbers whole (long paths, targets and causes wrap instead of being cut).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
-from harvester.pipeline.report import RunReport
+from harvester.pipeline.report import RunReport, SourceReport
 
-__all__ = ["LiveProgress", "print_status", "print_summary", "report_table"]
+__all__ = [
+    "LiveProgress",
+    "WatermarkRow",
+    "print_status",
+    "print_summary",
+    "report_table",
+    "status_renderables",
+    "watermark_rows",
+    "watermarks_table",
+]
 
 
 def _size(n: int) -> str:
@@ -28,37 +46,62 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+#: The summary's measures: (label, value of one source). The wide layout uses the short labels.
+_MEASURES: list[tuple[str, str, Callable[[SourceReport], str]]] = [
+    ("targets", "targets", lambda s: f"{s.targets_ok + len(s.errors)}/{s.targets}"),
+    ("requests", "requests", lambda s: str(s.requests)),
+    ("retries", "retries", lambda s: str(s.retries)),
+    ("bytes", "received", lambda s: _size(s.bytes_received)),
+    ("records", "records", lambda s: str(s.records)),
+    ("written", "written", lambda s: str(s.written)),
+    ("present", "already present", lambda s: str(s.already_present)),
+    ("dups", "duplicates", lambda s: str(s.duplicates)),
+    ("errors", "errors", lambda s: str(len(s.errors))),
+]
+
+
+class _ReportTable(Table):
+    """The summary table: one row per source when it fits the width it is drawn in, else the
+    same numbers turned on their side (one column per source), so no header or number is cut."""
+
+    def __init__(self, tall: Table, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tall = tall
+
+    def _fits(self, console: Console, options: ConsoleOptions) -> bool:
+        natural = super().__rich_measure__(console, options.update_width(10_000)).maximum
+        return natural <= options.max_width
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        if self._fits(console, options):
+            return super().__rich_measure__(console, options)
+        return Measurement.get(console, options, self._tall)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self._fits(console, options):
+            yield from super().__rich_console__(console, options)
+        else:
+            yield self._tall
+
+
 def report_table(report: RunReport, *, title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in (
-        "source",
-        "status",
-        "targets",
-        "requests",
-        "retries",
-        "bytes",
-        "records",
-        "written",
-        "present",
-        "dups",
-        "errors",
-    ):
-        table.add_column(column, justify="left" if column in ("source", "status") else "right")
-    for name, s in report.sources.items():
-        status = s.status if report.finished_at else "running"
-        table.add_row(
-            name,
-            status,
-            f"{s.targets_ok + len(s.errors)}/{s.targets}",
-            str(s.requests),
-            str(s.retries),
-            _size(s.bytes_received),
-            str(s.records),
-            str(s.written),
-            str(s.already_present),
-            str(s.duplicates),
-            str(len(s.errors)),
-        )
+    """The run's counters per source, drawn to fit the console's width (see :class:`_ReportTable`)."""
+    sources = list(report.sources.items())
+    statuses = [s.status if report.finished_at else "running" for _, s in sources]
+    tall = Table(title=title, title_justify="left")
+    tall.add_column("", no_wrap=True)
+    for name, _ in sources:
+        tall.add_column(name, justify="right", no_wrap=True)
+    tall.add_row("status", *statuses)
+    for _, label, value in _MEASURES:
+        tall.add_row(label, *(value(s) for _, s in sources))
+    table = _ReportTable(tall, title=title, title_justify="left")
+    table.add_column("source", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for label, _, _ in _MEASURES:
+        table.add_column(label, justify="right", no_wrap=True)
+    for (name, s), status in zip(sources, statuses, strict=True):
+        table.add_row(name, status, *(value(s) for _, _, value in _MEASURES))
     return table
 
 
@@ -90,60 +133,173 @@ class LiveProgress:
             self._live.__exit__(kind, exc, tb)
 
 
-def print_summary(report: RunReport) -> None:
-    console = Console()
+def print_summary(report: RunReport, console: Console | None = None) -> None:
+    """The end-of-run table and the first failures and warnings of each source."""
+    console = console or Console()
     console.print(report_table(report, title=f"run {report.run_id}"))
     for name, s in report.sources.items():
         for failure in s.errors[:10]:
-            console.print(f"[red]{name}[/red] {failure.target}: {failure.cause}")
+            console.print(Text.assemble((name, "red"), f" {failure.target}: {failure.cause}"))
         if len(s.errors) > 10:
-            console.print(f"[red]{name}[/red] … and {len(s.errors) - 10} more failed targets")
+            console.print(Text.assemble((name, "red"), f" … and {len(s.errors) - 10} more failed targets"))
         for warning in s.warnings:
-            console.print(f"[yellow]{name}[/yellow] {warning}")
+            console.print(Text.assemble((name, "yellow"), f" {warning}"))
 
 
-def print_status(info: dict[str, Any]) -> None:
-    """`harvester status` as tables: runs, seen keys, watermarks, failing targets."""
-    console = Console()
-    runs = Table(title=f"recent runs ({info['state']})", title_justify="left")
-    for column in ("run", "started", "finished", "status", "written", "errors"):
-        runs.add_column(column)
-    for run in info["runs"]:
+# --- harvester status ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatermarkRow:
+    """One watermark as status shows it: the output folder it belongs to is part of its identity."""
+
+    source: str
+    output: str
+    target: str
+    value: float  # MJD of the newest epoch fetched for the target
+    at: float  # when it last moved (Unix time)
+
+
+def watermark_rows(marks: Iterable[Mapping[str, Any]]) -> list[WatermarkRow]:
+    """Rows from mappings with ``source``, ``target``, ``value``, ``at`` and ``output``; a source
+    given as the state database's ``<source>|<output>`` namespace is split into the two."""
+    rows = []
+    for mark in marks:
+        source, _, output = str(mark["source"]).partition("|")
+        output = str(mark.get("output") or output)
+        rows.append(
+            WatermarkRow(source, output, str(mark["target"]), float(mark["value"]), float(mark["at"]))
+        )
+    return rows
+
+
+def _when(value: str | float | None) -> str:
+    """A time as ``2025-01-31 12:00`` (UTC): ISO 8601 text or Unix seconds; "—" when unknown."""
+    if value is None or value == "":
+        return "—"
+    try:
+        moment = (
+            datetime.fromtimestamp(value, UTC)
+            if isinstance(value, int | float)
+            else datetime.fromisoformat(value).astimezone(UTC)
+        )
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _took(started: str | None, finished: str | None) -> str:
+    if not started or not finished:
+        return "—"
+    try:
+        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    except ValueError:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _table(title: str | None) -> Table:
+    return Table(
+        title=title,
+        min_width=len(title or ""),  # a narrow table keeps its title on one line
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
+def runs_table(runs: Iterable[Mapping[str, Any]], *, title: str = "recent runs") -> Table:
+    """Run id (whole), start time (UTC), duration, status and counts of each run."""
+    table = _table(title)
+    table.add_column("run", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("written", justify="right", no_wrap=True)
+    table.add_column("errors", justify="right", no_wrap=True)
+    for run in runs:
         totals = (run.get("report") or {}).get("totals", {})
-        runs.add_row(
-            run["run_id"],
-            run["started_at"],
-            run["finished_at"] or "—",
-            run["status"],
+        table.add_row(
+            str(run["run_id"]),
+            _when(run.get("started_at")),
+            _took(run.get("started_at"), run.get("finished_at")),
+            str(run["status"]),
             str(totals.get("written", "—")),
             str(totals.get("errors", "—")),
         )
-    console.print(runs)
-    seen = Table(title="records committed", title_justify="left")
-    seen.add_column("source")
-    seen.add_column("output")
-    seen.add_column("records", justify="right")
-    for namespace, count in info["seen"].items():
+    return table
+
+
+def watermarks_table(rows: Iterable[WatermarkRow]) -> RenderableType:
+    """Watermarks under the (source, output folder) they belong to, one line per target."""
+    groups: dict[tuple[str, str], list[WatermarkRow]] = {}
+    for row in rows:
+        groups.setdefault((row.source, row.output), []).append(row)
+    if not groups:
+        return Text("watermarks: none")
+    table = _table("watermarks (newest MJD fetched, per target)")
+    table.add_column("source → output / target", overflow="fold")
+    table.add_column("MJD", justify="right", no_wrap=True)
+    table.add_column("updated (UTC)", no_wrap=True)
+    for (source, output), marks in sorted(groups.items()):
+        table.add_row(Text(f"{source} → {output}", style="bold"), "", "")
+        for mark in sorted(marks, key=lambda m: m.target):
+            table.add_row(f"  {mark.target}", f"{mark.value:.5f}", _when(mark.at))
+    return table
+
+
+def _committed_table(seen: Mapping[str, int]) -> RenderableType:
+    """Records per (source, output folder), from ``<source>|<output>`` namespaces."""
+    if not seen:
+        return Text("records committed: none recorded in the state database")
+    table = _table("records committed, per output folder")
+    table.add_column("source", no_wrap=True)
+    table.add_column("output", overflow="fold")
+    table.add_column("records", justify="right", no_wrap=True)
+    for namespace, count in seen.items():
         source, _, output = namespace.partition("|")
-        seen.add_row(source, output, str(count))
-    console.print(seen)
-    marks = Table(title="watermarks", title_justify="left")
-    for column in ("source", "target", "value", "updated"):
-        marks.add_column(column)
-    for mark in info["watermarks"]:
-        marks.add_row(
-            mark["source"].partition("|")[0],
-            mark["target"],
-            f"{mark['value']:.5f}",
-            datetime.fromtimestamp(mark["at"], UTC).isoformat(timespec="seconds"),
-        )
-    console.print(marks)
-    if info["failing_targets"]:
-        failing = Table(title="failing targets (latest outcome)", title_justify="left")
-        for column in ("source", "target", "reason"):
-            failing.add_column(column)
-        for item in info["failing_targets"]:
-            failing.add_row(item["source"].partition("|")[0], item["target"], item["reason"] or "")
-        console.print(failing)
+        table.add_row(source, output, str(count))
+    return table
+
+
+def status_renderables(
+    *,
+    state: str,
+    runs: Iterable[Mapping[str, Any]],
+    seen: Mapping[str, int],
+    watermarks: Iterable[WatermarkRow],
+    failing: Iterable[Mapping[str, Any]],
+) -> list[RenderableType]:
+    """`harvester status` as renderables: runs, records per output, watermarks, failing targets."""
+    parts: list[RenderableType] = [runs_table(runs, title=f"recent runs ({state})"), Text("")]
+    parts += [_committed_table(seen), Text(""), watermarks_table(watermarks), Text("")]
+    failing = list(failing)
+    if failing:
+        table = _table("failing targets (latest outcome)")
+        table.add_column("source", no_wrap=True)
+        table.add_column("target", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for item in failing:
+            table.add_row(str(item["source"]).partition("|")[0], str(item["target"]), item["reason"] or "")
+        parts.append(table)
     else:
-        console.print("no failing targets")
+        parts.append(Text("no failing targets"))
+    return parts
+
+
+def print_status(info: Mapping[str, Any], console: Console | None = None) -> None:
+    """`harvester status` as tables, from the mapping that ``status --json`` prints."""
+    console = console or Console()
+    for part in status_renderables(
+        state=str(info["state"]),
+        runs=info["runs"],
+        seen=info["seen"],
+        watermarks=watermark_rows(info["watermarks"]),
+        failing=info["failing_targets"],
+    ):
+        console.print(part)
