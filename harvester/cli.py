@@ -2,31 +2,108 @@
 
 Exit codes: 0 everything succeeded; 1 a source or a target failed (the summary says which);
 2 bad usage, settings or input files (one line on stderr, nothing fetched or written);
-130 interrupted.
+130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). An interrupted run is cancelled
+like a notebook cell: what was written is kept and a ``cancelled`` manifest is written.
 """
 
 from __future__ import annotations
 
+import importlib
+import signal
 import sqlite3
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import anyio
 import orjson
 import typer
+from typer.core import TyperGroup
 
 from harvester import api
 from harvester._logging import configure_logging
-from harvester._progress import LiveProgress, print_status, print_summary
+from harvester._progress import LiveProgress, print_status, print_summary, watermark_rows
 from harvester.errors import ConfigError, HarvesterError
 from harvester.pipeline.report import EXIT_USAGE, RunReport
 from harvester.settings import Settings, load_settings
 
 __all__ = ["app", "main"]
 
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C): 128 + 2
+EXIT_TERMINATED = 143  # SIGTERM (systemctl stop, kill): 128 + 15
+
+#: click's exceptions module: typer >= 0.2x vendors click, older typers use the click package.
+_click_errors: Any = importlib.import_module(typer.BadParameter.__module__)
+_NO_ARGS_IS_HELP: Any = getattr(_click_errors, "NoArgsIsHelpError", ())
+
+
+def usage_error_line(exc: Any, command: str = "harvester") -> str:
+    """A click usage error (bad value, unknown option or command) as one ``harvester: error:`` line.
+
+    typer prints these as a boxed panel of five or six lines; a scheduler's log wants one line
+    that names the option and the cause, plus where the full help is (``command --help``).
+    """
+    message = " ".join(exc.format_message().split())  # one line, however click wrapped it
+    message = message.replace("Value error, ", "").rstrip(".")
+    if message[:1].isupper() and not message[1:2].isupper():
+        message = message[0].lower() + message[1:]
+    if isinstance(exc, _click_errors.UsageError):
+        message += f" (see: {command} --help)"
+    return f"harvester: error: {message}"
+
+
+def _command_path(group: Any, args: Sequence[str]) -> str:
+    """``harvester run`` for ``["run", "--limit"]``: the (sub)command the arguments name."""
+    path, command = ["harvester"], group
+    for token in args:
+        sub = getattr(command, "commands", {}).get(token)
+        if sub is None:
+            break
+        path.append(token)
+        command = sub
+    return " ".join(path)
+
+
+class _OneLineErrors(TyperGroup):
+    """The root command group: every usage error is one line on stderr and exit code 2.
+
+    Runs typer in non-standalone mode and formats what it would have boxed. ``--help``, the
+    help shown for a bare group (``no_args_is_help``) and every ``typer.Exit`` are unchanged.
+    """
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS_IS_HELP as exc:
+            if exc.format_message():  # the plain help; the rich help was already printed
+                exc.show()
+            sys.exit(exc.exit_code)
+        except _click_errors.ClickException as exc:
+            command = _command_path(self, sys.argv[1:] if args is None else args)
+            typer.echo(usage_error_line(exc, command), err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("harvester: error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="harvester",
     help="Harvest ZTF light curves (IRSA), TESS light curves and MAST observation metadata.",
     no_args_is_help=True,
@@ -164,13 +241,18 @@ def run(
         tuple[float, float] | None, typer.Option("--irsa-mjd-range", help="ZTF MJD range: START END.")
     ] = None,
     executor: Annotated[
-        ExecutorChoice | None, typer.Option("--executor", help="local (default) or dask (harvester[dask]).")
+        ExecutorChoice | None,
+        typer.Option("--executor", help="local (default) or dask (needs the dask extra)."),
     ] = None,
     dask_address: Annotated[
         str | None, typer.Option("--dask-address", help="Dask scheduler address; unset = a local cluster.")
     ] = None,
 ) -> None:
     """Harvest one source or all of them, deduplicate, and write records under the output folder."""
+    irsa_flags = _irsa_flags_given(irsa_ra, irsa_dec, irsa_radius, irsa_filter, irsa_mjd_range)
+    irsa_ignored = bool(irsa_flags) and source not in (SourceChoice.ztf, SourceChoice.all)
+    if irsa_ignored:  # --irsa-* configure ZTF only: another source runs without them
+        irsa_ra = irsa_dec = irsa_radius = irsa_filter = irsa_mjd_range = None
     overrides = cli_overrides(
         output=output,
         limit=limit,
@@ -194,22 +276,32 @@ def run(
         if units and dry_run:
             raise ConfigError("--dry-run runs locally into a folder: drop --executor dask and the URL output")
         api.check_targets(names, settings)
+        if settings.output_url is None:
+            api._check_output(settings, dry_run=dry_run)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    if irsa_ignored:
+        flags = ", ".join(irsa_flags) + (" apply" if len(irsa_flags) > 1 else " applies")
+        typer.echo(
+            f"harvester: warning: {flags} to ztf only (--source ztf or all): ignored for "
+            f"--source {source.value}",
+            err=True,
+        )
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
     report = RunReport(run_id="", started_at=_now())
-    try:
-        if units:
-            report = _run_units(names, settings, full)
-        else:
-            with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
-                report = anyio.run(_run, names, settings, dry_run, report, full)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    except HarvesterError as exc:
-        raise _fail(str(exc), 1) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", 130) from None
+    with _sigterm_like_ctrl_c() as terminated:
+        try:
+            if units:
+                report = _run_units(names, settings, full)
+            else:
+                with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
+                    report = anyio.run(_run, names, settings, dry_run, report, full)
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        except HarvesterError as exc:
+            raise _fail(str(exc), 1) from None
+        except KeyboardInterrupt:
+            raise _interrupted(report, settings, terminated=bool(terminated)) from None
     if dry_run:
         sys.stdout.write(
             orjson.dumps(report.as_dict(with_sample=True), option=orjson.OPT_INDENT_2).decode() + "\n"
@@ -217,6 +309,71 @@ def run(
     elif sys.stdout.isatty():
         print_summary(report)
     raise typer.Exit(report.exit_code)
+
+
+def _irsa_flags_given(
+    ra: float | None,
+    dec: float | None,
+    radius: float | None,
+    filters: list[str] | None,
+    mjd_range: tuple[float, float] | None,
+) -> list[str]:
+    """The ``--irsa-*`` flags given on the command line, by name."""
+    given = (
+        ("--irsa-ra", ra is not None),
+        ("--irsa-dec", dec is not None),
+        ("--irsa-radius", radius is not None),
+        ("--irsa-filter", bool(filters)),
+        ("--irsa-mjd-range", mjd_range is not None),
+    )
+    return [flag for flag, present in given if present]
+
+
+@contextmanager
+def _sigterm_like_ctrl_c() -> Iterator[list[int]]:
+    """While the block runs, SIGTERM (``systemctl stop``, ``kill``) does what Ctrl-C does.
+
+    The handler records the signal and calls the current SIGINT handler: inside ``anyio.run``
+    that is asyncio's, which cancels the run (writers close, a ``cancelled`` manifest is written,
+    shielded) and then raises KeyboardInterrupt; elsewhere it raises KeyboardInterrupt at once.
+    Yields the list of received signals, so the caller can tell SIGTERM from Ctrl-C.
+    """
+    received: list[int] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIGINT ignored (a background job of a script): stop all the same
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (an embedding application): leave SIGTERM alone
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(report: RunReport, settings: Settings, *, terminated: bool) -> typer.Exit:
+    """One line on stderr for a run stopped by Ctrl-C or SIGTERM, and its exit code (130, 143)."""
+    name, code = ("SIGTERM", EXIT_TERMINATED) if terminated else ("SIGINT", EXIT_INTERRUPTED)
+    if not report.run_id:
+        detail = "stopped before the run started; nothing was written"
+    elif report.dry_run:
+        detail = f"run {report.run_id} cancelled (dry run: nothing was written)"
+    else:
+        manifest = Path(settings.output) / "_manifests" / f"run-{report.run_id}.json"
+        detail = (
+            f"run {report.run_id} cancelled; what it wrote is kept ({manifest}); "
+            "run it again to complete the output"
+        )
+    typer.echo(f"harvester: interrupted ({name}): {detail}", err=True)
+    return typer.Exit(code)
 
 
 def _require_units(settings: Settings) -> None:
@@ -291,11 +448,13 @@ def daemon(
     if schedule:
         overrides["daemon"] = schedule
     settings, names = _settings_or_exit(config, overrides, source.value)
-    if settings.executor == "dask" or settings.output_url is not None:
-        try:
+    try:
+        if settings.executor == "dask" or settings.output_url is not None:
             _require_units(settings)
-        except ConfigError as exc:
-            raise _fail(str(exc)) from None
+        if settings.output_url is None:
+            api._check_output(settings)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
     runner = Daemon(settings, names, once=once, metrics_port=metrics_port)
     raise typer.Exit(anyio.run(runner.run))
@@ -324,7 +483,10 @@ def status(
                 "state": str(path),
                 "runs": await store.last_runs(runs),
                 "seen": await store.seen_counts(),
-                "watermarks": [w.__dict__ for w in await store.all_watermarks()],
+                # each watermark with the output folder it belongs to (the namespace's second half)
+                "watermarks": [
+                    asdict(row) for row in watermark_rows(w.__dict__ for w in await store.all_watermarks())
+                ],
                 "failing_targets": await store.failing_targets(),
             }
 

@@ -1,0 +1,90 @@
+"""SIGTERM ends `harvester run` the way Ctrl-C does: the run is cancelled, a `cancelled` manifest
+is written, one line says so on stderr, and the exit code is documented (143; 130 for SIGINT)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harvester.testing import FakeArchive, running_server
+
+
+@pytest.fixture
+def slow_archive() -> Iterator[tuple[FakeArchive, str]]:
+    """The sample archive on loopback, answering each request after 0.2 s."""
+    archive = FakeArchive(latency_s=0.2, executing_polls=0)
+    with running_server(archive) as url:
+        yield archive, url
+
+
+def config(folder: Path, url: str) -> Path:
+    """ZTF at the loopback archive, 40 cones two at a time (about 4 s of work), output in folder."""
+    cones = [{"ra": 150.0 + 0.4 * i, "dec": 30.0 + 0.1 * (i % 5), "radius": 0.03} for i in range(40)]
+    settings = {
+        "output": str(folder / "out"),
+        "state": {"path": str(folder / "state.db")},
+        "data_sources": {
+            "ztf": {
+                "irsa": {"base_url": f"{url}/cgi-bin/ZTF/nph_light_curves", "targets": cones},
+                "rate_limit": {"requests_per_second": 50, "max_concurrency": 2},
+            }
+        },
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")]
+)
+def test_signal_cancels_the_run_with_a_manifest_and_one_line(
+    tmp_path: Path, slow_archive: tuple[FakeArchive, str], signum: int, code: int, name: str
+) -> None:
+    """A signal mid-run: exit code 143 (SIGTERM) or 130 (SIGINT), one plain line on stderr naming
+    the signal and the run, and <output>/_manifests/run-<id>.json with status cancelled."""
+    archive, url = slow_archive
+    cfg = config(tmp_path, url)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harvester",
+            "run",
+            "--source",
+            "ztf",
+            "--config",
+            str(cfg),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 30
+    while not archive.requests and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # a few targets in flight
+    assert proc.poll() is None, "the run ended before the signal"
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code, stderr[-2000:]
+    plain = [line for line in stderr.splitlines() if line and not line.startswith("{")]
+    assert len(plain) == 1, stderr[-2000:]
+    assert plain[0].startswith(f"harvester: interrupted ({name}): run ")
+    (manifest,) = (tmp_path / "out" / "_manifests").glob("run-*.json")
+    data = json.loads(manifest.read_text())
+    assert data["status"] == "cancelled" and data["sources"]["ztf"]["status"] == "cancelled"
+    assert data["run_id"] in plain[0] and str(manifest) in plain[0]
+    assert len(archive.requests) < 40  # stopped early: not every cone was asked
+    assert stdout == ""
