@@ -198,3 +198,33 @@ async def test_dry_run_leaves_no_state(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=FakeArchive())
     await harvester.harvest("ztf", transport=transport, output=tmp_path, dry_run=True, **ztf())
     assert not (tmp_path / "data/state").exists()
+
+
+def readme_query(folder: Path) -> dict[str, Any]:
+    """The query block of a source folder's README (the first JSON block after 'Query:')."""
+    text = (folder / "README.md").read_text()
+    block = text.split("Query:", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    return dict(json.loads(block))
+
+
+async def test_readme_states_the_targets_and_the_window_actually_asked(tmp_path: Path) -> None:
+    """The folder's README names the cone and the MJD window the last run really requested: the
+    configured range first, the incremental one (watermark minus overlap) on the next sweep."""
+    archive = FakeArchive(now_mjd=60000.0)
+    transport = httpx.ASGITransport(app=archive)
+    overrides = ztf(mjd_range=[58000.0, 61000.0])
+    await harvester.harvest("ztf", transport=transport, output=tmp_path, **overrides)
+    first = readme_query(tmp_path / "ztf")["targets"]
+    assert first["count"] == 1
+    (asked,) = first["asked"]
+    assert asked == {
+        "target": "210.80230+54.34890",
+        "mjd_from": 58000.0,
+        "mjd_to": 61000.0,
+        "incremental": False,
+    }
+    high = max(json.loads(b)["mjd"] for b in files(tmp_path).values())
+    await harvester.harvest("ztf", transport=transport, output=tmp_path, **overrides)
+    (again,) = readme_query(tmp_path / "ztf")["targets"]["asked"]
+    assert again["incremental"] and again["mjd_from"] == pytest.approx(high - 1.0)
+    assert readme_query(tmp_path / "ztf")["mjd_range"] == [58000.0, 61000.0]  # the configured one too

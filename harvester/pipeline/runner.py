@@ -82,6 +82,8 @@ class _TargetRun:
     ok: bool = True
     reason: str | None = None
     high: float | None = None
+    #: what was asked of the archive (the time window after the watermark), for the README
+    requested: dict[str, Any] | None = None
 
 
 class OutputState:
@@ -196,7 +198,7 @@ async def run_source(
         if warning not in report.warnings:
             report.warnings.append(warning)
     if writer.folder is not None and report.status != "cancelled":
-        await _write_readme(source, writer.folder, report)
+        await _write_readme(source, writer.folder, report, runs)
     bound.info(
         "source_done",
         status=report.status,
@@ -327,6 +329,7 @@ class _Jobs:
             fail=fail,
             watermark=self.marks.get(wkey) if wkey else None,
         )
+        run.requested = source.requested(target, ctx.watermark)
         try:
             await source.fetch(target, ctx)
         except BudgetUnavailable:
@@ -439,12 +442,35 @@ async def _write_batches(
                 raise result.error
 
 
-async def _write_readme(source: Source[Any], folder: Path, report: SourceReport) -> None:
+#: targets listed one by one in a folder's README; beyond this, a count
+README_TARGETS = 25
+
+
+def readme_query(source: Source[Any], runs: list[_TargetRun]) -> dict[str, Any]:
+    """The last run's query as the README states it: the settings, and per target what was
+    actually asked (the incremental window after a watermark, not only the configured range)."""
+    query = source.describe_query()
+    described = query.get("targets")
+    targets: dict[str, Any] = dict(described) if isinstance(described, dict) else {}
+    targets["count"] = len(runs)
+    targets["asked"] = [
+        {"target": r.label, **(r.requested or {})}
+        for r in sorted(runs, key=lambda r: r.label)[:README_TARGETS]
+    ]
+    if len(runs) > README_TARGETS:
+        targets["not_listed"] = len(runs) - README_TARGETS
+    query["targets"] = targets
+    return query
+
+
+async def _write_readme(
+    source: Source[Any], folder: Path, report: SourceReport, runs: list[_TargetRun]
+) -> None:
     counts = report.as_dict()
     for key in ("sample_record", "output"):
         counts.pop(key, None)
     try:
-        text = source_readme(source.name, source.describe_query(), counts, utcnow())
+        text = source_readme(source.name, readme_query(source, runs), counts, utcnow())
         await anyio.to_thread.run_sync(write_text_atomic, folder / "README.md", text)
     except (OSError, HarvesterError) as exc:
         report.warnings.append(f"could not write README: {exc}")

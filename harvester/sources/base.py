@@ -129,6 +129,11 @@ class Source(ABC, Generic[T]):
     def describe_query(self) -> dict[str, Any]:
         """The query as plain data (no secrets), for the output folder's README."""
 
+    def requested(self, target: T, watermark: float | None) -> dict[str, Any]:
+        """What is asked of the archive for ``target`` given its watermark (the time window
+        actually requested), for the output folder's README; empty when there is nothing to say."""
+        return {}
+
     @property
     def host(self) -> str:
         return host_of(self.base_url)

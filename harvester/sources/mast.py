@@ -87,6 +87,17 @@ class MastSource(Source[MastTarget]):
             "query": mast.query.model_dump(mode="json"),
         }
 
+    def _since(self, watermark: float | None) -> float | None:
+        return None if watermark is None else watermark - self.settings.state.mast_overlap_days
+
+    def requested(self, target: MastTarget, watermark: float | None) -> dict[str, Any]:
+        since = self._since(watermark)
+        configured = self.settings.data_sources.mast.query.t_min
+        lo, hi = configured if configured is not None else (None, None)
+        if since is not None:
+            lo = since if lo is None else max(lo, since)
+        return {"t_min_from": lo, "t_min_to": hi, "incremental": since is not None}
+
     def filters(self, since: float | None = None) -> list[dict[str, Any]]:
         """MAST filters from the query; ``since`` (MJD) keeps only observations starting later."""
         query = self.settings.data_sources.mast.query
@@ -127,9 +138,7 @@ class MastSource(Source[MastTarget]):
             poll_budget_s=mast_settings.poll_budget_s,
             max_rows=mast_settings.max_rows,
         )
-        since = None
-        if ctx.watermark is not None:
-            since = ctx.watermark - self.settings.state.mast_overlap_days
+        since = self._since(ctx.watermark)
         service, params = self.request(target, since)
         label = target.label
         stats = MastQueryStats()

@@ -88,6 +88,14 @@ _QUERY_STATUS = re.compile(
 _TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
+def time_window(irsa: Any, since: float | None) -> tuple[float | None, float | None]:
+    """The MJD window asked of IRSA: the configured ``mjd_range``, narrowed to ``since``."""
+    lo, hi = irsa.mjd_range if irsa.mjd_range is not None else (None, None)
+    if since is not None:
+        lo = since if lo is None else max(lo, since)
+    return lo, hi
+
+
 def irsa_params(cone: ConeSearch, irsa: Any, *, since: float | None = None) -> list[tuple[str, str]]:
     """The IRSA query parameters for one cone, in a stable order.
 
@@ -96,9 +104,7 @@ def irsa_params(cone: ConeSearch, irsa: Any, *, since: float | None = None) -> l
     params = [("POS", f"CIRCLE {cone.ra!r} {cone.dec!r} {cone.radius!r}")]
     if irsa.filters:
         params.append(("BANDNAME", ",".join(BANDNAME[f] for f in irsa.filters)))
-    lo, hi = irsa.mjd_range if irsa.mjd_range is not None else (None, None)
-    if since is not None:
-        lo = since if lo is None else max(lo, since)
+    lo, hi = time_window(irsa, since)
     if lo is not None or hi is not None:
         params.append(("TIME", f"{'-Inf' if lo is None else repr(lo)} {'Inf' if hi is None else repr(hi)}"))
     params.append(("BAD_CATFLAGS_MASK", str(irsa.bad_catflags_mask)))
@@ -149,7 +155,14 @@ class ZtfSource(Source[ConeSearch]):
             "mjd_range": list(irsa.mjd_range) if irsa.mjd_range else None,
             "bad_catflags_mask": irsa.bad_catflags_mask,
             "collection": irsa.collection or "latest public release",
+            # "targets" is not part of a target's watermark key: the pipeline adds the list
+            "targets": {"targets_file": str(irsa.targets_file) if irsa.targets_file else None},
         }
+
+    def requested(self, target: ConeSearch, watermark: float | None) -> dict[str, Any]:
+        since = None if watermark is None else watermark - self.settings.state.ztf_overlap_days
+        lo, hi = time_window(self.settings.data_sources.ztf.irsa, since)
+        return {"mjd_from": lo, "mjd_to": hi, "incremental": since is not None}
 
     async def fetch(self, target: ConeSearch, ctx: FetchContext) -> None:
         irsa = self.settings.data_sources.ztf.irsa
