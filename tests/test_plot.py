@@ -88,3 +88,22 @@ def test_plot_needs_an_object_or_first(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["plot", "ztf"])
     assert result.exit_code == 2
     assert "--object-id" in result.stderr
+
+
+def test_readme_plot_example_names_an_object_of_the_offline_sample(tmp_path: Path) -> None:
+    """The README's `plot ztf --object-id ID` works after the quick start's offline harvest."""
+    import re
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    (object_id,) = re.findall(r"harvester plot ztf --object-id (\S+)", readme)
+    (tmp_path / "config").mkdir()
+    shutil.copy(repo / "config" / "base.yaml", tmp_path / "config" / "base.yaml")
+    runner = CliRunner()
+    harvested = runner.invoke(app, ["run", "--source", "ztf", "--offline", "--log-format", "json"])
+    assert harvested.exit_code == 0, harvested.output
+    result = runner.invoke(app, ["plot", "ztf", "--object-id", object_id])
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "data" / "processed" / "plots" / "ztf" / f"{object_id}.png"
+    assert png.read_bytes().startswith(PNG_MAGIC)
