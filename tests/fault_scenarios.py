@@ -483,3 +483,148 @@ def kill9_rounds(url: str, workdir: Path, rounds: int, *, seed: int = 7) -> Kill
     return KillOutcome(
         rounds, with_files, got == expected, partial_files(killed_dir / "out", "ztf"), len(got), int(keys)
     )
+
+
+# --- the output's ledger: damage done to an output between runs ---------------------------------
+
+
+@dataclass
+class LedgerScenario:
+    name: str
+    fmt: str  # json or jsonl
+    #: damages the harvested output folder ``<out>/ztf``; ``other`` is a second output to copy from
+    damage: Callable[[Path, Path], None]
+
+
+@dataclass
+class LedgerOutcome:
+    scenario: LedgerScenario
+    records: int  # in the clean run
+    missing_on_disk: int
+    damaged: int
+    adopted: int
+    refetched: int
+    written: int
+    warnings: int
+    identical: bool  # the output equals a clean run's, each record once
+    elapsed_s: float
+
+    @property
+    def silent(self) -> bool:
+        """Damage that neither the counters nor a warning mention (the adoption of files the
+        ledger never saw is reported by its counter only)."""
+        found = self.missing_on_disk + self.damaged + self.adopted + self.written
+        return found == 0
+
+
+def _ledger_sql(folder: Path, *statements: str) -> None:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(folder / ".harvester" / "ledger.sqlite")) as conn:
+        for sql in statements:
+            conn.execute(sql)
+        conn.commit()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("record_*.json"), *folder.glob("part-*.jsonl")])
+
+
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep) + 3])
+
+
+def ledger_scenarios() -> list[LedgerScenario]:
+    import shutil
+
+    def unlink_some(folder: Path, _: Path) -> None:
+        for path in _files(folder)[::10]:
+            path.unlink()
+
+    def truncate_records(folder: Path, _: Path) -> None:
+        for path in _files(folder)[:5]:
+            _truncate(path, 0.5)
+
+    def corrupt_ledger(folder: Path, _: Path) -> None:
+        (folder / ".harvester" / "ledger.sqlite").write_bytes(b"\x00garbage" * 512)
+
+    def copy_ledger(folder: Path, other: Path) -> None:
+        shutil.copyfile(
+            other / "ztf" / ".harvester" / "ledger.sqlite", folder / ".harvester" / "ledger.sqlite"
+        )
+
+    return [
+        LedgerScenario("output folder deleted", "json", lambda f, _: shutil.rmtree(f)),
+        LedgerScenario("every 10th record file deleted", "json", unlink_some),
+        LedgerScenario("record files truncated", "json", truncate_records),
+        LedgerScenario("every 10th jsonl shard deleted", "jsonl", unlink_some),
+        LedgerScenario("jsonl shard truncated mid-line", "jsonl", lambda f, _: _truncate(_files(f)[0], 0.5)),
+        LedgerScenario("ledger deleted", "json", lambda f, _: shutil.rmtree(f / ".harvester")),
+        LedgerScenario("ledger corrupt", "jsonl", corrupt_ledger),
+        LedgerScenario("ledger copied from another output", "json", copy_ledger),
+        LedgerScenario(
+            "kill -9 between writing a file and recording it",
+            "jsonl",
+            # the exact state such a kill leaves: the last shard in place, the ledger without it
+            lambda f, _: _ledger_sql(
+                f,
+                "DELETE FROM records WHERE file = (SELECT max(id) FROM files)",
+                "DELETE FROM files WHERE id = (SELECT max(id) FROM files)",
+            ),
+        ),
+    ]
+
+
+def output_content(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every record of a ZTF folder by dedup key, whatever the layout, without fetched_at;
+    a record present twice is kept under a second key, so that it makes the outputs differ."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in _files(folder) if folder.exists() else []:
+        for line in path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            data.pop("fetched_at")
+            data["provenance"].pop("url")  # overlapping cones: whichever served it first names it
+            key = f"{data['object_id']}|{data['mjd']!r}"
+            found[key if key not in found else key + "|again"] = data
+    return found
+
+
+async def run_ledger_scenario(url: str, workdir: Path, scenario: LedgerScenario) -> LedgerOutcome:
+    """A clean output, a damaged copy of the same harvest, a rerun; compare with the clean one."""
+    import shutil
+
+    def settings(out: Path, targets: int = 3) -> dict[str, Any]:
+        given = overrides(url, out, "ztf")
+        irsa = given["data_sources"]["ztf"]["irsa"]
+        irsa["targets"] = irsa["targets"][:targets]
+        return {**given, "format": scenario.fmt, "jsonl_shard_records": 100}
+
+    clean, damaged, other = workdir / "clean", workdir / "damaged", workdir / "other"
+    for out, targets in ((clean, 3), (damaged, 3), (other, 1)):
+        report = await harvester.harvest("ztf", **settings(out, targets))
+        assert report.ok, report.as_dict()
+    expected = output_content(clean / "ztf")
+    scenario.damage(damaged / "ztf", other)
+    started = time.monotonic()
+    report = await harvester.harvest("ztf", **settings(damaged))
+    elapsed = round(time.monotonic() - started, 2)
+    src = report.sources["ztf"]
+    outcome = LedgerOutcome(
+        scenario,
+        len(expected),
+        src.missing_on_disk,
+        src.damaged_on_disk,
+        src.adopted,
+        src.refetched,
+        src.written,
+        len(src.warnings),
+        report.ok and output_content(damaged / "ztf") == expected,
+        elapsed,
+    )
+    for out in (clean, damaged, other):
+        shutil.rmtree(out, ignore_errors=True)
+    return outcome

@@ -6,12 +6,20 @@ The scenarios live in tests/fault_scenarios.py and also produce the figures of d
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harvester.testing import FakeArchive, running_server
-from tests.fault_scenarios import Scenario, clean_run, run_scenario, scenarios
+from tests.fault_scenarios import (
+    Scenario,
+    clean_run,
+    ledger_scenarios,
+    run_ledger_scenario,
+    run_scenario,
+    scenarios,
+)
 
 _BASELINES: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -44,3 +52,17 @@ async def test_fault(served: tuple[FakeArchive, str], name: str) -> None:
     else:
         assert outcome.reported, "an unrecoverable fault must be reported"
         assert all(scenario.cause in r for r in outcome.reported), outcome.reported
+
+
+def _ledger_names() -> list[str]:
+    return [s.name for s in ledger_scenarios()]
+
+
+@pytest.mark.parametrize("name", _ledger_names())
+async def test_ledger_fault(served: tuple[FakeArchive, str], name: str, tmp_path: Path) -> None:
+    """Damage to an output between runs: the rerun ends with a clean run's output, and says so."""
+    _, url = served
+    scenario = next(s for s in ledger_scenarios() if s.name == name)
+    outcome = await run_ledger_scenario(url, tmp_path, scenario)
+    assert outcome.identical, outcome
+    assert not outcome.silent, outcome
