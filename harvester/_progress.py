@@ -253,31 +253,42 @@ def watermarks_table(rows: Iterable[WatermarkRow]) -> RenderableType:
     return table
 
 
-def _committed_table(seen: Mapping[str, int]) -> RenderableType:
-    """Records per (source, output folder), from ``<source>|<output>`` namespaces."""
-    if not seen:
-        return Text("records committed: none recorded in the state database")
-    table = _table("records committed, per output folder")
+def _outputs_table(outputs: Iterable[Mapping[str, Any]]) -> RenderableType:
+    """Records per output folder, as each folder's own ledger lists them."""
+    outputs = list(outputs)
+    if not outputs:
+        return Text("outputs: no ledger found in the configured output or recent runs' outputs")
+    table = _table("records per output (each folder's ledger: <folder>/.harvester/ledger.sqlite)")
     table.add_column("source", no_wrap=True)
-    table.add_column("output", overflow="fold")
+    table.add_column("output folder", overflow="fold")
     table.add_column("records", justify="right", no_wrap=True)
-    for namespace, count in seen.items():
-        source, _, output = namespace.partition("|")
-        table.add_row(source, output, str(count))
+    table.add_column("files", justify="right", no_wrap=True)
+    for out in outputs:
+        if out.get("error"):
+            table.add_row(str(out["source"]), str(out["folder"]), "—", str(out["error"]))
+        else:
+            table.add_row(str(out["source"]), str(out["folder"]), str(out["records"]), str(out["files"]))
     return table
 
 
 def status_renderables(
     *,
-    state: str,
+    state: str | None,
     runs: Iterable[Mapping[str, Any]],
-    seen: Mapping[str, int],
+    outputs: Iterable[Mapping[str, Any]],
     watermarks: Iterable[WatermarkRow],
     failing: Iterable[Mapping[str, Any]],
 ) -> list[RenderableType]:
-    """`harvester status` as renderables: runs, records per output, watermarks, failing targets."""
-    parts: list[RenderableType] = [runs_table(runs, title=f"recent runs ({state})"), Text("")]
-    parts += [_committed_table(seen), Text(""), watermarks_table(watermarks), Text("")]
+    """`harvester status` as renderables: where things live, runs, records per output, watermarks,
+    failing targets."""
+    where = Text.assemble(
+        ("machine state", "bold"),
+        f" (runs, outcomes): {state or 'none yet'}\n",
+        ("output ledgers", "bold"),
+        " (records, watermarks): inside each output folder, listed below",
+    )
+    parts: list[RenderableType] = [where, Text(""), runs_table(runs, title="recent runs"), Text("")]
+    parts += [_outputs_table(outputs), Text(""), watermarks_table(watermarks), Text("")]
     failing = list(failing)
     if failing:
         table = _table("failing targets (latest outcome)")
@@ -296,9 +307,9 @@ def print_status(info: Mapping[str, Any], console: Console | None = None) -> Non
     """`harvester status` as tables, from the mapping that ``status --json`` prints."""
     console = console or Console()
     for part in status_renderables(
-        state=str(info["state"]),
+        state=info.get("state"),
         runs=info["runs"],
-        seen=info["seen"],
+        outputs=info.get("outputs", []),
         watermarks=watermark_rows(info["watermarks"]),
         failing=info["failing_targets"],
     ):

@@ -466,7 +466,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     runs: Annotated[int, typer.Option("--runs", min=1, help="How many recent runs to show.")] = 5,
 ) -> None:
-    """Last runs, watermarks, counts and failing targets per source, from the state database."""
+    """Where everything lives, and what it says: recent runs and failing targets (the machine's
+    state database), records and watermarks of each output folder (its own ledger)."""
+    from harvester.ledger import read_summary
     from harvester.state import StateStore
 
     try:
@@ -474,30 +476,56 @@ def status(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     path = settings.state.path
-    if not path.is_file():
-        raise _fail(f"no state database at {path} (nothing harvested yet, or state.path points elsewhere)")
 
-    async def collect() -> dict[str, Any]:
+    async def history() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with StateStore(path) as store:
-            return {
-                "state": str(path),
-                "runs": await store.last_runs(runs),
-                "seen": await store.seen_counts(),
-                # each watermark with the output folder it belongs to (the namespace's second half)
-                "watermarks": [
-                    asdict(row) for row in watermark_rows(w.__dict__ for w in await store.all_watermarks())
-                ],
-                "failing_targets": await store.failing_targets(),
-            }
+            return await store.last_runs(runs), await store.failing_targets()
 
-    try:
-        info = anyio.run(collect)
-    except (HarvesterError, sqlite3.Error) as exc:
-        raise _fail(f"cannot read the state database {path}: {exc}") from None
+    recent: list[dict[str, Any]] = []
+    failing: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            recent, failing = anyio.run(history)
+        except (HarvesterError, sqlite3.Error) as exc:
+            raise _fail(f"cannot read the state database {path}: {exc}") from None
+    outputs: list[dict[str, Any]] = []
+    marks: list[dict[str, Any]] = []
+    for source, folder in _status_folders(settings, recent):
+        summary = read_summary(folder)
+        if summary is None:
+            continue
+        outputs.append({"source": source, **{k: v for k, v in summary.items() if k != "watermarks"}})
+        marks += [{"source": source, "output": str(folder), **m} for m in summary.get("watermarks", [])]
+    if not recent and not outputs:
+        raise _fail(
+            f"nothing harvested yet: no state database at {path} and no ledger in "
+            f"{settings.output}/<source>/.harvester (state.path or output point elsewhere?)"
+        )
+    info = {
+        "state": str(path) if path.is_file() else None,
+        "runs": recent,
+        "outputs": outputs,
+        "watermarks": [asdict(row) for row in watermark_rows(marks)],
+        "failing_targets": failing,
+    }
     if as_json:
         sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
     else:
         print_status(info)
+
+
+def _status_folders(settings: Settings, recent: list[dict[str, Any]]) -> list[tuple[str, Path]]:
+    """The source folders ``status`` reads: the configured output's, and those of recent runs."""
+    found: dict[Path, tuple[str, Path]] = {}
+    for name in api.ALL_SOURCES:
+        folder = Path(settings.output) / name
+        found.setdefault(folder.resolve(), (name, folder))
+    for run in recent:
+        for name, src in ((run.get("report") or {}).get("sources") or {}).items():
+            if isinstance(src, dict) and src.get("output"):
+                folder = Path(str(src["output"]))
+                found.setdefault(folder.resolve(), (str(name), folder))
+    return list(found.values())
 
 
 def _now() -> Any:

@@ -66,6 +66,7 @@ __all__ = [
     "file_info",
     "is_record_file",
     "ledger_path",
+    "read_summary",
 ]
 
 log = structlog.get_logger("harvester.ledger")
@@ -623,3 +624,32 @@ def _sha256_file(path: Path) -> bytes:
     except OSError:
         return b""
     return digest.digest()
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """What an output folder's ledger says, read-only (for ``harvester status``): records, files,
+    watermarks; None when the folder has no ledger. Never creates or changes anything."""
+    path = ledger_path(folder)
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        ) as conn:
+            records = int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            files = int(conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+            marks = conn.execute(
+                "SELECT ns, label, watermark, at FROM targets WHERE watermark IS NOT NULL ORDER BY label"
+            ).fetchall()
+    except sqlite3.Error as exc:
+        return {"folder": str(folder), "ledger": str(path), "error": f"unreadable ({exc})"}
+    return {
+        "folder": str(folder),
+        "ledger": str(path),
+        "records": records,
+        "files": files,
+        "watermarks": [
+            {"target": str(label), "value": float(v), "at": float(at), "sample": ns == "sample"}
+            for ns, label, v, at in marks
+        ],
+    }

@@ -171,3 +171,24 @@ def test_tess_offline_limit_5_writes_5_light_curves(project: Path) -> None:
             record["time_system"] == "BTJD"
             and len(record["time"]) == len(record["flux"]) == record["n_points"]
         )
+
+
+def test_status_says_where_each_thing_lives(tmp_path: Path) -> None:
+    """`status --json`: runs from the machine's state database; records and watermarks from the
+    ledger of every output folder a recent run wrote, even one given with --output; with the
+    state database gone, the outputs are still there to report."""
+    elsewhere = tmp_path / "elsewhere"
+    ran = runner.invoke(app, ["run", "--source", "ztf", "--offline", "--output", str(elsewhere)])
+    assert ran.exit_code == 0, ran.output
+    info = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert info["state"] == "data/state/harvester.db" and len(info["runs"]) == 1
+    (out,) = info["outputs"]
+    assert out["folder"] == str(elsewhere / "ztf") and out["records"] == 86
+    assert out["ledger"] == str(elsewhere / "ztf" / ".harvester" / "ledger.sqlite")
+    assert info["watermarks"] and {w["output"] for w in info["watermarks"]} == {str(elsewhere / "ztf")}
+    shutil.rmtree(tmp_path / "data" / "state")
+    runner.invoke(app, ["run", "--source", "ztf", "--offline"])  # the configured output, new state
+    shutil.rmtree(tmp_path / "data" / "state")
+    info = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert info["state"] is None and info["runs"] == []
+    assert [o["folder"] for o in info["outputs"]] == ["data/raw/ztf"]

@@ -199,4 +199,7 @@ def test_status_reports_runs_watermarks_and_failing_targets(
     info = json.loads(result.stdout)
     assert info["runs"][0]["status"] == "ok" and info["failing_targets"] == []
     assert len(info["watermarks"]) == 3
-    assert sum(info["seen"].values()) == len(list((tmp_path / "out" / "ztf").glob("record_*.json")))
+    (ztf,) = [o for o in info["outputs"] if o["source"] == "ztf"]  # read from the output's own ledger
+    assert ztf["records"] == len(list((tmp_path / "out" / "ztf").glob("record_*.json")))
+    assert ztf["ledger"] == str(tmp_path / "out" / "ztf" / ".harvester" / "ledger.sqlite")
+    assert {w["output"] for w in info["watermarks"]} == {str(tmp_path / "out" / "ztf")}

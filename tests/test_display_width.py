@@ -107,15 +107,16 @@ def status_info(outputs: list[str]) -> dict[str, Any]:
     return {
         "state": "/var/lib/harvester/state/harvester.db",
         "runs": runs,
-        "seen": {f"ztf|{output}": 86 for output in outputs},
+        "outputs": [
+            {"source": "ztf", "folder": f"{output}/ztf", "ledger": "…", "records": 86, "files": 86}
+            for output in outputs
+        ],
         "watermarks": [
             {"source": "ztf", "output": output, "target": f"cone {k}", "value": 59848.44946, "at": at}
             for output in outputs
             for k in range(2)
         ],
-        "failing_targets": [
-            {"source": f"ztf|{outputs[0]}", "target": "210.80230+54.34890", "reason": "HTTP 503 " * 12}
-        ],
+        "failing_targets": [{"source": "ztf", "target": "210.80230+54.34890", "reason": "HTTP 503 " * 12}],
     }
 
 
@@ -175,3 +176,7 @@ def test_status_command_after_an_offline_run_fits_80_columns(
         :22
     ]
     assert run_id in result.stdout
+    # where each thing lives: the machine's state database, and the output folder's own ledger
+    flat = " ".join(result.stdout.split())
+    assert "machine state (runs, outcomes): data/state/harvester.db" in flat
+    assert "data/raw/ztf" in flat and "ledger" in flat
