@@ -490,3 +490,49 @@ async def test_a_unit_failure_quoting_a_token_is_recorded_redacted(tmp_path: Pat
         failing = await state.failing_targets()
     causes = [recorded, run.report.sources["ztf"].errors[0].cause, failing[0]["reason"]]
     assert all("[redacted]" in c and token not in c for c in causes)
+
+
+async def test_units_whose_output_was_deleted_are_harvested_again(tmp_path: Path) -> None:
+    """The output owns its truth in work units too: with the output deleted (or only a unit's data
+    objects), the driver's remembered watermarks are not applied to those units, their manifests
+    commit nothing any more, and the rerun writes every record again, counted as written."""
+    import shutil
+
+    from harvester.distributed.executor import harvest_units
+
+    archive = FakeArchive(latency_s=0.0, now_mjd=60400.0)
+    with running_server(archive) as url:
+        settings = ztf_settings(url, tmp_path, rate=FAST)
+        first = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings))
+        total = len(committed_output(str(tmp_path / "out")))
+        assert first.ok and first.sources["ztf"].written == total > 0
+        shutil.rmtree(tmp_path / "out")
+        archive.requests.clear()
+        again = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings))
+        times = [
+            e.params.get("TIME", [""])[0] for e in archive.requests if e.path.endswith("nph_light_curves")
+        ]
+        assert again.ok and again.sources["ztf"].written == total
+        assert times and all(t == "" for t in times)  # from scratch: no watermark trusted
+        assert len(committed_output(str(tmp_path / "out"))) == total
+        # only the data objects of one unit gone: that unit's records come back, once
+        lost = sorted((tmp_path / "out" / "ztf" / "units").iterdir())[0]
+        gone = sum(len(p.read_bytes().splitlines()) for p in lost.glob("*.jsonl"))
+        shutil.rmtree(lost)
+        archive.requests.clear()
+        third = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings))
+        from_scratch_3 = sum(e.params.get("TIME", [""])[0] == "" for e in archive.requests)
+        archive.requests.clear()
+        fourth = await anyio.to_thread.run_sync(lambda: harvest_units(["ztf"], settings))
+        from_scratch_4 = sum(e.params.get("TIME", [""])[0] == "" for e in archive.requests)
+    assert third.ok and third.sources["ztf"].written == gone > 0
+    assert fourth.ok and fourth.sources["ztf"].written == 0
+    # the unit that lost data asks from scratch once, then is whole again and incremental
+    # (targets with no epoch at all never get a watermark: they are asked from scratch every time)
+    assert from_scratch_4 < from_scratch_3
+    manifests = ObjectStore(str(tmp_path / "out")).list("_units/ztf")
+    data = ObjectStore(str(tmp_path / "out")).list("ztf/units")
+    assert len(data) < len(manifests)  # the orphaned manifests stay, committing nothing
+    store = ObjectStore(str(tmp_path / "out"))
+    records = [orjson.loads(line) for key in data for line in (store.get(key) or b"").splitlines()]
+    assert len(records) == total and len({(r["object_id"], r["mjd"]) for r in records}) == total

@@ -116,6 +116,19 @@ def manifest_key(unit: Unit, run_id: str) -> str:
     return f"_units/{unit.source}/{unit.unit_id}/{run_id}-{unit.digest}.json"
 
 
+def _data_of(mkey: str) -> str:
+    """The data object a manifest commits (``_units/s/u/x.json`` -> ``s/units/u/x.jsonl``)."""
+    _, source, unit_id, name = mkey.split("/", 3)
+    return f"{source}/units/{unit_id}/{name.removesuffix('.json')}.jsonl"
+
+
+def lost_data(store: ObjectStore, unit: Unit) -> list[str]:
+    """The manifests of ``unit`` whose data object is no longer in the output (deleted by hand, by
+    a lifecycle rule, or with the whole data prefix): their records must be harvested again."""
+    data = set(store.list(f"{unit.source}/units/{unit.unit_id}"))
+    return [m for m in store.list(f"_units/{unit.source}/{unit.unit_id}") if _data_of(m) not in data]
+
+
 def _namespace(source: str, output: str, sample: bool) -> str:
     name = f"{source}@sample" if sample else source
     return f"{name}|units:{output}"
@@ -206,6 +219,8 @@ def _write_unit(
         "sha256": hashlib.sha256(body).hexdigest(),
         "keys": [list(k) for k, _ in lines],
         "watermarks": marks,
+        #: asked the archive for everything (no watermark given): the unit's whole data again
+        "from_scratch": not task.watermarks,
         "targets": source_report.targets,
         "targets_ok": source_report.targets_ok,
         "requests": source_report.requests,
@@ -250,10 +265,12 @@ def unit_history(store: ObjectStore, unit: Unit, run_id: str) -> History:
 
     Read from the fullest history summary, if any, plus the manifests it does not cover. A summary
     naming a manifest that is no longer there (removed by hand) is not trusted: every manifest is
-    read instead.
+    read instead. A manifest whose data object is gone commits nothing any more: its records are
+    harvested again (the output owns its truth, as a folder's ledger does).
     """
     own = manifest_key(unit, run_id)
-    listed = store.list(f"_units/{unit.source}/{unit.unit_id}")
+    lost = set(lost_data(store, unit))
+    listed = [m for m in store.list(f"_units/{unit.source}/{unit.unit_id}") if m not in lost]
     history = History(keys=set(), covers=set())
     summaries = store.list(f"_history/{unit.source}/{unit.unit_id}")
     if summaries:
@@ -426,11 +443,39 @@ class DistributedRun:
             self.report.sources[name] = SourceReport(source=name)
             namespace = _namespace(name, self.output, self.settings.offline)
             snapshot = await state.watermarks(namespace) if state is not None and not self.full else {}
+            store = ObjectStore(self.output)
             for unit in planned:
-                wanted = _unit_watermark_keys(unit, self.unit_base) if snapshot else set()
+                if snapshot and not await anyio.to_thread.run_sync(self._unit_intact, store, unit):
+                    self.report.sources[name].warnings.append(
+                        f"unit {unit.unit_id}: the output lacks data it committed (or the unit has "
+                        "never committed here); its targets are harvested from scratch"
+                    )
+                    wanted: set[str] = set()
+                else:
+                    wanted = _unit_watermark_keys(unit, self.unit_base) if snapshot else set()
                 marks = {k: (k, v) for k, v in snapshot.items() if k in wanted}
                 task = UnitTask(unit, self.unit_base, self.output, self.run_id, self.budgets, marks)
                 self.tasks.append(task)
+
+    @staticmethod
+    def _unit_intact(store: ObjectStore, unit: Unit) -> bool:
+        """Whether the watermarks of this unit's targets can be trusted for this output: the
+        output holds the unit's manifests and every data object they commit. The driver's state
+        is an index; the output is the truth (a deleted or replaced output starts from scratch)."""
+        manifests = store.list(f"_units/{unit.source}/{unit.unit_id}")
+        lost = lost_data(store, unit)
+        if not manifests or not lost:
+            return bool(manifests)
+        # Data was lost once; trusted again after a from-scratch harvest of the unit committed
+        # since (its manifest is newer than every lost one: run ids start with their UTC time).
+        newest_lost = max(m.rsplit("/", 1)[1] for m in lost)
+        for mkey in sorted(set(manifests) - set(lost), key=lambda m: m.rsplit("/", 1)[1], reverse=True):
+            if mkey.rsplit("/", 1)[1] < newest_lost:
+                break
+            body = store.get(mkey)
+            if body and orjson.loads(body).get("from_scratch"):
+                return True
+        return False
 
     async def commit(self, task: UnitTask, manifest: dict[str, Any]) -> None:
         """Count a completed unit and commit its keys and watermarks to the driver's state."""
@@ -452,7 +497,11 @@ class DistributedRun:
             )
         state = self._state
         namespace = _namespace(task.unit.source, self.output, self.settings.offline)
-        known = await state.seen(namespace, keys) if state is not None else set()
+        # Keys this driver committed before count as present only when an interrupted run is
+        # resumed (its committed units return their manifest again); otherwise the manifest's keys
+        # are new to the output by construction (the unit's history filtered them), even when the
+        # driver's state remembers them from an output that has since been deleted.
+        known = await state.seen(namespace, keys) if state is not None and self.resumed else set()
         src.records += len(keys) + int(manifest.get("already_committed", 0))
         src.written += len(keys) - len(known)
         src.already_present += len(known) + int(manifest.get("already_committed", 0))
