@@ -60,6 +60,19 @@ _MEASURES: list[tuple[str, str, Callable[[SourceReport], str]]] = [
 ]
 
 
+#: Shown only when a source's output needed repair (its ledger disagreed with the disk).
+_REPAIRS: list[tuple[str, str, Callable[[SourceReport], str]]] = [
+    ("lost", "missing on disk", lambda s: str(s.missing_on_disk + s.damaged_on_disk)),
+    ("back", "re-fetched", lambda s: str(s.refetched)),
+    ("adopted", "adopted", lambda s: str(s.adopted)),
+]
+
+
+def _measures(sources: list[SourceReport]) -> list[tuple[str, str, Callable[[SourceReport], str]]]:
+    repaired = any(s.missing_on_disk or s.damaged_on_disk or s.adopted for s in sources)
+    return _MEASURES + _REPAIRS if repaired else _MEASURES
+
+
 class _ReportTable(Table):
     """The summary table: one row per source when it fits the width it is drawn in, else the
     same numbers turned on their side (one column per source), so no header or number is cut."""
@@ -93,15 +106,16 @@ def report_table(report: RunReport, *, title: str | None = None) -> Table:
     for name, _ in sources:
         tall.add_column(name, justify="right", no_wrap=True)
     tall.add_row("status", *statuses)
-    for _, label, value in _MEASURES:
+    measures = _measures([s for _, s in sources])
+    for _, label, value in measures:
         tall.add_row(label, *(value(s) for _, s in sources))
     table = _ReportTable(tall, title=title, title_justify="left")
     table.add_column("source", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    for label, _, _ in _MEASURES:
+    for label, _, _ in measures:
         table.add_column(label, justify="right", no_wrap=True)
     for (name, s), status in zip(sources, statuses, strict=True):
-        table.add_row(name, status, *(value(s) for _, _, value in _MEASURES))
+        table.add_row(name, status, *(value(s) for _, _, value in measures))
     return table
 
 

@@ -123,7 +123,7 @@ async def test_deleted_record_files_are_reported_and_fetched_again(json_out: Any
     src = report.sources["ztf"]
     assert src.missing_on_disk == 7 and src.refetched == 7 and src.refetch_pending == 0
     assert src.written == 7
-    assert any("missing on disk" in w for w in src.warnings)
+    assert any("missing_on_disk: 7, re-fetched: 7" in w for w in src.warnings)
     assert content(out / "ztf") == clean
     assert {p.name: p.stat().st_mtime_ns for p in files[7:]} == untouched
 

@@ -50,6 +50,8 @@ class SourceReport:
     #: of the missing and damaged records, how many are still not back (the archive no longer
     #: serves them, or the run stopped early)
     refetch_pending: int = 0
+    #: targets whose watermark was not trusted because files they wrote were gone
+    watermarks_dropped: int = 0
     limit_reached: bool = False
     sample: bool = False
     output: str | None = None

@@ -186,6 +186,7 @@ async def run_source(
             if state is not None:
                 if state.ledger is not None:
                     report.refetch_pending = await state.ledger.pending_refetch()
+                    _repair_warning(state.ledger, report)
                 # Watermarks move only when every record of the run is durable: not after a
                 # cancellation or an output failure, and not when --limit dropped records the
                 # archive had already served.
@@ -206,6 +207,9 @@ async def run_source(
         written=report.written,
         already_present=report.already_present,
         duplicates=report.duplicates,
+        missing_on_disk=report.missing_on_disk + report.damaged_on_disk,
+        refetched=report.refetched,
+        adopted=report.adopted,
         errors=len(report.errors),
         requests=report.requests,
         retries=report.retries,
@@ -230,21 +234,30 @@ async def _reconcile(ledger: Ledger, report: SourceReport) -> None:
     report.adopted = found.adopted
     if found.rebuilt:
         report.warnings.append(f"{ledger.path}: {found.rebuilt}")
-    if found.missing_on_disk or found.damaged:
-        report.warnings.append(
-            f"{ledger.folder}: {found.missing_on_disk} records listed in the ledger are missing on disk"
-            f" and {found.damaged} were in truncated or changed files (removed); harvesting them again"
-            + (
-                f"; watermarks dropped for {found.watermarks_dropped} targets"
-                if found.watermarks_dropped
-                else ""
-            )
-        )
+    report.watermarks_dropped = found.watermarks_dropped
     if found.repeated_on_disk:
         report.warnings.append(
             f"{ledger.folder}: {found.repeated_on_disk} records appear in more than one file on disk"
         )
     log.info("ledger_checked", source=report.source, folder=str(ledger.folder), **found.as_dict())
+
+
+def _repair_warning(ledger: Ledger, report: SourceReport) -> None:
+    """One line saying what the output had lost and what this run brought back."""
+    lost = report.missing_on_disk + report.damaged_on_disk
+    if not lost:
+        return
+    parts = [f"missing_on_disk: {report.missing_on_disk}"]
+    if report.damaged_on_disk:
+        parts.append(f"damaged (removed): {report.damaged_on_disk}")
+    parts.append(f"re-fetched: {report.refetched}")
+    if report.refetch_pending:
+        parts.append(
+            f"not back yet: {report.refetch_pending} (the archive no longer served them, or the run stopped)"
+        )
+    if report.watermarks_dropped:
+        parts.append(f"watermarks dropped for {report.watermarks_dropped} targets")
+    report.warnings.append(f"{ledger.folder}: " + ", ".join(parts))
 
 
 async def _close(writer: Writer, report: SourceReport, state: OutputState | None, run_id: str) -> None:
