@@ -78,6 +78,7 @@ LEDGER_DIR = ".harvester"
 LEDGER_NAME = "ledger.sqlite"
 _VERSION = "1"
 _BATCH = 500
+_ADOPT_BATCH = 20_000  # records adopted per ledger transaction
 _RECORD_FILE = re.compile(r"^(record_.+\.json|part-.+\.jsonl)$")
 
 _SCHEMA = """
@@ -163,6 +164,17 @@ class Reconciled:
             "rebuilt": self.rebuilt,
             "elapsed_s": self.elapsed_s,
         }
+
+
+@dataclass
+class _Read:
+    """A file read for adoption: what the ledger will hold of it."""
+
+    name: str
+    size: int
+    mtime_ns: int
+    sha256: bytes
+    keys: list[Key]
 
 
 class _Damaged(Exception):
@@ -331,15 +343,18 @@ class Ledger:
             "SELECT d.name FROM temp.disk d LEFT JOIN files f ON f.name = d.name "
             "WHERE f.name IS NULL ORDER BY d.name"
         ).fetchall()
+        batch: list[_Read] = []
         for (name,) in unknown:
             try:
-                adopted, repeated = self._adopt(name)
+                batch.append(self._read(name))
             except _Damaged as exc:
                 found.damaged += exc.args[0]
                 self._remove(name, found)
                 continue
-            found.adopted += adopted
-            found.repeated_on_disk += repeated
+            if sum(len(r.keys) for r in batch) >= _ADOPT_BATCH:
+                self._adopt(batch, found)
+                batch = []
+        self._adopt(batch, found)
         conn.execute("DELETE FROM temp.disk")
         found.elapsed_s = round(time.monotonic() - started, 3)
         return found
@@ -397,8 +412,8 @@ class Ledger:
             raise output_error(self.folder, exc) from None
         log.warning("damaged_file_removed", folder=str(self.folder), file=name)
 
-    def _adopt(self, name: str) -> tuple[int, int]:
-        """Enter a file the ledger did not list; return (records adopted, records repeated)."""
+    def _read(self, name: str) -> _Read:
+        """Read a file the ledger did not list; _Damaged if it is not this source's records."""
         path = self.folder / name
         try:
             data = path.read_bytes()
@@ -406,25 +421,34 @@ class Ledger:
         except OSError as exc:
             raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
         keys = self._keys_of(name, data)
-        sha = hashlib.sha256(data).digest()
+        return _Read(name, st.st_size, st.st_mtime_ns, hashlib.sha256(data).digest(), keys)
+
+    def _adopt(self, batch: list[_Read], found: Reconciled) -> None:
+        """Enter files the ledger did not list, in one transaction (one sync for many files)."""
+        if not batch:
+            return
         conn = self.conn
+        now = time.time()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            cur = conn.execute(
-                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (name, st.st_size, st.st_mtime_ns, sha, "adopted", time.time()),
-            )
-            fid = cur.lastrowid
-            texts = [key_text(k) for k in keys]
-            before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO records VALUES (?, ?, NULL)", [(t, fid) for t in texts])
-            adopted = conn.total_changes - before
+            for read in batch:
+                fid = conn.execute(
+                    "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (read.name, read.size, read.mtime_ns, read.sha256, "adopted", now),
+                ).lastrowid
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO records VALUES (?, ?, NULL)",
+                    [(key_text(k), fid) for k in read.keys],
+                )
+                adopted = conn.total_changes - before
+                found.adopted += adopted
+                found.repeated_on_disk += len(read.keys) - adopted
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise _ledger_error(self.path, exc) from None
-        return adopted, len(texts) - adopted
 
     def _keys_of(self, name: str, data: bytes) -> list[Key]:
         fields = self.model.key_fields

@@ -244,6 +244,12 @@ async def _reconcile(ledger: Ledger, report: SourceReport) -> None:
 
 def _repair_warning(ledger: Ledger, report: SourceReport) -> None:
     """One line saying what the output had lost and what this run brought back."""
+    if report.adopted:
+        report.warnings.append(
+            f"{ledger.folder}: adopted {report.adopted} records found on disk that its ledger did not "
+            "list (a ledger lost or replaced, a run killed before recording them, or an output "
+            "written by an older harvester); they are not fetched again"
+        )
     lost = report.missing_on_disk + report.damaged_on_disk
     if not lost:
         return
