@@ -457,11 +457,18 @@ class MastSettings(_SourceBase):
 
 
 class StateSettings(_Model):
-    """The SQLite state store (``state``): seen keys, watermarks, runs."""
+    """State (``state``): the machine's SQLite database of runs and outcomes, and whether runs are
+    incremental. What an output holds, and its watermarks, live in the output folder's own ledger
+    (``<output>/<source>/.harvester/ledger.sqlite``)."""
 
-    enabled: bool = Field(default=True, description="Keep state (incremental sweeps, cross-run dedup).")
+    enabled: bool = Field(
+        default=True,
+        description="Keep run history and use watermarks (incremental sweeps). Off: every run asks "
+        "for everything; the output's ledger still prevents duplicates.",
+    )
     path: Path = Field(
-        default=Path("data/state/harvester.db"), description="SQLite database file (WAL mode)."
+        default=Path("data/state/harvester.db"),
+        description="The machine's SQLite database (WAL mode): runs and per-target outcomes.",
     )
     ztf_overlap_days: float = Field(
         default=1.0,
