@@ -54,7 +54,7 @@ from pydantic import ValidationError
 
 from harvester._files import make_folder, output_error
 from harvester.errors import OutputError
-from harvester.records import BaseRecord, key_part, stable_id
+from harvester.records import BaseRecord, key_part, key_text, stable_id
 
 __all__ = [
     "LEDGER_DIR",
@@ -103,11 +103,6 @@ def ledger_path(folder: Path) -> Path:
 def is_record_file(name: str) -> bool:
     """A file name the writers produce: ``record_*.json`` or ``part-*.jsonl`` (not temporaries)."""
     return _RECORD_FILE.match(name) is not None
-
-
-def key_text(key: Key) -> str:
-    """A dedup key as one text value (unit separator between parts)."""
-    return "\x1f".join(key)
 
 
 @dataclass(frozen=True)

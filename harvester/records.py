@@ -33,6 +33,8 @@ __all__ = [
     "TessRecord",
     "ZtfRecord",
     "key_digest",
+    "key_part",
+    "key_text",
     "stable_id",
 ]
 
@@ -95,6 +97,11 @@ def key_digest(key: tuple[str, ...]) -> bytes:
     """A 128-bit digest of a dedup key, for sets of seen keys (~100 bytes per key with its set slot,
     against ~220 for the tuple of strings); a collision needs ~10^19 keys before it is likely."""
     return hashlib.blake2b("\x1f".join(key).encode(), digest_size=16).digest()
+
+
+def key_text(key: tuple[str, ...]) -> str:
+    """A dedup key as one text value (unit separator between parts), as the stores index it."""
+    return "\x1f".join(key)
 
 
 def key_part(value: object) -> str:

@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 import anyio
 
 from harvester.errors import OutputError
+from harvester.records import key_text
 
-__all__ = ["StateStore", "Watermark", "key_text"]
+__all__ = ["StateStore", "Watermark"]
 
 T = TypeVar("T")
 
@@ -51,11 +52,6 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE INDEX IF NOT EXISTS outcomes_by_target ON outcomes (source, target, at);
 """
 _BATCH = 500
-
-
-def key_text(key: tuple[str, ...]) -> str:
-    """A dedup key as one text value (unit separator between parts)."""
-    return "\x1f".join(key)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harvester.sources.ztf import IRSA_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
 
 ROW = (
     "675103300002930,44835315,2458202.8577286243,58202.353159699996,18.6746521,0.0466535166,0,zg,"
@@ -36,6 +39,14 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("HARVESTER_") or name in ("ZTF_API_TOKEN", "TESS_API_TOKEN", "MAST_API_TOKEN"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A working directory with the repository's config/base.yaml, as a user's checkout has."""
+    (tmp_path / "config").mkdir(exist_ok=True)
+    shutil.copy(REPO / "config" / "base.yaml", tmp_path / "config" / "base.yaml")
     return tmp_path
 
 

@@ -15,16 +15,7 @@ from harvester._version import __version__ as harvester_version
 from harvester.cli import app, cli_overrides
 from harvester.records import ZtfRecord
 
-REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A working directory with the repository's config/base.yaml, as a user's checkout has."""
-    (tmp_path / "config").mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "base.yaml", tmp_path / "config" / "base.yaml")
-    return tmp_path
 
 
 def records(folder: Path) -> list[Path]:

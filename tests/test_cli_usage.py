@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,16 +20,7 @@ from harvester import api
 from harvester.cli import app
 from harvester.testing import FakeArchive
 
-REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A working directory with the repository's config/base.yaml, as a user's checkout has."""
-    (tmp_path / "config").mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "base.yaml", tmp_path / "config" / "base.yaml")
-    return tmp_path
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ number wrapped, whole run ids and times, and each watermark names the output it 
 from __future__ import annotations
 
 import io
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from harvester._progress import WatermarkRow, print_status, print_summary, repor
 from harvester.cli import app
 from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_ID = "20250131T235959-abcdef"
 SUMMARY_LABELS = (
     *("status", "targets", "requests", "retries", "received", "records", "written"),
@@ -152,13 +150,6 @@ def test_watermarks_render_from_plain_rows() -> None:
     assert_fits(text)
     assert "ztf@sample → /tmp/out" in text and "tess → data/raw" in text
     assert "TIC 261136679" in text and "2025-02-01 01:00" in text
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "config").mkdir(exist_ok=True)
-    shutil.copy(REPO / "config" / "base.yaml", tmp_path / "config" / "base.yaml")
-    return tmp_path
 
 
 def test_status_command_after_an_offline_run_fits_80_columns(

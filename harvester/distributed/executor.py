@@ -73,6 +73,8 @@ __all__ = [
 log = structlog.get_logger("harvester.distributed")
 
 UNIT_RETRIES = 2
+#: set on a manifest returned because it was already committed (never stored in the object)
+FOUND = "_found_committed"
 LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim a held lease
 
 Key = tuple[str, ...]
@@ -149,6 +151,7 @@ async def run_unit_async(task: UnitTask, limiters: LimiterRegistry) -> dict[str,
     done = await anyio.to_thread.run_sync(store.get, manifest_key(unit, task.run_id))
     if done is not None:  # an earlier attempt, or the interrupted run being resumed, committed it
         manifest: dict[str, Any] = orjson.loads(done)
+        manifest[FOUND] = True
         return manifest
     staging = Path(await anyio.to_thread.run_sync(_staging_folder))
     try:
@@ -219,8 +222,11 @@ def _write_unit(
         "sha256": hashlib.sha256(body).hexdigest(),
         "keys": [list(k) for k, _ in lines],
         "watermarks": marks,
-        #: asked the archive for everything (no watermark given): the unit's whole data again
-        "from_scratch": not task.watermarks,
+        #: asked the archive for everything (no watermark given) and every target succeeded: the
+        #: unit's whole data again, so watermarks of this unit can be trusted from here on
+        "from_scratch": not task.watermarks
+        and source_report.targets_ok == source_report.targets
+        and not source_report.errors,
         "targets": source_report.targets,
         "targets_ok": source_report.targets_ok,
         "requests": source_report.requests,
@@ -234,6 +240,7 @@ def _write_unit(
     mkey = manifest_key(unit, task.run_id)
     if not store.put_new(mkey, orjson.dumps(manifest)):
         committed: dict[str, Any] = orjson.loads(store.get(mkey) or b"{}")
+        committed[FOUND] = True
         return committed
     _summarise_history(store, unit, task.run_id, history, manifest)
     return manifest
@@ -497,11 +504,12 @@ class DistributedRun:
             )
         state = self._state
         namespace = _namespace(task.unit.source, self.output, self.settings.offline)
-        # Keys this driver committed before count as present only when an interrupted run is
-        # resumed (its committed units return their manifest again); otherwise the manifest's keys
-        # are new to the output by construction (the unit's history filtered them), even when the
-        # driver's state remembers them from an output that has since been deleted.
-        known = await state.seen(namespace, keys) if state is not None and self.resumed else set()
+        # A manifest this attempt wrote holds keys new to the output by construction (the unit's
+        # history filtered them), even when the driver's state remembers them from an output that
+        # has since been deleted. One found already committed (a resumed run, the same run id again,
+        # an attempt that died after its commit) counts as present what the driver committed before.
+        found = bool(manifest.get(FOUND))
+        known = await state.seen(namespace, keys) if state is not None and found else set()
         src.records += len(keys) + int(manifest.get("already_committed", 0))
         src.written += len(keys) - len(known)
         src.already_present += len(known) + int(manifest.get("already_committed", 0))
