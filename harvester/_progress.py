@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from rich import box
-from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.measure import Measurement
 from rich.table import Table
@@ -27,6 +27,8 @@ from rich.text import Text
 from harvester.pipeline.report import RunReport, SourceReport
 
 __all__ = [
+    "KEPT_IN_LEDGER",
+    "KEPT_IN_STATE",
     "LiveProgress",
     "WatermarkRow",
     "print_status",
@@ -163,26 +165,48 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
 # --- harvester status ------------------------------------------------------------------------
 
 
+#: Where a watermark is kept: an output folder's own ledger, or (for work-unit outputs, whose
+#: output may be an object store) the machine's state database.
+KEPT_IN_LEDGER = "ledger"
+KEPT_IN_STATE = "state database"
+
+
 @dataclass(frozen=True)
 class WatermarkRow:
-    """One watermark as status shows it: the output folder it belongs to is part of its identity."""
+    """One watermark as status shows it: the output it belongs to is part of its identity, and
+    where it is kept (``ledger`` or ``state database``) says which store to look in."""
 
     source: str
     output: str
     target: str
     value: float  # MJD of the newest epoch fetched for the target
     at: float  # when it last moved (Unix time)
+    kept_in: str = KEPT_IN_LEDGER
+    sample: bool = False  # kept for offline (sample archive) runs, apart from the real archive's
 
 
 def watermark_rows(marks: Iterable[Mapping[str, Any]]) -> list[WatermarkRow]:
-    """Rows from mappings with ``source``, ``target``, ``value``, ``at`` and ``output``; a source
-    given as the state database's ``<source>|<output>`` namespace is split into the two."""
+    """Rows from mappings with ``source``, ``target``, ``value``, ``at`` and optionally ``output``,
+    ``kept_in`` and ``sample``. A source given as a state database namespace is split: the
+    work units' ``<source>[@sample]|units:<output>`` (kept in the state database), or the older
+    ``<source>|<output>``; the source is the part before ``@``."""
     rows = []
     for mark in marks:
-        source, _, output = str(mark["source"]).partition("|")
-        output = str(mark.get("output") or output)
+        namespace = str(mark["source"])
+        name, units, output = namespace.partition("|units:")
+        if not units:
+            name, _, output = namespace.partition("|")
+        source, _, variant = name.partition("@")
         rows.append(
-            WatermarkRow(source, output, str(mark["target"]), float(mark["value"]), float(mark["at"]))
+            WatermarkRow(
+                source,
+                str(mark.get("output") or output),
+                str(mark["target"]),
+                float(mark["value"]),
+                float(mark["at"]),
+                str(mark.get("kept_in") or (KEPT_IN_STATE if units else KEPT_IN_LEDGER)),
+                bool(mark.get("sample")) or variant == "sample",
+            )
         )
     return rows
 
@@ -249,39 +273,61 @@ def runs_table(runs: Iterable[Mapping[str, Any]], *, title: str = "recent runs")
     return table
 
 
+#: The watermark tables' titles: where the watermarks are kept.
+_WATERMARK_TITLES = {
+    KEPT_IN_LEDGER: "watermarks in output ledgers (newest MJD fetched, per target)",
+    KEPT_IN_STATE: "work-unit watermarks in the state database (newest MJD fetched, per target)",
+}
+
+
 def watermarks_table(rows: Iterable[WatermarkRow]) -> RenderableType:
-    """Watermarks under the (source, output folder) they belong to, one line per target."""
-    groups: dict[tuple[str, str], list[WatermarkRow]] = {}
+    """Watermarks under the (source, output) they belong to, one line per target: one table per
+    place they are kept (output folders' ledgers, the machine's state database), titled so."""
+    kept: dict[str, dict[tuple[str, bool, str], list[WatermarkRow]]] = {}
     for row in rows:
-        groups.setdefault((row.source, row.output), []).append(row)
-    if not groups:
+        kept.setdefault(row.kept_in, {}).setdefault((row.source, row.sample, row.output), []).append(row)
+    if not kept:
         return Text("watermarks: none")
-    table = _table("watermarks (newest MJD fetched, per target)")
-    table.add_column("source → output / target", overflow="fold")
-    table.add_column("MJD", justify="right", no_wrap=True)
-    table.add_column("updated (UTC)", no_wrap=True)
-    for (source, output), marks in sorted(groups.items()):
-        table.add_row(Text(f"{source} → {output}", style="bold"), "", "")
-        for mark in sorted(marks, key=lambda m: m.target):
-            table.add_row(f"  {mark.target}", f"{mark.value:.5f}", _when(mark.at))
-    return table
+    order = [*_WATERMARK_TITLES, *sorted(kept.keys() - _WATERMARK_TITLES.keys())]
+    tables: list[RenderableType] = []
+    for kept_in in (k for k in order if k in kept):
+        title = _WATERMARK_TITLES.get(kept_in, f"watermarks kept in {kept_in} (newest MJD fetched)")
+        table = _table(title)
+        table.add_column("source → output / target", overflow="fold")
+        table.add_column("MJD", justify="right", no_wrap=True)
+        table.add_column("updated (UTC)", no_wrap=True)
+        for (source, sample, output), marks in sorted(kept[kept_in].items()):
+            name = f"{source}@sample" if sample else source
+            table.add_row(Text(f"{name} → {output}", style="bold"), "", "")
+            for mark in sorted(marks, key=lambda m: m.target):
+                table.add_row(f"  {mark.target}", f"{mark.value:.5f}", _when(mark.at))
+        tables += [Text(""), table] if tables else [table]
+    return tables[0] if len(tables) == 1 else Group(*tables)
 
 
 def _outputs_table(outputs: Iterable[Mapping[str, Any]]) -> RenderableType:
-    """Records per output folder, as each folder's own ledger lists them."""
+    """Each output and where its bookkeeping is kept: records per output folder, as the folder's
+    own ledger lists them; work-unit outputs, whose watermarks the state database keeps."""
     outputs = list(outputs)
     if not outputs:
-        return Text("outputs: no ledger found in the configured output or recent runs' outputs")
-    table = _table("records per output (each folder's ledger: <folder>/.harvester/ledger.sqlite)")
+        return Text(
+            "outputs: no ledger found in the configured output or recent runs' outputs, "
+            "and no work-unit output in the state database"
+        )
+    table = _table("outputs (a folder's ledger: <folder>/.harvester/ledger.sqlite)")
     table.add_column("source", no_wrap=True)
-    table.add_column("output folder", overflow="fold")
+    table.add_column("output", overflow="fold")
+    table.add_column("kept in", no_wrap=True)
     table.add_column("records", justify="right", no_wrap=True)
     table.add_column("files", justify="right", no_wrap=True)
     for out in outputs:
+        where = str(out.get("output") or out.get("folder"))
+        kept_in = str(out.get("kept_in") or KEPT_IN_LEDGER)
         if out.get("error"):
-            table.add_row(str(out["source"]), str(out["folder"]), "—", str(out["error"]))
+            table.add_row(str(out["source"]), where, kept_in, "—", str(out["error"]))
         else:
-            table.add_row(str(out["source"]), str(out["folder"]), str(out["records"]), str(out["files"]))
+            records, files = (str(out.get(k, "—")) for k in ("records", "files"))
+            table.add_row(str(out["source"]), where, kept_in, records, files)
     return table
 
 
@@ -295,12 +341,21 @@ def status_renderables(
 ) -> list[RenderableType]:
     """`harvester status` as renderables: where things live, runs, records per output, watermarks,
     failing targets."""
+    outputs = list(outputs)
     where = Text.assemble(
         ("machine state", "bold"),
         f" (runs, outcomes): {state or 'none yet'}\n",
         ("output ledgers", "bold"),
         " (records, watermarks): inside each output folder, listed below",
     )
+    if any(out.get("kept_in") == KEPT_IN_STATE for out in outputs):
+        where.append_text(
+            Text.assemble(
+                "\n",
+                ("work-unit outputs", "bold"),
+                " (watermarks): in the machine state database, listed below",
+            )
+        )
     parts: list[RenderableType] = [where, Text(""), runs_table(runs, title="recent runs"), Text("")]
     parts += [_outputs_table(outputs), Text(""), watermarks_table(watermarks), Text("")]
     failing = list(failing)

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import orjson
@@ -27,10 +27,20 @@ from typer.core import TyperGroup
 
 from harvester import api
 from harvester._logging import configure_logging
-from harvester._progress import LiveProgress, print_status, print_summary, watermark_rows
+from harvester._progress import (
+    KEPT_IN_LEDGER,
+    KEPT_IN_STATE,
+    LiveProgress,
+    print_status,
+    print_summary,
+    watermark_rows,
+)
 from harvester.errors import ConfigError, HarvesterError
 from harvester.pipeline.report import EXIT_USAGE, RunReport
 from harvester.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from harvester.state import Watermark
 
 __all__ = ["app", "main"]
 
@@ -467,7 +477,8 @@ def status(
     runs: Annotated[int, typer.Option("--runs", min=1, help="How many recent runs to show.")] = 5,
 ) -> None:
     """Where everything lives, and what it says: recent runs and failing targets (the machine's
-    state database), records and watermarks of each output folder (its own ledger)."""
+    state database), records and watermarks of each output folder (its own ledger), watermarks
+    of work-unit outputs (an object store, or ``--executor dask``: the machine's state database)."""
     from harvester.ledger import read_summary
     from harvester.state import StateStore
 
@@ -477,15 +488,16 @@ def status(
         raise _fail(str(exc)) from None
     path = settings.state.path
 
-    async def history() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def history() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Watermark]]:
         async with StateStore(path) as store:
-            return await store.last_runs(runs), await store.failing_targets()
+            return await store.last_runs(runs), await store.failing_targets(), await store.all_watermarks()
 
     recent: list[dict[str, Any]] = []
     failing: list[dict[str, Any]] = []
+    state_marks: list[Watermark] = []
     if path.is_file():
         try:
-            recent, failing = anyio.run(history)
+            recent, failing, state_marks = anyio.run(history)
         except (HarvesterError, sqlite3.Error) as exc:
             raise _fail(f"cannot read the state database {path}: {exc}") from None
     outputs: list[dict[str, Any]] = []
@@ -494,8 +506,20 @@ def status(
         summary = read_summary(folder)
         if summary is None:
             continue
-        outputs.append({"source": source, **{k: v for k, v in summary.items() if k != "watermarks"}})
-        marks += [{"source": source, "output": str(folder), **m} for m in summary.get("watermarks", [])]
+        found = summary.get("watermarks", [])
+        outputs.append(
+            {
+                "source": source,
+                "output": str(folder),
+                **{k: v for k, v in summary.items() if k != "watermarks"},
+                "kept_in": KEPT_IN_LEDGER,
+                "watermarks": len(found),
+            }
+        )
+        marks += [{"source": source, "output": str(folder), "kept_in": KEPT_IN_LEDGER, **m} for m in found]
+    unit_marks, unit_outputs = _unit_watermarks(state_marks)
+    outputs += unit_outputs
+    marks += unit_marks
     if not recent and not outputs:
         raise _fail(
             f"nothing harvested yet: no state database at {path} and no ledger in "
@@ -512,6 +536,28 @@ def status(
         sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
     else:
         print_status(info)
+
+
+def _unit_watermarks(state_marks: Sequence[Watermark]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The work-unit outputs' watermarks in the state database (namespaces
+    ``<source>[@sample]|units:<output>``), and one entry per (source, output) for ``outputs``.
+
+    Older ``<source>|<folder>`` namespaces are left out: they date from before output folders kept
+    their own ledger, and no run reads them any more (a folder's ledger has its watermarks)."""
+    marks: list[dict[str, Any]] = []
+    counts: dict[tuple[str, str], int] = {}
+    for mark in state_marks:
+        name, units, output = mark.source.partition("|units:")
+        if not units:
+            continue
+        source = name.partition("@")[0]
+        marks.append({**asdict(mark), "output": output, "kept_in": KEPT_IN_STATE})
+        counts[source, output] = counts.get((source, output), 0) + 1
+    outputs = [
+        {"source": source, "output": output, "kept_in": KEPT_IN_STATE, "watermarks": n}
+        for (source, output), n in sorted(counts.items())
+    ]
+    return marks, outputs
 
 
 def _status_folders(settings: Settings, recent: list[dict[str, Any]]) -> list[tuple[str, Path]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,66 @@ def test_status_says_where_each_thing_lives(tmp_path: Path) -> None:
     info = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert info["state"] is None and info["runs"] == []
     assert [o["folder"] for o in info["outputs"]] == ["data/raw/ztf"]
+
+
+def test_status_lists_work_unit_watermarks_kept_in_the_state_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A work-unit run's watermarks live in the machine's state database (namespace
+    ``ztf@sample|units:<output>``), a plain folder run's in the folder's ledger: `status --json`
+    lists both, each under its source and output and saying where it is kept; the outputs list
+    names the unit output with its count of watermarks. Older ``<source>|<folder>`` namespaces
+    (from before ledgers) are left out. At 80 columns every line fits."""
+    from harvester.distributed.executor import harvest_units
+    from harvester.settings import load_settings
+
+    state = tmp_path / "state" / "harvester.db"
+    monkeypatch.setenv("HARVESTER_STATE__PATH", str(state))
+    plain = runner.invoke(app, ["run", "--source", "ztf", "--offline", "--output", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    units_out = tmp_path / "a-rather-long-folder-name-for-work-units" / "nested" / "output"
+    settings = load_settings(None, output=units_out, offline=True, state={"path": str(state)})
+    report = harvest_units(["ztf"], settings)
+    assert report.ok and report.sources["ztf"].written > 0
+    with sqlite3.connect(state) as db:  # a namespace from before ledgers: obsolete, not shown
+        db.execute("INSERT INTO watermarks VALUES ('ztf|/old/folder', 'k', 'old target', 59000.0, 'r0', 0.0)")
+
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert {"state", "runs", "outputs", "watermarks", "failing_targets"} <= info.keys()
+    assert info["state"] == str(state) and len(info["runs"]) == 2
+    in_state = [w for w in info["watermarks"] if w["kept_in"] == "state database"]
+    in_ledger = [w for w in info["watermarks"] if w["kept_in"] == "ledger"]
+    assert in_state and in_ledger and len(in_state) + len(in_ledger) == len(info["watermarks"])
+    assert {(w["source"], w["output"], w["sample"]) for w in in_state} == {("ztf", str(units_out), True)}
+    assert {(w["source"], w["output"]) for w in in_ledger} == {("ztf", str(tmp_path / "plain" / "ztf"))}
+    with sqlite3.connect(state) as db:
+        old = db.execute("SELECT COUNT(*) FROM watermarks WHERE source = 'ztf|/old/folder'").fetchone()
+    assert old == (1,)  # still in the database, yet not listed
+    assert "old target" not in {w["target"] for w in info["watermarks"]}
+    folder, unit = info["outputs"]
+    assert folder["kept_in"] == "ledger"
+    assert folder["folder"] == folder["output"] == str(tmp_path / "plain" / "ztf")
+    assert folder["records"] == 86 and folder["watermarks"] == len(in_ledger)
+    assert unit == {
+        "source": "ztf",
+        "output": str(units_out),
+        "kept_in": "state database",
+        "watermarks": len(in_state),
+    }
+
+    monkeypatch.setenv("COLUMNS", "80")
+    table = runner.invoke(app, ["status"])
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, table.stdout
+    assert "…" not in table.stdout
+    above, in_state_db = table.stdout.split("work-unit watermarks in the state database")
+    _, in_ledgers = above.split("watermarks in output ledgers")
+    flat = "".join(in_ledgers.split())  # long outputs fold onto more lines
+    assert f"ztf@sample→{tmp_path / 'plain' / 'ztf'}" in flat and str(units_out) not in flat
+    assert f"ztf@sample→{units_out}" in "".join(in_state_db.split())
+    flat = "".join(table.stdout.split())
+    assert "work-unitoutputs(watermarks):inthemachinestatedatabase" in flat
+    assert "oldtarget" not in flat and "/old/folder" not in flat
