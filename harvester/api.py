@@ -353,7 +353,8 @@ async def _fallback(
         Http(_limiters([sample_source]), transport=offline_transport()) as http,
     ):
         opts = options(sample_source, ledger)
-        writer = make_writer(settings, source.name, run_id=opts.run_id, dry_run=dry_run)
+        # its own shard names: the failed attempt's shards stay as they are
+        writer = make_writer(settings, source.name, run_id=f"{opts.run_id}-sample", dry_run=dry_run)
         await run_source(sample_source, http, writer, retry, opts)
     retry.warnings.insert(
         0,

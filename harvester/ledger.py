@@ -37,6 +37,7 @@ run adopts. The ledger uses SQLite's rollback journal (not WAL), so a closed led
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -45,7 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import anyio
 import orjson
@@ -76,6 +77,9 @@ Key = tuple[str, ...]
 
 LEDGER_DIR = ".harvester"
 LEDGER_NAME = "ledger.sqlite"
+LOCK_NAME = "lock"
+DAMAGED_DIR = "damaged"
+_PAGE = 2_000  # files per reconcile step (one thread call, one commit)
 _VERSION = "1"
 _BATCH = 500
 _ADOPT_BATCH = 20_000  # records adopted per ledger transaction
@@ -92,6 +96,7 @@ CREATE TABLE IF NOT EXISTS targets (
 CREATE TABLE IF NOT EXISTS records (
     key TEXT PRIMARY KEY, file INTEGER NOT NULL, target INTEGER) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_file ON records (file);
+CREATE TABLE IF NOT EXISTS lost (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -137,6 +142,8 @@ class Reconciled:
     repeated_on_disk: int = 0
     #: targets whose watermark was dropped because files they wrote are gone
     watermarks_dropped: int = 0
+    #: files whose names are not UTF-8 (never written by harvester): left alone
+    unreadable_names: int = 0
     hashed: int = 0
     #: why the ledger was rebuilt from the files (unreadable), if it was
     rebuilt: str | None = None
@@ -155,6 +162,7 @@ class Reconciled:
             "adopted": self.adopted,
             "repeated_on_disk": self.repeated_on_disk,
             "watermarks_dropped": self.watermarks_dropped,
+            "unreadable_names": self.unreadable_names,
             "hashed": self.hashed,
             "rebuilt": self.rebuilt,
             "elapsed_s": self.elapsed_s,
@@ -176,6 +184,29 @@ class _Damaged(Exception):
     """A file on disk that does not read back as this source's records."""
 
 
+class _NewerLedger(Exception):
+    """A ledger written by a newer harvester: refused, never rebuilt over."""
+
+
+def _lock_folder(path: Path, folder: Path) -> IO[bytes]:
+    """Hold an exclusive lock on a source folder while a run writes it (released when closed)."""
+    try:
+        held = open(path, "ab")  # noqa: SIM115 - held open for the life of the ledger
+    except OSError as exc:
+        raise output_error(path.parent, exc) from None
+    try:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.close()
+        raise OutputError(
+            f"{folder}: another harvester run is writing this folder; wait for it to finish "
+            f"(or stop it) and run again"
+        ) from None
+    except OSError:
+        pass  # a filesystem without locks (some network mounts): run unlocked, as before
+    return held
+
+
 class Ledger:
     """The ledger of one source folder (async; every SQLite call runs on one worker thread).
 
@@ -187,6 +218,8 @@ class Ledger:
             await ledger.commit(entries, files, run_id)  # after the files are in place
             await ledger.advance({wkey: (label, mjd)}, run_id)
 
+    An open ledger holds an exclusive lock on its folder (``.harvester/lock``): a second run on the
+    same folder is refused in one line instead of racing the first one's shards and temporaries.
     ``sample`` keeps the watermarks of sample-archive runs apart from the real archive's, so an
     offline run never narrows a real one (presence is shared: a record file is a record file).
     """
@@ -197,8 +230,9 @@ class Ledger:
         self.path = ledger_path(folder)
         self.ns = "sample" if sample else ""
         self._conn: sqlite3.Connection | None = None
+        self._held: IO[bytes] | None = None
         self._lock = anyio.CapacityLimiter(1)
-        self._dropped = False  # a temp table of keys forgotten by reconcile exists
+        self._rebuilt: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -217,7 +251,11 @@ class Ledger:
             await self._run(self._close_sync)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._lock)
+        """Run ``fn`` on the ledger's thread; a SQLite failure becomes a one-line OutputError."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._lock)
+        except sqlite3.Error as exc:
+            raise _ledger_error(self.path, exc) from None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -230,19 +268,30 @@ class Ledger:
             make_folder(self.path.parent)
         except OSError as exc:
             raise output_error(self.path.parent, exc) from None
-        self._rebuilt: str | None = None
+        self._held = _lock_folder(self.path.parent / LOCK_NAME, self.folder)
         try:
-            self._conn = self._connect()
+            self._conn = self._connect_or_rebuild()
+        except BaseException:
+            self._held.close()
+            self._held = None
+            raise
+
+    def _connect_or_rebuild(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.OperationalError as exc:  # locked, cannot open, I/O: not a damaged ledger
+            raise _ledger_error(self.path, exc) from None
+        except _NewerLedger as exc:
+            raise OutputError(f"{self.path}: {exc}; upgrade harvester to write this output") from None
         except sqlite3.DatabaseError as exc:
-            # Unreadable (truncated, overwritten, not a database): set aside, rebuild from the files.
-            self._rebuilt = f"ledger unreadable ({exc}); rebuilt from the files on disk"
-            self._set_aside()
+            # Unreadable (truncated, overwritten, not a database, another source's): set aside
+            # under a new name (never deleted), rebuilt from the files.
+            aside = self._set_aside()
+            self._rebuilt = f"ledger unreadable ({exc}); set aside as {aside.name}, rebuilt from the files"
             try:
-                self._conn = self._connect()
+                return self._connect()
             except sqlite3.Error as again:
-                raise OutputError(f"cannot open ledger {self.path}: {again}") from None
-        except OSError as exc:
-            raise output_error(self.path.parent, exc) from None
+                raise _ledger_error(self.path, again) from None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -260,7 +309,7 @@ class Ledger:
                     (_VERSION, self.model.model_fields["source"].default),
                 )
             elif row[0] != _VERSION:
-                raise sqlite3.DatabaseError(f"ledger version {row[0]}, this harvester writes {_VERSION}")
+                raise _NewerLedger(f"ledger version {row[0]}, this harvester reads version {_VERSION}")
             src = conn.execute("SELECT v FROM meta WHERE k = 'source'").fetchone()
             expected = self.model.model_fields["source"].default
             if src is not None and src[0] != expected:
@@ -270,15 +319,25 @@ class Ledger:
             raise
         return conn
 
-    def _set_aside(self) -> None:
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f"{self.path}{suffix}")
+    def _set_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = self.path.with_name(f"{LEDGER_NAME}.bad-{stamp}")
+        try:
+            for suffix in ("-journal", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise output_error(self.path.parent, exc) from None
+        return aside
 
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._held is not None:
+            self._held.close()  # closing the file releases the lock
+            self._held = None
 
     def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
         conn = self.conn
@@ -294,98 +353,166 @@ class Ledger:
 
     # -- reconcile -------------------------------------------------------------------------------
 
-    async def reconcile(self) -> Reconciled:
-        """Check the ledger against the folder; forget, remove or adopt files as the module says."""
-        return await self._run(self._reconcile_sync)
+    async def reconcile(self, *, verify: bool = False) -> Reconciled:
+        """Check the ledger against the folder; forget, set aside or adopt files as the module
+        says. ``verify`` hashes every file, not only those whose size or time changed (``--full``).
 
-    def _reconcile_sync(self) -> Reconciled:
+        Runs in bounded steps on the ledger's thread, each committed on its own, so a cancellation
+        (Ctrl-C, SIGTERM) waits at most for one step; the next run simply checks again."""
         started = time.monotonic()
         found = Reconciled(rebuilt=self._rebuilt)
-        conn = self.conn
-        disk = list(self._listing())
-        found.files = len(disk)
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS disk (name TEXT PRIMARY KEY, size INT, mtime_ns INT)")
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS dropped (key TEXT PRIMARY KEY) WITHOUT ROWID")
-        conn.execute("DELETE FROM temp.disk")
-        conn.executemany("INSERT OR REPLACE INTO temp.disk VALUES (?, ?, ?)", disk)
-        self._dropped = True
+        await self._run(self._list_sync, found)
+        after = 0
+        while (after := await self._run(self._check_page, found, verify, after)) >= 0:
+            pass
+        while await self._run(self._adopt_page, found):
+            pass
+        await self._run(lambda: self.conn.execute("DELETE FROM temp.disk"))
+        found.elapsed_s = round(time.monotonic() - started, 3)
+        return found
 
-        gone = conn.execute(
-            "SELECT f.id, f.name FROM files f LEFT JOIN temp.disk d ON d.name = f.name WHERE d.name IS NULL"
-        ).fetchall()
-        suspects = conn.execute(
+    def _list_sync(self, found: Reconciled) -> None:
+        """The folder's record files (one listing) into a temp table; forget what is gone."""
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS disk (name TEXT PRIMARY KEY, size INT, mtime_ns INT)")
+        conn.execute("DELETE FROM temp.disk")
+        conn.executemany("INSERT OR REPLACE INTO temp.disk VALUES (?, ?, ?)", self._listing(found))
+        found.files = int(conn.execute("SELECT COUNT(*) FROM temp.disk").fetchone()[0])
+        gone = [
+            int(fid)
+            for (fid,) in conn.execute(
+                "SELECT f.id FROM files f LEFT JOIN temp.disk d ON d.name = f.name WHERE d.name IS NULL"
+            )
+        ]
+        forgotten, marks = self._forget(gone)
+        found.missing_on_disk += forgotten
+        found.watermarks_dropped += marks
+
+    def _listing(self, found: Reconciled) -> Iterator[tuple[str, int, int]]:
+        try:
+            entries = os.scandir(self.folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OutputError(f"cannot list {self.folder}: {exc.strerror or exc}") from None
+        with entries:
+            for entry in entries:
+                if not is_record_file(entry.name):
+                    continue
+                try:
+                    entry.name.encode("utf-8")
+                except UnicodeEncodeError:  # bytes that are not UTF-8: never a name harvester wrote
+                    found.unreadable_names += 1
+                    continue
+                try:
+                    if not entry.is_file():  # a link to a regular file counts (DVC's symlink cache)
+                        continue
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue  # removed while listing
+                except OSError as exc:
+                    raise OutputError(
+                        f"cannot read {self.folder / entry.name}: {exc.strerror or exc}"
+                    ) from None
+                yield entry.name, st.st_size, st.st_mtime_ns
+
+    def _check_page(self, found: Reconciled, verify: bool, after: int) -> int:
+        """Files whose size or time differ (every file with ``verify``), a page at a time: same
+        bytes -> time refreshed; other bytes -> set aside and forgotten. The next page's start,
+        or -1 when done."""
+        rows = self.conn.execute(
             "SELECT f.id, f.name, f.size, f.sha256, d.size, d.mtime_ns FROM files f "
-            "JOIN temp.disk d ON d.name = f.name WHERE f.size != d.size OR f.mtime_ns != d.mtime_ns"
+            "JOIN temp.disk d ON d.name = f.name WHERE f.id > ? "
+            "AND (? OR f.size != d.size OR f.mtime_ns != d.mtime_ns) ORDER BY f.id LIMIT ?",
+            (after, verify, _PAGE),
         ).fetchall()
+        if not rows:
+            return -1
         damaged: list[tuple[int, str]] = []
         refreshed: list[tuple[int, int]] = []
-        for fid, name, size, sha, disk_size, disk_mtime in suspects:
+        for fid, name, size, sha, disk_size, disk_mtime in rows:
             if size == disk_size:
                 found.hashed += 1
                 if _sha256_file(self.folder / name) == sha:
-                    refreshed.append((disk_mtime, fid))  # copied or touched, same bytes
+                    if disk_mtime != self._mtime_of(fid):
+                        refreshed.append((disk_mtime, fid))  # copied or touched, same bytes
                     continue
             damaged.append((fid, name))
         if refreshed:
             self._write([("UPDATE files SET mtime_ns = ? WHERE id = ?", refreshed)])
-        found.missing_on_disk, dropped_marks = self._forget([fid for fid, _ in gone])
-        found.damaged, more_marks = self._forget([fid for fid, _ in damaged])
-        found.watermarks_dropped = dropped_marks + more_marks
-        for _, name in damaged:
-            self._remove(name, found)
+        for fid, name in damaged:
+            self._set_aside_file(name, found)  # first out of the way, then forgotten
+            forgotten, marks = self._forget([fid])
+            found.damaged += forgotten
+            found.watermarks_dropped += marks
+        return int(rows[-1][0])
 
-        unknown = conn.execute(
-            "SELECT d.name FROM temp.disk d LEFT JOIN files f ON f.name = d.name "
-            "WHERE f.name IS NULL ORDER BY d.name"
-        ).fetchall()
+    def _mtime_of(self, fid: int) -> int:
+        row = self.conn.execute("SELECT mtime_ns FROM files WHERE id = ?", (fid,)).fetchone()
+        return int(row[0]) if row else -1
+
+    def _adopt_page(self, found: Reconciled) -> bool:
+        """Read, validate and enter up to one page of files the ledger does not list; False when
+        none is left."""
+        names = [
+            str(n)
+            for (n,) in self.conn.execute(
+                "SELECT d.name FROM temp.disk d LEFT JOIN files f ON f.name = d.name "
+                "WHERE f.name IS NULL ORDER BY d.name LIMIT ?",
+                (_PAGE,),
+            )
+        ]
+        if not names:
+            return False
         batch: list[_Read] = []
-        for (name,) in unknown:
+        for name in names:
             try:
                 batch.append(self._read(name))
             except _Damaged as exc:
+                self._set_aside_file(name, found)
                 found.damaged += exc.args[0]
-                self._remove(name, found)
                 continue
             if sum(len(r.keys) for r in batch) >= _ADOPT_BATCH:
                 self._adopt(batch, found)
                 batch = []
         self._adopt(batch, found)
-        conn.execute("DELETE FROM temp.disk")
-        found.elapsed_s = round(time.monotonic() - started, 3)
-        return found
-
-    def _listing(self) -> Iterator[tuple[str, int, int]]:
-        try:
-            with os.scandir(self.folder) as entries:
-                for entry in entries:
-                    if is_record_file(entry.name) and entry.is_file(follow_symlinks=False):
-                        st = entry.stat(follow_symlinks=False)
-                        yield entry.name, st.st_size, st.st_mtime_ns
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise OutputError(f"cannot list {self.folder}: {exc.strerror or exc}") from None
+        return True
 
     def _forget(self, file_ids: list[int]) -> tuple[int, int]:
-        """Forget files and their records (remembering the keys as dropped) and drop the
-        watermarks of the targets that wrote them; return (records forgotten, watermarks dropped)."""
+        """Forget files and their records (keeping the keys in ``lost`` until they come back) and
+        drop the watermarks that relied on them; return (records forgotten, watermarks dropped).
+
+        A record knows the target that wrote it: that target's watermark (in both namespaces)
+        is dropped. A record whose writer is unknown (adopted from disk) could belong to any
+        target: then every watermark of the folder is dropped."""
         if not file_ids:
             return 0, 0
         conn = self.conn
         records = marks = 0
+        now = time.time()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for i in range(0, len(file_ids), _BATCH):
                 chunk = file_ids[i : i + _BATCH]
                 q = ",".join("?" * len(chunk))
-                marks += conn.execute(
-                    f"UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL AND id IN "  # noqa: S608
-                    f"(SELECT DISTINCT target FROM records WHERE file IN ({q}))",
+                orphans = conn.execute(
+                    f"SELECT 1 FROM records WHERE target IS NULL AND file IN ({q}) LIMIT 1",  # noqa: S608
                     chunk,
-                ).rowcount
+                ).fetchone()
+                if orphans is not None:
+                    marks += conn.execute(
+                        "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL"
+                    ).rowcount
+                else:
+                    marks += conn.execute(
+                        "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL AND wkey IN "  # noqa: S608
+                        "(SELECT t.wkey FROM targets t JOIN records r ON r.target = t.id "
+                        f"WHERE r.file IN ({q}))",
+                        chunk,
+                    ).rowcount
                 conn.execute(
-                    f"INSERT OR IGNORE INTO temp.dropped SELECT key FROM records WHERE file IN ({q})",  # noqa: S608
-                    chunk,
+                    f"INSERT OR IGNORE INTO lost SELECT key, ? FROM records WHERE file IN ({q})",  # noqa: S608
+                    (now, *chunk),
                 )
                 records += conn.execute(f"DELETE FROM records WHERE file IN ({q})", chunk).rowcount  # noqa: S608
                 conn.execute(f"DELETE FROM files WHERE id IN ({q})", chunk)  # noqa: S608
@@ -396,16 +523,22 @@ class Ledger:
             raise _ledger_error(self.path, exc) from None
         return records, marks
 
-    def _remove(self, name: str, found: Reconciled) -> None:
+    def _set_aside_file(self, name: str, found: Reconciled) -> None:
+        """Move a damaged file into ``.harvester/damaged/`` (never deleted: a person may want it)."""
         found.damaged_files.append(name)
         self.conn.execute("DELETE FROM temp.disk WHERE name = ?", (name,))
+        folder = self.path.parent / DAMAGED_DIR
+        target = folder / name
         try:
-            (self.folder / name).unlink()
+            folder.mkdir(exist_ok=True)
+            if target.exists():
+                target = folder / f"{name}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+            os.replace(self.folder / name, target)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise output_error(self.folder, exc) from None
-        log.warning("damaged_file_removed", folder=str(self.folder), file=name)
+        log.warning("damaged_file_set_aside", folder=str(self.folder), file=name, moved_to=str(target))
 
     def _read(self, name: str) -> _Read:
         """Read a file the ledger did not list; _Damaged if it is not this source's records."""
@@ -431,14 +564,18 @@ class Ledger:
                     "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                     (read.name, read.size, read.mtime_ns, read.sha256, "adopted", now),
                 ).lastrowid
+                texts = [key_text(k) for k in read.keys]
                 before = conn.total_changes
                 conn.executemany(
-                    "INSERT OR IGNORE INTO records VALUES (?, ?, NULL)",
-                    [(key_text(k), fid) for k in read.keys],
+                    "INSERT OR IGNORE INTO records VALUES (?, ?, NULL)", [(t, fid) for t in texts]
                 )
                 adopted = conn.total_changes - before
                 found.adopted += adopted
-                found.repeated_on_disk += len(read.keys) - adopted
+                found.repeated_on_disk += len(texts) - adopted
+                for i in range(0, len(texts), _BATCH):
+                    chunk = texts[i : i + _BATCH]
+                    q = ",".join("?" * len(chunk))
+                    conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk)  # noqa: S608
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -495,8 +632,8 @@ class Ledger:
         self, entries: Sequence[tuple[Key, str, str | None]], files: Sequence[FileInfo], run_id: str
     ) -> int:
         """Enter ``files`` (now in place) and ``entries`` (key, file name, watermark key of the
-        target that emitted it); return how many of the keys were forgotten by :meth:`reconcile`
-        (records harvested again)."""
+        target that emitted it); return how many of the keys this folder had lost (records
+        harvested again)."""
         if not entries and not files:
             return 0
         return await self._run(self._commit_sync, list(entries), list(files), run_id)
@@ -508,10 +645,9 @@ class Ledger:
         now = time.time()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # plain INSERT: a new file never replaces one the ledger lists (files are create-only)
             conn.executemany(
-                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                "sha256 = excluded.sha256, run_id = excluded.run_id, at = excluded.at",
+                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
             )
             file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", {e[1] for e in entries})
@@ -537,14 +673,10 @@ class Ledger:
             ]
             conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
             refetched = 0
-            if self._dropped and rows:
-                for i in range(0, len(rows), _BATCH):
-                    chunk = [r[0] for r in rows[i : i + _BATCH]]
-                    q = ",".join("?" * len(chunk))
-                    refetched += conn.execute(
-                        f"DELETE FROM temp.dropped WHERE key IN ({q})",  # noqa: S608
-                        chunk,
-                    ).rowcount
+            for i in range(0, len(rows), _BATCH):
+                chunk = [r[0] for r in rows[i : i + _BATCH]]
+                q = ",".join("?" * len(chunk))
+                refetched += conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk).rowcount  # noqa: S608
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -575,12 +707,13 @@ class Ledger:
         return found
 
     async def pending_refetch(self) -> int:
-        """Keys forgotten by :meth:`reconcile` that no commit has brought back (yet)."""
-        if not self._dropped:
-            return 0
-        return await self._run(
-            lambda: int(self.conn.execute("SELECT COUNT(*) FROM temp.dropped").fetchone()[0])
-        )
+        """Records this folder lost (found missing or damaged) that no run has brought back yet."""
+        return await self._run(lambda: int(self.conn.execute("SELECT COUNT(*) FROM lost").fetchone()[0]))
+
+    async def clear_lost(self) -> int:
+        """After a complete from-scratch run: what is still lost, the archive no longer serves.
+        Forget those keys (so they are not reported for ever); return how many."""
+        return await self._run(lambda: int(self.conn.execute("DELETE FROM lost").rowcount))
 
     # -- watermarks ------------------------------------------------------------------------------
 
@@ -635,13 +768,16 @@ def _ledger_error(path: Path, exc: sqlite3.Error) -> OutputError:
 
 
 def _sha256_file(path: Path) -> bytes:
+    """A file's sha256; a read error is an error (never taken for damage)."""
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-    except OSError:
-        return b""
+    except FileNotFoundError:
+        return b""  # removed since the listing: handled as gone by the next run
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
     return digest.digest()
 
 

@@ -326,10 +326,119 @@ async def test_a_dry_run_in_a_fresh_folder_creates_nothing(tmp_path: Path) -> No
     assert not (tmp_path / "never").exists() and not Path("data").exists()
 
 
-def test_ledger_faults_leave_no_stray_files(tmp_path: Path) -> None:
-    """The ledger is one file when closed (rollback journal, not WAL): a copy or DVC sees one file."""
+def test_a_closed_ledger_is_one_file_and_its_lock(tmp_path: Path) -> None:
+    """Rollback journal, not WAL: a copy of a closed folder, or DVC's, has the whole ledger."""
     import anyio
 
     h = Harness(tmp_path)
     anyio.run(h.run, tmp_path / "o")
-    assert sorted(os.listdir(tmp_path / "o" / "ztf" / ".harvester")) == ["ledger.sqlite"]
+    assert sorted(os.listdir(tmp_path / "o" / "ztf" / ".harvester")) == ["ledger.sqlite", "lock"]
+
+
+async def test_damage_after_a_rebuilt_ledger_drops_every_watermark(json_out: Any) -> None:
+    """Records adopted from disk do not know the target that wrote them: when one of their files
+    is lost later, no watermark can be trusted, so every target is asked from scratch and the lost
+    record comes back (it would stay lost behind a watermark otherwise)."""
+    h, out, clean = json_out
+    shutil.rmtree(out / "ztf" / ".harvester")
+    assert (await h.run(out)).sources["ztf"].adopted == len(clean)  # watermarks advance again
+    files = sorted((out / "ztf").glob("record_*.json"))
+    for path in files[:5]:
+        path.unlink()
+    h.archive.requests.clear()
+    report = await h.run(out)
+    src = report.sources["ztf"]
+    assert src.missing_on_disk == 5 and src.refetched == 5 and src.refetch_pending == 0
+    assert all(t == "" for _, t in times(h.archive))
+    assert content(out / "ztf") == clean
+
+
+async def test_a_record_still_missing_is_reported_until_it_is_back(json_out: Any) -> None:
+    """A lost record the archive does not serve in this run (here: IRSA answers with no rows) stays
+    listed as lost, and the next run says so, until it comes back."""
+    from tests.conftest import irsa_csv
+
+    h, out, clean = json_out
+    sorted((out / "ztf").glob("record_*.json"))[0].unlink()
+    real = h.transport
+    h.transport = httpx.MockTransport(lambda _: httpx.Response(200, content=irsa_csv()))
+    first = (await h.run(out)).sources["ztf"]
+    h.transport = real
+    assert first.missing_on_disk == 1 and first.refetched == 0 and first.refetch_pending == 1
+    assert any("not back yet: 1" in w for w in first.warnings)
+    second = (await h.run(out)).sources["ztf"]  # nothing newly missing; the record comes back now
+    assert second.missing_on_disk == 0 and second.refetched == 1 and second.refetch_pending == 0
+    assert content(out / "ztf") == clean
+
+
+async def test_a_second_run_on_the_same_folder_is_refused(json_out: Any) -> None:
+    """Two runs writing one folder would race shards and temporaries: the second fails in one line."""
+    from harvester.ledger import Ledger
+    from harvester.records import ZtfRecord
+
+    h, out, _ = json_out
+    async with Ledger(out / "ztf", ZtfRecord):
+        report = await h.run(out)
+    (failure,) = report.sources["ztf"].errors
+    assert failure.target == "(output)" and "another harvester run is writing this folder" in failure.cause
+
+
+async def test_a_locked_ledger_is_an_error_not_a_rebuild(json_out: Any) -> None:
+    """SQLite saying 'locked' or 'cannot open' is not damage: the ledger is never set aside for it."""
+    h, out, _ = json_out
+    ledger = out / "ztf" / ".harvester" / "ledger.sqlite"
+    ledger.unlink()
+    ledger.mkdir()  # a folder where the ledger should be: SQLite cannot open it
+    report = await h.run(out)
+    (failure,) = report.sources["ztf"].errors
+    assert failure.target == "(output)" and "ledger" in failure.cause
+    assert ledger.is_dir() and not list(ledger.parent.glob("ledger.sqlite.bad-*"))
+
+
+async def test_a_damaged_file_is_set_aside_not_deleted(json_out: Any) -> None:
+    h, out, clean = json_out
+    path = sorted((out / "ztf").glob("record_*.json"))[2]
+    path.write_bytes(b"{not json")
+    await h.run(out)
+    assert (out / "ztf" / ".harvester" / "damaged" / path.name).read_bytes() == b"{not json"
+    assert content(out / "ztf") == clean
+
+
+async def test_full_hashes_every_file(json_out: Any) -> None:
+    """`--full` catches a same-size edit whose modification time was put back (`touch -r`)."""
+    h, out, clean = json_out
+    path = sorted((out / "ztf").glob("record_*.json"))[4]
+    stat = path.stat()
+    path.write_bytes(path.read_bytes().replace(b'"ztf"', b'"ZTF"', 1))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (await h.run(out)).sources["ztf"].damaged_on_disk == 0  # a plain rerun trusts size and time
+    report = await h.run(out, full=True)
+    assert report.sources["ztf"].damaged_on_disk == 1
+    assert content(out / "ztf") == clean
+
+
+async def test_fallback_after_an_output_failure_never_overwrites_a_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jsonl: the third shard fails to write; the sample fallback writes its own shards, and every
+    committed shard keeps exactly the records the ledger lists."""
+    import harvester.pipeline.writers as writers
+
+    calls = {"n": 0}
+    real = writers._write_shard
+
+    def failing(path: Path, data: bytes) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise harvester.OutputError(f"cannot write to {path.parent}: no space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(writers, "_write_shard", failing)
+    h = Harness(tmp_path, "jsonl")
+    out = tmp_path / "out"
+    await h.run(out, fallback_to_sample=True)
+    monkeypatch.setattr(writers, "_write_shard", real)
+    lines = sum(len(p.read_bytes().splitlines()) for p in (out / "ztf").glob("part-*.jsonl"))
+    assert ledger_keys(out / "ztf") == lines  # no shard was overwritten under its keys
+    rerun = await h.run(out)
+    assert rerun.sources["ztf"].missing_on_disk == 0 and rerun.sources["ztf"].damaged_on_disk == 0

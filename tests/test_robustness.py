@@ -82,14 +82,16 @@ async def test_full_disk_is_a_clear_error_and_loses_nothing(tiny_disk: Path, tmp
 
 
 async def test_read_only_output_is_a_clear_error(tiny_disk: Path) -> None:
-    """An output on a read-only file system fails with 'read-only file system', nothing half-written."""
+    """An output on a read-only file system is refused before anything is fetched, in one line
+    naming the folder and 'read-only file system'; nothing is written."""
     (tiny_disk / "out").mkdir()
     await anyio.run_process([MOUNT, "-o", "remount,ro", str(tiny_disk)])
-    report = await harvester.harvest(
-        "ztf", transport=httpx.ASGITransport(app=FakeArchive()), **ztf_many(tiny_disk / "out")
-    )
-    (failure,) = report.sources["ztf"].errors
-    assert failure.target == "(output)" and "read-only file system" in failure.cause
+    archive = FakeArchive()
+    with pytest.raises(harvester.ConfigError, match="is not writable: read-only file system"):
+        await harvester.harvest(
+            "ztf", transport=httpx.ASGITransport(app=archive), **ztf_many(tiny_disk / "out")
+        )
+    assert archive.requests == [] and list((tiny_disk / "out").iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,8 @@ class _TargetRun:
     high: float | None = None
     #: what was asked of the archive (the time window after the watermark), for the README
     requested: dict[str, Any] | None = None
+    #: asked without a watermark (everything the archive has for the target)
+    from_scratch: bool = True
 
 
 class OutputState:
@@ -159,7 +161,7 @@ async def run_source(
     completed = False  # the pipeline drained normally: every emitted record reached the writer
     try:
         if state is not None and state.ledger is not None:
-            await _reconcile(state.ledger, report)
+            await _reconcile(state.ledger, report, verify=opts.full)
         marks = await state.watermarks() if state is not None and not opts.full else {}
         await writer.open()
         raw_send, raw_recv = anyio.create_memory_object_stream[Item](opts.buffer)
@@ -185,8 +187,7 @@ async def run_source(
                 report.finish()
             if state is not None:
                 if state.ledger is not None:
-                    report.refetch_pending = await state.ledger.pending_refetch()
-                    _repair_warning(state.ledger, report)
+                    await _settle_ledger(state.ledger, report, runs, completed=completed)
                 # Watermarks move only when every record of the run is durable: not after a
                 # cancellation or an output failure, and not when --limit dropped records the
                 # archive had already served.
@@ -226,20 +227,51 @@ def output_failed(report: SourceReport, exc: OutputError) -> None:
     log.error("output_failed", source=report.source, cause=exc.message)
 
 
-async def _reconcile(ledger: Ledger, report: SourceReport) -> None:
+async def _reconcile(ledger: Ledger, report: SourceReport, *, verify: bool) -> None:
     """Check the output's ledger against the disk before anything is asked of the archive."""
-    found = await ledger.reconcile()
+    found = await ledger.reconcile(verify=verify)
     report.missing_on_disk = found.missing_on_disk
     report.damaged_on_disk = found.damaged
     report.adopted = found.adopted
     if found.rebuilt:
         report.warnings.append(f"{ledger.path}: {found.rebuilt}")
     report.watermarks_dropped = found.watermarks_dropped
+    if found.unreadable_names:
+        report.warnings.append(
+            f"{ledger.folder}: {found.unreadable_names} files whose names are not UTF-8 were left alone"
+        )
     if found.repeated_on_disk:
         report.warnings.append(
             f"{ledger.folder}: {found.repeated_on_disk} records appear in more than one file on disk"
         )
     log.info("ledger_checked", source=report.source, folder=str(ledger.folder), **found.as_dict())
+
+
+async def _settle_ledger(
+    ledger: Ledger, report: SourceReport, runs: list[_TargetRun], *, completed: bool
+) -> None:
+    """After the run: what the folder still lacks, said in the report. A complete, successful run
+    that asked every target from scratch and still did not get some lost records back shows the
+    archive no longer serves them: they are forgotten, said once, instead of reported for ever."""
+    try:
+        report.refetch_pending = await ledger.pending_refetch()
+        from_scratch = all(r.ok and r.from_scratch for r in runs)
+        if (
+            report.refetch_pending
+            and completed
+            and report.status == "ok"
+            and from_scratch
+            and not report.limit_reached
+        ):
+            gone = await ledger.clear_lost()
+            report.refetch_pending = 0
+            report.warnings.append(
+                f"{ledger.folder}: {gone} records this folder had lost were not served again by a "
+                "complete run that asked every target from scratch: the archive no longer has them"
+            )
+    except OutputError as exc:
+        report.warnings.append(str(exc))
+    _repair_warning(ledger, report)
 
 
 def _repair_warning(ledger: Ledger, report: SourceReport) -> None:
@@ -252,10 +284,15 @@ def _repair_warning(ledger: Ledger, report: SourceReport) -> None:
         )
     lost = report.missing_on_disk + report.damaged_on_disk
     if not lost:
+        if report.refetch_pending:
+            report.warnings.append(
+                f"{ledger.folder}: {report.refetch_pending} records lost from this folder in earlier "
+                "runs are not back yet"
+            )
         return
     parts = [f"missing_on_disk: {report.missing_on_disk}"]
     if report.damaged_on_disk:
-        parts.append(f"damaged (removed): {report.damaged_on_disk}")
+        parts.append(f"damaged (set aside in .harvester/damaged): {report.damaged_on_disk}")
     parts.append(f"re-fetched: {report.refetched}")
     if report.refetch_pending:
         parts.append(
@@ -349,6 +386,7 @@ class _Jobs:
             watermark=self.marks.get(wkey) if wkey else None,
         )
         run.requested = source.requested(target, ctx.watermark)
+        run.from_scratch = ctx.watermark is None
         try:
             await source.fetch(target, ctx)
         except BudgetUnavailable:

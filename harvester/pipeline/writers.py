@@ -153,6 +153,8 @@ class JsonFilesWriter:
             data = dumps_record(record) + b"\n"
             try:
                 created = _create_once(path, data)
+                if not created and not path.is_file():
+                    raise OutputError(f"cannot write {path}: something that is not a file is in the way")
                 info = file_info(path, hashlib.sha256(data).hexdigest()) if created else None
             except OSError as exc:
                 result.error = output_error(path.parent, exc)  # the records before are durable
@@ -253,19 +255,10 @@ class JsonlWriter:
 
 
 def _write_shard(path: Path, data: bytes) -> FileInfo:
-    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())  # the state commits these keys once the shard is in place
-        os.replace(tmp, path)
-        fsync_folder(path.parent)
-        return file_info(path, hashlib.sha256(data).hexdigest())
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise output_error(path.parent, exc) from None
+    """A complete, durable shard under a name no other file has (create-only, like records)."""
+    if not _create_once(path, data, durable=True):
+        raise OutputError(f"cannot write {path}: a shard of that name exists (never overwritten)")
+    return file_info(path, hashlib.sha256(data).hexdigest())
 
 
 def iter_jsonl_records(folder: Path) -> Iterable[dict[str, Any]]:
