@@ -18,20 +18,27 @@ hashed only where size or time disagree. Then:
 
 - a file the ledger lists but the disk lacks is *missing*: its records are forgotten, so they
   are harvested again, and the watermarks of the targets that wrote them are dropped (a watermark
-  would otherwise tell the archive not to send them again);
-- a file whose size differs, or whose hash differs where only the time does, is *damaged*: it is
-  removed and handled like a missing one;
+  would otherwise tell the archive not to send them again; when the writer of a record is unknown,
+  because it was adopted, every watermark of the folder is dropped). Lost keys stay listed
+  (``lost``) until a run brings them back, and every run's report says how many are still out;
+- a file whose size differs, or whose hash differs where only the time does (``--full``: every
+  file is hashed), is *damaged*: it is moved into ``.harvester/damaged/`` (never deleted) and
+  handled like a missing one;
 - a record file or shard on disk that the ledger does not list (a kill between the rename and the
   ledger commit, a ledger deleted or copied from elsewhere, an output written before ledgers
   existed) is *adopted*: read, validated as records of this source and entered; one that does not
   read back as valid records (truncated mid-line, not JSON, not this source) is damaged.
 
-A ledger that SQLite cannot read is set aside and rebuilt from the files (every file is then
-adopted, and every watermark is gone: the next run asks the archive for everything).
+A corrupt ledger is set aside (``ledger.sqlite.bad-<time>``) and rebuilt from the files (every
+file is then adopted, and every watermark is gone: the next run asks the archive for everything).
+A ledger that is locked, cannot be opened or was written by a newer harvester is an error, never
+rebuilt over.
 
-Order of effects: a file is in place (renamed) before its records are committed here, so the
-ledger never lists a file that was not written; a kill between the two leaves a file the next
-run adopts. The ledger uses SQLite's rollback journal (not WAL), so a closed ledger is one file.
+While a run writes a folder it holds ``.harvester/lock``: a second run on the same folder is
+refused in one line. Order of effects: a file is in place (linked, create-only) before its records
+are committed here, so the ledger never lists a file that was not written; a kill between the two
+leaves a file the next run adopts. The ledger uses SQLite's rollback journal (not WAL), so a
+closed ledger is one file.
 """
 
 from __future__ import annotations
@@ -133,7 +140,7 @@ class Reconciled:
     files: int = 0
     #: records the ledger listed whose file is gone: harvested again
     missing_on_disk: int = 0
-    #: records in files found truncated or changed (removed): harvested again
+    #: records in files found truncated or changed (set aside in .harvester/damaged/): harvested again
     damaged: int = 0
     damaged_files: list[str] = field(default_factory=list)
     #: records found on disk that the ledger did not list, now entered
