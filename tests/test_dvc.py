@@ -6,17 +6,22 @@ The copy holds the files git tracks or would track (``git ls-files --cached --ot
 are set the way a user would, by editing params.yaml. ``uv run`` inside the copy reuses this test
 run's environment (``UV_PROJECT_ENVIRONMENT`` = the running interpreter's prefix, no sync, no
 network) with the copy's sources first on ``PYTHONPATH``, because resolving a fresh environment
-would need the package index. One ``dvc repro`` (~25 s) serves every test in this module.
+would need the package index. One ``dvc repro`` (~35 s) serves every test in this module; the
+fixture also keeps what it produced (records, feature tables) for the tests that run more steps.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +31,12 @@ import yaml
 
 from harvester.features.tess import TESS_COLUMNS
 from harvester.features.ztf import ZTF_COLUMNS
+from harvester.ledger import LEDGER_DIR, LEDGER_NAME, is_record_file
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("ztf", "tess", "mast")
 LIMITS = {"ztf": 200, "tess": 3, "mast": 20}
+FEATURES = ("ztf", "tess")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,10 @@ class Repro:
     root: Path
     env: dict[str, str]
     output: str
+    #: source -> its records as harvested by the first `dvc repro` (see :func:`_records`)
+    records: dict[str, list[bytes]]
+    #: source -> rows of data/processed/<source>/features.csv after the first `dvc repro`
+    features: dict[str, list[list[str]]]
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -101,7 +112,58 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Repro:
         params["ingest"][source] = {"limit": limit}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["uv", "run", "dvc", "repro"], root, env)
-    return Repro(root, env, output)
+    records = {source: _records(root / "data" / "raw" / source) for source in SOURCES}
+    return Repro(root, env, output, records, {source: _features(root, source) for source in FEATURES})
+
+
+def _record_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_record_file(p.name))
+
+
+def _records(folder: Path) -> list[bytes]:
+    """Every record of a raw folder (one per record file, or per jsonl line), without its
+    ``fetched_at`` (the one field a second harvest of the same archive changes), sorted."""
+    lines: list[bytes] = []
+    for path in _record_files(folder):
+        lines += [line for line in path.read_bytes().splitlines() if line.strip()]
+    records = [{k: v for k, v in orjson.loads(line).items() if k != "fetched_at"} for line in lines]
+    return sorted(orjson.dumps(record, option=orjson.OPT_SORT_KEYS) for record in records)
+
+
+def _fetched_at(folder: Path) -> dict[str, datetime]:
+    return {
+        p.name: datetime.fromisoformat(orjson.loads(p.read_bytes())["fetched_at"])
+        for p in folder.glob("record_*.json")
+    }
+
+
+def _features(root: Path, source: str) -> list[list[str]]:
+    with (root / "data" / "processed" / source / "features.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh))
+
+
+def _ledger_listing(folder: Path) -> tuple[set[str], int]:
+    """(file names, record count) the folder's ledger lists, read without writing anything."""
+    path = folder / LEDGER_DIR / LEDGER_NAME
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        names = {str(row[0]) for row in conn.execute("SELECT name FROM files")}
+        count = int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+    return names, count
+
+
+def _assert_complete(repro: Repro, step: str) -> None:
+    """Every raw folder holds the first repro's records, with a ledger that lists exactly its
+    files (closed: no journal, -wal or -shm beside it), and both feature tables are whole."""
+    for source in SOURCES:
+        folder = repro.root / "data" / "raw" / source
+        assert _records(folder) == repro.records[source], f"{step}: data/raw/{source} is not complete"
+        beside = [n for n in os.listdir(folder / LEDGER_DIR) if n.startswith(f"{LEDGER_NAME}-")]
+        assert not beside, f"{step}: {source} ledger left {beside} (a journal: not closed)"
+        names, count = _ledger_listing(folder)
+        assert names == {p.name for p in _record_files(folder)}, f"{step}: {source} ledger vs files"
+        assert count == len(repro.records[source]), f"{step}: {source} ledger's record count"
+    for source in FEATURES:
+        assert _features(repro.root, source) == repro.features[source], f"{step}: {source} features.csv"
 
 
 def _header(path: Path) -> list[str]:
@@ -147,6 +209,68 @@ def test_outputs_stay_out_of_git(repro: Repro) -> None:
     assert not [
         line for line in status.splitlines() if line[3:].startswith("data/") and "gitkeep" not in line
     ]
+
+
+def test_refresh_and_rebuild_leave_every_output_complete(repro: Repro) -> None:
+    """Issue 15: `dvc repro`, then the documented refresh `dvc repro --force --single-item
+    ingest_ztf` (DVC deletes data/raw/ztf, the harvest starts from an empty folder and must fetch
+    everything again: it used to leave only the README), then `rm -rf data/raw && dvc repro` (DVC
+    restores the outputs, ledgers included, from its cache). After each step every raw folder and
+    both feature tables are complete, and the pipeline ends up to date."""
+    root, env = repro.root, repro.env
+    shutil.copy2(REPO / "dvc.yaml", root / "dvc.yaml")  # the pipeline as shipped, whatever ran before
+    _assert_complete(repro, "dvc repro")
+    ztf = root / "data" / "raw" / "ztf"
+    before = _fetched_at(ztf)
+
+    _run(["uv", "run", "dvc", "repro", "--force", "--single-item", "ingest_ztf"], root, env)
+    _assert_complete(repro, "dvc repro --force --single-item ingest_ztf")
+    after = _fetched_at(ztf)
+    assert after.keys() == before.keys() and all(after[name] > before[name] for name in before), (
+        "every ZTF record is harvested again, none kept from the deleted folder"
+    )
+
+    shutil.rmtree(root / "data" / "raw")
+    _run(["uv", "run", "dvc", "repro"], root, env)
+    _assert_complete(repro, "rm -rf data/raw && dvc repro")
+    assert "up to date" in _run(["uv", "run", "dvc", "status"], root, env)
+
+
+def _damaged_cache_objects(root: Path) -> list[str]:
+    """Objects of the DVC cache whose content no longer has the md5 their path names."""
+    bad = []
+    for path in (root / ".dvc" / "cache" / "files" / "md5").glob("*/*"):
+        name = path.parent.name + path.name.removesuffix(".dir")
+        if hashlib.md5(path.read_bytes()).hexdigest() != name:  # noqa: S324 - DVC's own object names
+            bad.append(str(path.relative_to(root)))
+    return bad
+
+
+def test_unprotect_keeps_a_linked_cache_intact(repro: Repro, tmp_path: Path) -> None:
+    """docs/operations-dvc.md: with `cache.type: hardlink` (or symlink) a checked-out output's
+    files, the ledger among them, are links to the cache; `dvc unprotect` before running harvester
+    on it outside `dvc repro` gives the ledger a private copy, so its writes never reach the cache."""
+    root = tmp_path / "repo"
+    shutil.copytree(repro.root, root, symlinks=True)
+    env = _env(root)
+    ledger = root / "data" / "raw" / "ztf" / LEDGER_DIR / LEDGER_NAME
+    _run(["uv", "run", "dvc", "config", "cache.type", "hardlink"], root, env)
+    _run(["uv", "run", "dvc", "checkout", "--relink", "ingest_ztf"], root, env)
+    assert ledger.stat().st_nlink == 2  # the ledger file is the cache object
+    _run(["uv", "run", "dvc", "unprotect", "data/raw/ztf"], root, env)
+    assert ledger.stat().st_nlink == 1
+    args = [
+        "--config",
+        "config/base.yaml",
+        "--output",
+        "data/raw",
+        "--offline",
+        "--limit",
+        str(LIMITS["ztf"]),
+    ]
+    _run(["uv", "run", "harvester", "run", "--source", "ztf", *args], root, env)
+    assert _damaged_cache_objects(root) == []
+    assert _records(ledger.parent.parent) == repro.records["ztf"]
 
 
 def _stages() -> dict[str, Any]:
