@@ -19,10 +19,10 @@ See docs/getting-started.md.
 
 from __future__ import annotations
 
-from harvester._notebook import progress
-from harvester._sync import harvest_sync, stream_sync
 from harvester._version import __version__
 from harvester.api import harvest, stream
+from harvester.display.notebook import progress
+from harvester.display.tables import read_records, tess_arrays, to_dataframe, to_lightcurve, to_table
 from harvester.errors import (
     ArchiveResponseError,
     ConfigError,
@@ -32,10 +32,10 @@ from harvester.errors import (
     TerminalError,
     TransientError,
 )
-from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
 from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
+from harvester.run.report import RunReport, SourceReport, TargetFailure
+from harvester.run.sync import harvest_sync, stream_sync
 from harvester.settings import Settings, load_settings
-from harvester.tables import read_records, tess_arrays, to_dataframe, to_lightcurve, to_table
 
 __all__ = [
     "ArchiveResponseError",

@@ -26,21 +26,21 @@ import httpx
 import structlog
 from anyio.abc import ObjectSendStream
 
-from harvester._http import Http
-from harvester._limiter import LimiterRegistry
-from harvester._logging import configure_logging, register_secrets
+from harvester.archives.base import Source
+from harvester.archives.mast.source import MastSource
+from harvester.archives.tess.source import TessSource
+from harvester.archives.ztf.source import ZtfSource
+from harvester.display.logs import configure_logging, register_secrets
 from harvester.errors import ConfigError, HarvesterError, OutputError
-from harvester.ledger import Ledger
-from harvester.pipeline.report import RunReport, SourceReport
-from harvester.pipeline.runner import OutputState, RunOptions, make_writer, output_failed, run_source
-from harvester.pipeline.writers import Item, WriteResult, write_text_atomic
+from harvester.io.http import Http
+from harvester.io.ledger import Ledger
+from harvester.io.limiter import LimiterRegistry
+from harvester.io.state import StateStore
+from harvester.io.writers import Item, WriteResult, write_text_atomic
 from harvester.records import RECORD_MODELS, BaseRecord
+from harvester.run.pipeline import OutputState, RunOptions, make_writer, output_failed, run_source
+from harvester.run.report import RunReport, SourceReport
 from harvester.settings import IrsaSettings, MastSettings, Settings, TessSettings, load_settings
-from harvester.sources.base import Source
-from harvester.sources.mast import MastSource
-from harvester.sources.tess import TessSource
-from harvester.sources.ztf import ZtfSource
-from harvester.state import StateStore
 
 __all__ = ["SOURCES", "check_targets", "harvest", "resolve_sources", "stream"]
 
@@ -101,12 +101,12 @@ def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
     import errno
     import os
 
-    from harvester._files import make_folder, temp_path
+    from harvester.io.files import make_folder, temp_path
 
     if settings.output_url is not None:
         raise ConfigError(
             f"output {settings.output_url}: object-store outputs are written as work units; "
-            "use `harvester run` or harvester.distributed.executor.harvest_units"
+            "use `harvester run` or harvester.executors.driver.harvest_units"
         )
     output = Path(settings.output)
     for path in (output, *output.parents):  # a file where a folder should be: output or a parent
@@ -176,7 +176,7 @@ async def harvest(
     :raises ConfigError: for bad settings or targets, before anything is fetched or written.
     """
     if progress:
-        from harvester._notebook import progress as live_progress
+        from harvester.display.notebook import progress as live_progress
 
         with live_progress(report) as live:
             return await harvest(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harvester.sources.ztf import IRSA_COLUMNS
+from harvester.archives.ztf.source import IRSA_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 

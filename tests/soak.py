@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from harvester.daemon import Daemon
+from harvester.run.daemon import Daemon
 from harvester.settings import load_settings
 from harvester.testing import FakeArchive, Fault
 from harvester.testing._archive import FaultKind

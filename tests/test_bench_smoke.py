@@ -16,7 +16,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.distributed.compact import compact
+from harvester.executors.compact import compact
 from harvester.testing import FakeArchive, running_server
 from tests.bench import bench_compact, bench_tess_compare, bench_ztf_rate
 

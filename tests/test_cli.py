@@ -194,7 +194,7 @@ def test_status_lists_work_unit_watermarks_kept_in_the_state_database(
     lists both, each under its source and output and saying where it is kept; the outputs list
     names the unit output with its count of watermarks. Older ``<source>|<folder>`` namespaces
     (from before ledgers) are left out. At 80 columns every line fits."""
-    from harvester.distributed.executor import harvest_units
+    from harvester.executors.driver import harvest_units
     from harvester.settings import load_settings
 
     state = tmp_path / "state" / "harvester.db"

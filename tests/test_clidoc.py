@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harvester._clidoc import WIDTH, cli_document, commands
 from harvester.cli import app
+from harvester.cli.reference import WIDTH, cli_document, commands
 
 REPO = Path(__file__).resolve().parents[1]
-REGENERATE = "regenerate it: uv run python -m harvester._clidoc > docs/cli.md"
+REGENERATE = "regenerate it: uv run python -m harvester.cli.reference > docs/cli.md"
 
 
 def test_cli_reference_is_current() -> None:

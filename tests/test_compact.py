@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harvester.distributed import compact as compact_module
-from harvester.distributed.compact import arrow_schema, compact, flat_row
-from harvester.distributed.objectstore import ObjectStore
 from harvester.errors import OutputError
-from harvester.pipeline.writers import dumps_record
+from harvester.executors import compact as compact_module
+from harvester.executors.compact import arrow_schema, compact, flat_row
+from harvester.io.objectstore import ObjectStore
+from harvester.io.writers import dumps_record
 from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
 from tests.test_tables import FETCHED, tess, ztf
 

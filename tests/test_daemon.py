@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harvester.cli import app
-from harvester.daemon import CircuitBreaker, Daemon
+from harvester.run.daemon import CircuitBreaker, Daemon
 from harvester.settings import load_settings
 from harvester.testing import FakeArchive, Fault, running_server
 from tests.fault_scenarios import harvester_cmd, kill9_rounds, ledger_keys, write_config

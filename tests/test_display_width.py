@@ -12,9 +12,15 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from harvester._progress import WatermarkRow, print_status, print_summary, report_table, watermarks_table
 from harvester.cli import app
-from harvester.pipeline.report import RunReport, SourceReport, TargetFailure
+from harvester.display.terminal import (
+    WatermarkRow,
+    print_status,
+    print_summary,
+    report_table,
+    watermarks_table,
+)
+from harvester.run.report import RunReport, SourceReport, TargetFailure
 
 RUN_ID = "20250131T235959-abcdef"
 SUMMARY_LABELS = (

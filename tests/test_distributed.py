@@ -17,13 +17,13 @@ import pytest
 from distributed import Client, LocalCluster
 
 import harvester
-from harvester._limiter import HostLimiter, Limiter, LimiterRegistry
-from harvester.distributed.compact import compact
-from harvester.distributed.executor import UnitTask, harvest_distributed, run_unit
-from harvester.distributed.objectstore import ObjectStore
-from harvester.distributed.units import plan_units, sky_cell, tic_bucket
 from harvester.errors import BudgetUnavailable
-from harvester.pipeline.report import RunReport
+from harvester.executors.compact import compact
+from harvester.executors.driver import UnitTask, harvest_distributed, run_unit
+from harvester.executors.units import plan_units, sky_cell, tic_bucket
+from harvester.io.limiter import HostLimiter, Limiter, LimiterRegistry
+from harvester.io.objectstore import ObjectStore
+from harvester.run.report import RunReport
 from harvester.settings import Settings, load_settings
 from harvester.testing import FakeArchive, running_server
 
@@ -255,7 +255,7 @@ async def test_the_notebook_api_refuses_an_object_store_output() -> None:
 
 async def test_the_daemon_sweeps_in_work_units_on_one_cluster(tmp_path: Path) -> None:
     """executor: dask under the daemon: each sweep runs units on the daemon's one LocalCluster."""
-    from harvester.daemon import Daemon
+    from harvester.run.daemon import Daemon
 
     settings = load_settings(
         None,
@@ -377,7 +377,7 @@ async def test_a_dropped_connection_to_the_scheduler_is_tried_again(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lease request whose connection drops is sent again; the request then goes out."""
-    from harvester.distributed import limiter as dask_limiter
+    from harvester.executors import dask_limiter
 
     monkeypatch.setattr(dask_limiter, "_COMM_RETRY_DELAYS_S", (0.0, 0.0, 0.0, 0.0))
     budget = dask_limiter.DaskHostLimiter("flaky.example", 100.0, 2)
@@ -401,7 +401,7 @@ async def test_a_scheduler_out_of_reach_stops_the_request_with_budget_unavailabl
 ) -> None:
     """The limiter gives up (after the last retry, or at once when the worker's own connection pool
     is closed) with one line naming the host and the cause; no request goes out."""
-    from harvester.distributed import limiter as dask_limiter
+    from harvester.executors import dask_limiter
 
     monkeypatch.setattr(dask_limiter, "_COMM_RETRY_DELAYS_S", (0.0, 0.0, 0.0, 0.0))
     budget = dask_limiter.DaskHostLimiter("gone.example", 100.0, 2)
@@ -435,7 +435,7 @@ class _PauseBoard:
 async def test_the_pause_read_is_retried_and_bounded(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading the host's Retry-After pause: a dropped connection is tried again; a scheduler that
     does not answer within the call timeout stops the request (no thread left holding it up)."""
-    from harvester.distributed import limiter as dask_limiter
+    from harvester.executors import dask_limiter
 
     monkeypatch.setattr(dask_limiter, "_COMM_RETRY_DELAYS_S", (0.0, 0.0, 0.0, 0.0))
     monkeypatch.setattr(dask_limiter, "_CALL_TIMEOUT_S", 0.2)
@@ -498,7 +498,7 @@ async def test_a_unit_whose_budget_is_lost_writes_nothing_and_is_retried_whole(
     """The budget's scheduler goes away mid-unit (for TESS: between a target's downloads): the unit
     fails as a whole (no object, no manifest, no target or light curve recorded as failed); its
     next attempt harvests every target of the unit."""
-    from harvester.distributed.executor import run_unit_async
+    from harvester.executors.driver import run_unit_async
 
     with running_server(FakeArchive(latency_s=0.0, executing_polls=0)) as url:
         settings = _unit_settings(source, url, tmp_path)
@@ -516,7 +516,7 @@ async def test_a_unit_whose_budget_is_lost_writes_nothing_and_is_retried_whole(
 def test_harvester_s_local_cluster_listens_on_loopback_only_and_not_on_8787() -> None:
     """The LocalCluster we start serves no dashboard, and the scheduler's HTTP server takes a free
     loopback port: not 8787 (the user's own cluster may hold it) and not every interface."""
-    from harvester.distributed.executor import dask_client
+    from harvester.executors.driver import dask_client
 
     own, cluster = dask_client(load_settings(None, dask={"workers": 1}))
     try:

@@ -27,11 +27,11 @@ import yaml
 from distributed import Client, LocalCluster
 
 import harvester
-from harvester.distributed.executor import harvest_distributed
-from harvester.distributed.objectstore import ObjectStore
-from harvester.distributed.units import plan_units
-from harvester.pipeline.report import RunReport
+from harvester.executors.driver import harvest_distributed
+from harvester.executors.units import plan_units
+from harvester.io.objectstore import ObjectStore
 from harvester.records import RECORD_MODELS
+from harvester.run.report import RunReport
 from harvester.testing import FakeArchive, Fault, running_server
 from tests.fault_scenarios import harvester_cmd
 from tests.test_distributed import RATE, TARGETS, comparable, ztf_settings
@@ -279,7 +279,7 @@ async def test_many_sweeps_read_one_history_summary_and_still_write_each_record_
     """Seven sweeps of the same units, each asking for everything again (--full) while the archive
     gains epochs: every sweep writes only what is new, and a unit reads one history summary plus
     fewer than HISTORY_EVERY manifests, not one manifest per earlier sweep."""
-    from harvester.distributed import executor
+    from harvester.executors import driver as executor
 
     monkeypatch.setattr(executor, "HISTORY_EVERY", 3)
     archive = FakeArchive(latency_s=0.0, now_mjd=60000.0)
@@ -318,8 +318,8 @@ async def test_many_sweeps_read_one_history_summary_and_still_write_each_record_
 async def test_a_unit_failing_every_attempt_is_reported_and_recorded(tmp_path: Path) -> None:
     """IRSA answers 503 for one cell's cones: that unit is retried, then reported and recorded as
     failing (for `harvester status`); the other units commit; the run's status is failed."""
-    from harvester.distributed.executor import UNIT_RETRIES, harvest_units
-    from harvester.state import StateStore
+    from harvester.executors.driver import UNIT_RETRIES, harvest_units
+    from harvester.io.state import StateStore
 
     archive = FakeArchive(latency_s=0.0)
     with running_server(archive) as url:
@@ -352,7 +352,7 @@ def _cell_mates(settings: Any) -> list[dict[str, Any]]:
 async def test_a_changed_unit_in_the_same_run_does_not_write_its_cell_again(tmp_path: Path) -> None:
     """The same run id with changed targets in a cell (a new digest): the cell's committed
     manifest is still its history, so the overlapping records are not written twice."""
-    from harvester.distributed.executor import harvest_units
+    from harvester.executors.driver import harvest_units
 
     archive = FakeArchive(latency_s=0.0)
     with running_server(archive) as url:
@@ -370,8 +370,8 @@ async def test_a_changed_unit_in_the_same_run_does_not_write_its_cell_again(tmp_
 async def test_an_unfinished_run_with_other_units_is_closed_not_resumed(tmp_path: Path) -> None:
     """A driver died mid-run; the targets changed since: the next run starts afresh and the old
     run is closed as interrupted (its committed units stay valid)."""
-    from harvester.distributed.executor import DistributedRun
-    from harvester.state import StateStore
+    from harvester.executors.driver import DistributedRun
+    from harvester.io.state import StateStore
 
     archive = FakeArchive(latency_s=0.0)
     with running_server(archive) as url:
@@ -395,7 +395,7 @@ async def test_an_adopted_data_object_does_not_advance_the_watermarks(tmp_path: 
     """Attempts died after writing their data objects, before their manifests; the driver's state
     is lost; new epochs arrive; the run is retried. The retry adopts the old objects and keeps the
     watermarks where they were, so the next run still collects every epoch: nothing is lost."""
-    from harvester.distributed.executor import harvest_units
+    from harvester.executors.driver import harvest_units
 
     archive = FakeArchive(latency_s=0.0, now_mjd=60400.0)
     out = tmp_path / "out"
@@ -464,7 +464,7 @@ def test_sigterm_stops_a_daemon_sweep_in_units_and_the_next_run_resumes_it(tmp_p
 async def test_a_second_driver_on_the_same_output_is_refused(tmp_path: Path) -> None:
     """While one driver runs (a daemon sweep), another on the same output and state (a manual run)
     is refused in one line instead of taking the first one's open run for an interrupted one."""
-    from harvester.distributed.executor import DistributedRun, DriverBusy
+    from harvester.executors.driver import DistributedRun, DriverBusy
 
     settings = ztf_settings("http://127.0.0.1:9", tmp_path, rate=FAST)
     async with DistributedRun(["ztf"], settings) as first:
@@ -479,8 +479,8 @@ async def test_a_second_driver_on_the_same_output_is_refused(tmp_path: Path) -> 
 async def test_a_unit_failure_quoting_a_token_is_recorded_redacted(tmp_path: Path) -> None:
     """Whatever engine reports a failed unit, its cause reaches the report and the state with the
     token redacted (a cause can quote an archive that echoed the Authorization header)."""
-    from harvester.distributed.executor import DistributedRun
-    from harvester.state import StateStore
+    from harvester.executors.driver import DistributedRun
+    from harvester.io.state import StateStore
 
     token = "ztf-secret-token-4242"
     settings = ztf_settings("http://127.0.0.1:9", tmp_path, rate=FAST, ztf_api_token=token)
@@ -498,7 +498,7 @@ async def test_units_whose_output_was_deleted_are_harvested_again(tmp_path: Path
     commit nothing any more, and the rerun writes every record again, counted as written."""
     import shutil
 
-    from harvester.distributed.executor import harvest_units
+    from harvester.executors.driver import harvest_units
 
     archive = FakeArchive(latency_s=0.0, now_mjd=60400.0)
     with running_server(archive) as url:

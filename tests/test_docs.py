@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import harvester
-from harvester._schema import configuration_document, schema_document
+from harvester.display.schema import configuration_document, schema_document
 
 REPO = Path(__file__).resolve().parents[1]
 

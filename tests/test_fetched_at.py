@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harvester.cli import app
-from harvester.pipeline.writers import dumps_record
+from harvester.io.writers import dumps_record
 from harvester.records import Provenance, ZtfRecord
 
 FORM = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?\+00:00$")

@@ -1,4 +1,4 @@
-"""Tests for harvester._fits: SPOC light-curve decoding, checked against independent astropy reads.
+"""Tests for harvester.archives.spoc_fits: SPOC light-curve decoding, checked against astropy reads.
 
 The real files live in tests/data/tess (see its README). Every corrupt input below is *derived at
 test time* from those files (prefixes, flipped bytes) or synthesised with astropy's writer, and is
@@ -22,8 +22,8 @@ from astropy.io import fits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harvester import _fits
-from harvester._fits import DecodedLightCurve, decode_lightcurve, decode_lightcurve_async
+from harvester.archives import spoc_fits as _fits
+from harvester.archives.spoc_fits import DecodedLightCurve, decode_lightcurve, decode_lightcurve_async
 from harvester.errors import ArchiveResponseError
 from harvester.records import Provenance, TessRecord
 

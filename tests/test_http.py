@@ -9,9 +9,9 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from harvester._http import Http, HttpSession, RetryPolicy, parse_retry_after
-from harvester._limiter import LimiterRegistry
 from harvester.errors import SizeLimitError, TerminalError, TransientError
+from harvester.io.http import Http, HttpSession, RetryPolicy, parse_retry_after
+from harvester.io.limiter import LimiterRegistry
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import harvester
-from harvester.pipeline.report import RunReport
+from harvester.run.report import RunReport
 from harvester.testing import FakeArchive
 
 CONES = [
@@ -373,7 +373,7 @@ async def test_a_record_still_missing_is_reported_until_it_is_back(json_out: Any
 
 async def test_a_second_run_on_the_same_folder_is_refused(json_out: Any) -> None:
     """Two runs writing one folder would race shards and temporaries: the second fails in one line."""
-    from harvester.ledger import Ledger
+    from harvester.io.ledger import Ledger
     from harvester.records import ZtfRecord
 
     h, out, _ = json_out
@@ -422,7 +422,7 @@ async def test_fallback_after_an_output_failure_never_overwrites_a_shard(
 ) -> None:
     """jsonl: the third shard fails to write; the sample fallback writes its own shards, and every
     committed shard keeps exactly the records the ledger lists."""
-    import harvester.pipeline.writers as writers
+    import harvester.io.writers as writers
 
     calls = {"n": 0}
     real = writers._write_shard

@@ -7,7 +7,7 @@ import math
 import anyio
 import pytest
 
-from harvester._limiter import HostLimiter, LimiterRegistry
+from harvester.io.limiter import HostLimiter, LimiterRegistry
 
 
 class FakeClock:

@@ -16,9 +16,7 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harvester._http import Http, RetryPolicy
-from harvester._limiter import LimiterRegistry
-from harvester._mast import (
+from harvester.archives.mast_invoke import (
     MastClient,
     MastPage,
     MastQueryStats,
@@ -27,6 +25,8 @@ from harvester._mast import (
     value_range,
 )
 from harvester.errors import ArchiveResponseError, SizeLimitError, TransientError
+from harvester.io.http import Http, RetryPolicy
+from harvester.io.limiter import LimiterRegistry
 
 DATA = Path(__file__).parent / "data" / "mast"
 MAST = "https://mast.stsci.edu"

@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 from rich.console import Console
 
 import harvester
-from harvester._notebook import progress
+from harvester.display.notebook import progress
 from harvester.testing import FakeArchive
 
 REPO = Path(__file__).resolve().parents[1]

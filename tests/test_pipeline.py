@@ -193,7 +193,7 @@ async def test_no_temporary_files_are_left(tmp_path: Path) -> None:
 
 def test_stale_temporary_files_are_cleaned_and_never_counted(tmp_path: Path) -> None:
     """A hidden temp file left by a killed run is removed by the next writer and never read as a record."""
-    from harvester.pipeline.writers import JsonFilesWriter
+    from harvester.io.writers import JsonFilesWriter
 
     folder = tmp_path / "ztf"
     folder.mkdir()
@@ -255,9 +255,9 @@ async def test_committing_files_are_on_disk_before_they_get_their_names(
     """A jsonl shard (its keys are committed to the state once it is in place), a work unit's
     object and a compacted Parquet file are flushed to disk before their final names appear, and
     new folders' entries after: a power loss cannot leave a committed name over missing bytes."""
-    from harvester.distributed.compact import compact
-    from harvester.distributed.objectstore import ObjectStore
-    from harvester.pipeline.writers import JsonlWriter, dumps_record
+    from harvester.executors.compact import compact
+    from harvester.io.objectstore import ObjectStore
+    from harvester.io.writers import JsonlWriter, dumps_record
     from tests.test_tables import ztf
 
     disk = _DiskLog(monkeypatch)

@@ -25,10 +25,10 @@ import yaml
 from typer.testing import CliRunner
 
 import harvester
-import harvester.distributed
+import harvester.executors
 from harvester.cli import app
-from harvester.distributed.units import plan_units
-from harvester.pipeline.writers import iter_jsonl_records
+from harvester.executors.units import plan_units
+from harvester.io.writers import iter_jsonl_records
 from harvester.settings import load_settings
 from harvester.testing import FakeArchive, Fault, running_server
 from tests.test_distributed import RATE, TARGETS, comparable, unit_records, ztf_settings
@@ -116,7 +116,7 @@ class FlowRun:
 @pytest.fixture(scope="module")
 def flow_run(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowRun]:
     """One flow run: 60 ZTF cones (6 sky-cell units) on 2 Dask workers, fake archive at 10 req/s."""
-    from harvester.distributed.prefect_flow import harvest_flow
+    from harvester.executors.prefect_flow import harvest_flow
 
     root = tmp_path_factory.mktemp("prefect-flow")
     archive = HeaderLog(rate_limit_rps=RATE, latency_s=0.02)
@@ -193,7 +193,7 @@ def test_token_never_reaches_prefect(flow_run: FlowRun, prefect_server: PrefectS
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
-    from harvester.distributed.executor import UnitTask
+    from harvester.executors.driver import UnitTask
 
     assert len(flow_run.authorizations) == len(TARGETS)
     assert set(flow_run.authorizations) == {f"Bearer {TOKEN}"}
@@ -230,7 +230,7 @@ def test_token_never_reaches_prefect(flow_run: FlowRun, prefect_server: PrefectS
 
 async def test_build_deployment_has_the_schedule_and_parameters(prefect_server: PrefectServer) -> None:
     """The deployment serve() serves: module entrypoint, the cron or interval, the given parameters."""
-    from harvester.distributed.prefect_flow import build_deployment, flow_parameters
+    from harvester.executors.prefect_flow import build_deployment, flow_parameters
 
     params = flow_parameters(sources=["ztf"], config="cfg.yaml", output="s3://bucket/raw", dask_workers=2)
     assert params == {
@@ -240,7 +240,7 @@ async def test_build_deployment_has_the_schedule_and_parameters(prefect_server: 
         "dask_workers": 2,
     }
     cron = await build_deployment("nightly", cron="0 */6 * * *", parameters=params)
-    assert cron.entrypoint == "harvester.distributed.prefect_flow.harvest_flow"
+    assert cron.entrypoint == "harvester.executors.prefect_flow.harvest_flow"
     assert cron.parameters == params and [s.schedule.cron for s in cron.schedules] == ["0 */6 * * *"]  # type: ignore[union-attr]
     every = await build_deployment("every-6h", interval=6 * 3600.0)
     assert [s.schedule.interval.total_seconds() for s in every.schedules] == [21600.0]  # type: ignore[union-attr]
@@ -286,7 +286,7 @@ def test_serve_registers_the_schedule_and_runs_the_deployment(
                     return None
 
             found = _wait("deployment", deployment, 60, proc, log)
-            assert found.entrypoint == "harvester.distributed.prefect_flow.harvest_flow"
+            assert found.entrypoint == "harvester.executors.prefect_flow.harvest_flow"
             assert found.parameters == {
                 "sources": ["ztf"],
                 "config": str(config.resolve()),
@@ -325,7 +325,7 @@ def test_a_failed_unit_fails_the_flow_run_and_the_echoed_token_stays_out(
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.logging.handlers import APILogHandler
 
-    from harvester.distributed import prefect_flow
+    from harvester.executors import prefect_flow
 
     # the unit task retries twice, 10 s apart: once is enough to see a unit fail every attempt
     monkeypatch.setattr(prefect_flow, "harvest_unit", prefect_flow.harvest_unit.with_options(retries=0))
@@ -363,8 +363,8 @@ def test_a_failed_unit_fails_the_flow_run_and_the_echoed_token_stays_out(
 def test_prefect_commands_need_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without prefect installed: one line naming the extra, exit 2."""
     monkeypatch.setitem(sys.modules, "prefect", None)  # makes `import prefect` fail
-    monkeypatch.delitem(sys.modules, "harvester.distributed.prefect_flow", raising=False)
-    monkeypatch.delattr(harvester.distributed, "prefect_flow", raising=False)
+    monkeypatch.delitem(sys.modules, "harvester.executors.prefect_flow", raising=False)
+    monkeypatch.delattr(harvester.executors, "prefect_flow", raising=False)
     result = CliRunner().invoke(app, ["prefect", "run", "--source", "ztf", "--offline"])
     assert result.exit_code == 2
     assert result.stderr.strip() == (

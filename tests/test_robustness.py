@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import harvester
+from harvester.archives.ztf.source import IRSA_COLUMNS, parse_irsa_csv
 from harvester.errors import ArchiveResponseError
 from harvester.records import stable_id
-from harvester.sources.ztf import IRSA_COLUMNS, parse_irsa_csv
 from harvester.testing import FakeArchive
 from tests.conftest import irsa_csv, irsa_row
 
@@ -171,7 +171,7 @@ async def test_tokens_never_leave_their_host_or_reach_any_output(
 
     import structlog
 
-    from harvester._logging import configure_logging
+    from harvester.display.logs import configure_logging
 
     structlog.reset_defaults()
     configure_logging("json", "debug", secrets=list(secrets.values()))

@@ -316,8 +316,8 @@ def test_env_example_lists_every_top_level_variable() -> None:
 
 def test_a_mast_targets_file_is_read_with_mast_s_cone(tmp_path: Path) -> None:
     """The MAST source and its work units read a targets file with MAST's limit, not IRSA's."""
-    from harvester.distributed.units import plan_units
-    from harvester.sources.mast import MastSource
+    from harvester.archives.mast.source import MastSource
+    from harvester.executors.units import plan_units
 
     path = write(tmp_path / "t.csv", "name,ra,dec,radius\nwide,10,20,0.2\n")
     settings = load_settings(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import harvester
-from harvester.state import StateStore
+from harvester.io.state import StateStore
 from harvester.testing import FakeArchive
 
 CONE = {"ra": 210.8023, "dec": 54.3489, "radius": 0.05}

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import harvester
+from harvester.display.tables import BTJD_OFFSET
 from harvester.records import MastRecord, Provenance, TessRecord, ZtfRecord
-from harvester.tables import BTJD_OFFSET
 from harvester.testing import FakeArchive
 
 FETCHED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from harvester._files import atomic_open, write_bytes_atomic, write_text_atomic
 from harvester.errors import ConfigError
+from harvester.io.files import atomic_open, write_bytes_atomic, write_text_atomic
 
 __all__ = [
     "Column",

@@ -6,7 +6,7 @@ Run with ``uv run --group bench python -m tests.bench.bench_compact [--quick]`` 
 Committed ZTF units of 200,000 and 1,000,000 epochs (``--quick``: 100,000 and 400,000; both
 past the first row group, so only what grows with the input differs) are written
 to a temporary folder as workers write them (a data object per unit, then its manifest). Each
-size is compacted by a **child process**, once with :func:`harvester.distributed.compact.compact`
+size is compacted by a **child process**, once with :func:`harvester.executors.compact.compact`
 and once with the baseline, the in-memory merge compact was before: every record read into one
 list, deduplicated, then ``pa.Table.from_pylist`` and ``pq.write_table``. The child reports its
 peak resident set size (``VmHWM``) next to its size after imports. Flat memory as the input grows
@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from harvester.distributed.compact import arrow_schema, committed_records, compact, flat_row
-from harvester.distributed.objectstore import ObjectStore
+from harvester.executors.compact import arrow_schema, committed_records, compact, flat_row
+from harvester.io.objectstore import ObjectStore
 from harvester.records import RECORD_MODELS, ZtfRecord
 from tests.bench.bench_memory import peak_rss_mb, rss_now_mb
 from tests.bench.bench_ztf_rate import Goal, Part, print_part

@@ -7,7 +7,7 @@ For each worker count a ``LocalCluster(n_workers=n, threads_per_worker=1, proces
 started once; the three clusters are up side by side and the runs go round-robin over them, so a
 change of load on the machine falls on every worker count alike. Start-up, module imports on
 every worker and one small warm-up run per workload stay outside the clock. Each run is one
-:func:`harvester.distributed.executor.harvest_distributed` call, against one of two fake
+:func:`harvester.executors.driver.harvest_distributed` call, against one of two fake
 archives on loopback:
 
 A. **Rate-limited**: ZTF cones in 8 sky cells (8 work units) against an archive with 150 ms
@@ -48,8 +48,8 @@ from typing import Any
 import anyio
 import orjson
 
-from harvester.distributed.executor import harvest_distributed
-from harvester.distributed.units import plan_units
+from harvester.executors.driver import harvest_distributed
+from harvester.executors.units import plan_units
 from harvester.settings import Settings
 from harvester.testing import FakeArchive, running_server
 from harvester.testing._archive import FILE_CACHE_BYTES
@@ -72,10 +72,10 @@ SCALE_GOAL = 1.3
 #: Modules every worker imports before the clock starts (what a unit needs).
 WORKER_IMPORTS = (
     "harvester.api",
-    "harvester.distributed.executor",
-    "harvester.sources.ztf",
-    "harvester.sources.tess",
-    "harvester._fits",
+    "harvester.executors.driver",
+    "harvester.archives.ztf.source",
+    "harvester.archives.tess.source",
+    "harvester.archives.spoc_fits",
 )
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 from astropy.io import fits
 
-from harvester._fits import decode_lightcurve
+from harvester.archives.spoc_fits import decode_lightcurve
 from harvester.records import Provenance, TessRecord
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tess"

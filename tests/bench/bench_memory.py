@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 
 import harvester
-from harvester.pipeline.report import RunReport
+from harvester.run.report import RunReport
 from harvester.testing import FakeArchive, running_server
 from tests.bench.bench_ztf_rate import Goal, Part, bench_settings
 

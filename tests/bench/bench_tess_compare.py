@@ -17,7 +17,7 @@ fetched three ways:
    ``download_products`` (no cache, no cloud), then ``lightkurve.read`` of every file — the
    most favourable way to use them (one query, not one per target).
 3. **bare client**: the bound. It knows the product URLs in advance and only downloads (httpx,
-   same 10 requests/s and 8-at-once caps) and decodes (``harvester._fits.decode_lightcurve`` on a
+   same 10 requests/s and 8-at-once caps) and decodes (``harvester.archives.spoc_fits.decode_lightcurve`` on a
    worker thread); no query, no product list, nothing written.
 
 Goals (issue 9): harvester ≥ 6× faster than astroquery + lightkurve, and within 1.15× of the bare
@@ -43,7 +43,7 @@ import anyio.to_thread
 import httpx
 
 import harvester
-from harvester._fits import decode_lightcurve
+from harvester.archives.spoc_fits import decode_lightcurve
 from harvester.testing import FakeArchive, running_server
 from harvester.testing._tess import TessProduct, lc_filename, tess_target
 from tests.bench.bench_ztf_rate import Goal, Part, bench_settings, print_part

@@ -33,10 +33,10 @@ import httpx
 import orjson
 
 import harvester
-from harvester.pipeline.writers import dumps_record, iter_jsonl_records
+from harvester.archives.ztf.source import ZtfSource, irsa_params, parse_irsa_csv
+from harvester.io.writers import dumps_record, iter_jsonl_records
 from harvester.records import Provenance, ZtfRecord
 from harvester.settings import Settings
-from harvester.sources.ztf import ZtfSource, irsa_params, parse_irsa_csv
 from harvester.testing import FakeArchive
 from tests.bench.bench_ztf_rate import Goal, Part, bench_settings, warm
 

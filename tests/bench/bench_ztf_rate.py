@@ -34,8 +34,8 @@ import anyio
 import httpx
 
 import harvester
+from harvester.archives.ztf.source import ZtfSource, irsa_params
 from harvester.settings import ConeSearch, Settings, load_settings
-from harvester.sources.ztf import ZtfSource, irsa_params
 from harvester.testing import FakeArchive, running_server
 from harvester.testing._irsa import handle_irsa
 

@@ -1,0 +1,145 @@
+"""The Source contract: what every archive module provides to the pipeline.
+
+A source turns settings into *targets* (cones, TIC ids, ...) and a target into a stream of
+validated records. It never rate-limits (the HTTP session does), never dedups and never writes
+(the pipeline does). Adding an archive means one module here implementing :class:`Source`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from harvester.io.http import HttpSession, RetryPolicy, Timeouts
+from harvester.records import BaseRecord
+from harvester.settings import RateLimit, Retries, Settings, Timeout
+
+__all__ = ["FetchContext", "Source", "SourceNotes", "host_of", "retry_policy", "timeouts", "utcnow"]
+
+T = TypeVar("T")
+
+
+def host_of(url: str) -> str:
+    """The lower-case host name of a URL (no port): the key of its rate limiter."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def retry_policy(retries: Retries) -> RetryPolicy:
+    return RetryPolicy(
+        retries=retries.attempts,
+        backoff_base_s=retries.backoff_base,
+        backoff_cap_s=retries.backoff_cap,
+        retry_after_cap_s=retries.retry_after_cap,
+    )
+
+
+def timeouts(timeout: Timeout) -> Timeouts:
+    return Timeouts(connect_s=timeout.connect, read_s=timeout.read, total_s=timeout.total)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SourceNotes:
+    """Things a source wants in the run report besides counts (e.g. incomplete MAST results)."""
+
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FetchContext:
+    """What the pipeline hands a source for one target.
+
+    - ``session``: the source's HTTP session (rate-limited, retried).
+    - ``emit``: send one validated record downstream (awaits when the pipeline is busy).
+    - ``is_present``: whether a record with this dedup key is already in the output, so a source
+      can skip expensive work (a FITS download) for data it already has.
+    - ``fail``: report a failure of one part of a target (a product) without failing the rest.
+    - ``watermark``: the highest ``watermark_field`` value harvested for this target and query by
+      an earlier run (None on a first run or with ``--full``): ask the archive only for newer data.
+    """
+
+    session: HttpSession
+    emit: Callable[[BaseRecord], Awaitable[None]]
+    is_present: Callable[[tuple[str, ...]], Awaitable[bool]]
+    fail: Callable[[str, str, bool], None]
+    watermark: float | None = None
+
+
+class Source(ABC, Generic[T]):
+    """One archive's fetch logic. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: ClassVar[str]
+    archive: ClassVar[str]
+    #: The record field whose per-target maximum is kept as the watermark (None: no watermark).
+    watermark_field: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings, *, sample: bool = False) -> None:
+        self.settings = settings
+        self.sample = sample
+        self.notes = SourceNotes()
+
+    @property
+    @abstractmethod
+    def base_url(self) -> str:
+        """The archive endpoint this source talks to."""
+
+    @property
+    @abstractmethod
+    def rate_limit(self) -> RateLimit:
+        """The politeness budget for :attr:`base_url`'s host."""
+
+    @abstractmethod
+    def session_options(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`harvester.io.http.Http.session` (retry, timeouts, auth)."""
+
+    def _session_options(self, block: Any, token: SecretStr | None, scheme: str) -> dict[str, Any]:
+        """Retry policy and timeouts from a source's settings block; the token for this host only."""
+        secret = token.get_secret_value() if token is not None else ""
+        auth = (self.host, f"{scheme} {secret}") if secret else None
+        return {"retry": retry_policy(block.retries), "timeouts": timeouts(block.timeout), "auth": auth}
+
+    @abstractmethod
+    def targets(self) -> list[T]:
+        """Resolve the configured targets; raise ConfigError if there are none or they are bad."""
+
+    @abstractmethod
+    def label(self, target: T) -> str:
+        """A short, secret-free name of a target for logs and reports."""
+
+    @abstractmethod
+    async def fetch(self, target: T, ctx: FetchContext) -> None:
+        """Fetch one target and ``await ctx.emit(record)`` for each validated record.
+
+        Raise a :class:`~harvester.errors.HarvesterError` when the whole target fails; use
+        ``ctx.fail`` for a part of it. A source may run its own task group here.
+        """
+
+    @abstractmethod
+    def describe_query(self) -> dict[str, Any]:
+        """The query as plain data (no secrets), for the output folder's README."""
+
+    def requested(self, target: T, watermark: float | None) -> dict[str, Any]:
+        """What is asked of the archive for ``target`` given its watermark (the time window
+        actually requested), for the output folder's README; empty when there is nothing to say."""
+        return {}
+
+    @property
+    def host(self) -> str:
+        return host_of(self.base_url)
+
+    def watermark_key(self, target: T) -> str:
+        """Identifies (target, query) for watermarks: a changed query starts from scratch."""
+        query = {k: v for k, v in self.describe_query().items() if k != "targets"}
+        text = json.dumps({"target": repr(target), "query": query}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -1,0 +1,3 @@
+"""MAST CAOM observation metadata."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""TESS SPOC light curves from MAST."""
+
+from __future__ import annotations

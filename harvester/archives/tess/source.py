@@ -1,0 +1,272 @@
+"""TESS light curves from MAST: query observations, list products, download and decode FITS.
+
+For each target (a TIC id, a cone, or the configured filters alone):
+
+1. ``Mast.Caom.Filtered`` (``Mast.Caom.Filtered.Position`` for a cone) with obs_collection TESS,
+   dataproduct_type timeseries, the target's ``target_name`` (a TIC id, never zero-padded:
+   lightkurve#1073), sectors (``sequence_number``), t_min/t_max ranges and any extra filters.
+2. ``Mast.Caom.Products`` for the obsids found, in batches of ≤ 500.
+3. Keep light-curve products: ``productSubGroupDescription`` LC with a ``_lc.fits`` name for the
+   2-minute cadence, FAST-LC with ``_fast-lc.fits`` for 20 s.
+4. Download each (concurrently, under the host's limits, with a size cap), verify it is a
+   complete FITS file, retry a corrupt download once, then report it.
+5. Decode on a worker thread (:mod:`harvester.archives.spoc_fits` is the only place FITS is touched).
+
+Products already in the output (same ``obs_id``) are not downloaded again.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from harvester.archives.base import FetchContext, Source, utcnow
+from harvester.archives.mast_invoke import MastClient, discrete, position, value_range
+from harvester.archives.spoc_fits import decode_lightcurve_async
+from harvester.errors import ArchiveResponseError, BudgetUnavailable, ConfigError, HarvesterError
+from harvester.records import Provenance, TessRecord
+from harvester.settings import RateLimit
+
+__all__ = ["TessSource", "TessTarget", "is_lightcurve_product", "read_tic_file"]
+
+log = structlog.get_logger("harvester.tess")
+
+SERVICE_FILTERED = "Mast.Caom.Filtered"
+SERVICE_POSITION = "Mast.Caom.Filtered.Position"
+
+
+@dataclass(frozen=True)
+class TessTarget:
+    """One query: a batch of TIC ids, a cone, or neither (the configured filters alone)."""
+
+    tic_ids: tuple[str, ...] = ()
+    cone: tuple[float, float, float] | None = None
+
+    @property
+    def label(self) -> str:
+        if len(self.tic_ids) == 1:
+            return f"TIC {self.tic_ids[0]}"
+        if self.tic_ids:
+            return f"TIC {self.tic_ids[0]}…{self.tic_ids[-1]} ({len(self.tic_ids)} ids)"
+        if self.cone is not None:
+            return "cone {:.5f}{:+.5f} r={:g}".format(*self.cone)
+        return "filters"
+
+
+def is_lightcurve_product(row: dict[str, Any], cadence: str) -> bool:
+    """A SPOC light-curve product of the wanted cadence (subgroup and file name must both agree)."""
+    name = str(row.get("productFilename") or "")
+    group = str(row.get("productSubGroupDescription") or "").upper()
+    if cadence == "20s":
+        return group == "FAST-LC" and name.endswith("fast-lc.fits")
+    return group == "LC" and name.endswith("_lc.fits")
+
+
+def read_tic_file(path: Path) -> list[str]:
+    """TIC ids from a CSV with a ``tic_id`` (or ``target_name``) column; ConfigError on a bad row."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip().lower() for c in reader.fieldnames or []]
+            column = next((c for c in ("tic_id", "tic", "target_name") if c in columns), None)
+            if column is None:
+                raise ConfigError(f"{path}: targets file needs a tic_id column; got {columns or 'no header'}")
+            ids = []
+            for lineno, row in enumerate(reader, start=2):
+                clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                value = clean.get(column, "").upper().removeprefix("TIC").strip()
+                if not value:
+                    continue
+                if not value.isdigit():
+                    raise ConfigError(f"{path}: line {lineno}: {value!r} is not a TIC id")
+                ids.append(str(int(value)))
+            return ids
+    except FileNotFoundError:
+        raise ConfigError(f"targets file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read targets file ({exc})") from None
+
+
+class TessSource(Source[TessTarget]):
+    """SPOC light curves through the MAST API."""
+
+    name = "tess"
+    archive = "mast"
+
+    def __init__(self, settings: Any, *, sample: bool = False) -> None:
+        super().__init__(settings, sample=sample)
+        self._claimed: set[str] = set()  # dataURIs taken by some target in this run
+        self._decoders = anyio.CapacityLimiter(settings.data_sources.tess.decode_workers)
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.data_sources.tess.base_url
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        return self.settings.data_sources.tess.rate_limit
+
+    def session_options(self) -> dict[str, Any]:
+        return self._session_options(
+            self.settings.data_sources.tess,
+            self.settings.tess_api_token or self.settings.mast_api_token,
+            "token",
+        )
+
+    def targets(self) -> list[TessTarget]:
+        query = self.settings.data_sources.tess.query
+        tics: list[str] = []
+        if query.target_name:
+            tics.append(query.target_name)
+        tics.extend(str(t) for t in query.tic_ids)
+        if query.targets_file is not None:
+            tics.extend(read_tic_file(query.targets_file))
+        cone = (query.ra, query.dec, query.radius) if query.ra is not None else None
+        if tics:
+            # One MAST query names up to tic_batch_size TIC ids (MAST takes a list of values), so
+            # metadata costs two requests per batch rather than per star, within MAST's budget.
+            unique = list(dict.fromkeys(tics))
+            size = query.tic_batch_size
+            return [
+                TessTarget(tic_ids=tuple(unique[i : i + size]), cone=cone)  # type: ignore[arg-type]
+                for i in range(0, len(unique), size)
+            ]
+        if cone is not None:
+            return [TessTarget(cone=cone)]  # type: ignore[arg-type]
+        if query.filters or query.sectors:
+            return [TessTarget()]
+        raise ConfigError(
+            "data_sources.tess.query: no targets: set target_name, tic_ids, targets_file, "
+            "ra/dec/radius, sectors or filters"
+        )
+
+    def label(self, target: TessTarget) -> str:
+        return target.label
+
+    def describe_query(self) -> dict[str, Any]:
+        tess = self.settings.data_sources.tess
+        return {
+            "base_url": tess.base_url,
+            "query": tess.query.model_dump(mode="json"),
+            "cadence": tess.cadence,
+            "lightcurve": tess.lightcurve.model_dump(mode="json"),
+        }
+
+    def filters(self, target: TessTarget) -> list[dict[str, Any]]:
+        query = self.settings.data_sources.tess.query
+        built = [discrete("obs_collection", ["TESS"]), discrete("dataproduct_type", ["timeseries"])]
+        if target.tic_ids:
+            built.append(discrete("target_name", target.tic_ids))
+        if query.sectors:
+            built.append(discrete("sequence_number", query.sectors))
+        if query.t_min is not None:
+            built.append(value_range("t_min", *query.t_min))
+        if query.t_max is not None:
+            built.append(value_range("t_max", *query.t_max))
+        return built + [dict(f) for f in query.filters]
+
+    async def fetch(self, target: TessTarget, ctx: FetchContext) -> None:
+        tess = self.settings.data_sources.tess
+        mast = MastClient(
+            ctx.session, tess.base_url, pagesize=tess.pagesize, poll_budget_s=tess.poll_budget_s
+        )
+        label = target.label
+        params: dict[str, Any] = {"columns": "*", "filters": self.filters(target)}
+        service = SERVICE_FILTERED
+        if target.cone is not None:
+            service = SERVICE_POSITION
+            params["position"] = position(*target.cone)
+        result = await mast.query(service, params, target=label)
+        if result.shortfall:
+            self.notes.warnings.append(f"{label}: {result.shortfall}")
+        obsids = [str(r["obsid"]) for r in result.rows if r.get("obsid") is not None]
+        if not obsids:
+            log.info("fetched", source=self.name, target=label, observations=0, records=0)
+            return
+        products = await mast.products(obsids, target=label, batch_size=tess.products_batch_size)
+        wanted = [p for p in products if is_lightcurve_product(p, tess.cadence)]
+        todo = []
+        for product in wanted:
+            uri = str(product.get("dataURI") or "")
+            obs_id = _obs_id(product)
+            if not uri or uri in self._claimed:
+                continue
+            self._claimed.add(uri)
+            if await ctx.is_present((obs_id,)):
+                continue
+            todo.append((product, obs_id, uri))
+        log.info(
+            "products_selected",
+            source=self.name,
+            target=label,
+            observations=len(obsids),
+            light_curves=len(wanted),
+            to_download=len(todo),
+        )
+        async with anyio.create_task_group() as tg:
+            for product, obs_id, uri in todo:
+                tg.start_soon(self._one_product, mast, ctx, label, product, obs_id, uri)
+
+    async def _one_product(
+        self, mast: MastClient, ctx: FetchContext, label: str, product: dict[str, Any], obs_id: str, uri: str
+    ) -> None:
+        tess = self.settings.data_sources.tess
+        name = str(product.get("productFilename") or uri.rsplit("/", 1)[-1])
+        try:
+            decoded = None
+            for attempt in (1, 2):  # a truncated or corrupt download is retried once
+                data = await mast.download(uri, target=f"{label}/{name}", max_bytes=tess.max_download_bytes)
+                try:
+                    decoded = await decode_lightcurve_async(
+                        data,
+                        limiter=self._decoders,
+                        flux_column=tess.lightcurve.flux_column,
+                        quality_bitmask=tess.lightcurve.quality_bitmask,
+                        max_points=tess.lightcurve.max_points,
+                        product=name,
+                    )
+                    break
+                except ArchiveResponseError as exc:
+                    if attempt == 2:
+                        raise
+                    log.info(
+                        "download_corrupt_retrying",
+                        source=self.name,
+                        target=label,
+                        product=name,
+                        cause=exc.message,
+                    )
+            assert decoded is not None
+            record = TessRecord(
+                **decoded.to_record_fields(),
+                obs_id=obs_id,
+                obsid=_str_or_none(product.get("obsID") or product.get("parent_obsid")),
+                fetched_at=utcnow(),
+                provenance=Provenance(
+                    archive="mast", url=mast.download_url(uri), service="Download/file", sample=self.sample
+                ),
+            )
+        except BudgetUnavailable:
+            raise  # not this light curve's failure: the whole unit stops and is retried
+        except HarvesterError as exc:
+            ctx.fail(name, exc.message, exc.transient)
+            return
+        await ctx.emit(record)
+
+
+def _obs_id(product: dict[str, Any]) -> str:
+    """The observation id of a light-curve product: its file stem without the ``_lc.fits`` suffix."""
+    name = str(product.get("productFilename") or "")
+    for suffix in ("_fast-lc.fits", "_lc.fits"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + ("_fast" if suffix == "_fast-lc.fits" else "")
+    return str(product.get("obs_id") or name)
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)

@@ -1,0 +1,311 @@
+"""ZTF light curves from the IRSA light-curve API (``nph_light_curves``).
+
+One GET per cone-search target::
+
+    GET {base_url}?POS=CIRCLE ra dec radius&BANDNAME=g,r&TIME=a b&BAD_CATFLAGS_MASK=m
+                   [&COLLECTION=ztf_drN]&FORMAT=CSV
+
+Facts this module relies on (../shared/docs/upstream-apis.md §1, kept in docs/sources.md):
+
+- ``BANDNAME`` takes ``g``, ``r``, ``i``; IRSA does not accept the ``zg``/``zr``/``zi`` filter
+  codes that appear in its output, so they are translated.
+- ``FORMAT`` is always sent: IRSA's default output format has changed over time.
+- Errors may come back with HTTP 200 as a VOTable with ``QUERY_STATUS=ERROR``, or as an HTML page.
+  The body is therefore validated (a CSV whose header holds the IRSA column set) before any row
+  is parsed; anything else is an :class:`~harvester.errors.ArchiveResponseError` for the target.
+- A header-only CSV is an empty result: zero records, not an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from typing import Any
+
+import anyio
+import structlog
+
+from harvester.archives.base import FetchContext, Source, utcnow
+from harvester.errors import ArchiveResponseError, ConfigError
+from harvester.io.http import _snippet
+from harvester.records import Provenance, ZtfRecord
+from harvester.settings import ConeSearch, RateLimit, read_targets_file
+
+__all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_csv"]
+
+log = structlog.get_logger("harvester.ztf")
+
+IRSA_COLUMNS = (
+    "oid",
+    "expid",
+    "hjd",
+    "mjd",
+    "mag",
+    "magerr",
+    "catflags",
+    "filtercode",
+    "ra",
+    "dec",
+    "chi",
+    "sharp",
+    "filefracday",
+    "field",
+    "ccdid",
+    "qid",
+    "limitmag",
+    "magzp",
+    "magzprms",
+    "clrcoeff",
+    "clrcounc",
+    "exptime",
+    "airmass",
+    "programid",
+)
+BANDNAME = {"zg": "g", "zr": "r", "zi": "i"}
+_FLOAT_COLUMNS = (
+    "hjd",
+    "mag",
+    "magerr",
+    "ra",
+    "dec",
+    "chi",
+    "sharp",
+    "limitmag",
+    "magzp",
+    "magzprms",
+    "clrcoeff",
+    "clrcounc",
+    "exptime",
+    "airmass",
+)
+_INT_COLUMNS = ("expid", "catflags", "filefracday", "field", "programid")
+_HEXISH_COLUMNS = ("ccdid", "qid")
+_QUERY_STATUS = re.compile(
+    rb'<INFO[^>]*name="QUERY_STATUS"[^>]*value="([A-Za-z]+)"[^>]*>(.*?)</INFO>', re.IGNORECASE | re.DOTALL
+)
+_TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def time_window(irsa: Any, since: float | None) -> tuple[float | None, float | None]:
+    """The MJD window asked of IRSA: the configured ``mjd_range``, narrowed to ``since``."""
+    lo, hi = irsa.mjd_range if irsa.mjd_range is not None else (None, None)
+    if since is not None:
+        lo = since if lo is None else max(lo, since)
+    return lo, hi
+
+
+def irsa_params(cone: ConeSearch, irsa: Any, *, since: float | None = None) -> list[tuple[str, str]]:
+    """The IRSA query parameters for one cone, in a stable order.
+
+    ``since`` (an MJD, from the watermark minus the overlap) narrows TIME to newer epochs.
+    """
+    params = [("POS", f"CIRCLE {cone.ra!r} {cone.dec!r} {cone.radius!r}")]
+    if irsa.filters:
+        params.append(("BANDNAME", ",".join(BANDNAME[f] for f in irsa.filters)))
+    lo, hi = time_window(irsa, since)
+    if lo is not None or hi is not None:
+        params.append(("TIME", f"{'-Inf' if lo is None else repr(lo)} {'Inf' if hi is None else repr(hi)}"))
+    params.append(("BAD_CATFLAGS_MASK", str(irsa.bad_catflags_mask)))
+    if irsa.collection:
+        params.append(("COLLECTION", irsa.collection))
+    params.append(("FORMAT", "CSV"))
+    return params
+
+
+class ZtfSource(Source[ConeSearch]):
+    """Cone searches against the IRSA ZTF light-curve API."""
+
+    name = "ztf"
+    archive = "irsa"
+    watermark_field = "mjd"
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.data_sources.ztf.irsa.base_url
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        return self.settings.data_sources.ztf.rate_limit
+
+    def session_options(self) -> dict[str, Any]:
+        return self._session_options(self.settings.data_sources.ztf, self.settings.ztf_api_token, "Bearer")
+
+    def targets(self) -> list[ConeSearch]:
+        irsa = self.settings.data_sources.ztf.irsa
+        found: list[ConeSearch] = []
+        if irsa.cone_search is not None:
+            found.append(irsa.cone_search)
+        found.extend(irsa.targets)
+        if irsa.targets_file is not None:
+            found.extend(read_targets_file(irsa.targets_file, default_radius=irsa.default_radius))
+        if not found:
+            raise ConfigError("data_sources.ztf.irsa: no targets: set cone_search, targets or targets_file")
+        return found
+
+    def label(self, target: ConeSearch) -> str:
+        return target.label
+
+    def describe_query(self) -> dict[str, Any]:
+        irsa = self.settings.data_sources.ztf.irsa
+        return {
+            "base_url": irsa.base_url,
+            "filters": list(irsa.filters) or "all",
+            "mjd_range": list(irsa.mjd_range) if irsa.mjd_range else None,
+            "bad_catflags_mask": irsa.bad_catflags_mask,
+            "collection": irsa.collection or "latest public release",
+            # "targets" is not part of a target's watermark key: the pipeline adds the list
+            "targets": {"targets_file": str(irsa.targets_file) if irsa.targets_file else None},
+        }
+
+    def requested(self, target: ConeSearch, watermark: float | None) -> dict[str, Any]:
+        since = None if watermark is None else watermark - self.settings.state.ztf_overlap_days
+        lo, hi = time_window(self.settings.data_sources.ztf.irsa, since)
+        return {"mjd_from": lo, "mjd_to": hi, "incremental": since is not None}
+
+    async def fetch(self, target: ConeSearch, ctx: FetchContext) -> None:
+        irsa = self.settings.data_sources.ztf.irsa
+        label = self.label(target)
+        since = None
+        if ctx.watermark is not None:
+            since = ctx.watermark - self.settings.state.ztf_overlap_days
+        response = await ctx.session.fetch(
+            "GET",
+            irsa.base_url,
+            params=irsa_params(target, irsa, since=since),
+            target=label,
+            max_bytes=irsa.max_response_bytes,
+        )
+        provenance = Provenance(archive="irsa", url=response.url, sample=self.sample)
+        fetched_at = utcnow()
+        size = len(response.content)
+        rows = await anyio.to_thread.run_sync(parse_irsa_csv, response.content, label)
+        del response  # parsed: the body is not needed while records are built and sent
+        log.info("fetched", source=self.name, target=label, records=len(rows), bytes=size)
+        # Validate and send in chunks: a large cone never holds all its records at once.
+        while rows:
+            chunk = rows[:RECORD_CHUNK]
+            del rows[:RECORD_CHUNK]
+            records = await anyio.to_thread.run_sync(_records, chunk, provenance, fetched_at)
+            del chunk
+            for record in records:
+                await ctx.emit(record)
+
+
+RECORD_CHUNK = 1000
+
+
+def _records(rows: list[dict[str, Any]], provenance: Provenance, fetched_at: Any) -> list[ZtfRecord]:
+    return [ZtfRecord(**row, fetched_at=fetched_at, provenance=provenance) for row in rows]
+
+
+def parse_irsa_csv(content: bytes, target: str) -> list[dict[str, Any]]:
+    """Validate an IRSA body and parse its CSV rows into ZtfRecord fields.
+
+    Raises :class:`ArchiveResponseError` for anything that is not the IRSA CSV: a VOTable with
+    ``QUERY_STATUS=ERROR``, an HTML page, non-UTF-8 bytes, a wrong header or a malformed row.
+    """
+    head = content[:4096].lstrip()
+    if head.startswith(b"<"):
+        raise ArchiveResponseError(_describe_markup(content), target=target)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArchiveResponseError(f"IRSA body is not UTF-8 text (byte {exc.start})", target=target) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ArchiveResponseError(
+            "IRSA returned an empty body (expected a CSV header)", target=target
+        ) from None
+    except csv.Error as exc:
+        raise ArchiveResponseError(f"IRSA body is not CSV ({exc})", target=target) from None
+    header = [h.strip().lower() for h in header]
+    missing = [c for c in IRSA_COLUMNS if c not in header]
+    if missing:
+        raise ArchiveResponseError(
+            f"IRSA body is not the light-curve CSV (missing columns {', '.join(missing[:5])}"
+            f"{'…' if len(missing) > 5 else ''}): {_snippet(content)}",
+            target=target,
+        )
+    index = {name: header.index(name) for name in IRSA_COLUMNS}
+    rows: list[dict[str, Any]] = []
+    try:
+        for line_no, cells in enumerate(reader, start=2):
+            if not cells or cells == [""]:
+                continue
+            if len(cells) != len(header):
+                raise ArchiveResponseError(
+                    f"IRSA CSV line {line_no} has {len(cells)} cells, header has {len(header)} "
+                    "(truncated or corrupt body)",
+                    target=target,
+                )
+            rows.append(_row(cells, index, line_no, target))
+    except csv.Error as exc:
+        raise ArchiveResponseError(f"IRSA CSV is malformed ({exc})", target=target) from None
+    return rows
+
+
+def _row(cells: list[str], index: dict[str, int], line_no: int, target: str) -> dict[str, Any]:
+    def cell(name: str) -> str:
+        return cells[index[name]].strip()
+
+    try:
+        oid = cell("oid")
+        if not oid.isdigit():
+            raise ValueError(f"oid {oid!r} is not an integer id")
+        mjd = _float(cell("mjd"))
+        if mjd is None:
+            raise ValueError("mjd is missing or not finite")
+        filtercode = cell("filtercode")
+        if filtercode not in BANDNAME:
+            raise ValueError(f"filtercode {filtercode!r} is not zg, zr or zi")
+        row: dict[str, Any] = {"object_id": str(int(oid)), "mjd": mjd, "filter": filtercode}
+        for name in _FLOAT_COLUMNS:
+            row[name] = _float(cell(name))
+        for name in _INT_COLUMNS:
+            row[name] = _int(cell(name))
+        for name in _HEXISH_COLUMNS:
+            row[name] = _int(cell(name), allow_hex=True)
+    except ValueError as exc:
+        raise ArchiveResponseError(f"IRSA CSV line {line_no}: {exc}", target=target) from None
+    return row
+
+
+def _float(text: str) -> float | None:
+    """A finite float, or None for empty, nan, inf and null cells."""
+    if not text or text.lower() in ("nan", "null", "none", "-nan", "inf", "-inf", "+inf", "infinity"):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _int(text: str, *, allow_hex: bool = False) -> int | None:
+    if not text or text.lower() in ("nan", "null", "none"):
+        return None
+    if allow_hex and text.lower().startswith("0x"):
+        return int(text, 16)
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # IRSA sometimes prints integral columns as 1.0
+        if not value.is_integer():
+            raise ValueError(f"{text!r} is not an integer") from None
+        return int(value)
+
+
+def _describe_markup(content: bytes) -> str:
+    status = _QUERY_STATUS.search(content)
+    if status is not None:
+        value = status.group(1).decode("ascii", "replace").upper()
+        message = " ".join(status.group(2).decode("utf-8", "replace").split()) or "no message"
+        return f"IRSA answered QUERY_STATUS={value}: {message[:200]}"
+    if b"<votable" in content[:2048].lower():
+        return "IRSA answered a VOTable instead of CSV"
+    title = _TITLE.search(content[:8192])
+    if title is not None:
+        name = " ".join(title.group(1).decode("utf-8", "replace").split())
+        return f"IRSA answered an HTML page instead of CSV: {name[:120]!r}"
+    return f"IRSA answered markup instead of CSV: {_snippet(content)}"

@@ -1,0 +1,743 @@
+"""``executor: dask``: fan the work units out to a Dask cluster; the driver alone keeps state.
+
+Driver (:class:`DistributedRun`, engine-independent; :func:`harvest_distributed` runs it on Dask,
+:mod:`harvester.executors.prefect_flow` on Prefect)::
+
+    plan units ─> resume the output's unfinished run, if any (same run id: committed units return
+    their manifest at once) ─> one UnitTask per unit (targets, the watermarks of those targets)
+    ─> run_unit on the engine, retried ─> as units complete: commit keys and watermarks from each
+    manifest into the driver's SQLite state ─> one RunReport (a unit that failed every attempt is a
+    failed target "unit <id>", also recorded as a failing outcome for ``harvester status``)
+
+Worker (:func:`run_unit`): ``anyio.run(api.harvest, ...)`` with the unit's targets, no real state
+(the staging output's ledger in a temporary folder carries the driver's watermark snapshot, so the
+incremental queries stay narrow), the cluster-wide :class:`DaskLimiterRegistry`, jsonl into the
+temporary folder. Records already committed by an earlier run of the same unit (its manifests are
+the unit's history, summarised every :data:`HISTORY_EVERY` manifests under ``_history/``) are
+dropped. Then, create-only and in this order:
+
+- ``<output>/<source>/units/<unit id>/<run id>-<digest>.jsonl``: every new record, sorted by key;
+- ``<output>/_units/<source>/<unit id>/<run id>-<digest>.json``: the unit manifest (keys, counts,
+  sha256, new watermarks, target failures) — the commit marker, written last.
+
+A re-executed unit (a retry, a worker killed mid-unit, a resumed run) finds its manifest, or its
+data object, already there and writes nothing new: keys are a function of (source, unit, run id),
+so it cannot duplicate; a later run of the unit cannot either, because of the history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import anyio
+import orjson
+import structlog
+
+from harvester.display.logs import redact, register_secrets
+from harvester.errors import ConfigError, HarvesterError, TerminalError, budget_lost
+from harvester.executors.dask_limiter import DaskLimiterRegistry
+from harvester.executors.units import Unit, plan_units, unit_settings, without_targets
+from harvester.io.ledger import Ledger
+from harvester.io.limiter import LimiterRegistry
+from harvester.io.objectstore import ObjectStore, is_url
+from harvester.io.state import StateStore
+from harvester.io.writers import iter_jsonl_records
+from harvester.records import RECORD_MODELS
+from harvester.run.report import RunReport, SourceReport, TargetFailure
+from harvester.settings import Settings
+
+__all__ = [
+    "DistributedRun",
+    "RunInterrupted",
+    "UnitFailed",
+    "UnitTask",
+    "dask_client",
+    "data_key",
+    "harvest_distributed",
+    "harvest_units",
+    "manifest_key",
+    "run_unit",
+    "run_unit_async",
+]
+
+log = structlog.get_logger("harvester.executors")
+
+UNIT_RETRIES = 2
+#: set on a manifest returned because it was already committed (never stored in the object)
+FOUND = "_found_committed"
+LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim a held lease
+
+Key = tuple[str, ...]
+_DIGEST_PREFIX = "dask:"
+
+
+class ClusterError(TerminalError):
+    """The Dask scheduler cannot be reached."""
+
+
+class DriverBusy(TerminalError):
+    """Another driver is harvesting the same output with the same state."""
+
+
+class UnitFailed(HarvesterError):
+    """Every target of a unit failed: raised on the worker so that the engine retries the unit."""
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    """Everything a worker needs for one unit (pickled to the worker)."""
+
+    unit: Unit
+    settings: Settings
+    output: str
+    run_id: str
+    budgets: dict[str, tuple[float, int]]
+    watermarks: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A task key unique to (source, unit, run): the same unit of a resumed run gets the same."""
+        return f"harvester-unit-{self.unit.source}-{self.unit.key}-{self.run_id}"
+
+
+def data_key(unit: Unit, run_id: str) -> str:
+    return f"{unit.source}/units/{unit.unit_id}/{run_id}-{unit.digest}.jsonl"
+
+
+def manifest_key(unit: Unit, run_id: str) -> str:
+    return f"_units/{unit.source}/{unit.unit_id}/{run_id}-{unit.digest}.json"
+
+
+def _data_of(mkey: str) -> str:
+    """The data object a manifest commits (``_units/s/u/x.json`` -> ``s/units/u/x.jsonl``)."""
+    _, source, unit_id, name = mkey.split("/", 3)
+    return f"{source}/units/{unit_id}/{name.removesuffix('.json')}.jsonl"
+
+
+def lost_data(store: ObjectStore, unit: Unit) -> list[str]:
+    """The manifests of ``unit`` whose data object is no longer in the output (deleted by hand, by
+    a lifecycle rule, or with the whole data prefix): their records must be harvested again."""
+    data = set(store.list(f"{unit.source}/units/{unit.unit_id}"))
+    return [m for m in store.list(f"_units/{unit.source}/{unit.unit_id}") if _data_of(m) not in data]
+
+
+def _namespace(source: str, output: str, sample: bool) -> str:
+    name = f"{source}@sample" if sample else source
+    return f"{name}|units:{output}"
+
+
+# --- worker ---------------------------------------------------------------------------------------
+
+
+def run_unit(task: UnitTask) -> dict[str, Any]:
+    """Harvest one unit on a Dask worker, under the cluster-wide budgets; return its manifest."""
+    return anyio.run(run_unit_async, task, DaskLimiterRegistry(task.budgets))
+
+
+async def run_unit_async(task: UnitTask, limiters: LimiterRegistry) -> dict[str, Any]:
+    """Harvest one unit under ``limiters``; return its manifest (also written to the output)."""
+    store = ObjectStore(task.output)
+    unit = task.unit
+    done = await anyio.to_thread.run_sync(store.get, manifest_key(unit, task.run_id))
+    if done is not None:  # an earlier attempt, or the interrupted run being resumed, committed it
+        manifest: dict[str, Any] = orjson.loads(done)
+        manifest[FOUND] = True
+        return manifest
+    staging = Path(await anyio.to_thread.run_sync(_staging_folder))
+    try:
+        settings = unit_settings(unit, task.settings, staging)
+        # The staging output's own ledger carries the driver's watermark snapshot, so the
+        # incremental queries stay narrow; what the worker reads back after the run is the new one.
+        ledger = Ledger(
+            Path(settings.output) / unit.source, RECORD_MODELS[unit.source], sample=settings.offline
+        )
+        if task.watermarks:
+            async with ledger:
+                await ledger.advance(task.watermarks, "snapshot")
+        from harvester import api
+
+        try:
+            # the unit's own log lines (run_started, fetched, run_finished of its scratch run)
+            # name the unit and the run it belongs to
+            with structlog.contextvars.bound_contextvars(unit=unit.unit_id, unit_of_run=task.run_id):
+                report = await api.harvest(unit.source, settings=settings, limiters=limiters)
+        except BaseExceptionGroup as group:  # the task groups wrap it: raise it as itself
+            budget = budget_lost(group)
+            if budget is None:
+                raise
+            raise budget from None
+        async with ledger:
+            marks = await ledger.watermarks()
+        return await anyio.to_thread.run_sync(_write_unit, task, store, settings, report, marks)
+    finally:
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))
+
+
+def _staging_folder() -> str:
+    return os.path.realpath(tempfile.mkdtemp(prefix="harvester-unit-"))
+
+
+def _write_unit(
+    task: UnitTask, store: ObjectStore, settings: Settings, report: RunReport, marks: dict[str, float]
+) -> dict[str, Any]:
+    """Write the unit's new records, then its manifest, create-only (blocking: a worker thread)."""
+    unit = task.unit
+    source_report = report.sources[unit.source]
+    lines = _sorted_lines(unit.source, Path(settings.output) / unit.source)
+    if not lines and source_report.targets_ok == 0 and source_report.errors:
+        causes = "; ".join(f"{e.target}: {e.cause}" for e in source_report.errors[:3])
+        raise UnitFailed(f"unit {unit.unit_id}: every target failed ({causes})")
+    history = unit_history(store, unit, task.run_id)
+    fetched = len(lines)
+    lines = [kv for kv in lines if kv[0] not in history.keys]
+    dkey = data_key(unit, task.run_id)
+    body = b"".join(line for _, line in lines)
+    if not store.put_new(dkey, body):
+        # An attempt that died before its manifest wrote the data: that object is complete
+        # (create-only, single write), so describe it instead of writing another one. What this
+        # attempt fetched beyond it is not written, so the watermarks stay at the snapshot: the
+        # next run asks again, and the history drops what the object already holds.
+        body = store.get(dkey) or b""
+        lines = [(_key_of(unit.source, raw), raw + b"\n") for raw in body.splitlines() if raw]
+        marks = {wkey: value for wkey, (_, value) in task.watermarks.items()}
+        fetched = len(lines)
+    manifest = {
+        "source": unit.source,
+        "unit": unit.unit_id,
+        "unit_key": unit.key,
+        "run_id": task.run_id,
+        "data": dkey,
+        "records": len(lines),
+        "already_committed": fetched - len(lines),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "keys": [list(k) for k, _ in lines],
+        "watermarks": marks,
+        #: asked the archive for everything (no watermark given) and every target succeeded: the
+        #: unit's whole data again, so watermarks of this unit can be trusted from here on
+        "from_scratch": not task.watermarks
+        and source_report.targets_ok == source_report.targets
+        and not source_report.errors,
+        "targets": source_report.targets,
+        "targets_ok": source_report.targets_ok,
+        "requests": source_report.requests,
+        "retries": source_report.retries,
+        "duplicates": source_report.duplicates,
+        "errors": [
+            {"target": e.target, "cause": e.cause, "transient": e.transient} for e in source_report.errors
+        ],
+        "worker_pid": os.getpid(),
+    }
+    mkey = manifest_key(unit, task.run_id)
+    if not store.put_new(mkey, orjson.dumps(manifest)):
+        committed: dict[str, Any] = orjson.loads(store.get(mkey) or b"{}")
+        committed[FOUND] = True
+        return committed
+    _summarise_history(store, unit, task.run_id, history, manifest)
+    return manifest
+
+
+#: A unit's history is summarised into one object once this many of its manifests are not yet in
+#: one, so a unit reads one summary plus fewer than this many manifests, however many runs it had.
+HISTORY_EVERY = 16
+
+
+@dataclass
+class History:
+    """What earlier runs of a unit committed: ``keys``, from the manifests ``covers`` names."""
+
+    keys: set[Key]
+    covers: set[str]
+    #: manifests read one by one (those no summary covered yet)
+    loose: int = 0
+
+
+def history_key(unit: Unit, covered: int, run_id: str) -> str:
+    """A history summary's key; the zero-padded count first, so the fullest one sorts last."""
+    return f"_history/{unit.source}/{unit.unit_id}/{covered:08d}-{run_id}-{unit.digest}.json"
+
+
+def unit_history(store: ObjectStore, unit: Unit, run_id: str) -> History:
+    """The keys committed by every other manifest of this unit id (any run, any digest — the same
+    cell with other targets included): never written again.
+
+    Read from the fullest history summary, if any, plus the manifests it does not cover. A summary
+    naming a manifest that is no longer there (removed by hand) is not trusted: every manifest is
+    read instead. A manifest whose data object is gone commits nothing any more: its records are
+    harvested again (the output owns its truth, as a folder's ledger does).
+    """
+    own = manifest_key(unit, run_id)
+    lost = set(lost_data(store, unit))
+    listed = [m for m in store.list(f"_units/{unit.source}/{unit.unit_id}") if m not in lost]
+    history = History(keys=set(), covers=set())
+    summaries = store.list(f"_history/{unit.source}/{unit.unit_id}")
+    if summaries:
+        body = store.get(summaries[-1])
+        summary = orjson.loads(body) if body else None
+        if summary is not None and set(summary["covers"]) <= set(listed):
+            history.keys.update(tuple(k) for k in summary["keys"])
+            history.covers.update(summary["covers"])
+    for mkey in listed:
+        if mkey == own or mkey in history.covers:
+            continue
+        body = store.get(mkey)
+        if body:
+            history.keys.update(tuple(k) for k in orjson.loads(body)["keys"])
+            history.covers.add(mkey)
+            history.loose += 1
+    return history
+
+
+def _summarise_history(
+    store: ObjectStore, unit: Unit, run_id: str, history: History, manifest: dict[str, Any]
+) -> None:
+    """After this unit's manifest is committed: once enough manifests are read one by one, write
+    one summary covering them all (this one included) and remove the summaries it supersedes."""
+    if history.loose + 1 < HISTORY_EVERY:
+        return
+    covers = sorted(history.covers | {manifest_key(unit, run_id)})
+    keys = sorted(history.keys | {tuple(k) for k in manifest["keys"]})
+    new = history_key(unit, len(covers), run_id)
+    older = store.list(f"_history/{unit.source}/{unit.unit_id}")
+    if store.put_new(new, orjson.dumps({"unit_key": unit.key, "covers": covers, "keys": keys})):
+        for key in older:
+            store.remove(key)  # superseded: every manifest it covered is in the new one
+
+
+def _key_of(source: str, raw: bytes) -> Key:
+    return RECORD_MODELS[source].model_validate(orjson.loads(raw)).dedup_key()
+
+
+def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
+    """Every staged record as (dedup key, json line), sorted by key: one deterministic order."""
+    model = RECORD_MODELS[source]
+    lines = []
+    if folder.is_dir():
+        for data in iter_jsonl_records(folder):
+            key = model.model_validate(data).dedup_key()
+            lines.append((key, orjson.dumps(data) + b"\n"))
+    lines.sort(key=lambda kv: kv[0])
+    return lines
+
+
+# --- driver ---------------------------------------------------------------------------------------
+
+
+def _budgets(names: list[str], settings: Settings) -> dict[str, tuple[float, int]]:
+    """Each host's strictest budget over the sources that use it (as the local registry does)."""
+    from harvester import api
+
+    budgets: dict[str, tuple[float, int]] = {}
+    for name in names:
+        source = api.SOURCES[name](settings, sample=settings.offline)
+        host, rate = source.host.lower(), source.rate_limit
+        rps, conc = rate.requests_per_second, rate.max_concurrency
+        if host in budgets:
+            rps, conc = min(rps, budgets[host][0]), min(conc, budgets[host][1])
+        budgets[host] = (rps, conc)
+    return budgets
+
+
+def _unit_watermark_keys(unit: Unit, settings: Settings) -> set[str]:
+    """The watermark keys a worker will use for this unit's targets (computed as the worker does)."""
+    from harvester import api
+
+    narrowed = unit_settings(unit, settings, Path(tempfile.gettempdir()) / "harvester-unit-plan")
+    source = api.SOURCES[unit.source](narrowed, sample=narrowed.offline)
+    if source.watermark_field is None:
+        return set()
+    return {source.watermark_key(target) for target in source.targets()}
+
+
+class DistributedRun:
+    """The driver of a distributed harvest, whatever engine runs its :attr:`tasks`.
+
+    ::
+
+        async with DistributedRun(["ztf"], settings, output="s3://bucket/raw") as run:
+            for task in run.tasks:          # submit run_unit(task) to Dask, Prefect, ...
+                ...
+            await run.commit(task, manifest)  # as each unit completes
+            await run.fail(task, "cause")     # a unit that failed every attempt
+        report = run.report
+
+    Without an explicit ``run_id`` the output's last unfinished run (a driver killed mid-run) is
+    resumed under its own run id, so its committed units are not harvested again.
+    """
+
+    def __init__(
+        self,
+        names: list[str],
+        settings: Settings,
+        *,
+        output: str | None = None,
+        run_id: str | None = None,
+        full: bool = False,
+    ) -> None:
+        if settings.limit is not None:
+            raise ConfigError("limit is not supported with executor: dask (it would apply per work unit)")
+        self.names = names
+        self.settings = settings
+        register_secrets(settings.secrets())  # so that failure causes are redacted whoever drives
+        target = output if output is not None else settings.output
+        store = ObjectStore(target)  # a bad URL or a missing fsspec backend fails here, before any unit runs
+        #: the output, local folders made absolute: it names the run's state namespace and digest
+        self.output = str(Path(store.url).resolve()) if store.local else str(target)
+        self.run_id = run_id
+        self.full = full
+        self.resumed = False
+        self.budgets = _budgets(names, settings)
+        self.units = {name: plan_units(name, settings) for name in names}
+        #: what each task carries: the settings without the target lists the units already hold
+        self.unit_base = without_targets(settings, self.units)
+        self.tasks: list[UnitTask] = []
+        self.report = RunReport(run_id=run_id or "", started_at=datetime.now(UTC))
+        self._state: StateStore | None = None
+        self._lock = anyio.Lock()
+        self._driver_lock: IO[str] | None = None
+
+    @property
+    def digest(self) -> str:
+        """Names the output and the planned units: only the same plan resumes an unfinished run."""
+        plan = hashlib.sha256(
+            "\n".join(u.key for planned in self.units.values() for u in planned).encode()
+        ).hexdigest()[:16]
+        return f"{_DIGEST_PREFIX}{self.output}|{plan}"
+
+    async def __aenter__(self) -> DistributedRun:
+        settings = self.settings
+        await anyio.to_thread.run_sync(ObjectStore(self.output).probe)
+        if settings.state.enabled:
+            self._state = await StateStore(settings.state.path).open()
+        try:
+            if self._state is not None:
+                lock = _lock_driver
+                self._driver_lock = await anyio.to_thread.run_sync(lock, settings.state.path, self.output)
+            await self._plan()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def _plan(self) -> None:
+        state = self._state
+        if self.run_id is None and state is not None:
+            self.run_id = await state.unfinished_run(self.digest)
+            self.resumed = self.run_id is not None
+            if not self.resumed:
+                # unfinished runs of this output with another plan (targets changed): closed as
+                # interrupted; their committed units stay valid and feed every unit's history
+                prefix = f"{_DIGEST_PREFIX}{self.output}|"
+                for stale in await state.interrupt_unfinished(prefix, datetime.now(UTC).isoformat()):
+                    log.warning("unfinished_run_not_resumed", run_id=stale, reason="planned units changed")
+        if self.run_id is None:
+            self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.report.run_id = self.run_id
+        if self.resumed:
+            log.info("run_resumed", run_id=self.run_id, output=self.output)
+        elif state is not None:
+            await state.start_run(self.run_id, self.report.started_at.isoformat(), self.digest)
+        for name, planned in self.units.items():
+            self.report.sources[name] = SourceReport(source=name)
+            namespace = _namespace(name, self.output, self.settings.offline)
+            snapshot = await state.watermarks(namespace) if state is not None and not self.full else {}
+            store = ObjectStore(self.output)
+            for unit in planned:
+                if snapshot and not await anyio.to_thread.run_sync(self._unit_intact, store, unit):
+                    self.report.sources[name].warnings.append(
+                        f"unit {unit.unit_id}: the output lacks data it committed (or the unit has "
+                        "never committed here); its targets are harvested from scratch"
+                    )
+                    wanted: set[str] = set()
+                else:
+                    wanted = _unit_watermark_keys(unit, self.unit_base) if snapshot else set()
+                marks = {k: (k, v) for k, v in snapshot.items() if k in wanted}
+                task = UnitTask(unit, self.unit_base, self.output, self.run_id, self.budgets, marks)
+                self.tasks.append(task)
+
+    @staticmethod
+    def _unit_intact(store: ObjectStore, unit: Unit) -> bool:
+        """Whether the watermarks of this unit's targets can be trusted for this output: the
+        output holds the unit's manifests and every data object they commit. The driver's state
+        is an index; the output is the truth (a deleted or replaced output starts from scratch)."""
+        manifests = store.list(f"_units/{unit.source}/{unit.unit_id}")
+        lost = lost_data(store, unit)
+        if not manifests or not lost:
+            return bool(manifests)
+        # Data was lost once; trusted again after a from-scratch harvest of the unit committed
+        # since (its manifest is newer than every lost one: run ids start with their UTC time).
+        newest_lost = max(m.rsplit("/", 1)[1] for m in lost)
+        for mkey in sorted(set(manifests) - set(lost), key=lambda m: m.rsplit("/", 1)[1], reverse=True):
+            if mkey.rsplit("/", 1)[1] < newest_lost:
+                break
+            body = store.get(mkey)
+            if body and orjson.loads(body).get("from_scratch"):
+                return True
+        return False
+
+    async def commit(self, task: UnitTask, manifest: dict[str, Any]) -> None:
+        """Count a completed unit and commit its keys and watermarks to the driver's state."""
+        async with self._lock:  # units completing together: one commit at a time
+            await self._commit(task, manifest)
+
+    async def _commit(self, task: UnitTask, manifest: dict[str, Any]) -> None:
+        src = self.report.sources[task.unit.source]
+        keys = [tuple(k) for k in manifest["keys"]]
+        src.targets += int(manifest["targets"])
+        src.targets_ok += int(manifest["targets_ok"])
+        src.requests += int(manifest["requests"])
+        src.retries += int(manifest["retries"])
+        src.duplicates += int(manifest["duplicates"])
+        src.files.append((manifest["data"], manifest["sha256"]))
+        for err in manifest["errors"]:
+            src.errors.append(
+                TargetFailure(target=err["target"], cause=err["cause"], transient=err["transient"])
+            )
+        state = self._state
+        namespace = _namespace(task.unit.source, self.output, self.settings.offline)
+        # A manifest this attempt wrote holds keys new to the output by construction (the unit's
+        # history filtered them), even when the driver's state remembers them from an output that
+        # has since been deleted. One found already committed (a resumed run, the same run id again,
+        # an attempt that died after its commit) counts as present what the driver committed before.
+        found = bool(manifest.get(FOUND))
+        known = await state.seen(namespace, keys) if state is not None and found else set()
+        src.records += len(keys) + int(manifest.get("already_committed", 0))
+        src.written += len(keys) - len(known)
+        src.already_present += len(known) + int(manifest.get("already_committed", 0))
+        if state is not None:
+            await state.commit_keys(namespace, [k for k in keys if k not in known], task.run_id)
+            marks = {k: (k, float(v)) for k, v in manifest["watermarks"].items()}
+            if marks:
+                await state.advance_watermarks(namespace, marks, task.run_id)
+
+    async def fail(self, task: UnitTask, cause: str) -> str:
+        """Report a unit that failed every attempt (never dropped silently); return the cause as
+        recorded, with any token redacted (a cause can quote an archive's answer)."""
+        cause = redact(cause)
+        unit = task.unit
+        src = self.report.sources[unit.source]
+        src.targets += max(1, len(unit.targets))
+        src.errors.append(TargetFailure(target=f"unit {unit.unit_id}", cause=cause, transient=True))
+        log.error("unit_failed", source=unit.source, unit=unit.unit_id, cause=cause)
+        if self._state is not None:
+            outcome = (f"unit {unit.unit_id}", False, cause)
+            await self._state.record_outcomes(task.run_id, unit.source, [outcome])
+        return cause
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                for src in self.report.sources.values():
+                    src.finish()
+                self.report.finished_at = datetime.now(UTC)
+                if self._state is not None and self.run_id is not None:
+                    status = "ok" if self.report.ok else "failed"
+                    finished = self.report.finished_at.isoformat()
+                    await self._state.finish_run(self.run_id, finished, status, self.report.as_dict())
+                report = self.report
+                log.info(
+                    "run_finished",
+                    run_id=self.run_id,
+                    units=len(self.tasks),
+                    ok=report.ok,
+                    failed_sources=report.failed_sources,
+                    **report.totals(),
+                )
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._driver_lock is not None:
+            self._driver_lock.close()  # closing the file releases the lock
+            self._driver_lock = None
+        if self._state is not None:
+            await self._state.close()
+            self._state = None
+
+
+def _lock_driver(state_path: Path, output: str) -> IO[str]:
+    """Hold an exclusive lock for (state, output) while a driver runs: a second driver (a manual
+    run while the daemon sweeps) would take the first one's open run for an interrupted one."""
+    import fcntl
+
+    name = hashlib.sha256(output.encode()).hexdigest()[:12]
+    path = state_path.with_name(f".{state_path.name}.{name}.lock")
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DriverBusy(f"output {output} is being harvested by {holder}; wait for it or stop it") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+#: How harvester starts a LocalCluster: worker processes of one thread (the unit runs its own event
+#: loop), no dashboard, and the scheduler's /health and /metrics server on a free loopback port
+#: (by default it takes 8787, clashing with the user's other clusters, even without a dashboard;
+#: ":0" alone would listen on every interface).
+LOCAL_CLUSTER: dict[str, Any] = {
+    "threads_per_worker": 1,
+    "processes": True,
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
+
+
+def dask_client(settings: Settings) -> tuple[Any, Any]:
+    """(client, cluster or None): the configured scheduler, or a LocalCluster sized to the machine."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    dask.config.set({"distributed.scheduler.locks.lease-timeout": LEASE_TIMEOUT})
+    if settings.dask.address:
+        try:
+            return Client(settings.dask.address, timeout="10s"), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {settings.dask.address}: {exc}") from None
+    workers = settings.dask.workers or os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=workers, **LOCAL_CLUSTER)
+    return Client(cluster), cluster
+
+
+class RunInterrupted(HarvesterError):
+    """A stop was requested: units in flight were cancelled; the run stays open to be resumed."""
+
+
+def harvest_distributed(
+    names: list[str],
+    settings: Settings,
+    *,
+    output: str | None = None,
+    client: Any = None,
+    run_id: str | None = None,
+    full: bool = False,
+    stop: threading.Event | None = None,
+) -> RunReport:
+    """Run ``names`` as work units on Dask and return one report (blocking; call from a thread).
+
+    :param output: a local path or fsspec URL (default ``settings.output``).
+    :param client: a ``distributed.Client`` to use; by default one is made from ``settings.dask``.
+    :param run_id: the run id; by default the output's unfinished run is resumed, or a new one made.
+    :param full: ignore the watermarks (records already committed are still not written again).
+    :param stop: when set, pending units are cancelled and :class:`RunInterrupted` is raised; the
+        run stays unfinished in the state, so the next run on the output resumes it.
+    """
+    run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
+    if settings.dask.address and not is_url(run.output) and not settings.dask.shared_filesystem:
+        raise ConfigError(
+            f"output {run.output}: a folder on this machine, but the workers at {settings.dask.address} "
+            "have their own disks; use an s3://… output, or set dask.shared_filesystem for a shared mount"
+        )
+    own, cluster = (client, None) if client is not None else dask_client(settings)
+    try:
+        anyio.run(_drive, own, run, stop or threading.Event())
+    finally:
+        if client is None:
+            own.close()
+            if cluster is not None:
+                cluster.close()
+    return run.report
+
+
+async def _drive(client: Any, run: DistributedRun, stop: threading.Event) -> None:
+    from distributed import as_completed
+
+    async with run:
+        futures = {
+            client.submit(run_unit, task, key=task.name, retries=UNIT_RETRIES, pure=False): task
+            for task in run.tasks
+        }
+        pending = as_completed(list(futures), with_results=False)
+        done = 0
+        while done < len(futures):
+            if stop.is_set():
+                await anyio.to_thread.run_sync(client.cancel, [f for f in futures if not f.done()])
+                raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")
+            batch = pending.next_batch(block=False)
+            if not batch:
+                await anyio.sleep(0.1)
+                continue
+            for future in batch:
+                done += 1
+                task = futures[future]
+                try:
+                    manifest = await anyio.to_thread.run_sync(future.result)
+                except Exception as exc:
+                    await run.fail(task, f"{type(exc).__name__}: {exc}")
+                    continue
+                await run.commit(task, manifest)
+
+
+#: Units harvested at once by the in-process engine (the host budgets bound the requests anyway).
+LOCAL_UNITS_AT_ONCE = 4
+
+
+def harvest_units(
+    names: list[str],
+    settings: Settings,
+    *,
+    output: str | None = None,
+    run_id: str | None = None,
+    full: bool = False,
+    stop: threading.Event | None = None,
+) -> RunReport:
+    """Run ``names`` as work units in this process (``executor: local`` with an object-store output).
+
+    The same units, manifests, create-only objects, history and resume as on Dask, without a
+    cluster: units run concurrently in one event loop under one local budget per host, each
+    retried like a Dask task (``UNIT_RETRIES``). Blocking; call from a thread in async code.
+    ``stop`` works as in :func:`harvest_distributed`.
+    """
+    run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
+    anyio.run(_drive_local, run, stop or threading.Event())
+    return run.report
+
+
+async def _drive_local(run: DistributedRun, stop: threading.Event) -> None:
+    limiters = LimiterRegistry()
+    at_once = anyio.CapacityLimiter(LOCAL_UNITS_AT_ONCE)
+
+    async def one(task: UnitTask) -> None:
+        async with at_once:
+            cause = ""
+            for _attempt in range(1 + UNIT_RETRIES):
+                try:
+                    manifest = await run_unit_async(task, limiters)
+                except (HarvesterError, OSError) as exc:
+                    cause = f"{type(exc).__name__}: {exc}"
+                    continue
+                await run.commit(task, manifest)
+                return
+            await run.fail(task, cause)
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while not stop.is_set():  # noqa: ASYNC110  # a threading.Event set from another thread
+            await anyio.sleep(0.1)
+        scope.cancel()  # units in flight stop; a write already started completes (worker thread)
+
+    async with run:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            async with anyio.create_task_group() as units:
+                for task in run.tasks:
+                    units.start_soon(one, task)
+            tg.cancel_scope.cancel()  # every unit done: stop watching
+        if stop.is_set():
+            raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")

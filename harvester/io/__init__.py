@@ -1,0 +1,3 @@
+"""Input and output: HTTP, host budgets, files, writers, the ledger, state, object stores."""
+
+from __future__ import annotations

@@ -1,0 +1,817 @@
+"""The output's ledger: what an output folder holds, kept inside that folder.
+
+Every source folder of an output carries ``<output>/<source>/.harvester/ledger.sqlite``::
+
+    files(id, name, size, mtime_ns, sha256, run_id, at)   every record file or jsonl shard written
+    records(key, file, target)                            each record's dedup key -> its file
+    targets(id, ns, wkey, label, watermark, run_id, at)   per (target, query) high-water marks
+
+It is the one answer to "is this record already here?" and "how far did this target get?", so
+the answer travels with the data: a copied or moved folder carries its ledger, a deleted folder
+takes its ledger with it, and two outputs never share presence. The machine's SQLite state
+(``state.path``) keeps only what belongs to the machine: run history, per-target outcomes and
+the daemon's breakers.
+
+**Checked against the disk** (:meth:`Ledger.reconcile`) at the start of every run, cheaply: one
+directory listing with sizes and modification times, compared with the ledger in SQL; a file is
+hashed only where size or time disagree. Then:
+
+- a file the ledger lists but the disk lacks is *missing*: its records are forgotten, so they
+  are harvested again, and the watermarks of the targets that wrote them are dropped (a watermark
+  would otherwise tell the archive not to send them again; when the writer of a record is unknown,
+  because it was adopted, every watermark of the folder is dropped). Lost keys stay listed
+  (``lost``) until a run brings them back, and every run's report says how many are still out;
+- a file whose size differs, or whose hash differs where only the time does (``--full``: every
+  file is hashed), is *damaged*: it is moved into ``.harvester/damaged/`` (never deleted) and
+  handled like a missing one;
+- a record file or shard on disk that the ledger does not list (a kill between the rename and the
+  ledger commit, a ledger deleted or copied from elsewhere, an output written before ledgers
+  existed) is *adopted*: read, validated as records of this source and entered; one that does not
+  read back as valid records (truncated mid-line, not JSON, not this source) is damaged.
+
+A corrupt ledger is set aside (``ledger.sqlite.bad-<time>``) and rebuilt from the files (every
+file is then adopted, and every watermark is gone: the next run asks the archive for everything).
+A ledger that is locked, cannot be opened or was written by a newer harvester is an error, never
+rebuilt over.
+
+While a run writes a folder it holds ``.harvester/lock``: a second run on the same folder is
+refused in one line. Order of effects: a file is in place (linked, create-only) before its records
+are committed here, so the ledger never lists a file that was not written; a kill between the two
+leaves a file the next run adopts. The ledger uses SQLite's rollback journal (not WAL), so a
+closed ledger is one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import anyio
+import orjson
+import structlog
+from pydantic import ValidationError
+
+from harvester.errors import OutputError
+from harvester.io.files import make_folder, output_error
+from harvester.records import BaseRecord, key_part, key_text, stable_id
+
+__all__ = [
+    "LEDGER_DIR",
+    "LEDGER_NAME",
+    "FileInfo",
+    "Key",
+    "Ledger",
+    "Reconciled",
+    "file_info",
+    "is_record_file",
+    "ledger_path",
+    "read_summary",
+]
+
+log = structlog.get_logger("harvester.io.ledger")
+
+T = TypeVar("T")
+Key = tuple[str, ...]
+
+LEDGER_DIR = ".harvester"
+LEDGER_NAME = "ledger.sqlite"
+LOCK_NAME = "lock"
+DAMAGED_DIR = "damaged"
+_PAGE = 2_000  # files per reconcile step (one thread call, one commit)
+_VERSION = "1"
+_BATCH = 500
+_ADOPT_BATCH = 20_000  # records adopted per ledger transaction
+_RECORD_FILE = re.compile(r"^(record_.+\.json|part-.+\.jsonl)$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 BLOB NOT NULL, run_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS targets (
+    id INTEGER PRIMARY KEY, ns TEXT NOT NULL, wkey TEXT NOT NULL, label TEXT NOT NULL,
+    watermark REAL, run_id TEXT NOT NULL, at REAL NOT NULL, UNIQUE (ns, wkey));
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY, file INTEGER NOT NULL, target INTEGER) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_file ON records (file);
+CREATE TABLE IF NOT EXISTS lost (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+
+def ledger_path(folder: Path) -> Path:
+    """Where the ledger of a source folder lives."""
+    return folder / LEDGER_DIR / LEDGER_NAME
+
+
+def is_record_file(name: str) -> bool:
+    """A file name the writers produce: ``record_*.json`` or ``part-*.jsonl`` (not temporaries)."""
+    return _RECORD_FILE.match(name) is not None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file as the ledger knows it: name in the folder, size, modification time, sha256."""
+
+    name: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def file_info(path: Path, sha256: str) -> FileInfo:
+    """Size and modification time of a file just written whose hash the writer computed."""
+    st = path.stat()
+    return FileInfo(path.name, st.st_size, st.st_mtime_ns, sha256)
+
+
+@dataclass
+class Reconciled:
+    """What checking the ledger against the disk found (all zero for a healthy output)."""
+
+    files: int = 0
+    #: records the ledger listed whose file is gone: harvested again
+    missing_on_disk: int = 0
+    #: records in files found truncated or changed (set aside in .harvester/damaged/): harvested again
+    damaged: int = 0
+    damaged_files: list[str] = field(default_factory=list)
+    #: records found on disk that the ledger did not list, now entered
+    adopted: int = 0
+    #: records present in more than one file (adopted shards that repeat a record)
+    repeated_on_disk: int = 0
+    #: targets whose watermark was dropped because files they wrote are gone
+    watermarks_dropped: int = 0
+    #: files whose names are not UTF-8 (never written by harvester): left alone
+    unreadable_names: int = 0
+    hashed: int = 0
+    #: why the ledger was rebuilt from the files (unreadable), if it was
+    rebuilt: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing_on_disk or self.damaged or self.adopted or self.rebuilt)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "missing_on_disk": self.missing_on_disk,
+            "damaged": self.damaged,
+            "damaged_files": self.damaged_files[:20],
+            "adopted": self.adopted,
+            "repeated_on_disk": self.repeated_on_disk,
+            "watermarks_dropped": self.watermarks_dropped,
+            "unreadable_names": self.unreadable_names,
+            "hashed": self.hashed,
+            "rebuilt": self.rebuilt,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+@dataclass
+class _Read:
+    """A file read for adoption: what the ledger will hold of it."""
+
+    name: str
+    size: int
+    mtime_ns: int
+    sha256: bytes
+    keys: list[Key]
+
+
+class _Damaged(Exception):
+    """A file on disk that does not read back as this source's records."""
+
+
+class _NewerLedger(Exception):
+    """A ledger written by a newer harvester: refused, never rebuilt over."""
+
+
+def _lock_folder(path: Path, folder: Path) -> IO[bytes]:
+    """Hold an exclusive lock on a source folder while a run writes it (released when closed)."""
+    try:
+        held = open(path, "ab")  # noqa: SIM115 - held open for the life of the ledger
+    except OSError as exc:
+        raise output_error(path.parent, exc) from None
+    try:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.close()
+        raise OutputError(
+            f"{folder}: another harvester run is writing this folder; wait for it to finish "
+            f"(or stop it) and run again"
+        ) from None
+    except OSError:
+        pass  # a filesystem without locks (some network mounts): run unlocked, as before
+    return held
+
+
+class Ledger:
+    """The ledger of one source folder (async; every SQLite call runs on one worker thread).
+
+    ::
+
+        async with Ledger(folder, ZtfRecord) as ledger:
+            found = await ledger.reconcile()          # check against the disk first
+            new = await ledger.present(keys)          # which keys are already in the output
+            await ledger.commit(entries, files, run_id)  # after the files are in place
+            await ledger.advance({wkey: (label, mjd)}, run_id)
+
+    An open ledger holds an exclusive lock on its folder (``.harvester/lock``): a second run on the
+    same folder is refused in one line instead of racing the first one's shards and temporaries.
+    ``sample`` keeps the watermarks of sample-archive runs apart from the real archive's, so an
+    offline run never narrows a real one (presence is shared: a record file is a record file).
+    """
+
+    def __init__(self, folder: Path, model: type[BaseRecord], *, sample: bool = False) -> None:
+        self.folder = folder
+        self.model = model
+        self.path = ledger_path(folder)
+        self.ns = "sample" if sample else ""
+        self._conn: sqlite3.Connection | None = None
+        self._held: IO[bytes] | None = None
+        self._lock = anyio.CapacityLimiter(1)
+        self._rebuilt: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> Ledger:
+        await self._run(self._open_sync)
+        return self
+
+    async def __aenter__(self) -> Ledger:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._run(self._close_sync)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the ledger's thread; a SQLite failure becomes a one-line OutputError."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._lock)
+        except sqlite3.Error as exc:
+            raise _ledger_error(self.path, exc) from None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"ledger {self.path} is not open")
+        return self._conn
+
+    def _open_sync(self) -> None:
+        try:
+            make_folder(self.path.parent)
+        except OSError as exc:
+            raise output_error(self.path.parent, exc) from None
+        self._held = _lock_folder(self.path.parent / LOCK_NAME, self.folder)
+        try:
+            self._conn = self._connect_or_rebuild()
+        except BaseException:
+            self._held.close()
+            self._held = None
+            raise
+
+    def _connect_or_rebuild(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.OperationalError as exc:  # locked, cannot open, I/O: not a damaged ledger
+            raise _ledger_error(self.path, exc) from None
+        except _NewerLedger as exc:
+            raise OutputError(f"{self.path}: {exc}; upgrade harvester to write this output") from None
+        except sqlite3.DatabaseError as exc:
+            # Unreadable (truncated, overwritten, not a database, another source's): set aside
+            # under a new name (never deleted), rebuilt from the files.
+            aside = self._set_aside()
+            self._rebuilt = f"ledger unreadable ({exc}); set aside as {aside.name}, rebuilt from the files"
+            try:
+                return self._connect()
+            except sqlite3.Error as again:
+                raise _ledger_error(self.path, again) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("PRAGMA synchronous=FULL")
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check[0] if check else 'no answer'}")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta VALUES ('version', ?), ('source', ?)",
+                    (_VERSION, self.model.model_fields["source"].default),
+                )
+            elif row[0] != _VERSION:
+                raise _NewerLedger(f"ledger version {row[0]}, this harvester reads version {_VERSION}")
+            src = conn.execute("SELECT v FROM meta WHERE k = 'source'").fetchone()
+            expected = self.model.model_fields["source"].default
+            if src is not None and src[0] != expected:
+                raise sqlite3.DatabaseError(f"a ledger of source {src[0]!r}, not {expected!r}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _set_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = self.path.with_name(f"{LEDGER_NAME}.bad-{stamp}")
+        try:
+            for suffix in ("-journal", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise output_error(self.path.parent, exc) from None
+        return aside
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._held is not None:
+            self._held.close()  # closing the file releases the lock
+            self._held = None
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+
+    # -- reconcile -------------------------------------------------------------------------------
+
+    async def reconcile(self, *, verify: bool = False) -> Reconciled:
+        """Check the ledger against the folder; forget, set aside or adopt files as the module
+        says. ``verify`` hashes every file, not only those whose size or time changed (``--full``).
+
+        Runs in bounded steps on the ledger's thread, each committed on its own, so a cancellation
+        (Ctrl-C, SIGTERM) waits at most for one step; the next run simply checks again."""
+        started = time.monotonic()
+        found = Reconciled(rebuilt=self._rebuilt)
+        await self._run(self._list_sync, found)
+        after = 0
+        while (after := await self._run(self._check_page, found, verify, after)) >= 0:
+            pass
+        while await self._run(self._adopt_page, found):
+            pass
+        await self._run(lambda: self.conn.execute("DELETE FROM temp.disk"))
+        found.elapsed_s = round(time.monotonic() - started, 3)
+        return found
+
+    def _list_sync(self, found: Reconciled) -> None:
+        """The folder's record files (one listing) into a temp table; forget what is gone."""
+        conn = self.conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS disk (name TEXT PRIMARY KEY, size INT, mtime_ns INT)")
+        conn.execute("DELETE FROM temp.disk")
+        conn.executemany("INSERT OR REPLACE INTO temp.disk VALUES (?, ?, ?)", self._listing(found))
+        found.files = int(conn.execute("SELECT COUNT(*) FROM temp.disk").fetchone()[0])
+        gone = [
+            int(fid)
+            for (fid,) in conn.execute(
+                "SELECT f.id FROM files f LEFT JOIN temp.disk d ON d.name = f.name WHERE d.name IS NULL"
+            )
+        ]
+        forgotten, marks = self._forget(gone)
+        found.missing_on_disk += forgotten
+        found.watermarks_dropped += marks
+
+    def _listing(self, found: Reconciled) -> Iterator[tuple[str, int, int]]:
+        try:
+            entries = os.scandir(self.folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OutputError(f"cannot list {self.folder}: {exc.strerror or exc}") from None
+        with entries:
+            for entry in entries:
+                if not is_record_file(entry.name):
+                    continue
+                try:
+                    entry.name.encode("utf-8")
+                except UnicodeEncodeError:  # bytes that are not UTF-8: never a name harvester wrote
+                    found.unreadable_names += 1
+                    continue
+                try:
+                    if not entry.is_file():  # a link to a regular file counts (DVC's symlink cache)
+                        continue
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue  # removed while listing
+                except OSError as exc:
+                    raise OutputError(
+                        f"cannot read {self.folder / entry.name}: {exc.strerror or exc}"
+                    ) from None
+                yield entry.name, st.st_size, st.st_mtime_ns
+
+    def _check_page(self, found: Reconciled, verify: bool, after: int) -> int:
+        """Files whose size or time differ (every file with ``verify``), a page at a time: same
+        bytes -> time refreshed; other bytes -> set aside and forgotten. The next page's start,
+        or -1 when done."""
+        rows = self.conn.execute(
+            "SELECT f.id, f.name, f.size, f.sha256, d.size, d.mtime_ns FROM files f "
+            "JOIN temp.disk d ON d.name = f.name WHERE f.id > ? "
+            "AND (? OR f.size != d.size OR f.mtime_ns != d.mtime_ns) ORDER BY f.id LIMIT ?",
+            (after, verify, _PAGE),
+        ).fetchall()
+        if not rows:
+            return -1
+        damaged: list[tuple[int, str]] = []
+        refreshed: list[tuple[int, int]] = []
+        for fid, name, size, sha, disk_size, disk_mtime in rows:
+            if size == disk_size:
+                found.hashed += 1
+                if _sha256_file(self.folder / name) == sha:
+                    if disk_mtime != self._mtime_of(fid):
+                        refreshed.append((disk_mtime, fid))  # copied or touched, same bytes
+                    continue
+            damaged.append((fid, name))
+        if refreshed:
+            self._write([("UPDATE files SET mtime_ns = ? WHERE id = ?", refreshed)])
+        for fid, name in damaged:
+            self._set_aside_file(name, found)  # first out of the way, then forgotten
+            forgotten, marks = self._forget([fid])
+            found.damaged += forgotten
+            found.watermarks_dropped += marks
+        return int(rows[-1][0])
+
+    def _mtime_of(self, fid: int) -> int:
+        row = self.conn.execute("SELECT mtime_ns FROM files WHERE id = ?", (fid,)).fetchone()
+        return int(row[0]) if row else -1
+
+    def _adopt_page(self, found: Reconciled) -> bool:
+        """Read, validate and enter up to one page of files the ledger does not list; False when
+        none is left."""
+        names = [
+            str(n)
+            for (n,) in self.conn.execute(
+                "SELECT d.name FROM temp.disk d LEFT JOIN files f ON f.name = d.name "
+                "WHERE f.name IS NULL ORDER BY d.name LIMIT ?",
+                (_PAGE,),
+            )
+        ]
+        if not names:
+            return False
+        batch: list[_Read] = []
+        for name in names:
+            try:
+                batch.append(self._read(name))
+            except _Damaged as exc:
+                self._set_aside_file(name, found)
+                found.damaged += exc.args[0]
+                continue
+            if sum(len(r.keys) for r in batch) >= _ADOPT_BATCH:
+                self._adopt(batch, found)
+                batch = []
+        self._adopt(batch, found)
+        return True
+
+    def _forget(self, file_ids: list[int]) -> tuple[int, int]:
+        """Forget files and their records (keeping the keys in ``lost`` until they come back) and
+        drop the watermarks that relied on them; return (records forgotten, watermarks dropped).
+
+        A record knows the target that wrote it: that target's watermark (in both namespaces)
+        is dropped. A record whose writer is unknown (adopted from disk) could belong to any
+        target: then every watermark of the folder is dropped."""
+        if not file_ids:
+            return 0, 0
+        conn = self.conn
+        records = marks = 0
+        now = time.time()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for i in range(0, len(file_ids), _BATCH):
+                chunk = file_ids[i : i + _BATCH]
+                q = ",".join("?" * len(chunk))
+                orphans = conn.execute(
+                    f"SELECT 1 FROM records WHERE target IS NULL AND file IN ({q}) LIMIT 1",  # noqa: S608
+                    chunk,
+                ).fetchone()
+                if orphans is not None:
+                    marks += conn.execute(
+                        "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL"
+                    ).rowcount
+                else:
+                    marks += conn.execute(
+                        "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL AND wkey IN "  # noqa: S608
+                        "(SELECT t.wkey FROM targets t JOIN records r ON r.target = t.id "
+                        f"WHERE r.file IN ({q}))",
+                        chunk,
+                    ).rowcount
+                conn.execute(
+                    f"INSERT OR IGNORE INTO lost SELECT key, ? FROM records WHERE file IN ({q})",  # noqa: S608
+                    (now, *chunk),
+                )
+                records += conn.execute(f"DELETE FROM records WHERE file IN ({q})", chunk).rowcount  # noqa: S608
+                conn.execute(f"DELETE FROM files WHERE id IN ({q})", chunk)  # noqa: S608
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+        return records, marks
+
+    def _set_aside_file(self, name: str, found: Reconciled) -> None:
+        """Move a damaged file into ``.harvester/damaged/`` (never deleted: a person may want it)."""
+        found.damaged_files.append(name)
+        self.conn.execute("DELETE FROM temp.disk WHERE name = ?", (name,))
+        folder = self.path.parent / DAMAGED_DIR
+        target = folder / name
+        try:
+            folder.mkdir(exist_ok=True)
+            if target.exists():
+                target = folder / f"{name}.{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+            os.replace(self.folder / name, target)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise output_error(self.folder, exc) from None
+        log.warning("damaged_file_set_aside", folder=str(self.folder), file=name, moved_to=str(target))
+
+    def _read(self, name: str) -> _Read:
+        """Read a file the ledger did not list; _Damaged if it is not this source's records."""
+        path = self.folder / name
+        try:
+            data = path.read_bytes()
+            st = path.stat()
+        except OSError as exc:
+            raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        keys = self._keys_of(name, data)
+        return _Read(name, st.st_size, st.st_mtime_ns, hashlib.sha256(data).digest(), keys)
+
+    def _adopt(self, batch: list[_Read], found: Reconciled) -> None:
+        """Enter files the ledger did not list, in one transaction (one sync for many files)."""
+        if not batch:
+            return
+        conn = self.conn
+        now = time.time()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for read in batch:
+                fid = conn.execute(
+                    "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (read.name, read.size, read.mtime_ns, read.sha256, "adopted", now),
+                ).lastrowid
+                texts = [key_text(k) for k in read.keys]
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT OR IGNORE INTO records VALUES (?, ?, NULL)", [(t, fid) for t in texts]
+                )
+                adopted = conn.total_changes - before
+                found.adopted += adopted
+                found.repeated_on_disk += len(texts) - adopted
+                for i in range(0, len(texts), _BATCH):
+                    chunk = texts[i : i + _BATCH]
+                    q = ",".join("?" * len(chunk))
+                    conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk)  # noqa: S608
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+
+    def _keys_of(self, name: str, data: bytes) -> list[Key]:
+        fields = self.model.key_fields
+        lines = [data] if name.endswith(".json") else data.split(b"\n")
+        if name.endswith(".jsonl") and not data.endswith(b"\n"):
+            raise _Damaged(max(1, data.count(b"\n")))  # truncated mid-line: not a finished shard
+        keys: list[Key] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                record = self.model.model_validate(orjson.loads(line))
+            except (orjson.JSONDecodeError, ValidationError):
+                raise _Damaged(max(1, len(keys))) from None
+            keys.append(tuple(key_part(getattr(record, f)) for f in fields))
+        if name.endswith(".json") and (len(keys) != 1 or name != f"record_{stable_id(keys[0])}.json"):
+            raise _Damaged(1)
+        return keys
+
+    # -- presence --------------------------------------------------------------------------------
+
+    async def present(self, keys: Sequence[Key]) -> set[Key]:
+        """The subset of ``keys`` that the output holds."""
+        if not keys:
+            return set()
+        return await self._run(self._present_sync, list(keys))
+
+    def _present_sync(self, keys: list[Key]) -> set[Key]:
+        by_text = {key_text(k): k for k in keys}
+        texts = list(by_text)
+        found: set[Key] = set()
+        for i in range(0, len(texts), _BATCH):
+            chunk = texts[i : i + _BATCH]
+            q = ",".join("?" * len(chunk))
+            rows = self.conn.execute(f"SELECT key FROM records WHERE key IN ({q})", chunk)  # noqa: S608
+            found.update(by_text[row[0]] for row in rows)
+        return found
+
+    async def contains(self, key: Key) -> bool:
+        return bool(await self.present([key]))
+
+    async def count(self) -> int:
+        """Records in the output."""
+        return await self._run(lambda: int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]))
+
+    # -- commit ----------------------------------------------------------------------------------
+
+    async def commit(
+        self, entries: Sequence[tuple[Key, str, str | None]], files: Sequence[FileInfo], run_id: str
+    ) -> int:
+        """Enter ``files`` (now in place) and ``entries`` (key, file name, watermark key of the
+        target that emitted it); return how many of the keys this folder had lost (records
+        harvested again)."""
+        if not entries and not files:
+            return 0
+        return await self._run(self._commit_sync, list(entries), list(files), run_id)
+
+    def _commit_sync(
+        self, entries: list[tuple[Key, str, str | None]], files: list[FileInfo], run_id: str
+    ) -> int:
+        conn = self.conn
+        now = time.time()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            # plain INSERT: a new file never replaces one the ledger lists (files are create-only)
+            conn.executemany(
+                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
+            )
+            file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", {e[1] for e in entries})
+            missing = {e[1] for e in entries} - set(file_ids)
+            for name in sorted(missing):  # a record file already on disk that this run found present
+                fid = self._enter_existing(name, run_id, now)
+                if fid is not None:
+                    file_ids[name] = fid
+            wkeys = {e[2] for e in entries if e[2] is not None}
+            if wkeys:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO targets (ns, wkey, label, watermark, run_id, at) "
+                    "VALUES (?, ?, ?, NULL, ?, ?)",
+                    [(self.ns, w, w, run_id, now) for w in wkeys],
+                )
+            target_ids = self._ids(
+                "SELECT id, wkey FROM targets WHERE ns = ? AND wkey IN ({})", wkeys, prefix=(self.ns,)
+            )
+            rows = [
+                (key_text(k), file_ids[name], target_ids.get(w) if w is not None else None)
+                for k, name, w in entries
+                if name in file_ids
+            ]
+            conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
+            refetched = 0
+            for i in range(0, len(rows), _BATCH):
+                chunk = [r[0] for r in rows[i : i + _BATCH]]
+                q = ",".join("?" * len(chunk))
+                refetched += conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk).rowcount  # noqa: S608
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _ledger_error(self.path, exc) from None
+        return refetched
+
+    def _enter_existing(self, name: str, run_id: str, now: float) -> int | None:
+        path = self.folder / name
+        try:
+            data = path.read_bytes()
+            st = path.stat()
+        except OSError:
+            return None
+        cur = self.conn.execute(
+            "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, st.st_size, st.st_mtime_ns, hashlib.sha256(data).digest(), run_id, now),
+        )
+        return cur.lastrowid
+
+    def _ids(self, sql: str, names: set[str], *, prefix: tuple[Any, ...] = ()) -> dict[str, int]:
+        found: dict[str, int] = {}
+        items = list(names)
+        for i in range(0, len(items), _BATCH):
+            chunk = items[i : i + _BATCH]
+            rows = self.conn.execute(sql.format(",".join("?" * len(chunk))), (*prefix, *chunk))
+            found.update({str(name): int(fid) for fid, name in rows})
+        return found
+
+    async def pending_refetch(self) -> int:
+        """Records this folder lost (found missing or damaged) that no run has brought back yet."""
+        return await self._run(lambda: int(self.conn.execute("SELECT COUNT(*) FROM lost").fetchone()[0]))
+
+    async def clear_lost(self) -> int:
+        """After a complete from-scratch run: what is still lost, the archive no longer serves.
+        Forget those keys (so they are not reported for ever); return how many."""
+        return await self._run(lambda: int(self.conn.execute("DELETE FROM lost").rowcount))
+
+    # -- watermarks ------------------------------------------------------------------------------
+
+    async def watermarks(self) -> dict[str, float]:
+        """wkey -> watermark of this output (only targets whose files are all in place)."""
+        rows = await self._run(
+            lambda: self.conn.execute(
+                "SELECT wkey, watermark FROM targets WHERE ns = ? AND watermark IS NOT NULL", (self.ns,)
+            ).fetchall()
+        )
+        return {str(k): float(v) for k, v in rows}
+
+    async def advance(self, marks: dict[str, tuple[str, float]], run_id: str) -> None:
+        """Raise (never lower) each watermark; ``marks`` maps wkey -> (target label, value)."""
+        if not marks:
+            return
+        now = time.time()
+        rows = [(self.ns, wkey, label, value, run_id, now) for wkey, (label, value) in marks.items()]
+        await self._run(
+            self._write,
+            [
+                (
+                    "INSERT INTO targets (ns, wkey, label, watermark, run_id, at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (ns, wkey) DO UPDATE SET "
+                    "watermark = max(coalesce(watermark, excluded.watermark), excluded.watermark), "
+                    "label = excluded.label, run_id = excluded.run_id, at = excluded.at",
+                    rows,
+                )
+            ],
+        )
+
+    async def all_watermarks(self) -> list[dict[str, Any]]:
+        """Every watermark of this output, for ``harvester status``."""
+        rows = await self._run(
+            lambda: self.conn.execute(
+                "SELECT ns, label, watermark, at FROM targets WHERE watermark IS NOT NULL ORDER BY ns, label"
+            ).fetchall()
+        )
+        return [
+            {"sample": ns == "sample", "target": str(label), "value": float(v), "at": float(at)}
+            for ns, label, v, at in rows
+        ]
+
+
+def _ledger_error(path: Path, exc: sqlite3.Error) -> OutputError:
+    """A one-line OutputError for a failed ledger write, in the same words as the files' errors."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    cause = {13: "no space left on device", 8: "read-only file system", 3: "permission denied"}.get(
+        code if isinstance(code, int) else -1, str(exc)
+    )
+    return OutputError(f"cannot write to {path.parent.parent}: {cause} (ledger {path.name})")
+
+
+def _sha256_file(path: Path) -> bytes:
+    """A file's sha256; a read error is an error (never taken for damage)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return b""  # removed since the listing: handled as gone by the next run
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.digest()
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """What an output folder's ledger says, read-only (for ``harvester status``): records, files,
+    watermarks; None when the folder has no ledger. Never creates or changes anything."""
+    path = ledger_path(folder)
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        ) as conn:
+            records = int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+            files = int(conn.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+            marks = conn.execute(
+                "SELECT ns, label, watermark, at FROM targets WHERE watermark IS NOT NULL ORDER BY label"
+            ).fetchall()
+    except sqlite3.Error as exc:
+        return {"folder": str(folder), "ledger": str(path), "error": f"unreadable ({exc})"}
+    return {
+        "folder": str(folder),
+        "ledger": str(path),
+        "records": records,
+        "files": files,
+        "watermarks": [
+            {"target": str(label), "value": float(v), "at": float(at), "sample": ns == "sample"}
+            for ns, label, v, at in marks
+        ],
+    }

@@ -1,0 +1,277 @@
+"""Record writers: orjson to disk, atomically, never twice.
+
+Two layouts under ``<output>/<source>/``:
+
+- ``json`` (default): ``record_<stable id>.json``, one record per file. Each file is written to a
+  hidden temporary file in the same folder and then *linked* into place, which is atomic and
+  create-only: a reader never sees a partial file, and an existing record is never overwritten.
+  A record whose file already exists counts as ``already_present`` and is not written again, so a
+  rerun writes nothing.
+- ``jsonl``: ``part-<run id>-<seq>.jsonl`` shards of ``jsonl_shard_records`` lines. A shard is
+  built in a hidden temporary file and renamed into place when full or at the end of the run, so
+  every visible shard is complete.
+
+Writers do not decide what is already in the output: the output's ledger does
+(:mod:`harvester.io.ledger`), and the pipeline hands a writer only records the ledger lacks. The
+per-record writer still creates each file only once, so even two processes racing on one folder
+never overwrite a record.
+
+A kill at any moment leaves at most hidden ``.*.tmp`` files, which the next writer removes.
+All file I/O runs on worker threads: the event loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import orjson
+
+from harvester.errors import OutputError
+from harvester.io.files import (
+    TMP_SUFFIX,
+    fsync_folder,
+    make_folder,
+    output_error,
+    temp_path,
+    write_text_atomic,
+)
+from harvester.io.ledger import FileInfo, file_info
+from harvester.records import BaseRecord, stable_id
+
+__all__ = [
+    "JsonFilesWriter",
+    "JsonlWriter",
+    "NullWriter",
+    "WriteResult",
+    "Writer",
+    "dumps_record",
+    "record_path",
+    "write_text_atomic",
+]
+
+_STALE_TMP_S = 0.0  # a hidden temp file is never a finished record: any left over is from a dead run
+
+
+def dumps_record(record: BaseRecord) -> bytes:
+    """One record as compact JSON (NaN is never present: the models hold null instead)."""
+    return orjson.dumps(record.model_dump(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def record_path(folder: Path, record: BaseRecord) -> Path:
+    return folder / f"record_{stable_id(record.dedup_key())}.json"
+
+
+#: A record for the writer, with the watermark key of the target that emitted it (or None).
+Item = tuple[BaseRecord, str | None]
+#: A record now in the output: (dedup key, file name, watermark key of its target).
+Entry = tuple[tuple[str, ...], str, str | None]
+
+
+@dataclass
+class WriteResult:
+    """What one write (or the final flush) did.
+
+    ``durable`` holds the records that are now in the output (newly written or already there):
+    only these may be committed to the ledger. ``files`` describes every file created (name,
+    size, modification time, sha256), for the ledger and the run manifest.
+    """
+
+    written: int = 0
+    present: int = 0
+    durable: list[Entry] = field(default_factory=list)
+    files: list[FileInfo] = field(default_factory=list)
+    #: Set when the output failed part-way: what came before it is durable and listed above.
+    error: OutputError | None = None
+
+
+class Writer(Protocol):
+    """Where deduplicated records go."""
+
+    folder: Path | None
+
+    async def open(self) -> None: ...
+
+    async def write(self, items: list[Item]) -> WriteResult:
+        """Write a batch of records the output does not hold yet."""
+        ...
+
+    async def close(self) -> WriteResult:
+        """Flush what is buffered; return what that made durable."""
+        ...
+
+
+def _prepare_folder(folder: Path) -> None:
+    try:
+        make_folder(folder)
+        probe = folder / f".probe-{uuid.uuid4().hex}{TMP_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise output_error(folder, exc) from None
+    now = time.time()
+    for leftover in folder.glob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime >= _STALE_TMP_S:
+                leftover.unlink()
+
+
+class NullWriter:
+    """Writes nothing: the dry-run writer."""
+
+    folder: Path | None = None
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, items: list[Item]) -> WriteResult:
+        return WriteResult()
+
+    async def close(self) -> WriteResult:
+        return WriteResult()
+
+
+class JsonFilesWriter:
+    """One ``record_<stable id>.json`` per record, created atomically and only once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder: Path | None = folder
+        self._folder = folder
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+
+    async def write(self, items: list[Item]) -> WriteResult:
+        return await anyio.to_thread.run_sync(self._write_sync, items)
+
+    def _write_sync(self, items: list[Item]) -> WriteResult:
+        result = WriteResult()
+        for record, wkey in items:
+            path = record_path(self._folder, record)
+            data = dumps_record(record) + b"\n"
+            try:
+                created = _create_once(path, data)
+                if not created and not path.is_file():
+                    raise OutputError(f"cannot write {path}: something that is not a file is in the way")
+                info = file_info(path, hashlib.sha256(data).hexdigest()) if created else None
+            except OSError as exc:
+                result.error = output_error(path.parent, exc)  # the records before are durable
+                return result
+            except OutputError as exc:
+                result.error = exc  # the records before this one are durable: report them
+                return result
+            result.durable.append((record.dedup_key(), path.name, wkey))
+            if info is not None:
+                result.written += 1
+                result.files.append(info)
+            else:
+                result.present += 1  # another process wrote it meanwhile (create-once)
+        return result
+
+    async def close(self) -> WriteResult:
+        return WriteResult()
+
+
+def _create_once(path: Path, data: bytes, *, durable: bool = False) -> bool:
+    """Write ``data`` to ``path`` atomically; False if the path already exists (nothing changed).
+    ``durable``: on disk (file, then folder entry) before this returns True."""
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # atomic and create-only: fails if the record exists
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            if path.exists():  # a filesystem without hard links: fall back to rename
+                return False
+            os.replace(tmp, path)
+        if durable:
+            fsync_folder(path.parent)
+        return True
+    except OSError as exc:
+        raise output_error(path.parent, exc) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class JsonlWriter:
+    """Sharded ``part-<run id>-<seq>.jsonl`` files, each renamed into place once complete."""
+
+    def __init__(self, folder: Path, model: type[BaseRecord], *, run_id: str, shard_records: int) -> None:
+        self.folder: Path | None = folder
+        self._folder = folder
+        self._model = model
+        self._run_id = run_id
+        self._shard_records = shard_records
+        self._seq = 0
+        # One growing buffer per shard: orjson's bytes objects keep their whole working buffer
+        # (kilobytes for a short record), so a list of them costs ~10x the shard's size.
+        self._buffer = bytearray()
+        self._pending: list[tuple[tuple[str, ...], str | None]] = []
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+
+    async def write(self, items: list[Item]) -> WriteResult:
+        result = WriteResult()
+        for record, wkey in items:
+            # Records the output holds never reach the writer (the ledger filters them), nor do
+            # this run's duplicates (the dedup stage drops them): memory stays bounded by the shard.
+            self._buffer += dumps_record(record)
+            self._buffer += b"\n"
+            self._pending.append((record.dedup_key(), wkey))
+            result.written += 1
+            if len(self._pending) >= self._shard_records:
+                await self._flush(result)
+        return result
+
+    async def _flush(self, result: WriteResult) -> None:
+        if not self._pending:
+            return
+        data, self._buffer = bytes(self._buffer), bytearray()
+        keys, self._pending = self._pending, []
+        self._seq += 1
+        path = self._folder / f"part-{self._run_id}-{self._seq:05d}.jsonl"
+        info = await anyio.to_thread.run_sync(_write_shard, path, data)
+        # only now, after the rename, are these records durable
+        result.durable.extend((key, path.name, wkey) for key, wkey in keys)
+        result.files.append(info)
+
+    async def close(self) -> WriteResult:
+        result = WriteResult()
+        with anyio.CancelScope(shield=True):
+            await self._flush(result)
+        return result
+
+
+def _write_shard(path: Path, data: bytes) -> FileInfo:
+    """A complete, durable shard under a name no other file has (create-only, like records)."""
+    if not _create_once(path, data, durable=True):
+        raise OutputError(f"cannot write {path}: a shard of that name exists (never overwritten)")
+    return file_info(path, hashlib.sha256(data).hexdigest())
+
+
+def iter_jsonl_records(folder: Path) -> Iterable[dict[str, Any]]:
+    """Every record dict in a folder's visible jsonl shards (temporary files are skipped)."""
+    for shard in sorted(folder.glob("part-*.jsonl")):
+        with shard.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    yield orjson.loads(line)

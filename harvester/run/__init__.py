@@ -1,0 +1,3 @@
+"""The one run lifecycle: plan -> fetch -> dedup -> write -> ledger -> report."""
+
+from __future__ import annotations

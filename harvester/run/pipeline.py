@@ -1,0 +1,533 @@
+"""The per-source pipeline: producers → dedup → writer, joined by bounded memory streams.
+
+::
+
+    targets ──> N producer tasks ──(stream)──> dedup + limit ──(stream)──> writer (batches, threads)
+                (source.fetch, limited
+                 and retried by the HTTP
+                 session)
+
+- Producers: a pool of worker tasks takes targets one by one; a failed target is recorded with
+  its cause and the others go on.
+- Dedup: an in-memory set of dedup keys drops duplicates within the run (overlapping cones return
+  the same epochs); ``limit`` caps the unique records passed on and then cancels the producers,
+  so fetching stops once enough records are in hand.
+- Writer: takes what is buffered as one batch and writes it on a worker thread.
+
+Each stream is bounded, so a slow disk slows the fetchers instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from harvester.archives.base import FetchContext, Source, utcnow
+from harvester.display.logs import redact
+from harvester.display.schema import source_readme
+from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, budget_lost
+from harvester.io.http import Http, HttpSession, HttpStats
+from harvester.io.ledger import FileInfo, Ledger
+from harvester.io.state import StateStore
+from harvester.io.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
+from harvester.records import RECORD_MODELS, BaseRecord, key_digest
+from harvester.run.report import SourceReport, TargetFailure
+from harvester.settings import Settings
+
+__all__ = ["OutputState", "RunOptions", "make_writer", "output_failed", "run_source"]
+
+#: A record on its way to the writer, with the watermark key of the target that emitted it.
+Item = tuple[BaseRecord, str | None]
+
+log = structlog.get_logger("harvester.run")
+
+WRITE_BATCH = 256
+
+
+def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) -> Writer:
+    if dry_run:
+        return NullWriter()
+    folder = Path(settings.output) / source
+    if settings.format == "jsonl":
+        return JsonlWriter(
+            folder, RECORD_MODELS[source], run_id=run_id, shard_records=settings.jsonl_shard_records
+        )
+    return JsonFilesWriter(folder)
+
+
+@dataclass
+class RunOptions:
+    """How one source run behaves, beyond what its settings say."""
+
+    limit: int | None = None
+    buffer: int = 1000
+    keep_sample: bool = False
+    run_id: str = ""
+    state: OutputState | None = None
+    full: bool = False
+    stop: anyio.Event | None = None
+
+
+@dataclass
+class _TargetRun:
+    label: str
+    wkey: str | None
+    ok: bool = True
+    reason: str | None = None
+    high: float | None = None
+    #: what was asked of the archive (the time window after the watermark), for the README
+    requested: dict[str, Any] | None = None
+    #: asked without a watermark (everything the archive has for the target)
+    from_scratch: bool = True
+
+
+class OutputState:
+    """What a run knows beyond itself: the output's :class:`Ledger` (presence, watermarks) and the
+    machine's state store (per-target outcomes), either of which may be absent.
+
+    ``incremental=False`` (``state.enabled: false``) ignores and keeps no watermarks; presence in
+    the output is still the ledger's, so nothing is written twice.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        store: StateStore | None,
+        source: str,
+        *,
+        incremental: bool = True,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.source = source
+        self.incremental = incremental
+
+    async def seen(self, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        return await self.ledger.present(keys) if self.ledger is not None else set()
+
+    async def commit(
+        self, entries: list[tuple[tuple[str, ...], str, str | None]], files: list[FileInfo], run_id: str
+    ) -> int:
+        if self.ledger is None:
+            return 0
+        return await self.ledger.commit(entries, files, run_id)
+
+    async def watermarks(self) -> dict[str, float]:
+        if self.ledger is None or not self.incremental:
+            return {}
+        return await self.ledger.watermarks()
+
+    async def finish(self, targets: list[_TargetRun], run_id: str, *, advance: bool) -> None:
+        if self.store is not None:
+            outcomes = [(t.label, t.ok, t.reason) for t in targets]
+            await self.store.record_outcomes(run_id, self.source, outcomes)
+        if advance and self.ledger is not None and self.incremental:
+            marks = {t.wkey: (t.label, t.high) for t in targets if t.ok and t.wkey and t.high is not None}
+            await self.ledger.advance(marks, run_id)
+
+
+async def run_source(
+    source: Source[Any],
+    http: Http,
+    writer: Writer,
+    report: SourceReport,
+    options: RunOptions | None = None,
+) -> None:
+    """Harvest one source into ``writer``, filling ``report``. Never raises for a target's failure."""
+    opts = options or RunOptions()
+    started = time.monotonic()
+    targets = source.targets()
+    report.targets = len(targets)
+    report.sample = source.sample
+    state = opts.state
+
+    def on_response(stats: HttpStats) -> None:
+        report.requests, report.retries, report.bytes_received = (
+            stats.requests,
+            stats.retries,
+            stats.bytes_received,
+        )
+
+    session = http.session(source.name, on_response=on_response, **source.session_options())
+    bound = log.bind(source=source.name)
+    runs: list[_TargetRun] = []
+    completed = False  # the pipeline drained normally: every emitted record reached the writer
+    try:
+        if state is not None and state.ledger is not None:
+            await _reconcile(state.ledger, report, verify=opts.full)
+        marks = await state.watermarks() if state is not None and not opts.full else {}
+        await writer.open()
+        raw_send, raw_recv = anyio.create_memory_object_stream[Item](opts.buffer)
+        uniq_send, uniq_recv = anyio.create_memory_object_stream[Item](opts.buffer)
+        async with anyio.create_task_group() as tg:
+            producers = anyio.CancelScope()
+            jobs = _Jobs(source, session, raw_send, report, writer, state, marks, opts.stop, runs)
+            tg.start_soon(jobs.produce, iter(targets), producers)
+            tg.start_soon(_dedup, raw_recv, uniq_send, report, opts.limit, producers, opts.keep_sample)
+            tg.start_soon(_write, uniq_recv, writer, report, state, opts.run_id, tg.cancel_scope)
+        completed = True
+    except OutputError as exc:
+        output_failed(report, exc)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _close(writer, report, state, opts.run_id)
+            on_response(session.stats)
+            report.elapsed_s = round(time.monotonic() - started, 3)
+            report.output = str(writer.folder) if writer.folder is not None else None
+            if not completed and report.status != "failed":
+                report.status = "cancelled"  # interrupted: the counts are what was done before
+            if report.status != "failed":
+                report.finish()
+            if state is not None:
+                if state.ledger is not None:
+                    await _settle_ledger(state.ledger, report, runs, completed=completed)
+                # Watermarks move only when every record of the run is durable: not after a
+                # cancellation or an output failure, and not when --limit dropped records the
+                # archive had already served.
+                advance = completed and report.status != "failed" and not report.limit_reached
+                try:
+                    await state.finish(runs, opts.run_id, advance=advance)
+                except OutputError as exc:
+                    report.warnings.append(str(exc))
+    for warning in map(redact, source.notes.warnings):
+        if warning not in report.warnings:
+            report.warnings.append(warning)
+    if writer.folder is not None and report.status != "cancelled":
+        await _write_readme(source, writer.folder, report, runs)
+    bound.info(
+        "source_done",
+        status=report.status,
+        records=report.records,
+        written=report.written,
+        already_present=report.already_present,
+        duplicates=report.duplicates,
+        missing_on_disk=report.missing_on_disk + report.damaged_on_disk,
+        refetched=report.refetched,
+        adopted=report.adopted,
+        errors=len(report.errors),
+        requests=report.requests,
+        retries=report.retries,
+        elapsed_s=report.elapsed_s,
+    )
+
+
+def output_failed(report: SourceReport, exc: OutputError) -> None:
+    """The output cannot be written: the source fails with one line naming the folder and cause."""
+    if report.status == "failed" and any(e.target == "(output)" for e in report.errors):
+        return  # already recorded (the writer's close meets the same folder)
+    report.errors.append(TargetFailure(target="(output)", cause=exc.message, transient=False))
+    report.status = "failed"
+    log.error("output_failed", source=report.source, cause=exc.message)
+
+
+async def _reconcile(ledger: Ledger, report: SourceReport, *, verify: bool) -> None:
+    """Check the output's ledger against the disk before anything is asked of the archive."""
+    found = await ledger.reconcile(verify=verify)
+    report.missing_on_disk = found.missing_on_disk
+    report.damaged_on_disk = found.damaged
+    report.adopted = found.adopted
+    if found.rebuilt:
+        report.warnings.append(f"{ledger.path}: {found.rebuilt}")
+    report.watermarks_dropped = found.watermarks_dropped
+    if found.unreadable_names:
+        report.warnings.append(
+            f"{ledger.folder}: {found.unreadable_names} files whose names are not UTF-8 were left alone"
+        )
+    if found.repeated_on_disk:
+        report.warnings.append(
+            f"{ledger.folder}: {found.repeated_on_disk} records appear in more than one file on disk"
+        )
+    log.info("ledger_checked", source=report.source, folder=str(ledger.folder), **found.as_dict())
+
+
+async def _settle_ledger(
+    ledger: Ledger, report: SourceReport, runs: list[_TargetRun], *, completed: bool
+) -> None:
+    """After the run: what the folder still lacks, said in the report. A complete, successful run
+    that asked every target from scratch and still did not get some lost records back shows the
+    archive no longer serves them: they are forgotten, said once, instead of reported for ever."""
+    try:
+        report.refetch_pending = await ledger.pending_refetch()
+        from_scratch = all(r.ok and r.from_scratch for r in runs)
+        if (
+            report.refetch_pending
+            and completed
+            and report.status == "ok"
+            and from_scratch
+            and not report.limit_reached
+        ):
+            gone = await ledger.clear_lost()
+            report.refetch_pending = 0
+            report.warnings.append(
+                f"{ledger.folder}: {gone} records this folder had lost were not served again by a "
+                "complete run that asked every target from scratch: the archive no longer has them"
+            )
+    except OutputError as exc:
+        report.warnings.append(str(exc))
+    _repair_warning(ledger, report)
+
+
+def _repair_warning(ledger: Ledger, report: SourceReport) -> None:
+    """One line saying what the output had lost and what this run brought back."""
+    if report.adopted:
+        report.warnings.append(
+            f"{ledger.folder}: adopted {report.adopted} records found on disk that its ledger did not "
+            "list (a ledger lost or replaced, a run killed before recording them, or an output "
+            "written by an older harvester); they are not fetched again"
+        )
+    lost = report.missing_on_disk + report.damaged_on_disk
+    if not lost:
+        if report.refetch_pending:
+            report.warnings.append(
+                f"{ledger.folder}: {report.refetch_pending} records lost from this folder in earlier "
+                "runs are not back yet"
+            )
+        return
+    parts = [f"missing_on_disk: {report.missing_on_disk}"]
+    if report.damaged_on_disk:
+        parts.append(f"damaged (set aside in .harvester/damaged): {report.damaged_on_disk}")
+    parts.append(f"re-fetched: {report.refetched}")
+    if report.refetch_pending:
+        parts.append(
+            f"not back yet: {report.refetch_pending} (the archive no longer served them, or the run stopped)"
+        )
+    if report.watermarks_dropped:
+        parts.append(f"watermarks dropped for {report.watermarks_dropped} targets")
+    report.warnings.append(f"{ledger.folder}: " + ", ".join(parts))
+
+
+async def _close(writer: Writer, report: SourceReport, state: OutputState | None, run_id: str) -> None:
+    try:
+        result = await writer.close()
+        report.written += result.written
+        report.files.extend((f.name, f.sha256) for f in result.files)
+        if state is not None:
+            report.refetched += await state.commit(result.durable, result.files, run_id)
+    except OutputError as exc:
+        output_failed(report, exc)
+
+
+class _Jobs:
+    """The producer side: a pool of workers taking targets one by one."""
+
+    def __init__(
+        self,
+        source: Source[Any],
+        session: HttpSession,
+        send: MemoryObjectSendStream[Item],
+        report: SourceReport,
+        writer: Writer,
+        state: OutputState | None,
+        marks: dict[str, float],
+        stop: anyio.Event | None,
+        runs: list[_TargetRun],
+    ) -> None:
+        self.source, self.session, self.send, self.report = source, session, send, report
+        self.writer, self.state, self.marks, self.stop, self.runs = writer, state, marks, stop, runs
+
+    async def produce(self, targets: Iterator[Any], scope: anyio.CancelScope) -> None:
+        workers = max(1, min(self.source.rate_limit.max_concurrency * 2, self.report.targets))
+
+        async def worker() -> None:
+            for target in targets:  # a shared iterator: each target goes to exactly one worker
+                if self.stop is not None and self.stop.is_set():
+                    return  # shutting down: start no new target
+                await self.fetch_target(target)
+
+        with scope:
+            async with self.send, anyio.create_task_group() as tg:
+                for _ in range(workers):
+                    tg.start_soon(worker)
+
+    async def is_present(self, key: tuple[str, ...]) -> bool:
+        return self.state is not None and bool(await self.state.seen([key]))
+
+    async def fetch_target(self, target: Any) -> None:
+        source, report = self.source, self.report
+        label = source.label(target)
+        wkey = source.watermark_key(target) if source.watermark_field else None
+        run = _TargetRun(label=label, wkey=wkey)
+        self.runs.append(run)
+        field_name = source.watermark_field
+
+        async def emit(record: BaseRecord) -> None:
+            if field_name is not None:
+                value = getattr(record, field_name, None)
+                if isinstance(value, float) and (run.high is None or value > run.high):
+                    run.high = value
+            await self.send.send((record, wkey))
+
+        def fail(part: str, cause: str, transient: bool) -> None:
+            run.ok, run.reason = False, redact(f"{part}: {cause}")
+            report.errors.append(
+                TargetFailure(target=f"{label}/{part}", cause=redact(cause), transient=transient)
+            )
+            log.warning(
+                "target_part_failed",
+                source=source.name,
+                target=label,
+                part=part,
+                cause=cause,
+                transient=transient,
+            )
+
+        ctx = FetchContext(
+            session=self.session,
+            emit=emit,
+            is_present=self.is_present,
+            fail=fail,
+            watermark=self.marks.get(wkey) if wkey else None,
+        )
+        run.requested = source.requested(target, ctx.watermark)
+        run.from_scratch = ctx.watermark is None
+        try:
+            await source.fetch(target, ctx)
+        except BudgetUnavailable:
+            raise  # not this target's failure: the unit stops and is retried as a whole
+        except HarvesterError as exc:
+            cause = redact(exc.message)  # causes may quote an archive's body
+            run.ok, run.reason = False, cause
+            report.errors.append(TargetFailure(target=label, cause=cause, transient=exc.transient))
+            log.warning(
+                "target_failed", source=source.name, target=label, cause=exc.message, transient=exc.transient
+            )
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the dedup stage stopped (limit reached): not a failure
+        except Exception as exc:  # a bug or an unexpected body must not take the other targets down
+            if budget_lost(exc) is not None:
+                raise  # from a source's own task group (TESS downloads): the unit stops, as above
+            cause = redact(f"internal error: {type(exc).__name__}: {exc}")
+            run.ok, run.reason = False, cause
+            report.errors.append(TargetFailure(target=label, cause=cause, transient=False))
+            log.error("target_crashed", source=source.name, target=label, cause=cause)
+            log.debug("target_crashed_traceback", source=source.name, target=label, exc_info=True)
+        else:
+            if run.ok:
+                report.targets_ok += 1
+
+
+async def _dedup(
+    recv: MemoryObjectReceiveStream[Item],
+    send: MemoryObjectSendStream[Item],
+    report: SourceReport,
+    limit: int | None,
+    producers: anyio.CancelScope,
+    keep_sample: bool,
+) -> None:
+    seen: set[bytes] = set()
+    async with recv, send:
+        async for item in recv:
+            record = item[0]
+            key = key_digest(record.dedup_key())
+            if key in seen:
+                report.duplicates += 1
+                continue
+            if limit is not None and report.records >= limit:
+                continue  # draining what was in flight when the limit was reached
+            seen.add(key)
+            report.records += 1
+            if keep_sample and report.sample_record is None:
+                report.sample_record = record.model_dump(mode="json")
+            try:
+                await send.send(item)
+            except anyio.BrokenResourceError:
+                producers.cancel()  # the writer stopped (output failure): fetch no more
+                return
+            if limit is not None and report.records >= limit:
+                report.limit_reached = True
+                producers.cancel()
+
+
+async def _write(
+    recv: MemoryObjectReceiveStream[Item],
+    writer: Writer,
+    report: SourceReport,
+    state: OutputState | None,
+    run_id: str,
+    pipeline: anyio.CancelScope,
+) -> None:
+    """Write batches; with a ledger, skip keys the output already holds and commit new ones.
+
+    Keys are committed to the ledger only after the writer says their records are durable (file
+    renamed into place), never before. An output failure (full disk, read-only folder) stops the whole source:
+    it is recorded and the pipeline is cancelled, keeping everything already written.
+    """
+    try:
+        await _write_batches(recv, writer, report, state, run_id)
+    except OutputError as exc:
+        output_failed(report, exc)
+        pipeline.cancel()
+
+
+async def _write_batches(
+    recv: MemoryObjectReceiveStream[Item],
+    writer: Writer,
+    report: SourceReport,
+    state: OutputState | None,
+    run_id: str,
+) -> None:
+    async with recv:
+        async for first in recv:
+            batch = [first]
+            while len(batch) < WRITE_BATCH:
+                try:
+                    batch.append(recv.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            if state is not None:
+                known = await state.seen([r.dedup_key() for r, _ in batch])
+                if known:
+                    report.already_present += sum(1 for r, _ in batch if r.dedup_key() in known)
+                    batch = [item for item in batch if item[0].dedup_key() not in known]
+            # A batch's files and their keys land together: a cancellation (shutdown grace over)
+            # waits for this bounded step instead of leaving files whose keys are not committed.
+            with anyio.CancelScope(shield=True):
+                result = await writer.write(batch)
+                report.written += result.written
+                report.already_present += result.present
+                report.files.extend((f.name, f.sha256) for f in result.files)
+                if state is not None:
+                    report.refetched += await state.commit(result.durable, result.files, run_id)
+            if result.error is not None:
+                raise result.error
+
+
+#: targets listed one by one in a folder's README; beyond this, a count
+README_TARGETS = 25
+
+
+def readme_query(source: Source[Any], runs: list[_TargetRun]) -> dict[str, Any]:
+    """The last run's query as the README states it: the settings, and per target what was
+    actually asked (the incremental window after a watermark, not only the configured range)."""
+    query = source.describe_query()
+    described = query.get("targets")
+    targets: dict[str, Any] = dict(described) if isinstance(described, dict) else {}
+    targets["count"] = len(runs)
+    targets["asked"] = [
+        {"target": r.label, **(r.requested or {})}
+        for r in sorted(runs, key=lambda r: r.label)[:README_TARGETS]
+    ]
+    if len(runs) > README_TARGETS:
+        targets["not_listed"] = len(runs) - README_TARGETS
+    query["targets"] = targets
+    return query
+
+
+async def _write_readme(
+    source: Source[Any], folder: Path, report: SourceReport, runs: list[_TargetRun]
+) -> None:
+    counts = report.as_dict()
+    for key in ("sample_record", "output"):
+        counts.pop(key, None)
+    try:
+        text = source_readme(source.name, readme_query(source, runs), counts, utcnow())
+        await anyio.to_thread.run_sync(write_text_atomic, folder / "README.md", text)
+    except (OSError, HarvesterError) as exc:
+        report.warnings.append(f"could not write README: {exc}")
