@@ -31,7 +31,7 @@ import yaml
 
 from harvester.features.tess import TESS_COLUMNS
 from harvester.features.ztf import ZTF_COLUMNS
-from harvester.ledger import LEDGER_DIR, LEDGER_NAME, is_record_file
+from harvester.io.ledger import LEDGER_DIR, LEDGER_NAME, is_record_file
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("ztf", "tess", "mast")

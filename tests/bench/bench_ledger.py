@@ -3,12 +3,12 @@
 Run with ``uv run python -m tests.bench.bench_ledger [--quick] [--records N] [--files N]
 [--healthy-only]`` (or as part of ``python -m tests.bench``). A script, not a test.
 
-Every run starts with :meth:`harvester.ledger.Ledger.reconcile` (issue 15): one listing of the
+Every run starts with :meth:`harvester.io.ledger.Ledger.reconcile` (issue 15): one listing of the
 source folder with sizes and modification times, compared with the ledger in SQL; a file is
 hashed only where size or time disagree, and a file the ledger does not list is read and adopted.
 This part measures that check on a ZTF output built through the real writers and ledger
-(:class:`~harvester.pipeline.writers.JsonlWriter` or
-:class:`~harvester.pipeline.writers.JsonFilesWriter`, then :meth:`Ledger.commit` per batch of
+(:class:`~harvester.io.writers.JsonlWriter` or
+:class:`~harvester.io.writers.JsonFilesWriter`, then :meth:`Ledger.commit` per batch of
 10,000, as the pipeline commits; synthetic records made with ``model_construct``, 500 epochs per
 object, 1,000 targets with a watermark each), in both layouts:
 
@@ -50,8 +50,8 @@ from typing import Any
 
 import anyio
 
-from harvester.ledger import LEDGER_DIR, Ledger, is_record_file, ledger_path
-from harvester.pipeline.writers import Item, JsonFilesWriter, JsonlWriter, Writer
+from harvester.io.ledger import LEDGER_DIR, Ledger, is_record_file, ledger_path
+from harvester.io.writers import Item, JsonFilesWriter, JsonlWriter, Writer
 from harvester.records import Provenance, ZtfRecord
 from harvester.settings import Settings
 from tests.bench.bench_memory import peak_rss_mb, rss_now_mb
