@@ -442,3 +442,27 @@ async def test_fallback_after_an_output_failure_never_overwrites_a_shard(
     assert ledger_keys(out / "ztf") == lines  # no shard was overwritten under its keys
     rerun = await h.run(out)
     assert rerun.sources["ztf"].missing_on_disk == 0 and rerun.sources["ztf"].damaged_on_disk == 0
+
+
+@pytest.mark.parametrize("link", ["hardlink", "symlink"])
+async def test_a_linked_ledger_is_copied_before_it_is_written(
+    json_out: Any, tmp_path: Path, link: str
+) -> None:
+    """DVC's hardlink and symlink caches check an output out as links to read-only cached objects:
+    the ledger becomes a private copy first, so the cached object keeps its bytes (and its hash)."""
+    h, out, clean = json_out
+    ledger = out / "ztf" / ".harvester" / "ledger.sqlite"
+    cached = tmp_path / "cache-object"
+    shutil.copyfile(ledger, cached)
+    before = cached.read_bytes()
+    ledger.unlink()
+    if link == "hardlink":
+        os.link(cached, ledger)
+    else:
+        ledger.symlink_to(cached)
+    sorted((out / "ztf").glob("record_*.json"))[0].unlink()  # so the run writes to the ledger
+    report = await h.run(out)
+    assert report.sources["ztf"].refetched == 1
+    assert cached.read_bytes() == before
+    assert not ledger.is_symlink() and ledger.stat().st_nlink == 1
+    assert content(out / "ztf") == clean

@@ -48,7 +48,9 @@ import fcntl
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +63,7 @@ import structlog
 from pydantic import ValidationError
 
 from harvester.errors import OutputError
-from harvester.io.files import make_folder, output_error
+from harvester.io.files import make_folder, output_error, temp_path
 from harvester.records import BaseRecord, key_part, key_text, stable_id
 
 __all__ = [
@@ -195,6 +197,28 @@ class _NewerLedger(Exception):
     """A ledger written by a newer harvester: refused, never rebuilt over."""
 
 
+def _make_private(path: Path) -> None:
+    """A ledger that is a symlink or a hard link (DVC's ``symlink``/``hardlink`` cache types link a
+    checked-out output to its read-only cache) is replaced by a private copy before anything is
+    written: writing through the link would change the cached object under its hash."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise output_error(path.parent, exc) from None
+    if not (stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1)):
+        return
+    tmp = temp_path(path)
+    try:
+        shutil.copyfile(path, tmp)  # follows the link: the bytes, not the link
+        os.replace(tmp, path)  # replaces the link itself; the cache keeps its object
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise output_error(path.parent, exc) from None
+
+
 def _lock_folder(path: Path, folder: Path) -> IO[bytes]:
     """Hold an exclusive lock on a source folder while a run writes it (released when closed)."""
     try:
@@ -277,6 +301,7 @@ class Ledger:
             raise output_error(self.path.parent, exc) from None
         self._held = _lock_folder(self.path.parent / LOCK_NAME, self.folder)
         try:
+            _make_private(self.path)
             self._conn = self._connect_or_rebuild()
         except BaseException:
             self._held.close()
@@ -428,7 +453,7 @@ class Ledger:
         bytes -> time refreshed; other bytes -> set aside and forgotten. The next page's start,
         or -1 when done."""
         rows = self.conn.execute(
-            "SELECT f.id, f.name, f.size, f.sha256, d.size, d.mtime_ns FROM files f "
+            "SELECT f.id, f.name, f.size, f.sha256, f.mtime_ns, d.size, d.mtime_ns FROM files f "
             "JOIN temp.disk d ON d.name = f.name WHERE f.id > ? "
             "AND (? OR f.size != d.size OR f.mtime_ns != d.mtime_ns) ORDER BY f.id LIMIT ?",
             (after, verify, _PAGE),
@@ -437,11 +462,11 @@ class Ledger:
             return -1
         damaged: list[tuple[int, str]] = []
         refreshed: list[tuple[int, int]] = []
-        for fid, name, size, sha, disk_size, disk_mtime in rows:
+        for fid, name, size, sha, mtime, disk_size, disk_mtime in rows:
             if size == disk_size:
                 found.hashed += 1
                 if _sha256_file(self.folder / name) == sha:
-                    if disk_mtime != self._mtime_of(fid):
+                    if disk_mtime != mtime:
                         refreshed.append((disk_mtime, fid))  # copied or touched, same bytes
                     continue
             damaged.append((fid, name))
@@ -453,10 +478,6 @@ class Ledger:
             found.damaged += forgotten
             found.watermarks_dropped += marks
         return int(rows[-1][0])
-
-    def _mtime_of(self, fid: int) -> int:
-        row = self.conn.execute("SELECT mtime_ns FROM files WHERE id = ?", (fid,)).fetchone()
-        return int(row[0]) if row else -1
 
     def _adopt_page(self, found: Reconciled) -> bool:
         """Read, validate and enter up to one page of files the ledger does not list; False when
@@ -472,16 +493,19 @@ class Ledger:
         if not names:
             return False
         batch: list[_Read] = []
+        keys = 0
         for name in names:
             try:
-                batch.append(self._read(name))
+                read = self._read(name)
             except _Damaged as exc:
                 self._set_aside_file(name, found)
                 found.damaged += exc.args[0]
                 continue
-            if sum(len(r.keys) for r in batch) >= _ADOPT_BATCH:
+            batch.append(read)
+            keys += len(read.keys)
+            if keys >= _ADOPT_BATCH:
                 self._adopt(batch, found)
-                batch = []
+                batch, keys = [], 0
         self._adopt(batch, found)
         return True
 
