@@ -19,10 +19,9 @@ See docs/getting-started.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from harvester._version import __version__
-from harvester.api import harvest, stream
-from harvester.display.notebook import progress
-from harvester.display.tables import read_records, tess_arrays, to_dataframe, to_lightcurve, to_table
 from harvester.errors import (
     ArchiveResponseError,
     ConfigError,
@@ -32,10 +31,56 @@ from harvester.errors import (
     TerminalError,
     TransientError,
 )
-from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
-from harvester.run.report import RunReport, SourceReport, TargetFailure
-from harvester.run.sync import harvest_sync, stream_sync
-from harvester.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from harvester.api import harvest, stream
+    from harvester.display.notebook import progress
+    from harvester.display.tables import read_records, tess_arrays, to_dataframe, to_lightcurve, to_table
+    from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
+    from harvester.run.report import RunReport, SourceReport, TargetFailure
+    from harvester.run.sync import harvest_sync, stream_sync
+    from harvester.settings import Settings, load_settings
+
+#: Where each public name lives: imported on first use, so ``import harvester`` (and every CLI
+#: command that needs none of them) does not pay for httpx, pydantic, numpy or astropy.
+_LAZY = {
+    "harvest": "harvester.api",
+    "stream": "harvester.api",
+    "progress": "harvester.display.notebook",
+    "read_records": "harvester.display.tables",
+    "tess_arrays": "harvester.display.tables",
+    "to_dataframe": "harvester.display.tables",
+    "to_lightcurve": "harvester.display.tables",
+    "to_table": "harvester.display.tables",
+    "BaseRecord": "harvester.records",
+    "MastRecord": "harvester.records",
+    "Provenance": "harvester.records",
+    "TessRecord": "harvester.records",
+    "ZtfRecord": "harvester.records",
+    "RunReport": "harvester.run.report",
+    "SourceReport": "harvester.run.report",
+    "TargetFailure": "harvester.run.report",
+    "harvest_sync": "harvester.run.sync",
+    "stream_sync": "harvester.run.sync",
+    "Settings": "harvester.settings",
+    "load_settings": "harvester.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harvester' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, "__version__"})
+
 
 __all__ = [
     "ArchiveResponseError",

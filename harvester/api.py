@@ -26,10 +26,8 @@ import httpx
 import structlog
 from anyio.abc import ObjectSendStream
 
+from harvester import archives
 from harvester.archives.base import Source
-from harvester.archives.mast.source import MastSource
-from harvester.archives.tess.source import TessSource
-from harvester.archives.ztf.source import ZtfSource
 from harvester.display.logs import configure_logging, register_secrets
 from harvester.errors import ConfigError, HarvesterError, OutputError
 from harvester.io.http import Http
@@ -42,26 +40,20 @@ from harvester.run.pipeline import OutputState, RunOptions, make_writer, output_
 from harvester.run.report import RunReport, SourceReport
 from harvester.settings import IrsaSettings, MastSettings, Settings, TessSettings, load_settings
 
-__all__ = ["SOURCES", "check_targets", "harvest", "resolve_sources", "stream"]
+__all__ = ["check_targets", "harvest", "resolve_sources", "stream"]
 
 log = structlog.get_logger("harvester")
 
-SOURCES: dict[str, type[Source[Any]]] = {"ztf": ZtfSource, "tess": TessSource, "mast": MastSource}
-ALL_SOURCES = ("ztf", "tess", "mast")
-
 
 def resolve_sources(sources: str | Sequence[str]) -> list[str]:
-    """Expand ``"all"`` and check names; ConfigError for unknown or not-yet-built sources."""
+    """Expand ``"all"`` and check names against the archives' registry; ConfigError if unknown."""
     names = [sources] if isinstance(sources, str) else list(sources)
+    known = archives.names()
     if "all" in names:
-        return [n for n in ALL_SOURCES if n in SOURCES]
+        return list(known)
     for name in names:
-        if name not in ALL_SOURCES:
-            raise ConfigError(f"unknown source {name!r}: choose from {', '.join((*ALL_SOURCES, 'all'))}")
-        if name not in SOURCES:
-            raise ConfigError(
-                f"source {name!r} is not built yet in this version (built: {', '.join(SOURCES)})"
-            )
+        if name not in known:
+            raise ConfigError(f"unknown source {name!r}: choose from {', '.join((*known, 'all'))}")
     return list(dict.fromkeys(names))
 
 
@@ -128,7 +120,7 @@ def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
 
 
 def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:
-    built = [SOURCES[name](settings, sample=sample) for name in names]
+    built = [archives.source_class(name)(settings, sample=sample) for name in names]
     for source in built:
         source.targets()  # resolve every target now: bad input fails before anything is fetched or written
     return built
@@ -345,7 +337,7 @@ async def _fallback(
         source=source.name,
         cause="; ".join(e.cause for e in failed.errors[:3]),
     )
-    sample_source = SOURCES[source.name](_archive_urls(settings, source.name), sample=True)
+    sample_source = archives.source_class(source.name)(_archive_urls(settings, source.name), sample=True)
     retry = SourceReport(source=source.name)
     # sample data never advances the real archive's watermarks (the ledger keeps them apart)
     async with (

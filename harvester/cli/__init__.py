@@ -25,8 +25,7 @@ import orjson
 import typer
 from typer.core import TyperGroup
 
-from harvester import api
-from harvester.display.logs import configure_logging
+from harvester import archives
 from harvester.display.terminal import (
     KEPT_IN_LEDGER,
     KEPT_IN_STATE,
@@ -37,10 +36,10 @@ from harvester.display.terminal import (
 )
 from harvester.errors import ConfigError, HarvesterError
 from harvester.run.report import EXIT_USAGE, RunReport
-from harvester.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from harvester.io.state import Watermark
+    from harvester.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -168,6 +167,13 @@ class LogFormat(str, Enum):
     json = "json"
 
 
+def configure_logging(*args: Any, **kwargs: Any) -> None:
+    """structlog's configuration, imported only by the commands that log (not by ``--help``)."""
+    from harvester.display import logs
+
+    logs.configure_logging(*args, **kwargs)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"harvester: error: {message}", err=True)
     return typer.Exit(code)
@@ -259,6 +265,9 @@ def run(
     ] = None,
 ) -> None:
     """Harvest one source or all of them, deduplicate, and write records under the output folder."""
+    from harvester import api
+    from harvester.settings import load_settings
+
     irsa_flags = _irsa_flags_given(irsa_ra, irsa_dec, irsa_radius, irsa_filter, irsa_mjd_range)
     irsa_ignored = bool(irsa_flags) and source not in (SourceChoice.ztf, SourceChoice.all)
     if irsa_ignored:  # --irsa-* configure ZTF only: another source runs without them
@@ -412,12 +421,17 @@ def _run_units(names: list[str], settings: Settings, full: bool) -> RunReport:
 async def _run(
     names: list[str], settings: Settings, dry_run: bool, report: RunReport, full: bool
 ) -> RunReport:
+    from harvester import api
+
     return await api.harvest(names, settings=settings, dry_run=dry_run, report=report, full=full)
 
 
 def _settings_or_exit(
     config: Path | None, overrides: dict[str, Any], source: str
 ) -> tuple[Settings, list[str]]:
+    from harvester import api
+    from harvester.settings import load_settings
+
     try:
         settings = load_settings(config, **overrides)
         names = api.resolve_sources(source)
@@ -449,6 +463,7 @@ def daemon(
     ] = None,
 ) -> None:
     """Sweep on a schedule (incremental: each sweep fetches only what is new) until SIGINT/SIGTERM."""
+    from harvester import api
     from harvester.run.daemon import Daemon
 
     overrides = cli_overrides(
@@ -481,6 +496,7 @@ def status(
     of work-unit outputs (an object store, or ``--executor dask``: the machine's state database)."""
     from harvester.io.ledger import read_summary
     from harvester.io.state import StateStore
+    from harvester.settings import load_settings
 
     try:
         settings = load_settings(config)
@@ -563,7 +579,7 @@ def _unit_watermarks(state_marks: Sequence[Watermark]) -> tuple[list[dict[str, A
 def _status_folders(settings: Settings, recent: list[dict[str, Any]]) -> list[tuple[str, Path]]:
     """The source folders ``status`` reads: the configured output's, and those of recent runs."""
     found: dict[Path, tuple[str, Path]] = {}
-    for name in api.ALL_SOURCES:
+    for name in archives.names():
         folder = Path(settings.output) / name
         found.setdefault(folder.resolve(), (name, folder))
     for run in recent:
@@ -721,6 +737,8 @@ def _prefect_parameters(
     overrides: dict[str, Any] | None = None,
 ) -> tuple[Settings, dict[str, Any]]:
     """Check the settings here, where the error is readable, then build the flow's parameters."""
+    from harvester import api
+
     try:
         settings: Settings = module.flow_settings(
             config, offline=offline, dask_address=dask_address, dask_workers=dask_workers, **(overrides or {})

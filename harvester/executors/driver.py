@@ -43,6 +43,7 @@ import anyio
 import orjson
 import structlog
 
+from harvester import archives
 from harvester.display.logs import redact, register_secrets
 from harvester.errors import ConfigError, HarvesterError, TerminalError, budget_lost
 from harvester.executors.dask_limiter import DaskLimiterRegistry
@@ -334,11 +335,9 @@ def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
 
 def _budgets(names: list[str], settings: Settings) -> dict[str, tuple[float, int]]:
     """Each host's strictest budget over the sources that use it (as the local registry does)."""
-    from harvester import api
-
     budgets: dict[str, tuple[float, int]] = {}
     for name in names:
-        source = api.SOURCES[name](settings, sample=settings.offline)
+        source = archives.source_class(name)(settings, sample=settings.offline)
         host, rate = source.host.lower(), source.rate_limit
         rps, conc = rate.requests_per_second, rate.max_concurrency
         if host in budgets:
@@ -349,10 +348,8 @@ def _budgets(names: list[str], settings: Settings) -> dict[str, tuple[float, int
 
 def _unit_watermark_keys(unit: Unit, settings: Settings) -> set[str]:
     """The watermark keys a worker will use for this unit's targets (computed as the worker does)."""
-    from harvester import api
-
     narrowed = unit_settings(unit, settings, Path(tempfile.gettempdir()) / "harvester-unit-plan")
-    source = api.SOURCES[unit.source](narrowed, sample=narrowed.offline)
+    source = archives.source_class(unit.source)(narrowed, sample=narrowed.offline)
     if source.watermark_field is None:
         return set()
     return {source.watermark_key(target) for target in source.targets()}
