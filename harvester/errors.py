@@ -4,13 +4,18 @@
 
     HarvesterError                  base of everything raised on purpose
     ├── ConfigError                 bad settings, CLI flags or input files (exit code 2)
+    │   └── FeatureInputError       (features/_io.py) records a feature table cannot be built from
     ├── BudgetUnavailable           the shared per-host budget (a Dask scheduler) cannot be reached
+    ├── UnitFailed                  every target of a work unit failed: the unit is retried
+    ├── RunInterrupted              a stop was requested; the work-unit run stays open to resume
     ├── TransientError              may succeed if retried later (timeouts, resets, 429, 5xx)
     └── TerminalError               retrying the same request cannot help
         ├── ArchiveResponseError    the archive answered, but not with data (HTML, VOTable ERROR,
         │                           MAST status ERROR, wrongly shaped JSON, corrupt FITS)
         ├── SizeLimitError          a body larger than the configured cap
-        └── OutputError             the output cannot be written (permissions, full disk)
+        ├── OutputError             the output cannot be written (permissions, full disk)
+        ├── ClusterError            the Dask scheduler cannot be reached
+        └── DriverBusy              another driver is harvesting the same output and state
 
 Retry code asks ``err.transient`` (as dlt does) rather than which class it is.
 Messages name the target and the cause and never carry a secret.
@@ -80,3 +85,22 @@ class SizeLimitError(TerminalError):
 
 class OutputError(TerminalError):
     """The output cannot be written (permissions, full disk): stops the source, keeps what was written."""
+
+
+class UnitFailed(HarvesterError):
+    """Every target of a work unit failed: raised on the worker so that the engine retries the
+    unit (transient: a later attempt may succeed)."""
+
+    transient = True
+
+
+class RunInterrupted(HarvesterError):
+    """A stop was requested: units in flight were cancelled; the run stays open to be resumed."""
+
+
+class ClusterError(TerminalError):
+    """The Dask scheduler cannot be reached."""
+
+
+class DriverBusy(TerminalError):
+    """Another driver is harvesting the same output with the same state."""

@@ -46,7 +46,7 @@ def big_report() -> RunReport:
     """Three sources with large counts and the longest statuses."""
     started = datetime(2025, 1, 31, 23, 59, 59, tzinfo=UTC)
     report = RunReport(run_id=RUN_ID, started_at=started, finished_at=started + timedelta(minutes=5))
-    for name, status in (("ztf", "partial"), ("tess", "cancelled"), ("mast", "not_built")):
+    for name, status in (("ztf", "partial"), ("tess", "cancelled"), ("mast", "failed")):
         report.sources[name] = SourceReport(
             source=name,
             status=status,  # type: ignore[arg-type]
@@ -74,7 +74,7 @@ def test_summary_at_80_columns_keeps_every_header_and_number_whole() -> None:
     assert f"run {RUN_ID}" in text
     for label in SUMMARY_LABELS:
         assert label in text
-    for value in ("987.7 GB", "123456789", "1234567", "12003/12345", "cancelled", "not_built", "partial"):
+    for value in ("987.7 GB", "123456789", "1234567", "12003/12345", "cancelled", "failed", "partial"):
         assert value in text
 
 

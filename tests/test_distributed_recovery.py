@@ -464,7 +464,8 @@ def test_sigterm_stops_a_daemon_sweep_in_units_and_the_next_run_resumes_it(tmp_p
 async def test_a_second_driver_on_the_same_output_is_refused(tmp_path: Path) -> None:
     """While one driver runs (a daemon sweep), another on the same output and state (a manual run)
     is refused in one line instead of taking the first one's open run for an interrupted one."""
-    from harvester.executors.driver import DistributedRun, DriverBusy
+    from harvester.errors import DriverBusy
+    from harvester.executors.driver import DistributedRun
 
     settings = ztf_settings("http://127.0.0.1:9", tmp_path, rate=FAST)
     async with DistributedRun(["ztf"], settings) as first:

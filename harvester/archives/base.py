@@ -80,7 +80,6 @@ class Source(ABC, Generic[T]):
     """One archive's fetch logic. Subclasses set ``name`` and implement the abstract methods."""
 
     name: ClassVar[str]
-    archive: ClassVar[str]
     #: The record field whose per-target maximum is kept as the watermark (None: no watermark).
     watermark_field: ClassVar[str | None] = None
 

@@ -45,7 +45,15 @@ import structlog
 
 from harvester import archives
 from harvester.display.logs import redact, register_secrets
-from harvester.errors import ConfigError, HarvesterError, TerminalError, budget_lost
+from harvester.errors import (
+    ClusterError,
+    ConfigError,
+    DriverBusy,
+    HarvesterError,
+    RunInterrupted,
+    UnitFailed,
+    budget_lost,
+)
 from harvester.executors.dask_limiter import DaskLimiterRegistry
 from harvester.executors.units import Unit, plan_units, unit_settings, without_targets
 from harvester.io.ledger import Ledger
@@ -59,8 +67,6 @@ from harvester.settings import Settings
 
 __all__ = [
     "DistributedRun",
-    "RunInterrupted",
-    "UnitFailed",
     "UnitTask",
     "dask_client",
     "data_key",
@@ -80,18 +86,6 @@ LEASE_TIMEOUT = "60s"  # a slow FITS decode must not make the scheduler reclaim 
 
 Key = tuple[str, ...]
 _DIGEST_PREFIX = "dask:"
-
-
-class ClusterError(TerminalError):
-    """The Dask scheduler cannot be reached."""
-
-
-class DriverBusy(TerminalError):
-    """Another driver is harvesting the same output with the same state."""
-
-
-class UnitFailed(HarvesterError):
-    """Every target of a unit failed: raised on the worker so that the engine retries the unit."""
 
 
 @dataclass(frozen=True)
@@ -611,10 +605,6 @@ def dask_client(settings: Settings) -> tuple[Any, Any]:
     workers = settings.dask.workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=workers, **LOCAL_CLUSTER)
     return Client(cluster), cluster
-
-
-class RunInterrupted(HarvesterError):
-    """A stop was requested: units in flight were cancelled; the run stays open to be resumed."""
 
 
 def harvest_distributed(

@@ -242,7 +242,7 @@ class Daemon:
             )
         # Work units block a worker thread. A stop cancels the units in flight at once (a write
         # already started completes) and leaves the run open: the next start resumes it.
-        from harvester.executors.driver import RunInterrupted
+        from harvester.errors import RunInterrupted
 
         flag = threading.Event()
         report: RunReport | None = None

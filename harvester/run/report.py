@@ -12,7 +12,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-Status = Literal["ok", "partial", "failed", "not_built", "cancelled"]
+Status = Literal["ok", "partial", "failed", "cancelled"]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class SourceReport:
 
     def finish(self) -> None:
         """Derive the status from the failures recorded."""
-        if self.status in ("not_built", "cancelled"):
+        if self.status == "cancelled":
             return
         if self.errors and self.targets_ok == 0 and self.records == 0:
             self.status = "failed"

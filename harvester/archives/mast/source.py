@@ -44,7 +44,6 @@ class MastSource(Source[MastTarget]):
     """CAOM observation metadata."""
 
     name = "mast"
-    archive = "mast"
     watermark_field = "mjd"
 
     @property

@@ -96,7 +96,6 @@ class TessSource(Source[TessTarget]):
     """SPOC light curves through the MAST API."""
 
     name = "tess"
-    archive = "mast"
 
     def __init__(self, settings: Any, *, sample: bool = False) -> None:
         super().__init__(settings, sample=sample)

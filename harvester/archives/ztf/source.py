@@ -118,7 +118,6 @@ class ZtfSource(Source[ConeSearch]):
     """Cone searches against the IRSA ZTF light-curve API."""
 
     name = "ztf"
-    archive = "irsa"
     watermark_field = "mjd"
 
     @property
