@@ -62,7 +62,8 @@ def ledger_lines(outcomes: list[LedgerOutcome]) -> list[str]:
         "Damage done to an output between two runs (`<output>/ztf`, 3 overlapping cones, the record "
         "count below), then one rerun, compared with a clean run: the ledger is checked against the "
         "disk first (docs/design.md, *The output owns its truth*). *missing*: records the ledger "
-        "listed whose file was gone; *damaged*: records in truncated or changed files (set aside in `.harvester/damaged/`); "
+        "listed whose file was gone; *damaged*: records in truncated or changed files (set aside "
+        "in `.harvester/damaged/`); "
         "*adopted*: records found on disk that the ledger did not list.",
         "",
         "| fault | layout | records | missing | damaged | adopted | re-fetched | written | warnings | "
