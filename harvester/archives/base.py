@@ -133,6 +133,23 @@ class Source(ABC, Generic[T]):
         actually requested), for the output folder's README; empty when there is nothing to say."""
         return {}
 
+    # -- work units (executors/units.py) -----------------------------------------------------
+
+    def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
+        """How this source's targets split into work units: ``(unit id, targets as plain data)``
+        per unit, sorted by id. The default is one unit, ``"all"``, carrying the whole query (an
+        archive without a target list, or one not split yet)."""
+        return [("all", ())]
+
+    def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
+        """Make ``data_sources`` (a deep copy) ask only for ``targets`` (one unit's, as
+        :meth:`unit_groups` gave them)."""
+        raise NotImplementedError(f"{self.name}: a unit with targets needs {type(self).__name__}.narrow")
+
+    def clear_targets(self, data_sources: Any) -> None:
+        """Drop the target lists from ``data_sources`` (a shallow copy: replace, never mutate,
+        the blocks): every unit then carries its own targets to its worker."""
+
     @property
     def host(self) -> str:
         return host_of(self.base_url)

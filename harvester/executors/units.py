@@ -21,12 +21,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harvester.archives.tess.source import read_tic_file
+from harvester import archives
 from harvester.settings import ConeSearch, Settings
 
-__all__ = ["Unit", "plan_units", "sky_cell", "tic_bucket", "unit_settings", "without_targets"]
+if TYPE_CHECKING:
+    from harvester.archives.base import Source
+
+__all__ = ["Unit", "cone_groups", "plan_units", "sky_cell", "tic_bucket", "unit_settings", "without_targets"]
 
 DEFAULT_CELL_DEG = 1.0
 DEFAULT_TIC_BUCKETS = 64
@@ -67,11 +70,16 @@ def tic_bucket(tic: int | str, buckets: int = DEFAULT_TIC_BUCKETS) -> int:
     return int(hashlib.sha256(str(int(tic)).encode()).hexdigest()[:8], 16) % buckets
 
 
-def _cones(cones: list[ConeSearch], source: str, cell_deg: float) -> list[Unit]:
+def cone_groups(cones: list[ConeSearch], cell_deg: float) -> list[tuple[str, tuple[Any, ...]]]:
+    """Cones grouped by the sky cell of their centre, as (cell id, cones as plain dicts), sorted."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for cone in cones:
         groups.setdefault(sky_cell(cone.ra, cone.dec, cell_deg), []).append(cone.model_dump(mode="json"))
-    return [Unit(source, cell, tuple(groups[cell])) for cell in sorted(groups)]
+    return [(cell, tuple(groups[cell])) for cell in sorted(groups)]
+
+
+def _source(name: str, settings: Settings) -> Source[Any]:
+    return archives.source_class(name)(settings, sample=settings.offline)
 
 
 def plan_units(
@@ -81,36 +89,10 @@ def plan_units(
     cell_deg: float = DEFAULT_CELL_DEG,
     tic_buckets: int = DEFAULT_TIC_BUCKETS,
 ) -> list[Unit]:
-    """Split ``source``'s configured targets into units, sorted by id."""
-    from harvester.settings import MastCone, read_targets_file
-
-    if source == "ztf":
-        irsa = settings.data_sources.ztf.irsa
-        cones = ([irsa.cone_search] if irsa.cone_search else []) + list(irsa.targets)
-        if irsa.targets_file is not None:
-            cones.extend(read_targets_file(irsa.targets_file, default_radius=irsa.default_radius))
-        return _cones(cones, source, cell_deg)
-    if source == "mast":
-        query = settings.data_sources.mast.query
-        cones = ([query.cone_search] if query.cone_search else []) + list(query.targets)
-        if query.targets_file is not None:
-            from harvester.archives.mast.source import DEFAULT_TARGET_RADIUS
-
-            cones.extend(
-                read_targets_file(query.targets_file, default_radius=DEFAULT_TARGET_RADIUS, cone=MastCone)
-            )
-        return _cones(cones, source, cell_deg) if cones else [Unit(source, "all")]
-    tess = settings.data_sources.tess.query
-    tics = [int(tess.target_name)] if tess.target_name else []
-    tics.extend(tess.tic_ids)
-    if tess.targets_file is not None:
-        tics.extend(int(t) for t in read_tic_file(tess.targets_file))
-    if not tics:
-        return [Unit(source, "all")]
-    buckets: dict[int, list[int]] = {}
-    for tic in dict.fromkeys(tics):
-        buckets.setdefault(tic_bucket(tic, tic_buckets), []).append(tic)
-    return [Unit(source, f"b{b:04d}", tuple(buckets[b])) for b in sorted(buckets)]
+    """Split ``source``'s configured targets into units, sorted by id (the source says how:
+    :meth:`~harvester.archives.base.Source.unit_groups`)."""
+    groups = _source(source, settings).unit_groups(cell_deg=cell_deg, tic_buckets=tic_buckets)
+    return [Unit(source, unit_id, targets) for unit_id, targets in groups]
 
 
 def without_targets(settings: Settings, units: dict[str, list[Unit]]) -> Settings:
@@ -122,23 +104,10 @@ def without_targets(settings: Settings, units: dict[str, list[Unit]]) -> Setting
     copy = settings.model_copy(deep=False)
     data_sources = settings.data_sources.model_copy(deep=False)
     copy.data_sources = data_sources
-    cones: dict[str, Any] = {"cone_search": None, "targets": [], "targets_file": None}
     for source, planned in units.items():
         if not planned or not all(u.targets for u in planned):
             continue  # a whole-query unit needs the configured query as it is
-        if source == "ztf":
-            ztf = data_sources.ztf.model_copy(deep=False)
-            ztf.irsa = ztf.irsa.model_copy(update=cones)
-            data_sources.ztf = ztf
-        elif source == "mast":
-            mast = data_sources.mast.model_copy(deep=False)
-            mast.query = mast.query.model_copy(update=cones)
-            data_sources.mast = mast
-        else:
-            tess = data_sources.tess.model_copy(deep=False)
-            tics: dict[str, Any] = {"target_name": None, "tic_ids": [], "targets_file": None}
-            tess.query = tess.query.model_copy(update=tics)
-            data_sources.tess = tess
+        _source(source, settings).clear_targets(data_sources)
     return copy
 
 
@@ -153,16 +122,5 @@ def unit_settings(unit: Unit, settings: Settings, staging: Path) -> Settings:
     copy.state.enabled = True  # a throwaway store in the staging folder: carries watermarks only
     copy.state.path = staging / "scratch-state.db"
     if unit.targets:
-        if unit.source == "ztf":
-            irsa = copy.data_sources.ztf.irsa
-            irsa.cone_search, irsa.targets_file = None, None
-            irsa.targets = [ConeSearch.model_validate(t) for t in unit.targets]
-        elif unit.source == "mast":
-            query = copy.data_sources.mast.query
-            query.cone_search, query.targets_file = None, None
-            query.targets = [ConeSearch.model_validate(t) for t in unit.targets]
-        else:
-            tess = copy.data_sources.tess.query
-            tess.target_name, tess.targets_file = None, None
-            tess.tic_ids = [int(t) for t in unit.targets]
+        _source(unit.source, settings).narrow(copy.data_sources, unit.targets)
     return copy

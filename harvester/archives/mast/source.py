@@ -86,6 +86,22 @@ class MastSource(Source[MastTarget]):
             "query": mast.query.model_dump(mode="json"),
         }
 
+    def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
+        from harvester.executors.units import cone_groups
+
+        cones = [t.cone for t in self.targets() if t.cone is not None]
+        return cone_groups(cones, cell_deg) if cones else [("all", ())]
+
+    def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
+        query = data_sources.mast.query
+        query.cone_search, query.targets_file = None, None
+        query.targets = [MastCone.model_validate(t) for t in targets]
+
+    def clear_targets(self, data_sources: Any) -> None:
+        mast = data_sources.mast.model_copy(deep=False)
+        mast.query = mast.query.model_copy(update={"cone_search": None, "targets": [], "targets_file": None})
+        data_sources.mast = mast
+
     def _since(self, watermark: float | None) -> float | None:
         return None if watermark is None else watermark - self.settings.state.mast_overlap_days
 

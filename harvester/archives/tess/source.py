@@ -147,6 +147,34 @@ class TessSource(Source[TessTarget]):
     def label(self, target: TessTarget) -> str:
         return target.label
 
+    def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
+        """TIC ids in stable hash buckets (``executors.units.tic_bucket``); a query without TIC
+        ids (a cone, sectors, filters) is one unit."""
+        from harvester.executors.units import tic_bucket
+
+        query = self.settings.data_sources.tess.query
+        tics = [int(query.target_name)] if query.target_name else []
+        tics.extend(query.tic_ids)
+        if query.targets_file is not None:
+            tics.extend(int(t) for t in read_tic_file(query.targets_file))
+        if not tics:
+            return [("all", ())]
+        buckets: dict[int, list[int]] = {}
+        for tic in dict.fromkeys(tics):
+            buckets.setdefault(tic_bucket(tic, tic_buckets), []).append(tic)
+        return [(f"b{b:04d}", tuple(buckets[b])) for b in sorted(buckets)]
+
+    def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
+        query = data_sources.tess.query
+        query.target_name, query.targets_file = None, None
+        query.tic_ids = [int(t) for t in targets]
+
+    def clear_targets(self, data_sources: Any) -> None:
+        tess = data_sources.tess.model_copy(deep=False)
+        update: dict[str, Any] = {"target_name": None, "tic_ids": [], "targets_file": None}
+        tess.query = tess.query.model_copy(update=update)
+        data_sources.tess = tess
+
     def describe_query(self) -> dict[str, Any]:
         tess = self.settings.data_sources.tess
         return {

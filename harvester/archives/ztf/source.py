@@ -31,7 +31,7 @@ from harvester.archives.base import FetchContext, Source, utcnow
 from harvester.errors import ArchiveResponseError, ConfigError
 from harvester.io.http import _snippet
 from harvester.records import Provenance, ZtfRecord
-from harvester.settings import ConeSearch, RateLimit, read_targets_file
+from harvester.settings import ConeSearch, IrsaCone, RateLimit, read_targets_file
 
 __all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_csv"]
 
@@ -157,6 +157,21 @@ class ZtfSource(Source[ConeSearch]):
             # "targets" is not part of a target's watermark key: the pipeline adds the list
             "targets": {"targets_file": str(irsa.targets_file) if irsa.targets_file else None},
         }
+
+    def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
+        from harvester.executors.units import cone_groups
+
+        return cone_groups(self.targets(), cell_deg)
+
+    def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
+        irsa = data_sources.ztf.irsa
+        irsa.cone_search, irsa.targets_file = None, None
+        irsa.targets = [IrsaCone.model_validate(t) for t in targets]
+
+    def clear_targets(self, data_sources: Any) -> None:
+        ztf = data_sources.ztf.model_copy(deep=False)
+        ztf.irsa = ztf.irsa.model_copy(update={"cone_search": None, "targets": [], "targets_file": None})
+        data_sources.ztf = ztf
 
     def requested(self, target: ConeSearch, watermark: float | None) -> dict[str, Any]:
         since = None if watermark is None else watermark - self.settings.state.ztf_overlap_days
