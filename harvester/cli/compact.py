@@ -1,0 +1,43 @@
+"""``harvester compact``: committed work units into one Parquet table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from harvester.errors import HarvesterError
+
+if TYPE_CHECKING:
+    pass
+
+from harvester.cli.app import SourceChoice, _fail, app
+
+
+@app.command()
+def compact(
+    source: Annotated[SourceChoice, typer.Argument(help="ztf, tess or mast.")],
+    input_root: Annotated[
+        str, typer.Option("--input", "-i", help="The dask run's output: a folder or an fsspec URL.")
+    ] = "data/raw",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Parquet file (default data/processed/<source>.parquet)."),
+    ] = None,
+) -> None:
+    """Merge the committed work units of a dask run into one Parquet file, deduplicated across units."""
+    if source == SourceChoice.all:
+        raise _fail("compact takes one source: ztf, tess or mast")
+    target = output or Path("data/processed") / f"{source.value}.parquet"
+    try:
+        from harvester.executors.compact import compact as run_compact
+
+        records, dropped = run_compact(source.value, input_root, target)
+    except ImportError as exc:
+        raise _fail(f"compact needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
+    except HarvesterError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot compact {input_root} into {target}: {exc.strerror or exc}", 1) from None
+    typer.echo(f"wrote {target}: {records} records ({dropped} duplicates across units dropped)", err=True)
