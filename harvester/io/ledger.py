@@ -371,17 +371,28 @@ class Ledger:
             self._held.close()  # closing the file releases the lock
             self._held = None
 
-    def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back on any error (a
+        SQLite error becomes a one-line OutputError naming the ledger)."""
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for sql, rows in statements:
-                conn.executemany(sql, rows)
+            yield conn
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise _ledger_error(self.path, exc) from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        with self._transaction() as conn:
+            for sql, rows in statements:
+                conn.executemany(sql, rows)
 
     # -- reconcile -------------------------------------------------------------------------------
 
@@ -521,8 +532,7 @@ class Ledger:
         conn = self.conn
         records = marks = 0
         now = time.time()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             for i in range(0, len(file_ids), _BATCH):
                 chunk = file_ids[i : i + _BATCH]
                 q = ",".join("?" * len(chunk))
@@ -547,11 +557,6 @@ class Ledger:
                 )
                 records += conn.execute(f"DELETE FROM records WHERE file IN ({q})", chunk).rowcount  # noqa: S608
                 conn.execute(f"DELETE FROM files WHERE id IN ({q})", chunk)  # noqa: S608
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise _ledger_error(self.path, exc) from None
         return records, marks
 
     def _set_aside_file(self, name: str, found: Reconciled) -> None:
@@ -588,8 +593,7 @@ class Ledger:
             return
         conn = self.conn
         now = time.time()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             for read in batch:
                 fid = conn.execute(
                     "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -607,11 +611,6 @@ class Ledger:
                     chunk = texts[i : i + _BATCH]
                     q = ",".join("?" * len(chunk))
                     conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk)  # noqa: S608
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise _ledger_error(self.path, exc) from None
 
     def _keys_of(self, name: str, data: bytes) -> list[Key]:
         fields = self.model.key_fields
@@ -674,8 +673,7 @@ class Ledger:
     ) -> int:
         conn = self.conn
         now = time.time()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             # plain INSERT: a new file never replaces one the ledger lists (files are create-only)
             conn.executemany(
                 "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -708,11 +706,6 @@ class Ledger:
                 chunk = [r[0] for r in rows[i : i + _BATCH]]
                 q = ",".join("?" * len(chunk))
                 refetched += conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk).rowcount  # noqa: S608
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise _ledger_error(self.path, exc) from None
         return refetched
 
     def _enter_existing(self, name: str, run_id: str, now: float) -> int | None:
