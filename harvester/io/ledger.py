@@ -158,10 +158,6 @@ class Reconciled:
     rebuilt: str | None = None
     elapsed_s: float = 0.0
 
-    @property
-    def clean(self) -> bool:
-        return not (self.missing_on_disk or self.damaged or self.adopted or self.rebuilt)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "files": self.files,
@@ -649,9 +645,6 @@ class Ledger:
             found.update(by_text[row[0]] for row in rows)
         return found
 
-    async def contains(self, key: Key) -> bool:
-        return bool(await self.present([key]))
-
     async def count(self) -> int:
         """Records in the output."""
         return await self._run(lambda: int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]))
@@ -768,18 +761,6 @@ class Ledger:
                 )
             ],
         )
-
-    async def all_watermarks(self) -> list[dict[str, Any]]:
-        """Every watermark of this output, for ``harvester status``."""
-        rows = await self._run(
-            lambda: self.conn.execute(
-                "SELECT ns, label, watermark, at FROM targets WHERE watermark IS NOT NULL ORDER BY ns, label"
-            ).fetchall()
-        )
-        return [
-            {"sample": ns == "sample", "target": str(label), "value": float(v), "at": float(at)}
-            for ns, label, v, at in rows
-        ]
 
 
 def _ledger_error(path: Path, exc: sqlite3.Error) -> OutputError:

@@ -1,17 +1,14 @@
-"""The embedded state store: one SQLite database (WAL mode), the harvester's only state.
+"""The machine's state: one SQLite database (WAL mode, ``state.path``).
 
-Tables::
+What an output *holds* is not here: each output folder's ledger says that (``io/ledger.py``).
+This database keeps what belongs to the machine::
 
-    seen(source, key, run_id, at)                      dedup keys whose record is in the output
-    watermarks(source, wkey, target, value, run_id, at) per (source, target, query) high-water marks
     runs(run_id, started_at, finished_at, status, settings_digest, report)
     outcomes(run_id, source, target, ok, reason, at)    per-target result of every run
-
-Order of effects (what makes a kill -9 harmless): a record's file is renamed into place *before*
-its key is committed here, so a key is never committed for a file that does not exist; a
-watermark is advanced only after every record of that run is durable. A run killed between the
-two leaves a file whose key is missing: the next run finds the file present, does not rewrite it,
-and commits the key.
+    seen(source, key, run_id, at)                       the work-unit driver's index of the keys
+    watermarks(source, wkey, target, value, run_id, at)  and watermarks of unit outputs (namespace
+                                                          ``<source>|units:<output>``), trusted only
+                                                          while the output holds the units' data
 
 Every call runs on a worker thread through one connection guarded by a capacity limiter of 1, so
 the event loop never waits on SQLite and statements never interleave.
@@ -145,22 +142,6 @@ class StateStore:
             now = time.time()
             rows = [(source, key_text(k), run_id, now) for k in keys]
             await self._run(self._write, "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)", rows)
-
-    async def count_seen(self, source: str) -> int:
-        return await self._run(
-            lambda: int(
-                self.conn.execute("SELECT COUNT(*) FROM seen WHERE source = ?", (source,)).fetchone()[0]
-            )
-        )
-
-    async def seen_counts(self) -> dict[str, int]:
-        """Committed keys per source namespace."""
-        rows = await self._run(
-            lambda: self.conn.execute(
-                "SELECT source, COUNT(*) FROM seen GROUP BY source ORDER BY source"
-            ).fetchall()
-        )
-        return {str(s): int(n) for s, n in rows}
 
     # -- watermarks ------------------------------------------------------------------------------
 
