@@ -90,10 +90,9 @@ def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
     (permissions, a read-only file system, a full inode table all show here). A dry run writes
     nothing, so it only checks that the output is not a file, and creates nothing.
     """
-    import errno
     import os
 
-    from harvester.io.files import make_folder, temp_path
+    from harvester.io.files import make_folder, os_cause, temp_path
 
     if settings.output_url is not None:
         raise ConfigError(
@@ -113,10 +112,7 @@ def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()
     except OSError as exc:
-        causes = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device"}
-        denied = exc.errno in (errno.EACCES, errno.EPERM)
-        cause = "permission denied" if denied else causes.get(exc.errno or 0, exc.strerror or str(exc))
-        raise ConfigError(f"output folder {output} is not writable: {cause}") from None
+        raise ConfigError(f"output folder {output} is not writable: {os_cause(exc)}") from None
 
 
 def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:

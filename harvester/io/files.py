@@ -29,6 +29,7 @@ __all__ = [
     "fsync_folder",
     "fsync_path",
     "make_folder",
+    "os_cause",
     "output_error",
     "temp_path",
     "write_bytes_atomic",
@@ -38,17 +39,20 @@ __all__ = [
 TMP_SUFFIX = ".tmp"
 
 
+def os_cause(exc: OSError) -> str:
+    """Why a write failed, in plain words (full disk, read-only, permissions, or the OS's text)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on device"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
+
+
 def output_error(folder: Path, exc: OSError) -> OutputError:
     """A one-line OutputError naming the folder and the cause in plain words."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        cause = "no space left on device"
-    elif exc.errno == errno.EROFS:
-        cause = "read-only file system"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
-        cause = "permission denied"
-    else:
-        cause = exc.strerror or str(exc)
-    return OutputError(f"cannot write to {folder}: {cause}")
+    return OutputError(f"cannot write to {folder}: {os_cause(exc)}")
 
 
 def fsync_path(path: Path) -> None:
