@@ -34,9 +34,12 @@ from harvester.errors import (
 
 if TYPE_CHECKING:
     from harvester.api import harvest, stream
+    from harvester.archives.mast.records import MastRecord
+    from harvester.archives.tess.records import TessRecord
+    from harvester.archives.ztf.records import ZtfRecord
     from harvester.display.notebook import progress
     from harvester.display.tables import read_records, tess_arrays, to_dataframe, to_lightcurve, to_table
-    from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
+    from harvester.records import BaseRecord, Provenance
     from harvester.run.report import RunReport, SourceReport, TargetFailure
     from harvester.run.sync import harvest_sync, stream_sync
     from harvester.settings import Settings, load_settings
@@ -53,10 +56,10 @@ _LAZY = {
     "to_lightcurve": "harvester.display.tables",
     "to_table": "harvester.display.tables",
     "BaseRecord": "harvester.records",
-    "MastRecord": "harvester.records",
+    "MastRecord": "harvester.archives.mast.records",
     "Provenance": "harvester.records",
-    "TessRecord": "harvester.records",
-    "ZtfRecord": "harvester.records",
+    "TessRecord": "harvester.archives.tess.records",
+    "ZtfRecord": "harvester.archives.ztf.records",
     "RunReport": "harvester.run.report",
     "SourceReport": "harvester.run.report",
     "TargetFailure": "harvester.run.report",

@@ -25,6 +25,7 @@ import anyio
 import httpx
 import structlog
 from anyio.abc import ObjectSendStream
+from pydantic import BaseModel
 
 from harvester import archives
 from harvester.archives.base import Source
@@ -35,10 +36,10 @@ from harvester.io.ledger import Ledger
 from harvester.io.limiter import LimiterRegistry
 from harvester.io.state import StateStore
 from harvester.io.writers import Item, WriteResult, write_text_atomic
-from harvester.records import RECORD_MODELS, BaseRecord
+from harvester.records import BaseRecord
 from harvester.run.pipeline import OutputState, RunOptions, make_writer, output_failed, run_source
 from harvester.run.report import RunReport, SourceReport
-from harvester.settings import IrsaSettings, MastSettings, Settings, TessSettings, load_settings
+from harvester.settings import Settings, load_settings
 
 __all__ = ["check_targets", "harvest", "resolve_sources", "stream"]
 
@@ -268,7 +269,7 @@ async def _ledger(
     if dry_run:
         yield None
         return
-    ledger = await Ledger(Path(settings.output) / source, RECORD_MODELS[source], sample=sample).open()
+    ledger = await Ledger(Path(settings.output) / source, archives.record_model(source), sample=sample).open()
     try:
         yield ledger
     finally:
@@ -357,20 +358,32 @@ async def _fallback(
 
 
 def _archive_urls(settings: Settings, name: str) -> Settings:
-    """Settings with the real archive URL for ``name``: the sample archive answers those paths."""
+    """Settings whose ``base_url`` fields in ``name``'s block are back at their defaults (the
+    real archive's address): the sample archive answers those paths."""
     sources = settings.data_sources.model_copy(deep=True)
-    if name == "ztf":
-        sources.ztf.irsa.base_url = str(IrsaSettings.model_fields["base_url"].default)
-    elif name == "tess":
-        sources.tess.base_url = str(TessSettings.model_fields["base_url"].default)
-    else:
-        sources.mast.base_url = str(MastSettings.model_fields["base_url"].default)
+    setattr(sources, name, _default_urls(sources.block(name)))
     return settings.model_copy(update={"data_sources": sources})
 
 
+def _default_urls(block: BaseModel) -> BaseModel:
+    update: dict[str, Any] = {}
+    for field_name, info in type(block).model_fields.items():
+        value = getattr(block, field_name)
+        if field_name == "base_url":
+            update[field_name] = info.get_default(call_default_factory=True)
+        elif isinstance(value, BaseModel):
+            update[field_name] = _default_urls(value)
+    return block.model_copy(update=update)
+
+
 def _log_tokens(settings: Settings, names: list[str]) -> None:
-    if "ztf" in names and settings.ztf_api_token is None:
-        log.info("ztf_token_free", detail="ZTF_API_TOKEN is not set: querying IRSA's public endpoint")
+    """Say (at info) which archives are queried without a token: a missing token is a choice, not
+    an error, but a user expecting proprietary data should see it."""
+    for name in names:
+        tokens = archives.spec(name).tokens
+        if tokens and settings.token(name) is None:
+            env = " or ".join(t.env for t in tokens)
+            log.info("token_free", source=name, detail=f"{env} is not set: querying {name} anonymously")
 
 
 class _ForwardWriter:

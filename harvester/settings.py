@@ -5,9 +5,15 @@ Precedence, lowest first::
     built-in defaults < config/base.yaml (or --config PATH) < .env (working directory)
                       < environment (HARVESTER_ prefix, "__" nesting) < CLI flags / keyword arguments
 
-Tokens use the unprefixed names of the original guide (``ZTF_API_TOKEN``, ``TESS_API_TOKEN``,
+``data_sources`` holds one block per registered archive (:mod:`harvester.archives`): each
+archive's package declares its block's model, and :class:`Settings` is rebuilt whenever the
+registry changes, so a new archive's keys, environment variables and token are validated like
+every other setting. The models shared by the archives (rate limits, timeouts, cones) are in
+:mod:`harvester.archives.common`.
+
+Tokens use the unprefixed names each archive declares (``ZTF_API_TOKEN``, ``TESS_API_TOKEN``,
 ``MAST_API_TOKEN``) and are held as :class:`~pydantic.SecretStr`: their value is never shown by
-``repr``, logs or dumps.
+``repr``, logs or dumps, and :meth:`Settings.token` hands an archive only its own.
 
 With no config file (no ``--config`` and no ``config/base.yaml`` in the working directory), a
 source whose settings name no target takes the sample targets shipped with the package
@@ -17,43 +23,32 @@ lowest layer, so ``harvester run --source all --offline`` works from any folder.
 Every model forbids unknown keys, so a typo in the YAML is an error naming the key rather than a
 silently ignored setting. :func:`load_settings` turns any validation failure into a one-line
 :class:`~harvester.errors.ConfigError`.
-
-Each archive's cones carry that archive's limits (``../shared/docs/upstream-apis.md``): IRSA's
-light-curve API takes a radius in (0, 0.1667] degrees (section 1.2, ``CIRCLE``); MAST's
-``Mast.Caom.Cone`` and ``Mast.Caom.Filtered.Position`` take a radius in degrees with no published
-cap (section 2.4; astroquery's default is 0.2), MAST's limit being its ~500,000-row result ceiling
-(section 2.1), so MAST cones get harvester's own guard of 10 degrees.
 """
 
 from __future__ import annotations
 
 import contextvars
 import copy
-import csv
 import functools
-import math
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import (
     AliasChoices,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    GetCoreSchemaHandler,
     SecretStr,
     ValidationError,
-    field_validator,
+    create_model,
     model_validator,
 )
-from pydantic_core import CoreSchema
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -63,400 +58,25 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from harvester import archives
+from harvester.archives.common import ArchiveSettings, Model
 from harvester.errors import ConfigError
 
 __all__ = [
-    "MAX_IRSA_RADIUS_DEG",
-    "MAX_MAST_RADIUS_DEG",
-    "ConeSearch",
+    "DaemonSettings",
     "DaskSettings",
-    "IrsaCone",
-    "IrsaSettings",
-    "MastCone",
-    "MastQuery",
-    "MastSettings",
-    "RateLimit",
+    "DataSources",
     "Settings",
-    "TessQuery",
-    "TessSettings",
-    "Timeout",
-    "ZtfSettings",
+    "StateSettings",
     "load_settings",
     "packaged_targets",
-    "read_targets_file",
 ]
 
 DEFAULT_CONFIG = Path("config/base.yaml")
 PACKAGED_TARGETS = ("defaults", "targets.yaml")  # inside the harvester package
-# IRSA light-curve API: "the valid range of RADIUS is limited to (0, 0.1667] degrees"
-# (../shared/docs/upstream-apis.md, section 1.2, CIRCLE).
-MAX_IRSA_RADIUS_DEG = 0.1667
-# MAST publishes no radius limit for Mast.Caom.Cone / Mast.Caom.Filtered.Position (radius in
-# degrees, astroquery's default 0.2; upstream-apis.md section 2.4); what bounds a MAST query is its
-# ~500,000-row result ceiling (section 2.1, reported through max_rows). 10 degrees is harvester's
-# own guard against a radius given in the wrong unit (30 meaning 30 arcmin), not MAST's.
-MAX_MAST_RADIUS_DEG = 10.0
 
-Ra = Annotated[float, Field(ge=0.0, lt=360.0, description="Right ascension, ICRS degrees in [0, 360).")]
-Dec = Annotated[float, Field(ge=-90.0, le=90.0, description="Declination, ICRS degrees in [-90, 90].")]
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class RateLimit(_Model):
-    """Politeness budget for a source's host: request starts per second and requests in flight."""
-
-    requests_per_second: float = Field(gt=0, le=1000, description="Maximum request starts per second.")
-    max_concurrency: int = Field(ge=1, le=256, description="Maximum requests in flight at once.")
-
-
-class Timeout(_Model):
-    """Per-attempt timeouts, in seconds. A plain number in YAML sets ``read``."""
-
-    connect: float = Field(default=10.0, gt=0, description="Seconds to open a connection.")
-    read: float = Field(default=120.0, gt=0, description="Seconds of silence allowed while reading.")
-    total: float = Field(default=600.0, gt=0, description="Seconds for one whole attempt, body included.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_number(cls, value: Any) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return {"read": value}
-        return value
-
-
-class Retries(_Model):
-    """Retry policy for transient failures (timeouts, resets, 408, 429, 5xx)."""
-
-    attempts: int = Field(default=4, ge=0, le=20, description="Retries after the first attempt.")
-    backoff_base: float = Field(default=0.5, ge=0, description="Base of the exponential backoff, seconds.")
-    backoff_cap: float = Field(default=30.0, ge=0, description="Largest backoff between attempts, seconds.")
-    retry_after_cap: float = Field(default=120.0, ge=0, description="Longest Retry-After honoured, seconds.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_number(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return {"attempts": value}
-        return value
-
-
-class ConeSearch(_Model):
-    """A cone on the sky: centre (ICRS) and radius in degrees.
-
-    The shared base of each archive's cone (:class:`IrsaCone`, :class:`MastCone`), which adds that
-    archive's radius limit; on its own it only bounds the radius by geometry, (0, 180].
-    """
-
-    name: str | None = Field(default=None, description="Optional label for logs and reports.")
-    ra: Ra
-    dec: Dec
-    radius: float = Field(gt=0.0, le=180.0, description="Radius in degrees, in (0, 180].")
-
-    @property
-    def label(self) -> str:
-        return self.name or f"{self.ra:.5f}{self.dec:+.5f}"
-
-    def __repr_name__(self) -> str:
-        # Every archive's cone shows as ConeSearch: a watermark's key hashes repr(target)
-        # (Source.watermark_key), so the subclasses keep the watermarks of earlier versions and
-        # match the ConeSearch targets a work unit carries.
-        return "ConeSearch"
-
-
-class IrsaCone(ConeSearch):
-    """A cone for the IRSA ZTF light-curve API (``POS=CIRCLE ra dec radius``)."""
-
-    radius: float = Field(
-        gt=0.0,
-        le=MAX_IRSA_RADIUS_DEG,
-        description="Radius in degrees, in (0, 0.1667]: IRSA's limit for the light-curve API "
-        "(upstream-apis.md, section 1.2).",
-    )
-
-
-class MastCone(ConeSearch):
-    """A cone for MAST CAOM searches (``Mast.Caom.Cone``, ``Mast.Caom.Filtered.Position``)."""
-
-    radius: float = Field(
-        gt=0.0,
-        le=MAX_MAST_RADIUS_DEG,
-        description="Radius in degrees, in (0, 10]. MAST publishes no radius limit (astroquery's "
-        "default is 0.2; upstream-apis.md, section 2.4) but caps a result at ~500,000 rows "
-        "(section 2.1); 10 is harvester's guard against a radius in the wrong unit.",
-    )
-
-
-Cone = TypeVar("Cone", bound=ConeSearch)
-
-
-@dataclass(frozen=True)
-class _ValidatedAs:
-    """Annotation metadata: validate the field as ``validated_as`` (a subclass of its type)."""
-
-    validated_as: type[BaseModel]
-
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        return handler(self.validated_as)
-
-
-# Fields typed ConeSearch for readers (any cone is a ConeSearch) but validated as the archive's
-# cone, so a bad radius is reported at its own key (``...cone_search.radius``) with that archive's
-# limit, and the values are IrsaCone / MastCone instances.
-IrsaConeField = Annotated[ConeSearch, _ValidatedAs(IrsaCone)]
-MastConeField = Annotated[ConeSearch, _ValidatedAs(MastCone)]
-
-
-class _SourceBase(_Model):
-    timeout: Timeout = Field(default_factory=Timeout, description="Per-attempt timeouts.")
-    retries: Retries = Field(default_factory=Retries, description="Retry policy.")
-
-
-class IrsaSettings(_Model):
-    """The IRSA ZTF light-curve API query (``data_sources.ztf.irsa``)."""
-
-    base_url: str = Field(
-        default="https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves",
-        description="Light-curve API endpoint.",
-    )
-    filters: list[Literal["zg", "zr", "zi"]] = Field(
-        default_factory=list, description="ZTF filters to keep (zg, zr, zi); empty = all bands."
-    )
-    cone_search: IrsaConeField | None = Field(
-        default=None, description="One cone-search target (radius at most 0.1667°, IRSA's limit)."
-    )
-    targets: list[IrsaConeField] = Field(
-        default_factory=list, description="More cone-search targets, inline."
-    )
-    targets_file: Path | None = Field(
-        default=None, description="CSV of targets with columns name, ra, dec[, radius]."
-    )
-    default_radius: float = Field(
-        default=0.0014,
-        gt=0.0,
-        le=MAX_IRSA_RADIUS_DEG,
-        description="Radius (deg) for targets-file rows without one (≈5 arcsec).",
-    )
-    mjd_range: tuple[float, float] | None = Field(
-        default=None, description="Inclusive MJD range [start, end] (IRSA TIME)."
-    )
-    bad_catflags_mask: int = Field(
-        default=0,
-        ge=0,
-        le=65535,
-        description="IRSA BAD_CATFLAGS_MASK: drop epochs with any of these catflags "
-        "bits. 0 (IRSA's default) keeps all; 32768 is the common choice.",
-    )
-    collection: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z0-9_]+$",
-        description="Data release, e.g. ztf_dr23; unset = IRSA's latest.",
-    )
-    max_response_bytes: int = Field(default=512 * 1024**2, gt=0, description="Cap on one response body.")
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _check_url(value)
-
-    @field_validator("mjd_range")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        return _check_range(value)
-
-    def names_targets(self) -> bool:
-        """Whether these settings name any target (the ZTF source refuses to run without one)."""
-        return self.cone_search is not None or bool(self.targets) or self.targets_file is not None
-
-
-class ZtfSettings(_SourceBase):
-    """``data_sources.ztf``."""
-
-    irsa: IrsaSettings = Field(default_factory=IrsaSettings)
-    rate_limit: RateLimit = Field(
-        default_factory=lambda: RateLimit(requests_per_second=2, max_concurrency=4),
-        description="IRSA budget (2 req/s, 4 at once by default).",
-    )
-
-
-def _mast_rate() -> RateLimit:
-    return RateLimit(requests_per_second=10, max_concurrency=8)
-
-
-class TessLightcurve(_Model):
-    """How a TESS light curve is cleaned (``data_sources.tess.lightcurve``)."""
-
-    flux_column: Literal["PDCSAP_FLUX", "SAP_FLUX"] = Field(
-        default="PDCSAP_FLUX", description="Flux column to read."
-    )
-    quality_bitmask: int = Field(
-        default=175,
-        ge=0,
-        le=2**31 - 1,
-        description="Drop cadences whose QUALITY shares a bit with this mask. "
-        "175 is lightkurve's 'default' mask; 0 keeps all.",
-    )
-    max_points: int | None = Field(
-        default=None,
-        ge=1,
-        description="Reduce to at most this many cadences (binned means); unset keeps every cleaned cadence.",
-    )
-
-
-class TessQuery(_Model):
-    """Which TESS light curves to find (``data_sources.tess.query``)."""
-
-    filters: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="Extra MAST filters passed through as-is, e.g. {paramName: ..., values: [...]}.",
-    )
-    target_name: str | None = Field(default=None, description="One TIC id (digits, not zero-padded).")
-    tic_ids: list[int] = Field(default_factory=list, description="TIC ids.")
-    tic_batch_size: int = Field(
-        default=100,
-        ge=1,
-        le=500,
-        description="TIC ids named in one MAST query (a batch is one target in reports).",
-    )
-    targets_file: Path | None = Field(default=None, description="CSV with a tic_id column.")
-    sectors: list[int] = Field(default_factory=list, description="Sectors to keep (MAST sequence_number).")
-    t_min: tuple[float, float] | None = Field(default=None, description="Range of observation start, MJD.")
-    t_max: tuple[float, float] | None = Field(default=None, description="Range of observation end, MJD.")
-    ra: Ra | None = Field(default=None, description="Cone centre, ICRS degrees; with dec and radius.")
-    dec: Dec | None = Field(default=None, description="Cone centre, ICRS degrees; with ra and radius.")
-    radius: float | None = Field(
-        default=None,
-        gt=0,
-        le=MAX_MAST_RADIUS_DEG,
-        description="Cone radius, degrees, in (0, 10] (harvester's guard; MAST publishes no limit).",
-    )
-
-    @field_validator("t_min", "t_max")
-    @classmethod
-    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        return _check_range(value)
-
-    @field_validator("tic_ids", "sectors")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        bad = [v for v in value if v < 1]
-        if bad:
-            raise ValueError(f"must be positive integers, got {bad[:3]}")
-        return value
-
-    @field_validator("target_name")
-    @classmethod
-    def _tic(cls, value: str | None) -> str | None:
-        if value is not None:
-            value = value.strip()
-            if value.upper().startswith("TIC"):
-                value = value[3:].strip()
-            if not value.isdigit():
-                raise ValueError(f"must be a TIC id (digits), got {value!r}")
-            value = str(int(value))  # never zero-padded (lightkurve#1073)
-        return value
-
-    @model_validator(mode="after")
-    def _position(self) -> TessQuery:
-        given = [v is not None for v in (self.ra, self.dec, self.radius)]
-        if any(given) and not all(given):
-            raise ValueError("ra, dec and radius must be given together")
-        return self
-
-    def names_targets(self) -> bool:
-        """Whether this query names any target (the TESS source refuses to run without one)."""
-        return bool(
-            self.target_name
-            or self.tic_ids
-            or self.targets_file is not None
-            or self.ra is not None
-            or self.filters
-            or self.sectors
-        )
-
-
-class TessSettings(_SourceBase):
-    """``data_sources.tess``."""
-
-    base_url: str = Field(default="https://mast.stsci.edu", description="MAST server.")
-    query: TessQuery = Field(default_factory=TessQuery)
-    cadence: Literal["2min", "20s"] = Field(
-        default="2min", description="2-minute `lc` or 20-second `fast-lc`."
-    )
-    lightcurve: TessLightcurve = Field(default_factory=TessLightcurve)
-    max_download_bytes: int = Field(default=64 * 1024**2, gt=0, description="Cap on one FITS download.")
-    products_batch_size: int = Field(default=500, ge=1, le=500, description="obsids per Products request.")
-    pagesize: int = Field(default=50000, ge=1, le=500000, description="MAST rows per page.")
-    poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
-    decode_workers: int = Field(default=2, ge=1, le=64, description="Threads decoding FITS.")
-    rate_limit: RateLimit = Field(default_factory=_mast_rate, description="mast.stsci.edu budget.")
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _check_url(value)
-
-
-class MastQuery(_Model):
-    """Which CAOM observations to list (``data_sources.mast.query``)."""
-
-    collections: list[str] = Field(
-        default_factory=list, description="obs_collection values (HST, JWST, ...)."
-    )
-    instruments: list[str] = Field(default_factory=list, description="instrument_name values.")
-    dataproduct_types: list[str] = Field(default_factory=list, description="dataproduct_type values.")
-    t_min: tuple[float, float] | None = Field(default=None, description="Range of t_min, MJD.")
-    t_obs_release: tuple[float, float] | None = Field(
-        default=None, description="Range of release dates, MJD."
-    )
-    filters: list[dict[str, Any]] = Field(default_factory=list, description="Extra MAST filters, as-is.")
-    cone_search: MastConeField | None = Field(
-        default=None, description="One cone (Mast.Caom.Cone); radius in degrees, at most 10."
-    )
-    targets: list[MastConeField] = Field(default_factory=list, description="More cones, inline.")
-    targets_file: Path | None = Field(default=None, description="CSV of cones: name, ra, dec[, radius].")
-
-    @field_validator("t_min", "t_obs_release")
-    @classmethod
-    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        return _check_range(value)
-
-    def names_targets(self) -> bool:
-        """Whether this query names a cone or a constraint (the MAST source refuses to run without)."""
-        return bool(
-            self.cone_search is not None
-            or self.targets
-            or self.targets_file is not None
-            or self.collections
-            or self.instruments
-            or self.dataproduct_types
-            or self.t_min is not None
-            or self.t_obs_release is not None
-            or self.filters
-        )
-
-
-class MastSettings(_SourceBase):
-    """``data_sources.mast``."""
-
-    base_url: str = Field(default="https://mast.stsci.edu", description="MAST server.")
-    query: MastQuery = Field(default_factory=MastQuery)
-    pagesize: int = Field(default=50000, ge=1, le=500000, description="MAST rows per page.")
-    poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
-    max_rows: int = Field(
-        default=500000, ge=1, description="MAST's result ceiling; larger results are reported."
-    )
-    rate_limit: RateLimit = Field(default_factory=_mast_rate, description="mast.stsci.edu budget.")
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _check_url(value)
-
-
-class StateSettings(_Model):
+class StateSettings(Model):
     """State (``state``): the machine's SQLite database of runs and outcomes, and whether runs are
     incremental. What an output holds, and its watermarks, live in the output folder's own ledger
     (``<output>/<source>/.harvester/ledger.sqlite``)."""
@@ -469,17 +89,6 @@ class StateSettings(_Model):
     path: Path = Field(
         default=Path("data/state/harvester.db"),
         description="The machine's SQLite database (WAL mode): runs and per-target outcomes.",
-    )
-    ztf_overlap_days: float = Field(
-        default=1.0,
-        ge=0,
-        description="ZTF asks IRSA for TIME after the last "
-        "harvested mjd minus this overlap (late-arriving epochs).",
-    )
-    mast_overlap_days: float = Field(
-        default=1.0,
-        ge=0,
-        description="MAST asks for t_min after the last harvested t_min minus this overlap.",
     )
 
 
@@ -504,7 +113,7 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 
 
-class DaemonSettings(_Model):
+class DaemonSettings(Model):
     """The daemon's schedule and resilience (``daemon``). Durations accept 6h, 5m, 30s or seconds."""
 
     interval: Duration = Field(default=6 * 3600.0, description="Time between sweeps.")
@@ -519,7 +128,7 @@ class DaemonSettings(_Model):
     )
 
 
-class DaskSettings(_Model):
+class DaskSettings(Model):
     """Where ``executor: dask`` runs its work units (``dask``); needs the ``harvester[dask]`` extra."""
 
     address: str | None = Field(
@@ -536,33 +145,24 @@ class DaskSettings(_Model):
     )
 
 
-class DataSources(_Model):
-    ztf: ZtfSettings = Field(default_factory=ZtfSettings)
-    tess: TessSettings = Field(default_factory=TessSettings)
-    mast: MastSettings = Field(default_factory=MastSettings)
+class DataSources(Model):
+    """``data_sources``: one block per registered archive, named after it (``data_sources.ztf``).
+
+    The fields are added from the archives' registry (:func:`_rebuild`); read a block with
+    ``data_sources.ztf`` or :meth:`block`.
+    """
+
+    if TYPE_CHECKING:  # the blocks are added at run time, one per archive
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def block(self, name: str) -> ArchiveSettings:
+        """The settings block of archive ``name``."""
+        return cast(ArchiveSettings, getattr(self, name))
 
     def without_targets(self) -> list[str]:
-        """The sources whose settings name no target, in order."""
-        named = {
-            "ztf": self.ztf.irsa.names_targets(),
-            "tess": self.tess.query.names_targets(),
-            "mast": self.mast.query.names_targets(),
-        }
-        return [name for name, has in named.items() if not has]
-
-
-def _check_range(value: tuple[float, float] | None) -> tuple[float, float] | None:
-    if value is not None:
-        lo, hi = value
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise ValueError(f"must be two finite MJDs with start <= end, got [{lo}, {hi}]")
-    return value
-
-
-def _check_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"must be an http(s) URL, got {value!r}")
-    return value.rstrip("/") if value.count("/") > 2 else value
+        """The archives whose block names no target, in order."""
+        return [name for name in type(self).model_fields if not self.block(name).names_targets()]
 
 
 _config_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("harvester_config", default=None)
@@ -632,21 +232,29 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     stream_buffer: int = Field(default=1000, ge=1, description="Records buffered between pipeline stages.")
 
-    ztf_api_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("ZTF_API_TOKEN"),
-        description="IRSA token (optional; public data needs none).",
-    )
-    tess_api_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("TESS_API_TOKEN"),
-        description="MAST token used by the TESS source.",
-    )
-    mast_api_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("MAST_API_TOKEN"),
-        description="MAST token (also used by TESS when TESS_API_TOKEN is unset).",
-    )
+    # One SecretStr field per archive token (``ztf_api_token`` read from ZTF_API_TOKEN, ...), added
+    # from the registry by _rebuild.
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """``state.<archive>_overlap_days`` (before 0.6) is now ``data_sources.<archive>.overlap_days``."""
+        if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
+            return data
+        state = dict(data["state"])
+        sources = dict(data.get("data_sources") or {})
+        for name in archives.names():
+            old = f"{name}_overlap_days"
+            if old in state:
+                block = dict(sources.get(name) or {})
+                block.setdefault("overlap_days", state.pop(old))
+                sources[name] = block
+                warnings.warn(
+                    f"state.{old} is deprecated: use data_sources.{name}.overlap_days",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+        return {**data, "state": state, "data_sources": sources}
 
     @classmethod
     def settings_customise_sources(
@@ -671,17 +279,82 @@ class Settings(BaseSettings):
         """The output when it is an object-store URL (``s3://…``), else None (a local folder)."""
         return self.output if isinstance(self.output, str) else None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (to a Dask worker, a Prefect task) as its values plus the archives' entries:
+        # the receiving process registers any archive it lacks, then validates the values, so the
+        # per-archive blocks come back as the same models.
+        return (_unpickle, (self.model_dump(round_trip=True), archives.specs()))
+
+    def token(self, archive: str) -> SecretStr | None:
+        """The token archive ``archive`` sends: the first of its variables that is set (TESS:
+        TESS_API_TOKEN, else MAST_API_TOKEN), or None."""
+        for entry in archives.spec(archive).tokens:
+            value: SecretStr | None = getattr(self, _token_field(entry.env), None)
+            if value is not None and value.get_secret_value():
+                return value
+        return None
+
     def secrets(self) -> list[str]:
         """The token values in force, for redaction and for scanning output in tests."""
-        return [
-            t.get_secret_value()
-            for t in (self.ztf_api_token, self.tess_api_token, self.mast_api_token)
-            if t is not None and t.get_secret_value()
-        ]
+        values = (getattr(self, field, None) for field in _token_fields())
+        return [t.get_secret_value() for t in values if isinstance(t, SecretStr) and t.get_secret_value()]
 
     def digest_dict(self) -> dict[str, Any]:
         """Settings as plain data without any secret, for manifests and READMEs."""
-        return self.model_dump(mode="json", exclude={"ztf_api_token", "tess_api_token", "mast_api_token"})
+        return self.model_dump(mode="json", exclude=set(_token_fields()))
+
+
+def _unpickle(data: dict[str, Any], specs: tuple[archives.ArchiveSpec, ...]) -> Settings:
+    known = set(archives.names())
+    for spec in specs:
+        if spec.name not in known:
+            archives.register(spec)
+    return Settings.model_validate(data)
+
+
+def _token_field(env: str) -> str:
+    return env.lower()
+
+
+def _token_fields() -> list[str]:
+    return list(dict.fromkeys(_token_field(t.env) for spec in archives.specs() for t in spec.tokens))
+
+
+_BUILT_FIELDS: set[str] = set()
+
+
+def _rebuild() -> None:
+    """Give :class:`DataSources` one block per registered archive and :class:`Settings` one
+    secret field per token variable, then rebuild their validators (called at import and after
+    every change to the registry)."""
+    blocks: dict[str, Any] = {}
+    for spec in archives.specs():
+        model = archives.settings_model(spec.name)
+        blocks[spec.name] = (model, Field(default_factory=model, description=f"{spec.title}."))
+    sources = create_model("DataSources", __base__=DataSources, __module__=__name__, **blocks)
+    fields = Settings.__pydantic_fields__
+    fields["data_sources"] = FieldInfo(
+        annotation=sources, default_factory=sources, description="One block per archive."
+    )
+    for name in _BUILT_FIELDS - set(_token_fields()):
+        fields.pop(name, None)
+    _BUILT_FIELDS.clear()
+    for spec in archives.specs():
+        for entry in spec.tokens:
+            name = _token_field(entry.env)
+            if name not in _BUILT_FIELDS:
+                fields[name] = FieldInfo(
+                    annotation=SecretStr | None,
+                    default=None,
+                    validation_alias=AliasChoices(entry.env),
+                    description=entry.description,
+                )
+                _BUILT_FIELDS.add(name)
+    Settings.model_rebuild(force=True)
+
+
+_rebuild()
+archives.on_change(_rebuild)
 
 
 @contextmanager
@@ -741,7 +414,7 @@ def load_settings(
         missing = settings.data_sources.without_targets() if path is None else []
         if missing:
             sample = packaged_targets()
-            with _layering(None, {"data_sources": {name: sample[name] for name in missing}}):
+            with _layering(None, {"data_sources": {n: sample[n] for n in missing if n in sample}}):
                 settings = Settings(_env_file=env_file, **overrides)
         return settings
     except ValidationError as exc:
@@ -785,51 +458,3 @@ def describe_validation_error(exc: ValidationError) -> str:
     more = len(exc.errors()) - 1
     tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
     return f"invalid setting {loc}: {msg}{shown}{tail}"
-
-
-@overload
-def read_targets_file(path: Path, *, default_radius: float) -> list[IrsaCone]: ...
-
-
-@overload
-def read_targets_file(path: Path, *, default_radius: float, cone: type[Cone]) -> list[Cone]: ...
-
-
-def read_targets_file(path: Path, *, default_radius: float, cone: type[ConeSearch] = IrsaCone) -> list[Any]:
-    """Cone targets from a CSV with a header ``name,ra,dec[,radius]``; ConfigError on any bad row.
-
-    ``cone`` is the archive's cone model, whose radius limit every row must meet: :class:`IrsaCone`
-    (the default, for ZTF) or :class:`MastCone` (for MAST).
-    """
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            columns = {c.strip().lower() for c in (reader.fieldnames or [])}
-            if not {"ra", "dec"} <= columns:
-                raise ConfigError(
-                    f"{path}: targets file needs a header with ra and dec columns "
-                    f"(name, ra, dec[, radius]); got {sorted(columns) or 'no header'}"
-                )
-            targets: list[ConeSearch] = []
-            for lineno, row in enumerate(reader, start=2):
-                clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-                if not any(clean.values()):
-                    continue
-                try:
-                    targets.append(
-                        cone(
-                            name=clean.get("name") or None,
-                            ra=float(clean["ra"]),
-                            dec=float(clean["dec"]),
-                            radius=float(clean["radius"]) if clean.get("radius") else default_radius,
-                        )
-                    )
-                except (ValueError, ValidationError) as exc:
-                    detail = exc.errors(include_url=False)[0] if isinstance(exc, ValidationError) else None
-                    cause = f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else str(exc)
-                    raise ConfigError(f"{path}: line {lineno}: {cause}") from None
-            return targets
-    except FileNotFoundError:
-        raise ConfigError(f"targets file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"{path}: cannot read targets file ({exc})") from None

@@ -10,7 +10,7 @@ import httpx
 import orjson
 
 import harvester
-from harvester.records import RECORD_MODELS
+from harvester import archives
 from harvester.testing import FakeArchive
 
 #: 8 small cones on the fake sky, 6 of them with objects: about 1 s of work at the latency below.
@@ -70,7 +70,7 @@ def parse_all(out: Path) -> int:
     """Validate every visible record in every source folder; return how many there are."""
     count = 0
     for path in [*out.rglob("record_*.json"), *out.rglob("part-*.jsonl")]:
-        model = RECORD_MODELS[path.parent.name]
+        model = archives.record_model(path.parent.name)
         for line in path.read_bytes().splitlines():
             model.model_validate(orjson.loads(line))
             count += 1

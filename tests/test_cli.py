@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harvester._version import __version__ as harvester_version
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.cli import app, cli_overrides
-from harvester.records import ZtfRecord
 
 runner = CliRunner()
 

@@ -13,12 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from harvester.archives.mast.records import MastRecord
+from harvester.archives.tess.records import TessRecord
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.errors import OutputError
 from harvester.executors import compact as compact_module
 from harvester.executors.compact import arrow_schema, compact, flat_row
 from harvester.io.objectstore import ObjectStore
 from harvester.io.writers import dumps_record
-from harvester.records import BaseRecord, MastRecord, Provenance, TessRecord, ZtfRecord
+from harvester.records import BaseRecord, Provenance
 from tests.test_tables import FETCHED, tess, ztf
 
 

@@ -27,10 +27,10 @@ import yaml
 from distributed import Client, LocalCluster
 
 import harvester
+from harvester import archives
 from harvester.executors.driver import harvest_distributed
 from harvester.executors.units import plan_units
 from harvester.io.objectstore import ObjectStore
-from harvester.records import RECORD_MODELS
 from harvester.run.report import RunReport
 from harvester.testing import FakeArchive, Fault, running_server
 from tests.fault_scenarios import harvester_cmd
@@ -65,7 +65,7 @@ def committed_output(root: str, source: str = "ztf") -> list[dict[str, Any]]:
     manifests = [orjson.loads(store.get(k) or b"") for k in store.list(f"_units/{source}")]
     data_keys = {m["data"] for m in manifests}
     assert set(store.list(f"{source}/units")) == data_keys, "a data object without its manifest"
-    model = RECORD_MODELS[source]
+    model = archives.record_model(source)
     records: list[dict[str, Any]] = []
     keys: set[tuple[str, ...]] = set()
     for manifest in manifests:

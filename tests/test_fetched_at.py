@@ -11,9 +11,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.cli import app
 from harvester.io.writers import dumps_record
-from harvester.records import Provenance, ZtfRecord
+from harvester.records import Provenance
 
 FORM = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?\+00:00$")
 runner = CliRunner()

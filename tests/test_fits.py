@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from harvester.archives import spoc_fits as _fits
 from harvester.archives.spoc_fits import DecodedLightCurve, decode_lightcurve, decode_lightcurve_async
+from harvester.archives.tess.records import TessRecord
 from harvester.errors import ArchiveResponseError
-from harvester.records import Provenance, TessRecord
+from harvester.records import Provenance
 
 pytestmark = pytest.mark.filterwarnings("error")
 

@@ -373,8 +373,8 @@ async def test_a_record_still_missing_is_reported_until_it_is_back(json_out: Any
 
 async def test_a_second_run_on_the_same_folder_is_refused(json_out: Any) -> None:
     """Two runs writing one folder would race shards and temporaries: the second fails in one line."""
+    from harvester.archives.ztf.records import ZtfRecord
     from harvester.io.ledger import Ledger
-    from harvester.records import ZtfRecord
 
     h, out, _ = json_out
     async with Ledger(out / "ztf", ZtfRecord):

@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 import harvester
-from harvester.records import MastRecord
+from harvester.archives.mast.records import MastRecord
 
 CAOM = json.loads((Path(__file__).parent / "data" / "mast" / "caom.json").read_text())
 CONE = {"ra": 23.1, "dec": 60.6, "radius": 0.1}

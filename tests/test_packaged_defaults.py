@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import harvester
-from harvester.records import TessRecord
+from harvester.archives.tess.records import TessRecord
 from harvester.settings import load_settings, packaged_targets
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 import harvester
-from harvester.records import ZtfRecord
+from harvester.archives.ztf.records import ZtfRecord
 from tests.conftest import irsa_csv, irsa_row
 
 CONES = [{"name": f"c{i}", "ra": 10.0 + i, "dec": 20.0, "radius": 0.01} for i in range(6)]

@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from harvester.archives.common import MastCone, read_targets_file
+from harvester.archives.ztf.settings import IrsaCone
 from harvester.errors import ConfigError
-from harvester.settings import (
-    IrsaCone,
-    MastCone,
-    Settings,
-    load_settings,
-    packaged_targets,
-    read_targets_file,
-)
+from harvester.settings import Settings, load_settings, packaged_targets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -242,7 +237,9 @@ def test_tokens_use_unprefixed_names_and_stay_secret(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ZTF_API_TOKEN", "ztf-sekrit")
     monkeypatch.setenv("MAST_API_TOKEN", "mast-sekrit")
     s = load_settings()
-    assert s.ztf_api_token is not None and s.ztf_api_token.get_secret_value() == "ztf-sekrit"
+    ztf, tess = s.token("ztf"), s.token("tess")
+    assert ztf is not None and ztf.get_secret_value() == "ztf-sekrit"
+    assert tess is not None and tess.get_secret_value() == "mast-sekrit"  # TESS falls back to MAST's
     assert "sekrit" not in repr(s)
     assert "sekrit" not in str(s.digest_dict())
     assert sorted(s.secrets()) == ["mast-sekrit", "ztf-sekrit"]
@@ -251,7 +248,7 @@ def test_tokens_use_unprefixed_names_and_stay_secret(monkeypatch: pytest.MonkeyP
 def test_targets_file_rows(tmp_path: Path) -> None:
     """A targets CSV gives one cone per row, with the default radius where none is given."""
     path = write(tmp_path / "t.csv", "name,ra,dec,radius\nM101,210.8,54.35,0.01\nother,10,-5,\n")
-    targets = read_targets_file(path, default_radius=0.002)
+    targets = read_targets_file(path, default_radius=0.002, cone=IrsaCone)
     assert [(t.name, t.ra, t.dec, t.radius) for t in targets] == [
         ("M101", 210.8, 54.35, 0.01),
         ("other", 10.0, -5.0, 0.002),
@@ -264,7 +261,7 @@ def test_targets_file_rows_meet_the_archive_s_cone(tmp_path: Path) -> None:
     (cone,) = read_targets_file(path, default_radius=0.05, cone=MastCone)
     assert isinstance(cone, MastCone) and cone.radius == 0.2
     with pytest.raises(ConfigError, match=r"line 2: radius: Input should be less than or equal to 0\.1667"):
-        read_targets_file(path, default_radius=0.002)  # ZTF's IrsaCone by default
+        read_targets_file(path, default_radius=0.002, cone=IrsaCone)
     with pytest.raises(ConfigError, match=r"line 2: radius: Input should be less than or equal to 10"):
         read_targets_file(
             write(tmp_path / "w.csv", "ra,dec,radius\n1,2,11\n"), default_radius=1, cone=MastCone
@@ -282,7 +279,7 @@ def test_targets_file_rows_meet_the_archive_s_cone(tmp_path: Path) -> None:
 def test_bad_targets_file(tmp_path: Path, text: str, match: str) -> None:
     """A malformed targets file names the file and the line."""
     with pytest.raises(ConfigError, match=match):
-        read_targets_file(write(tmp_path / "t.csv", text), default_radius=0.002)
+        read_targets_file(write(tmp_path / "t.csv", text), default_radius=0.002, cone=IrsaCone)
 
 
 def _env_names(model: type, prefix: str) -> set[str]:

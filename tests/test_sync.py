@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import harvester
-from harvester.records import ZtfRecord
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.testing import FakeArchive, Fault
 
 

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 import harvester
+from harvester.archives.mast.records import MastRecord
+from harvester.archives.tess.records import TessRecord
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.display.tables import BTJD_OFFSET
-from harvester.records import MastRecord, Provenance, TessRecord, ZtfRecord
+from harvester.records import Provenance
 from harvester.testing import FakeArchive
 
 FETCHED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -14,8 +14,8 @@ import pytest
 from astropy.io import fits
 
 import harvester
+from harvester.archives.tess.records import TessRecord
 from harvester.archives.tess.source import is_lightcurve_product, read_tic_file
-from harvester.records import TessRecord
 
 DATA = Path(__file__).parent / "data" / "tess"
 LC_NAME = "tess2022302161335-s0058-0000000021132157-0247-s_lc.fits"

@@ -8,9 +8,10 @@ import httpx
 import pytest
 
 import harvester
+from harvester.archives.common import ConeSearch
 from harvester.archives.ztf.source import IRSA_COLUMNS, irsa_params, parse_irsa_csv
 from harvester.errors import ArchiveResponseError
-from harvester.settings import ConeSearch, load_settings
+from harvester.settings import load_settings
 from tests.conftest import ROW, irsa_csv, irsa_row
 
 VOTABLE_ERROR = b"""<?xml version="1.0"?>

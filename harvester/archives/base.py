@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from harvester.archives.common import RateLimit, Retries, Timeout
 from harvester.io.http import HttpSession, RetryPolicy, Timeouts
 from harvester.records import BaseRecord
-from harvester.settings import RateLimit, Retries, Settings, Timeout
+from harvester.settings import Settings
 
 __all__ = ["FetchContext", "Source", "SourceNotes", "host_of", "retry_policy", "timeouts", "utcnow"]
 

@@ -121,11 +121,42 @@ archive_app = typer.Typer(
 app.add_typer(archive_app, name="archive")
 
 
-class SourceChoice(str, Enum):
-    ztf = "ztf"
-    tess = "tess"
-    mast = "mast"
-    all = "all"
+class ArchiveName:
+    """Parses an archive's name against the registry (``harvester.archives``) when the command
+    runs, so an archive registered after import is a valid choice; with ``all_``, also ``all``.
+    ``need`` keeps only archives whose entry sets that field (``features``, ``plot``)."""
+
+    def __init__(self, *, all_: bool = True, need: str | None = None) -> None:
+        self._all = all_
+        self._need = need
+
+    def choices(self) -> tuple[str, ...]:
+        from harvester import archives
+
+        found = tuple(s.name for s in archives.specs() if self._need is None or getattr(s, self._need))
+        return (*found, "all") if self._all else found
+
+    @property
+    def metavar(self) -> str:
+        return "<" + "|".join(self.choices()) + ">"
+
+    def __call__(self, value: str) -> str:
+        choices = self.choices()
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+
+
+def source_option(help_text: str = "Which archive to harvest.") -> Any:
+    """The ``--source/-s`` option: a registered archive or ``all``."""
+    names = ArchiveName()
+    return typer.Option("--source", "-s", parser=names, metavar=names.metavar, help=help_text)
+
+
+def archive_argument(help_text: str, *, need: str | None = None) -> Any:
+    """An ARCHIVE argument: one registered archive (with ``need``: one whose entry sets it)."""
+    names = ArchiveName(all_=False, need=need)
+    return typer.Argument(parser=names, help=f"{help_text} {names.metavar}", show_default=False)
 
 
 class FormatChoice(str, Enum):

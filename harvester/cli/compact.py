@@ -12,12 +12,12 @@ from harvester.errors import HarvesterError
 if TYPE_CHECKING:
     pass
 
-from harvester.cli.app import SourceChoice, _fail, app
+from harvester.cli.app import _fail, app, archive_argument
 
 
 @app.command()
 def compact(
-    source: Annotated[SourceChoice, typer.Argument(help="ztf, tess or mast.")],
+    source: Annotated[str, archive_argument("Which archive's units to merge.")],
     input_root: Annotated[
         str, typer.Option("--input", "-i", help="The dask run's output: a folder or an fsspec URL.")
     ] = "data/raw",
@@ -27,13 +27,11 @@ def compact(
     ] = None,
 ) -> None:
     """Merge the committed work units of a dask run into one Parquet file, deduplicated across units."""
-    if source == SourceChoice.all:
-        raise _fail("compact takes one source: ztf, tess or mast")
-    target = output or Path("data/processed") / f"{source.value}.parquet"
+    target = output or Path("data/processed") / f"{source}.parquet"
     try:
         from harvester.executors.compact import compact as run_compact
 
-        records, dropped = run_compact(source.value, input_root, target)
+        records, dropped = run_compact(source, input_root, target)
     except ImportError as exc:
         raise _fail(f"compact needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
     except HarvesterError as exc:

@@ -7,22 +7,17 @@ Heavy imports (astropy, matplotlib) happen inside the commands, so ``harvester -
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from harvester.cli.app import archive_argument
 from harvester.errors import ConfigError, HarvesterError
 
 __all__ = ["register"]
 
 _EXIT_USAGE = 2
-
-
-class FeatureSource(str, Enum):
-    ztf = "ztf"
-    tess = "tess"
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -31,7 +26,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def features(
-    source: Annotated[FeatureSource, typer.Argument(help="Which records to reduce: ztf or tess.")],
+    source: Annotated[str, archive_argument("Which records to reduce.", need="features")],
     input_root: Annotated[
         Path, typer.Option("--input", "-i", help="Root of the record folders (reads INPUT/SOURCE).")
     ] = Path("data/raw"),
@@ -49,14 +44,13 @@ def features(
     ] = 200_000,
 ) -> None:
     """Compute the feature table of a source's records (docs/features.md), written atomically."""
-    from harvester.features.tess import build_tess_features
-    from harvester.features.ztf import build_ztf_features
+    from harvester import archives
+    from harvester.features._io import FeatureOptions, FeatureSummary
 
+    options = FeatureOptions(chunk_records, ls_oversample, ls_max_frequencies)
     try:
-        if source is FeatureSource.ztf:
-            summary = build_ztf_features(input_root, output_root, chunk_records)
-        else:
-            summary = build_tess_features(input_root, output_root, ls_oversample, ls_max_frequencies)
+        build = archives.load(archives.spec(source).features or "")
+        summary: FeatureSummary = build(input_root, output_root, options)
     except ConfigError as exc:
         raise _fail(str(exc), _EXIT_USAGE) from None
     except HarvesterError as exc:
@@ -67,7 +61,7 @@ def features(
 
 
 def plot(
-    source: Annotated[FeatureSource, typer.Argument(help="Which records to plot: ztf or tess.")],
+    source: Annotated[str, archive_argument("Which records to plot.", need="plot")],
     object_id: Annotated[
         list[str] | None, typer.Option("--object-id", help="Object to plot (repeatable).")
     ] = None,
@@ -89,14 +83,13 @@ def plot(
     ] = 200_000,
 ) -> None:
     """Write quicklook PNGs: ZTF light curves per filter; TESS flux and periodogram per light curve."""
-    from harvester.features.plot import plot_tess, plot_ztf
+    from harvester import archives
+    from harvester.features._io import FeatureOptions
 
-    ids = object_id or []
+    options = FeatureOptions(ls_oversample=ls_oversample, ls_max_frequencies=ls_max_frequencies)
     try:
-        if source is FeatureSource.ztf:
-            paths = plot_ztf(input_root, output_root, ids, first)
-        else:
-            paths = plot_tess(input_root, output_root, ids, first, ls_oversample, ls_max_frequencies)
+        draw = archives.load(archives.spec(source).plot or "")
+        paths: list[Path] = draw(input_root, output_root, object_id or [], first, options)
     except ConfigError as exc:
         raise _fail(str(exc), _EXIT_USAGE) from None
     except HarvesterError as exc:

@@ -14,7 +14,7 @@ from harvester.errors import ConfigError
 if TYPE_CHECKING:
     from harvester.settings import Settings
 
-from harvester.cli.app import SourceChoice, _fail, app, configure_logging
+from harvester.cli.app import _fail, app, configure_logging, source_option
 
 prefect_app = typer.Typer(
     help="The harvest as a Prefect flow on Dask (needs the prefect extra); the daemon stays the default.",
@@ -23,8 +23,8 @@ prefect_app = typer.Typer(
 app.add_typer(prefect_app, name="prefect")
 
 PrefectSources = Annotated[
-    list[SourceChoice] | None,
-    typer.Option("--source", "-s", help="Which archive to harvest; repeatable (default all)."),
+    list[str] | None,
+    source_option("Which archive to harvest; repeatable (default all)."),
 ]
 PrefectConfig = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML settings, read where the flow runs.")
@@ -54,7 +54,7 @@ def _prefect_module() -> Any:
 
 def _prefect_parameters(
     module: Any,
-    source: list[SourceChoice] | None,
+    source: list[str] | None,
     config: Path | None,
     output: str | None,
     full: bool,
@@ -70,7 +70,7 @@ def _prefect_parameters(
         settings: Settings = module.flow_settings(
             config, offline=offline, dask_address=dask_address, dask_workers=dask_workers, **(overrides or {})
         )
-        names = api.resolve_sources([s.value for s in source or [SourceChoice.all]])
+        names = api.resolve_sources(source or ["all"])
         api.check_targets(names, settings)
         params: dict[str, Any] = module.flow_parameters(
             sources=names,

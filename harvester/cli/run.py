@@ -30,20 +30,18 @@ from harvester.cli.app import (
     ExecutorChoice,
     FormatChoice,
     LogFormat,
-    SourceChoice,
     _fail,
     _now,
     app,
     cli_overrides,
     configure_logging,
+    source_option,
 )
 
 
 @app.command()
 def run(
-    source: Annotated[
-        SourceChoice, typer.Option("--source", "-s", help="Which archive to harvest.")
-    ] = SourceChoice.all,
+    source: Annotated[str, source_option()] = "all",
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML settings (default config/base.yaml).")
     ] = None,
@@ -91,7 +89,7 @@ def run(
     from harvester.settings import load_settings
 
     irsa_flags = _irsa_flags_given(irsa_ra, irsa_dec, irsa_radius, irsa_filter, irsa_mjd_range)
-    irsa_ignored = bool(irsa_flags) and source not in (SourceChoice.ztf, SourceChoice.all)
+    irsa_ignored = bool(irsa_flags) and source not in ("ztf", "all")
     if irsa_ignored:  # --irsa-* configure ZTF only: another source runs without them
         irsa_ra = irsa_dec = irsa_radius = irsa_filter = irsa_mjd_range = None
     overrides = cli_overrides(
@@ -112,7 +110,7 @@ def run(
         overrides["dask"] = {"address": dask_address}
     try:
         settings = load_settings(config, **overrides)
-        names = api.resolve_sources(source.value)
+        names = api.resolve_sources(source)
         units = settings.executor == "dask" or settings.output_url is not None
         if units and dry_run:
             raise ConfigError("--dry-run runs locally into a folder: drop --executor dask and the URL output")
@@ -124,8 +122,7 @@ def run(
     if irsa_ignored:
         flags = ", ".join(irsa_flags) + (" apply" if len(irsa_flags) > 1 else " applies")
         typer.echo(
-            f"harvester: warning: {flags} to ztf only (--source ztf or all): ignored for "
-            f"--source {source.value}",
+            f"harvester: warning: {flags} to ztf only (--source ztf or all): ignored for --source {source}",
             err=True,
         )
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
@@ -265,9 +262,7 @@ def _settings_or_exit(
 
 @app.command()
 def daemon(
-    source: Annotated[
-        SourceChoice, typer.Option("--source", "-s", help="Which archive to harvest.")
-    ] = SourceChoice.all,
+    source: Annotated[str, source_option()] = "all",
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings.")] = None,
     interval: Annotated[str | None, typer.Option("--interval", help="Time between sweeps, e.g. 6h.")] = None,
     jitter: Annotated[str | None, typer.Option("--jitter", help="Random extra delay, e.g. 5m.")] = None,
@@ -294,7 +289,7 @@ def daemon(
     schedule = {k: v for k, v in (("interval", interval), ("jitter", jitter)) if v is not None}
     if schedule:
         overrides["daemon"] = schedule
-    settings, names = _settings_or_exit(config, overrides, source.value)
+    settings, names = _settings_or_exit(config, overrides, source)
     try:
         if settings.executor == "dask" or settings.output_url is not None:
             _require_units(settings)

@@ -11,7 +11,8 @@ import types
 from datetime import datetime
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from harvester.records import RECORD_MODELS, BaseRecord
+from harvester import archives
+from harvester.records import BaseRecord
 
 __all__ = ["schema_document", "schema_markdown", "schema_rows", "source_readme"]
 
@@ -58,7 +59,7 @@ def schema_markdown(model: type[BaseRecord]) -> str:
 
 def source_readme(source: str, query: dict[str, Any], counts: dict[str, Any], when: datetime) -> str:
     """The README written next to a source's records."""
-    model = RECORD_MODELS[source]
+    model = archives.record_model(source)
     doc = " ".join((model.__doc__ or "").split())
     return "\n".join(
         [
@@ -99,10 +100,12 @@ def schema_document() -> str:
     parts = [
         "# Output schema",
         "",
-        "Generated from `harvester/records.py` by `harvester docs schema`; a test checks it is current.",
+        "Generated from each archive's `records.py` (`harvester/archives/<name>/records.py`) by",
+        "`harvester docs schema`; a test checks it is current.",
         "",
     ]
-    for source, model in RECORD_MODELS.items():
+    for source in archives.names():
+        model = archives.record_model(source)
         doc = " ".join((model.__doc__ or "").split())
         parts += [
             f"## `{source}`",
@@ -170,7 +173,8 @@ def configuration_document() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `harvester/settings.py` by `harvester docs`; a test checks it is current.",
+        "Generated from `harvester/settings.py` and each archive's `settings.py` by `harvester docs`;",
+        "a test checks it is current.",
         "",
         "Precedence, lowest first: built-in defaults < `config/base.yaml` (or `--config PATH`) < `.env` <",
         "environment (`HARVESTER_` + the key in upper case, `__` between levels, e.g.",

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from harvester.records import RECORD_MODELS, BaseRecord, Provenance, TessRecord
+from harvester import archives
+from harvester.archives.tess.records import TessRecord
+from harvester.records import BaseRecord, Provenance
 
 if TYPE_CHECKING:
     import lightkurve  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -92,7 +94,7 @@ def _one_source(records: list[BaseRecord]) -> type[BaseRecord]:
     sources = sorted({r.source for r in records})
     if len(sources) > 1:
         raise ValueError(f"records from several sources ({', '.join(sources)}): make one table per source")
-    return RECORD_MODELS[sources[0]]
+    return archives.record_model(sources[0])
 
 
 _FILL = {"string": "", "integer": 0, "number": 0.0, "boolean": False}
@@ -259,4 +261,4 @@ def read_records(folder: str | Path) -> list[BaseRecord]:
 
 
 def _validate(data: dict[str, Any]) -> BaseRecord:
-    return RECORD_MODELS[data["source"]].model_validate(data)
+    return archives.record_model(data["source"]).model_validate(data)

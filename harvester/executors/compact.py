@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from harvester import archives
 from harvester.errors import ConfigError, OutputError
 from harvester.io.files import TMP_SUFFIX, fsync_folder, fsync_path, make_folder, output_error
 from harvester.io.objectstore import ObjectStore
-from harvester.records import RECORD_MODELS, BaseRecord, key_digest
+from harvester.records import BaseRecord, key_digest
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -65,7 +66,7 @@ def committed_records(
     """Every committed unit's records, validated, first occurrence of each dedup key only, in a
     deterministic order, as (record, size of its JSON line); ``dropped`` counts the duplicates."""
     store = ObjectStore(root)
-    model = RECORD_MODELS[source]
+    model = archives.record_model(source)
     manifests = store.list(f"_units/{source}")
     if not manifests:
         raise ConfigError(f"no committed {source} units under {root}: nothing to compact (is --input right?)")
@@ -178,7 +179,7 @@ def compact(source: str, root: str, output: Path) -> tuple[int, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = arrow_schema(RECORD_MODELS[source])
+    schema = arrow_schema(archives.record_model(source))
     dropped = Dropped()
     rows = committed_records(source, root, dropped)
     written = 0

@@ -61,7 +61,6 @@ from harvester.io.limiter import LimiterRegistry
 from harvester.io.objectstore import ObjectStore, is_url
 from harvester.io.state import StateStore
 from harvester.io.writers import iter_jsonl_records
-from harvester.records import RECORD_MODELS
 from harvester.run.report import RunReport, SourceReport, TargetFailure
 from harvester.settings import Settings
 
@@ -154,7 +153,7 @@ async def run_unit_async(task: UnitTask, limiters: LimiterRegistry) -> dict[str,
         # The staging output's own ledger carries the driver's watermark snapshot, so the
         # incremental queries stay narrow; what the worker reads back after the run is the new one.
         ledger = Ledger(
-            Path(settings.output) / unit.source, RECORD_MODELS[unit.source], sample=settings.offline
+            Path(settings.output) / unit.source, archives.record_model(unit.source), sample=settings.offline
         )
         if task.watermarks:
             async with ledger:
@@ -309,12 +308,12 @@ def _summarise_history(
 
 
 def _key_of(source: str, raw: bytes) -> Key:
-    return RECORD_MODELS[source].model_validate(orjson.loads(raw)).dedup_key()
+    return archives.record_model(source).model_validate(orjson.loads(raw)).dedup_key()
 
 
 def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
     """Every staged record as (dedup key, json line), sorted by key: one deterministic order."""
-    model = RECORD_MODELS[source]
+    model = archives.record_model(source)
     lines = []
     if folder.is_dir():
         for data in iter_jsonl_records(folder):

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harvester import archives
-from harvester.settings import ConeSearch, Settings
+from harvester.archives.common import ConeSearch
+from harvester.settings import Settings
 
 if TYPE_CHECKING:
     from harvester.archives.base import Source

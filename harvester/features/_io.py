@@ -27,6 +27,7 @@ from harvester.io.files import atomic_open, write_bytes_atomic, write_text_atomi
 __all__ = [
     "Column",
     "FeatureInputError",
+    "FeatureOptions",
     "FeatureSummary",
     "RecordSource",
     "columns_markdown",
@@ -49,6 +50,16 @@ class Column:
     name: str
     unit: str
     meaning: str
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """The tuning knobs of ``harvester features`` and ``harvester plot``; each archive's builder
+    reads the ones it uses (named in the CLI help as ``ZTF:`` or ``TESS:``)."""
+
+    chunk_records: int = 100_000
+    ls_oversample: float = 5.0
+    ls_max_frequencies: int = 200_000
 
 
 @dataclass(frozen=True)

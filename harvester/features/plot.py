@@ -25,6 +25,7 @@ import numpy as np
 
 from harvester.features._io import (
     FeatureInputError,
+    FeatureOptions,
     iter_records,
     open_source,
     write_bytes_atomic,
@@ -194,3 +195,19 @@ def plot_tess(
             fig = tess_figure(record, oversample, max_frequencies)
             written.append(_save(fig, output_root / "tess" / f"{stable_id((obs_id,))}.png"))
     return written
+
+
+def plot_ztf_objects(
+    input_root: Path, output_root: Path, object_ids: Sequence[str], first: int | None, options: FeatureOptions
+) -> list[Path]:
+    """The ZTF entry of ``harvester plot`` (the archive registry names it)."""
+    return plot_ztf(input_root, output_root, object_ids, first)
+
+
+def plot_tess_objects(
+    input_root: Path, output_root: Path, object_ids: Sequence[str], first: int | None, options: FeatureOptions
+) -> list[Path]:
+    """The TESS entry of ``harvester plot`` (the archive registry names it)."""
+    return plot_tess(
+        input_root, output_root, object_ids, first, options.ls_oversample, options.ls_max_frequencies
+    )

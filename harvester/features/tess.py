@@ -31,6 +31,7 @@ import numpy.typing as npt
 from harvester.features._io import (
     Column,
     FeatureInputError,
+    FeatureOptions,
     FeatureSummary,
     columns_markdown,
     iter_records,
@@ -283,3 +284,8 @@ def build_tess_features(
     readme = out / "README.md"
     write_text_atomic(readme, tess_readme(line, oversample, max_frequencies))
     return FeatureSummary("tess", n_records, len(records.files), n_rows, path, readme)
+
+
+def build(input_root: Path, output_root: Path, options: FeatureOptions) -> FeatureSummary:
+    """The TESS entry of ``harvester features`` (the archive registry names it)."""
+    return build_tess_features(input_root, output_root, options.ls_oversample, options.ls_max_frequencies)

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from harvester.features._io import (
     Column,
     FeatureInputError,
+    FeatureOptions,
     FeatureSummary,
     RecordSource,
     columns_markdown,
@@ -500,3 +501,8 @@ def build_ztf_features(
     readme = out / "README.md"
     write_text_atomic(readme, ztf_readme(line))
     return FeatureSummary("ztf", n_records, len(records.files), n_rows, path, readme)
+
+
+def build(input_root: Path, output_root: Path, options: FeatureOptions) -> FeatureSummary:
+    """The ZTF entry of ``harvester features`` (the archive registry names it)."""
+    return build_ztf_features(input_root, output_root, options.chunk_records)

@@ -29,6 +29,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from harvester import archives
 from harvester.archives.base import FetchContext, Source, utcnow
 from harvester.display.logs import redact
 from harvester.display.schema import source_readme
@@ -37,7 +38,7 @@ from harvester.io.http import Http, HttpSession, HttpStats
 from harvester.io.ledger import FileInfo, Ledger
 from harvester.io.state import StateStore
 from harvester.io.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
-from harvester.records import RECORD_MODELS, BaseRecord, key_digest
+from harvester.records import BaseRecord, key_digest
 from harvester.run.report import SourceReport, TargetFailure
 from harvester.settings import Settings
 
@@ -57,7 +58,7 @@ def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) 
     folder = Path(settings.output) / source
     if settings.format == "jsonl":
         return JsonlWriter(
-            folder, RECORD_MODELS[source], run_id=run_id, shard_records=settings.jsonl_shard_records
+            folder, archives.record_model(source), run_id=run_id, shard_records=settings.jsonl_shard_records
         )
     return JsonFilesWriter(folder)
 

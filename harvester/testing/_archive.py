@@ -6,7 +6,9 @@ instance stands in for irsa.ipac.caltech.edu and mast.stsci.edu at once in-proce
 
 Per request, in order: log the arrival and count rate-limit violations → 429 (enforce mode) →
 503 (archive down) → the first matching :class:`Fault` → ``latency_s`` → the service answer →
-the body, paced at ``bandwidth_bps``. Routes are matched on the path's ending:
+the body, paced at ``bandwidth_bps``. Routes are matched on the path's ending; they are the
+``fake`` routes of every registered archive (:class:`FakeRoute`, ``ArchiveSpec.fake``), read when
+the archive is made. The built-in ones:
 
 ========================================  ==========================================
 ``.../nph_light_curves``                  IRSA ZTF light curves (GET)
@@ -22,7 +24,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, cast, get_args
 from urllib.parse import parse_qs, unquote
@@ -31,20 +32,19 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from harvester.testing._asgi import Receive, Reply, Scope, Send, json_reply, text_reply
-from harvester.testing._fits_gen import make_spoc_lightcurve
-from harvester.testing._irsa import ZtfObject, handle_irsa, irsa_error, objects_in_cone
-from harvester.testing._mast import (
-    MastContext,
-    MastError,
-    PollBook,
-    columns_config,
-    handle_download,
-    handle_invoke,
-    mast_error,
-    mast_executing,
-    parse_invoke_request,
+from harvester.testing._asgi import (
+    FakeRequest,
+    FakeRoute,
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    not_allowed,
+    text_reply,
 )
+from harvester.testing._fits_gen import make_spoc_lightcurve
+from harvester.testing._irsa import ZtfObject, irsa_error, objects_in_cone
+from harvester.testing._mast import PollBook, mast_error, mast_executing
 from harvester.testing._tess import TessProduct, TessTarget, tess_target
 
 __all__ = ["TRANSPORT_EXTENSION", "FakeArchive", "Fault", "FaultKind", "RequestLogEntry"]
@@ -149,21 +149,6 @@ class RequestLogEntry(NamedTuple):
     fault: str | None  #: kind of the fault that hit this request, if any
 
 
-@dataclass
-class _Request:
-    method: str
-    path: str
-    query: str
-    host: str
-    headers: dict[str, str]
-    body: bytes
-    route: str
-    params: dict[str, Any]
-    subjects: tuple[str, ...]
-    invoke: Mapping[str, Any] | None = None
-    invoke_error: str | None = None
-
-
 class FakeArchive:
     """A deterministic fake of IRSA (ZTF light curves) and MAST (CAOM, products, TESS files).
 
@@ -225,7 +210,10 @@ class FakeArchive:
         self._down = False
         self._arrivals: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
-        self._polls = PollBook()
+        #: MAST's long polling: how often each request was answered EXECUTING.
+        self.polls = PollBook()
+        #: The paths answered: every registered archive's fake routes (``ArchiveSpec.fake``).
+        self.routes: tuple[FakeRoute, ...] = _registered_routes()
         self._files: OrderedDict[tuple[int, int, int, int], bytes] = OrderedDict()
         self._files_bytes = 0
 
@@ -360,7 +348,7 @@ class FakeArchive:
 
     # ---- request intake
 
-    async def _read_request(self, scope: Scope, receive: Receive) -> _Request:
+    async def _read_request(self, scope: Scope, receive: Receive) -> FakeRequest:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         body = bytearray()
         while True:
@@ -376,30 +364,10 @@ class FakeArchive:
         host = _host_of(headers.get("host"), scope.get("server"))
         qdict: dict[str, Any] = dict(parse_qs(query, keep_blank_values=True))
         subjects = (path, unquote(query))
-        req = _Request(method, path, query, host, headers, bytes(body), "unknown", qdict, subjects)
-        if path.endswith("/nph_light_curves"):
-            req.route = "irsa"
-        elif path.endswith("/api/v0/invoke"):
-            req.route = "invoke"
-            form = parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True) if req.body else {}
-            text = (form.get("request") or qdict.get("request") or [None])[0]
-            try:
-                req.invoke = parse_invoke_request(text)
-                req.params = dict(req.invoke)
-                req.subjects += (str(req.invoke.get("service", "")),)
-            except MastError as exc:
-                req.invoke_error = str(exc)
-                req.params = {"request": text}
-        elif path.endswith("/api/v0.1/Download/file"):
-            req.route = "download"
-            uri = (qdict.get("uri") or [""])[0]
-            req.subjects += (uri, uri.rsplit("/", 1)[-1])
-        elif path.endswith("/columnsconfig"):
-            req.route = "columnsconfig"
-            if req.body:  # astroquery POSTs colConfigId=<service> as a form body
-                req.params = dict(parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True))
-        elif path.endswith("/whoami"):
-            req.route = "whoami"
+        req = FakeRequest(method, path, query, host, headers, bytes(body), qdict, subjects)
+        req.route = next((r for r in self.routes if path.endswith(r.suffix)), None)
+        if req.route is not None and req.route.parse is not None:
+            req.route.parse(req)
         return req
 
     def _count_arrival(self, host: str, now: float) -> bool:
@@ -418,7 +386,7 @@ class FakeArchive:
                 return True
         return False
 
-    def _pick_fault(self, req: _Request) -> Fault | None:
+    def _pick_fault(self, req: FakeRequest) -> Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.exhausted or not any(fault.match in s for s in req.subjects):
@@ -430,13 +398,13 @@ class FakeArchive:
                 return fault
         return None
 
-    def _log(self, req: _Request, arrival: float, status: int, fault: str | None) -> None:
+    def _log(self, req: FakeRequest, arrival: float, status: int, fault: str | None) -> None:
         entry = RequestLogEntry(arrival, req.host, req.method, req.path, req.params, status, fault)
         self.requests.append(entry)
 
     # ---- answers
 
-    async def _faulty_reply(self, req: _Request, fault: Fault) -> Reply:
+    async def _faulty_reply(self, req: FakeRequest, fault: Fault) -> Reply:
         kind = fault.kind
         if kind == "status":
             reply = text_reply(fault.status, f"{fault.status} {fault.message}")
@@ -458,47 +426,14 @@ class FakeArchive:
         lie = fault.extra_rows if kind == "lie_rows_total" else 0
         return await self._answer(req, lie_rows=lie)  # truncate, slow, lie_rows_total: the real answer
 
-    async def _answer(self, req: _Request, *, lie_rows: int) -> Reply:
-        route, method = req.route, req.method
-        if route == "unknown":
+    async def _answer(self, req: FakeRequest, *, lie_rows: int) -> Reply:
+        route = req.route
+        if route is None:
             return text_reply(404, f"Not Found: {req.path}")
-        ctx = MastContext(self.seed, self.now_mjd, self.tess_cadences, self.lightcurve, lie_rows)
-        if route == "irsa":
-            if method not in ("GET", "HEAD"):
-                return _not_allowed()
-            seed, now = self.seed, self.now_mjd  # big cones take ~0.5 s: keep the event loop free
-            return await anyio.to_thread.run_sync(lambda: handle_irsa(req.query, seed=seed, now_mjd=now))
-        if route == "invoke":
-            if method not in ("GET", "POST"):
-                return _not_allowed()
-            if req.invoke is None:
-                return mast_error(req.invoke_error or "No request given")
-            if self._polls.executing(req.invoke, self.executing_polls):
-                return mast_executing()
-            return await handle_invoke(req.invoke, ctx)
-        if route == "download":
-            if method not in ("GET", "HEAD"):
-                return _not_allowed()
-            found = handle_download((parse_qs(req.query).get("uri") or [""])[0], ctx)
-            if isinstance(found, Reply):
-                return found
-            data = await self.lightcurve(found)
-            disposition = f'attachment; filename="{req.subjects[-1]}"'
-            return Reply(200, data, "application/octet-stream", [("Content-Disposition", disposition)])
-        if route == "columnsconfig":
-            config_id = (req.params.get("colConfigId") or req.params.get("colconfigid") or [None])[0]
-            return json_reply(columns_config(config_id))
-        if method not in ("GET", "HEAD"):
-            return _not_allowed()
-        scheme, _, token = req.headers.get("authorization", "").partition(" ")
-        signed_in = (scheme.lower() == "token" and bool(token.strip())) or "mast_token=" in req.headers.get(
-            "cookie", ""
-        )
-        return json_reply({"anon": not signed_in})
-
-
-def _not_allowed() -> Reply:
-    return text_reply(405, "Method Not Allowed")
+        if req.method not in route.methods:
+            return not_allowed()
+        req.lie_rows = lie_rows
+        return await route.answer(req, self)
 
 
 def _host_of(header: str | None, server: Any) -> str:
@@ -511,6 +446,15 @@ def _host_of(header: str | None, server: Any) -> str:
     if isinstance(server, (tuple, list)) and server:
         return str(server[0]).lower()
     return ""
+
+
+def _registered_routes() -> tuple[FakeRoute, ...]:
+    from harvester import archives
+
+    found: list[FakeRoute] = []
+    for path in dict.fromkeys(s.fake for s in archives.specs() if s.fake):
+        found.extend(r for r in archives.load(path) if r not in found)
+    return tuple(found)
 
 
 async def _wait_disconnect(receive: Receive) -> None:

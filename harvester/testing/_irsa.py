@@ -23,12 +23,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 import numpy as np
 
-from harvester.testing._asgi import Reply
+from harvester.testing._asgi import FakeRequest, FakeRoute, Reply
 from harvester.testing._sky import SkyGrid, angular_sep_deg, mjd_to_datetime, rng
+
+if TYPE_CHECKING:
+    from harvester.testing._archive import FakeArchive
 
 __all__ = [
     "IRSA_COLUMNS",
@@ -457,3 +462,15 @@ def _votable(lines: list[str]) -> str:
         '<RESOURCE type="results">\n<INFO name="QUERY_STATUS" value="OK"/>\n<TABLE>\n'
         f"{fields}<DATA><TABLEDATA>\n{rows}</TABLEDATA></DATA>\n</TABLE>\n</RESOURCE>\n</VOTABLE>\n"
     )
+
+
+# --------------------------------------------------------------------------- the route
+
+
+async def _answer(req: FakeRequest, archive: FakeArchive) -> Reply:
+    seed, now = archive.seed, archive.now_mjd  # big cones take ~0.5 s: keep the event loop free
+    return await anyio.to_thread.run_sync(lambda: handle_irsa(req.query, seed=seed, now_mjd=now))
+
+
+#: The IRSA ZTF light-curve API, as the ``fake`` of the ztf archive's registry entry.
+ROUTES = (FakeRoute("/nph_light_curves", ("GET", "HEAD"), _answer),)

@@ -28,14 +28,19 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import anyio.to_thread
 import numpy as np
 import orjson
 
-from harvester.testing._asgi import Reply, json_reply, text_reply
+from harvester.testing._asgi import FakeRequest, FakeRoute, Reply, json_reply, text_reply
 from harvester.testing._sky import SkyGrid, angular_sep_deg, ecliptic_lat_deg, mjd_to_datetime, rng
+
+if TYPE_CHECKING:
+    from harvester.testing._archive import FakeArchive
+
 from harvester.testing._tess import (
     TessProduct,
     decode_tess_obsid,
@@ -892,3 +897,71 @@ def columns_config(config_id: str | None = None) -> dict[str, Any]:
             entry["separator"] = ";"
         out[name] = entry
     return out
+
+
+# --------------------------------------------------------------------------- the routes
+
+
+def _context(archive: FakeArchive, req: FakeRequest) -> MastContext:
+    return MastContext(archive.seed, archive.now_mjd, archive.tess_cadences, archive.lightcurve, req.lie_rows)
+
+
+def _parse_invoke(req: FakeRequest) -> None:
+    form = parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True) if req.body else {}
+    text = (form.get("request") or req.params.get("request") or [None])[0]
+    try:
+        req.parsed = parse_invoke_request(text)
+        req.params = dict(req.parsed)
+        req.subjects += (str(req.parsed.get("service", "")),)
+    except MastError as exc:
+        req.error = str(exc)
+        req.params = {"request": text}
+
+
+async def _invoke(req: FakeRequest, archive: FakeArchive) -> Reply:
+    if req.parsed is None:
+        return mast_error(req.error or "No request given")
+    if archive.polls.executing(req.parsed, archive.executing_polls):
+        return mast_executing()
+    return await handle_invoke(req.parsed, _context(archive, req))
+
+
+def _parse_download(req: FakeRequest) -> None:
+    uri = (req.params.get("uri") or [""])[0]
+    req.subjects += (uri, uri.rsplit("/", 1)[-1])
+
+
+async def _download(req: FakeRequest, archive: FakeArchive) -> Reply:
+    found = handle_download((parse_qs(req.query).get("uri") or [""])[0], _context(archive, req))
+    if isinstance(found, Reply):
+        return found
+    data = await archive.lightcurve(found)
+    disposition = f'attachment; filename="{req.subjects[-1]}"'
+    return Reply(200, data, "application/octet-stream", [("Content-Disposition", disposition)])
+
+
+def _parse_columnsconfig(req: FakeRequest) -> None:
+    if req.body:  # astroquery POSTs colConfigId=<service> as a form body
+        req.params = dict(parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+async def _columnsconfig(req: FakeRequest, archive: FakeArchive) -> Reply:
+    config_id = (req.params.get("colConfigId") or req.params.get("colconfigid") or [None])[0]
+    return json_reply(columns_config(config_id))
+
+
+async def _whoami(req: FakeRequest, archive: FakeArchive) -> Reply:
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    cookie = req.headers.get("cookie", "")
+    signed_in = (scheme.lower() == "token" and bool(token.strip())) or "mast_token=" in cookie
+    return json_reply({"anon": not signed_in})
+
+
+#: The MAST API (CAOM searches, products, TESS files, column metadata, token check), as the
+#: ``fake`` of the tess and mast archives' registry entries (one server, shared).
+ROUTES = (
+    FakeRoute("/api/v0/invoke", ("GET", "POST"), _invoke, _parse_invoke),
+    FakeRoute("/api/v0.1/Download/file", ("GET", "HEAD"), _download, _parse_download),
+    FakeRoute("/columnsconfig", ("GET", "POST"), _columnsconfig, _parse_columnsconfig),
+    FakeRoute("/whoami", ("GET", "HEAD"), _whoami),
+)

@@ -29,9 +29,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from harvester import archives
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.executors.compact import arrow_schema, committed_records, compact, flat_row
 from harvester.io.objectstore import ObjectStore
-from harvester.records import RECORD_MODELS, ZtfRecord
 from tests.bench.bench_memory import peak_rss_mb, rss_now_mb
 from tests.bench.bench_ztf_rate import Goal, Part, print_part
 
@@ -81,7 +82,7 @@ def in_memory_compact(source: str, root: str, output: Path) -> tuple[int, int]:
 
 
 def child(kind: str, root: str, output: Path) -> dict[str, Any]:
-    RECORD_MODELS["ztf"].model_json_schema()  # imports and model set-up before the baseline
+    archives.record_model("ztf").model_json_schema()  # imports and model set-up before the baseline
     import pyarrow.parquet  # noqa: F401
 
     baseline = rss_now_mb()

@@ -34,7 +34,8 @@ import orjson
 from astropy.io import fits
 
 from harvester.archives.spoc_fits import decode_lightcurve
-from harvester.records import Provenance, TessRecord
+from harvester.archives.tess.records import TessRecord
+from harvester.records import Provenance
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tess"
 GOAL = 10.0

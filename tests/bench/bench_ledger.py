@@ -50,9 +50,10 @@ from typing import Any
 
 import anyio
 
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.io.ledger import LEDGER_DIR, Ledger, is_record_file, ledger_path
 from harvester.io.writers import Item, JsonFilesWriter, JsonlWriter, Writer
-from harvester.records import Provenance, ZtfRecord
+from harvester.records import Provenance
 from harvester.settings import Settings
 from tests.bench.bench_memory import peak_rss_mb, rss_now_mb
 from tests.bench.bench_ztf_rate import Goal, Part, print_part

@@ -33,9 +33,10 @@ import httpx
 import orjson
 
 import harvester
+from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.source import ZtfSource, irsa_params, parse_irsa_csv
 from harvester.io.writers import dumps_record, iter_jsonl_records
-from harvester.records import Provenance, ZtfRecord
+from harvester.records import Provenance
 from harvester.settings import Settings
 from harvester.testing import FakeArchive
 from tests.bench.bench_ztf_rate import Goal, Part, bench_settings, warm

@@ -34,8 +34,9 @@ import anyio
 import httpx
 
 import harvester
+from harvester.archives.common import ConeSearch
 from harvester.archives.ztf.source import ZtfSource, irsa_params
-from harvester.settings import ConeSearch, Settings, load_settings
+from harvester.settings import Settings, load_settings
 from harvester.testing import FakeArchive, running_server
 from harvester.testing._irsa import handle_irsa
 

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
+from harvester.archives.common import ConeSearch, MastCone, RateLimit, read_targets_file
+from harvester.archives.mast.records import MastRecord
+from harvester.archives.mast.settings import MastSettings
 from harvester.archives.mast_invoke import MastClient, MastQueryStats, discrete, position, value_range
 from harvester.errors import ArchiveResponseError, ConfigError
-from harvester.records import MastRecord, Provenance
-from harvester.settings import ConeSearch, MastCone, RateLimit, read_targets_file
+from harvester.records import Provenance
 
 __all__ = ["MastSource", "MastTarget", "mast_record"]
 
@@ -47,18 +49,23 @@ class MastSource(Source[MastTarget]):
     watermark_field = "mjd"
 
     @property
+    def config(self) -> MastSettings:
+        """This archive's block, ``data_sources.mast``."""
+        return cast(MastSettings, self.settings.data_sources.block("mast"))
+
+    @property
     def base_url(self) -> str:
-        return self.settings.data_sources.mast.base_url
+        return self.config.base_url
 
     @property
     def rate_limit(self) -> RateLimit:
-        return self.settings.data_sources.mast.rate_limit
+        return self.config.rate_limit
 
     def session_options(self) -> dict[str, Any]:
-        return self._session_options(self.settings.data_sources.mast, self.settings.mast_api_token, "token")
+        return self._session_options(self.config, self.settings.token(self.name), "token")
 
     def targets(self) -> list[MastTarget]:
-        query = self.settings.data_sources.mast.query
+        query = self.config.query
         cones: list[ConeSearch] = []
         if query.cone_search is not None:
             cones.append(query.cone_search)
@@ -80,7 +87,7 @@ class MastSource(Source[MastTarget]):
         return target.label
 
     def describe_query(self) -> dict[str, Any]:
-        mast = self.settings.data_sources.mast
+        mast = self.config
         return {
             "base_url": mast.base_url,
             "query": mast.query.model_dump(mode="json"),
@@ -103,11 +110,11 @@ class MastSource(Source[MastTarget]):
         data_sources.mast = mast
 
     def _since(self, watermark: float | None) -> float | None:
-        return None if watermark is None else watermark - self.settings.state.mast_overlap_days
+        return None if watermark is None else watermark - self.config.overlap_days
 
     def requested(self, target: MastTarget, watermark: float | None) -> dict[str, Any]:
         since = self._since(watermark)
-        configured = self.settings.data_sources.mast.query.t_min
+        configured = self.config.query.t_min
         lo, hi = configured if configured is not None else (None, None)
         if since is not None:
             lo = since if lo is None else max(lo, since)
@@ -115,7 +122,7 @@ class MastSource(Source[MastTarget]):
 
     def filters(self, since: float | None = None) -> list[dict[str, Any]]:
         """MAST filters from the query; ``since`` (MJD) keeps only observations starting later."""
-        query = self.settings.data_sources.mast.query
+        query = self.config.query
         built: list[dict[str, Any]] = []
         t_min = query.t_min
         if since is not None:
@@ -145,7 +152,7 @@ class MastSource(Source[MastTarget]):
         return "Mast.Caom.Filtered", params
 
     async def fetch(self, target: MastTarget, ctx: FetchContext) -> None:
-        mast_settings = self.settings.data_sources.mast
+        mast_settings = self.config
         client = MastClient(
             ctx.session,
             mast_settings.base_url,

@@ -20,17 +20,19 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
+from harvester.archives.common import RateLimit
 from harvester.archives.mast_invoke import MastClient, discrete, position, value_range
 from harvester.archives.spoc_fits import decode_lightcurve_async
+from harvester.archives.tess.records import TessRecord
+from harvester.archives.tess.settings import TessSettings
 from harvester.errors import ArchiveResponseError, BudgetUnavailable, ConfigError, HarvesterError
-from harvester.records import Provenance, TessRecord
-from harvester.settings import RateLimit
+from harvester.records import Provenance
 
 __all__ = ["TessSource", "TessTarget", "is_lightcurve_product", "read_tic_file"]
 
@@ -100,25 +102,26 @@ class TessSource(Source[TessTarget]):
     def __init__(self, settings: Any, *, sample: bool = False) -> None:
         super().__init__(settings, sample=sample)
         self._claimed: set[str] = set()  # dataURIs taken by some target in this run
-        self._decoders = anyio.CapacityLimiter(settings.data_sources.tess.decode_workers)
+        self._decoders = anyio.CapacityLimiter(self.config.decode_workers)
+
+    @property
+    def config(self) -> TessSettings:
+        """This archive's block, ``data_sources.tess``."""
+        return cast(TessSettings, self.settings.data_sources.block("tess"))
 
     @property
     def base_url(self) -> str:
-        return self.settings.data_sources.tess.base_url
+        return self.config.base_url
 
     @property
     def rate_limit(self) -> RateLimit:
-        return self.settings.data_sources.tess.rate_limit
+        return self.config.rate_limit
 
     def session_options(self) -> dict[str, Any]:
-        return self._session_options(
-            self.settings.data_sources.tess,
-            self.settings.tess_api_token or self.settings.mast_api_token,
-            "token",
-        )
+        return self._session_options(self.config, self.settings.token(self.name), "token")
 
     def targets(self) -> list[TessTarget]:
-        query = self.settings.data_sources.tess.query
+        query = self.config.query
         tics: list[str] = []
         if query.target_name:
             tics.append(query.target_name)
@@ -152,7 +155,7 @@ class TessSource(Source[TessTarget]):
         ids (a cone, sectors, filters) is one unit."""
         from harvester.executors.units import tic_bucket
 
-        query = self.settings.data_sources.tess.query
+        query = self.config.query
         tics = [int(query.target_name)] if query.target_name else []
         tics.extend(query.tic_ids)
         if query.targets_file is not None:
@@ -176,7 +179,7 @@ class TessSource(Source[TessTarget]):
         data_sources.tess = tess
 
     def describe_query(self) -> dict[str, Any]:
-        tess = self.settings.data_sources.tess
+        tess = self.config
         return {
             "base_url": tess.base_url,
             "query": tess.query.model_dump(mode="json"),
@@ -185,7 +188,7 @@ class TessSource(Source[TessTarget]):
         }
 
     def filters(self, target: TessTarget) -> list[dict[str, Any]]:
-        query = self.settings.data_sources.tess.query
+        query = self.config.query
         built = [discrete("obs_collection", ["TESS"]), discrete("dataproduct_type", ["timeseries"])]
         if target.tic_ids:
             built.append(discrete("target_name", target.tic_ids))
@@ -198,7 +201,7 @@ class TessSource(Source[TessTarget]):
         return built + [dict(f) for f in query.filters]
 
     async def fetch(self, target: TessTarget, ctx: FetchContext) -> None:
-        tess = self.settings.data_sources.tess
+        tess = self.config
         mast = MastClient(
             ctx.session, tess.base_url, pagesize=tess.pagesize, poll_budget_s=tess.poll_budget_s
         )
@@ -242,7 +245,7 @@ class TessSource(Source[TessTarget]):
     async def _one_product(
         self, mast: MastClient, ctx: FetchContext, label: str, product: dict[str, Any], obs_id: str, uri: str
     ) -> None:
-        tess = self.settings.data_sources.tess
+        tess = self.config
         name = str(product.get("productFilename") or uri.rsplit("/", 1)[-1])
         try:
             decoded = None

@@ -22,16 +22,18 @@ import csv
 import io
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
+from harvester.archives.common import ConeSearch, RateLimit, read_targets_file
+from harvester.archives.ztf.records import ZtfRecord
+from harvester.archives.ztf.settings import IrsaCone, ZtfSettings
 from harvester.errors import ArchiveResponseError, ConfigError
 from harvester.io.http import _snippet
-from harvester.records import Provenance, ZtfRecord
-from harvester.settings import ConeSearch, IrsaCone, RateLimit, read_targets_file
+from harvester.records import Provenance
 
 __all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_csv"]
 
@@ -121,24 +123,31 @@ class ZtfSource(Source[ConeSearch]):
     watermark_field = "mjd"
 
     @property
+    def config(self) -> ZtfSettings:
+        """This archive's block, ``data_sources.ztf``."""
+        return cast(ZtfSettings, self.settings.data_sources.block("ztf"))
+
+    @property
     def base_url(self) -> str:
-        return self.settings.data_sources.ztf.irsa.base_url
+        return self.config.irsa.base_url
 
     @property
     def rate_limit(self) -> RateLimit:
-        return self.settings.data_sources.ztf.rate_limit
+        return self.config.rate_limit
 
     def session_options(self) -> dict[str, Any]:
-        return self._session_options(self.settings.data_sources.ztf, self.settings.ztf_api_token, "Bearer")
+        return self._session_options(self.config, self.settings.token(self.name), "Bearer")
 
     def targets(self) -> list[ConeSearch]:
-        irsa = self.settings.data_sources.ztf.irsa
+        irsa = self.config.irsa
         found: list[ConeSearch] = []
         if irsa.cone_search is not None:
             found.append(irsa.cone_search)
         found.extend(irsa.targets)
         if irsa.targets_file is not None:
-            found.extend(read_targets_file(irsa.targets_file, default_radius=irsa.default_radius))
+            found.extend(
+                read_targets_file(irsa.targets_file, default_radius=irsa.default_radius, cone=IrsaCone)
+            )
         if not found:
             raise ConfigError("data_sources.ztf.irsa: no targets: set cone_search, targets or targets_file")
         return found
@@ -147,7 +156,7 @@ class ZtfSource(Source[ConeSearch]):
         return target.label
 
     def describe_query(self) -> dict[str, Any]:
-        irsa = self.settings.data_sources.ztf.irsa
+        irsa = self.config.irsa
         return {
             "base_url": irsa.base_url,
             "filters": list(irsa.filters) or "all",
@@ -174,16 +183,16 @@ class ZtfSource(Source[ConeSearch]):
         data_sources.ztf = ztf
 
     def requested(self, target: ConeSearch, watermark: float | None) -> dict[str, Any]:
-        since = None if watermark is None else watermark - self.settings.state.ztf_overlap_days
-        lo, hi = time_window(self.settings.data_sources.ztf.irsa, since)
+        since = None if watermark is None else watermark - self.config.overlap_days
+        lo, hi = time_window(self.config.irsa, since)
         return {"mjd_from": lo, "mjd_to": hi, "incremental": since is not None}
 
     async def fetch(self, target: ConeSearch, ctx: FetchContext) -> None:
-        irsa = self.settings.data_sources.ztf.irsa
+        irsa = self.config.irsa
         label = self.label(target)
         since = None
         if ctx.watermark is not None:
-            since = ctx.watermark - self.settings.state.ztf_overlap_days
+            since = ctx.watermark - self.config.overlap_days
         response = await ctx.session.fetch(
             "GET",
             irsa.base_url,
