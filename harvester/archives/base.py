@@ -2,7 +2,8 @@
 
 A source turns settings into *targets* (cones, TIC ids, ...) and a target into a stream of
 validated records. It never rate-limits (the HTTP session does), never dedups and never writes
-(the pipeline does). Adding an archive means one module here implementing :class:`Source`.
+(the pipeline does). Each archive's package has one Source subclass (``archives/<name>/source.py``),
+named by its registry entry; docs/adding-an-archive.md walks through writing one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
-
-from harvester.archives.common import RateLimit, Retries, Timeout
+from harvester.archives.common import ArchiveSettings, RateLimit, Retries, Timeout
 from harvester.io.http import HttpSession, RetryPolicy, Timeouts
 from harvester.records import BaseRecord
 from harvester.settings import Settings
@@ -81,6 +80,8 @@ class Source(ABC, Generic[T]):
     """One archive's fetch logic. Subclasses set ``name`` and implement the abstract methods."""
 
     name: ClassVar[str]
+    #: The ``Authorization`` scheme the archive expects its token in.
+    auth_scheme: ClassVar[str] = "Bearer"
     #: The record field whose per-target maximum is kept as the watermark (None: no watermark).
     watermark_field: ClassVar[str | None] = None
 
@@ -88,6 +89,13 @@ class Source(ABC, Generic[T]):
         self.settings = settings
         self.sample = sample
         self.notes = SourceNotes()
+        self._resolved: list[T] | None = None
+
+    def resolved(self) -> list[T]:
+        """:meth:`targets`, resolved once for this Source (a targets file is read once per run)."""
+        if self._resolved is None:
+            self._resolved = self.targets()
+        return self._resolved
 
     @property
     @abstractmethod
@@ -95,18 +103,23 @@ class Source(ABC, Generic[T]):
         """The archive endpoint this source talks to."""
 
     @property
-    @abstractmethod
+    def config(self) -> ArchiveSettings:
+        """This archive's settings block, ``data_sources.<name>`` (an archive narrows the type)."""
+        return self.settings.data_sources.block(self.name)
+
+    @property
     def rate_limit(self) -> RateLimit:
-        """The politeness budget for :attr:`base_url`'s host."""
+        """The politeness budget for :attr:`base_url`'s host (``data_sources.<name>.rate_limit``)."""
+        return self.config.rate_limit
 
-    @abstractmethod
     def session_options(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`harvester.io.http.Http.session` (retry, timeouts, auth)."""
-
-    def _session_options(self, block: Any, token: SecretStr | None, scheme: str) -> dict[str, Any]:
-        """Retry policy and timeouts from a source's settings block; the token for this host only."""
+        """Keyword arguments for :meth:`harvester.io.http.Http.session`: the block's retry policy
+        and timeouts, and the archive's token (:meth:`Settings.token`) for :attr:`host` only, sent
+        as ``Authorization: <auth_scheme> <token>``."""
+        block = self.config
+        token = self.settings.token(self.name)
         secret = token.get_secret_value() if token is not None else ""
-        auth = (self.host, f"{scheme} {secret}") if secret else None
+        auth = (self.host, f"{self.auth_scheme} {secret}") if secret else None
         return {"retry": retry_policy(block.retries), "timeouts": timeouts(block.timeout), "auth": auth}
 
     @abstractmethod

@@ -161,6 +161,10 @@ class ArchiveSettings(Model):
 
     timeout: Timeout = Field(default_factory=Timeout, description="Per-attempt timeouts.")
     retries: Retries = Field(default_factory=Retries, description="Retry policy.")
+    rate_limit: RateLimit = Field(
+        default_factory=lambda: RateLimit(requests_per_second=1, max_concurrency=1),
+        description="The archive host's budget (each archive sets its own default).",
+    )
 
     def names_targets(self) -> bool:
         """Whether this block names any target. An archive whose block names none gets the

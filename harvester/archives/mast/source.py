@@ -19,7 +19,7 @@ from typing import Any, cast
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
-from harvester.archives.common import ConeSearch, MastCone, RateLimit, read_targets_file
+from harvester.archives.common import ConeSearch, MastCone, read_targets_file
 from harvester.archives.mast.records import MastRecord
 from harvester.archives.mast.settings import MastSettings
 from harvester.archives.mast_invoke import MastClient, MastQueryStats, discrete, position, value_range
@@ -46,6 +46,7 @@ class MastSource(Source[MastTarget]):
     """CAOM observation metadata."""
 
     name = "mast"
+    auth_scheme = "token"  # MAST: Authorization: token <MAST_API_TOKEN>
     watermark_field = "mjd"
 
     @property
@@ -56,13 +57,6 @@ class MastSource(Source[MastTarget]):
     @property
     def base_url(self) -> str:
         return self.config.base_url
-
-    @property
-    def rate_limit(self) -> RateLimit:
-        return self.config.rate_limit
-
-    def session_options(self) -> dict[str, Any]:
-        return self._session_options(self.config, self.settings.token(self.name), "token")
 
     def targets(self) -> list[MastTarget]:
         query = self.config.query
@@ -96,7 +90,7 @@ class MastSource(Source[MastTarget]):
     def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
         from harvester.executors.units import cone_groups
 
-        cones = [t.cone for t in self.targets() if t.cone is not None]
+        cones = [t.cone for t in self.resolved() if t.cone is not None]
         return cone_groups(cones, cell_deg) if cones else [("all", ())]
 
     def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:

@@ -26,7 +26,6 @@ import anyio
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
-from harvester.archives.common import RateLimit
 from harvester.archives.mast_invoke import MastClient, discrete, position, value_range
 from harvester.archives.spoc_fits import decode_lightcurve_async
 from harvester.archives.tess.records import TessRecord
@@ -98,6 +97,7 @@ class TessSource(Source[TessTarget]):
     """SPOC light curves through the MAST API."""
 
     name = "tess"
+    auth_scheme = "token"  # MAST: Authorization: token <MAST_API_TOKEN>
 
     def __init__(self, settings: Any, *, sample: bool = False) -> None:
         super().__init__(settings, sample=sample)
@@ -112,13 +112,6 @@ class TessSource(Source[TessTarget]):
     @property
     def base_url(self) -> str:
         return self.config.base_url
-
-    @property
-    def rate_limit(self) -> RateLimit:
-        return self.config.rate_limit
-
-    def session_options(self) -> dict[str, Any]:
-        return self._session_options(self.config, self.settings.token(self.name), "token")
 
     def targets(self) -> list[TessTarget]:
         query = self.config.query

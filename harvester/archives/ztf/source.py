@@ -28,7 +28,7 @@ import anyio
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
-from harvester.archives.common import ConeSearch, RateLimit, read_targets_file
+from harvester.archives.common import ConeSearch, read_targets_file
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.settings import IrsaCone, ZtfSettings
 from harvester.errors import ArchiveResponseError, ConfigError
@@ -131,13 +131,6 @@ class ZtfSource(Source[ConeSearch]):
     def base_url(self) -> str:
         return self.config.irsa.base_url
 
-    @property
-    def rate_limit(self) -> RateLimit:
-        return self.config.rate_limit
-
-    def session_options(self) -> dict[str, Any]:
-        return self._session_options(self.config, self.settings.token(self.name), "Bearer")
-
     def targets(self) -> list[ConeSearch]:
         irsa = self.config.irsa
         found: list[ConeSearch] = []
@@ -170,7 +163,7 @@ class ZtfSource(Source[ConeSearch]):
     def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
         from harvester.executors.units import cone_groups
 
-        return cone_groups(self.targets(), cell_deg)
+        return cone_groups(self.resolved(), cell_deg)
 
     def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
         irsa = data_sources.ztf.irsa

@@ -7,7 +7,6 @@ from typing import Any, ClassVar, cast
 import orjson
 
 from harvester.archives.base import FetchContext, Source, utcnow
-from harvester.archives.common import RateLimit
 from harvester.errors import ArchiveResponseError, ConfigError
 from harvester.records import Provenance
 from tests.e2e.toy.records import ToyRecord
@@ -25,13 +24,6 @@ class ToySource(Source[int]):
     @property
     def base_url(self) -> str:
         return self.config.base_url
-
-    @property
-    def rate_limit(self) -> RateLimit:
-        return self.config.rate_limit
-
-    def session_options(self) -> dict[str, Any]:
-        return self._session_options(self.config, self.settings.token(self.name), "Bearer")
 
     def targets(self) -> list[int]:
         if not self.config.stars:
