@@ -15,17 +15,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 import structlog
 from anyio.abc import ObjectSendStream
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from harvester import archives
 from harvester.archives.base import Source
@@ -38,10 +37,21 @@ from harvester.io.state import StateStore
 from harvester.io.writers import Item, WriteResult, write_text_atomic
 from harvester.records import BaseRecord
 from harvester.run.pipeline import OutputState, RunOptions, make_writer, output_failed, run_source
-from harvester.run.report import RunReport, SourceReport
-from harvester.settings import Settings, load_settings
+from harvester.run.report import RunReport, SourceReport, new_run_id
+from harvester.settings import Settings, describe_validation_error, load_settings
 
-__all__ = ["check_targets", "harvest", "resolve_sources", "stream"]
+if TYPE_CHECKING:
+    from harvester.executors.driver import UnitEngine
+
+__all__ = [
+    "check_output",
+    "check_targets",
+    "harvest",
+    "host_limiters",
+    "resolve_sources",
+    "stream",
+    "uses_units",
+]
 
 log = structlog.get_logger("harvester")
 
@@ -61,8 +71,11 @@ def resolve_sources(sources: str | Sequence[str]) -> list[str]:
 def _settings(settings: Settings | None, config: str | Path | None, overrides: dict[str, Any]) -> Settings:
     if settings is None:
         settings = load_settings(config, **overrides)
-    elif overrides:
-        settings = settings.model_copy(update=overrides)
+    elif overrides:  # validated like any other setting, nested mappings merged into the blocks
+        try:
+            settings = Settings.model_validate(_merged(settings.model_dump(round_trip=True), overrides))
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc)) from None
     register_secrets(settings.secrets())  # redacted from logs and report texts, whatever configured logging
     if not structlog.is_configured():
         # Library use (a notebook, a script): structlog's unconfigured default prints every level
@@ -70,6 +83,20 @@ def _settings(settings: Settings | None, config: str | Path | None, overrides: d
         # that configured structlog itself keeps its own configuration.
         configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
     return settings
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        out[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return out
+
+
+def uses_units(settings: Settings) -> bool:
+    """Whether a run with these settings runs as work units (``executor: dask``, or an
+    object-store output) rather than the in-process pipeline into a folder."""
+    return settings.executor == "dask" or settings.output_url is not None
 
 
 def offline_transport() -> httpx.AsyncBaseTransport:
@@ -84,7 +111,7 @@ def check_targets(names: list[str], settings: Settings) -> None:
     _build_sources(names, settings, sample=settings.offline)
 
 
-def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
+def check_output(settings: Settings, *, dry_run: bool = False) -> None:
     """Refuse an output folder that cannot be written, in one line, before anything is fetched.
 
     The folder is created if missing and a hidden temporary file is created in it and removed
@@ -95,11 +122,9 @@ def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
 
     from harvester.io.files import make_folder, os_cause, temp_path
 
-    if settings.output_url is not None:
-        raise ConfigError(
-            f"output {settings.output_url}: object-store outputs are written as work units; "
-            "use `harvester run` or harvester.executors.driver.harvest_units"
-        )
+    if uses_units(settings):
+        _check_units(settings, dry_run=dry_run)
+        return
     output = Path(settings.output)
     for path in (output, *output.parents):  # a file where a folder should be: output or a parent
         if path.exists() and not path.is_dir():
@@ -116,15 +141,31 @@ def _check_output(settings: Settings, *, dry_run: bool = False) -> None:
         raise ConfigError(f"output folder {output} is not writable: {os_cause(exc)}") from None
 
 
+def _check_units(settings: Settings, *, dry_run: bool) -> None:
+    """Work units need the dask extra (with executor: dask) and an fsspec backend for the output."""
+    if dry_run:
+        raise ConfigError("--dry-run runs locally into a folder: drop --executor dask and the URL output")
+    why = "--executor dask" if settings.executor == "dask" else f"output {settings.output_url}"
+    try:
+        if settings.executor == "dask":
+            import distributed  # noqa: F401
+        from harvester.io.objectstore import ObjectStore
+    except ImportError as exc:
+        raise ConfigError(f"{why} needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
+    ObjectStore(settings.output_url or settings.output)  # a bad URL or a missing backend: ConfigError
+
+
 def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:
     built = [archives.source_class(name)(settings, sample=sample) for name in names]
     for source in built:
-        source.targets()  # resolve every target now: bad input fails before anything is fetched or written
+        source.resolved()  # every target now: bad input fails before anything is fetched or written
     return built
 
 
-def _limiters(sources: list[Source[Any]], registry: LimiterRegistry | None = None) -> LimiterRegistry:
-    """Host budgets for these sources; a registry passed in (the daemon's) keeps its pacing across runs."""
+def host_limiters(sources: list[Source[Any]], registry: LimiterRegistry | None = None) -> LimiterRegistry:
+    """Host budgets for these sources, the strictest winning for a shared host (every run, local
+    or in work units, gets its budgets here); a registry passed in (the daemon's) keeps its pacing
+    across runs."""
     registry = registry if registry is not None else LimiterRegistry()
     for source in sources:
         registry.register(
@@ -145,9 +186,16 @@ async def harvest(
     stop: anyio.Event | None = None,
     limiters: LimiterRegistry | None = None,
     progress: bool = False,
+    executor: UnitEngine | None = None,
+    run_id: str | None = None,
     **overrides: Any,
 ) -> RunReport:
     """Harvest the given sources concurrently and return the run report.
+
+    The one lifecycle of every run (the CLI, the daemon, notebooks and the Prefect flow call it):
+    settings and targets are checked, then the run goes into the output folder through the
+    in-process pipeline, or, with ``executor: dask`` or an object-store output (``s3://…``), as
+    work units on an engine (:mod:`harvester.executors.driver`).
 
     :param sources: ``"ztf"``, ``"tess"``, ``"mast"``, ``"all"`` or a list of names.
     :param settings: a :class:`Settings`; when omitted, settings are loaded from ``config``
@@ -162,6 +210,11 @@ async def harvest(
         within each host's budget across runs; by default each run has its own.
     :param progress: show a live table (in the cell in Jupyter, on stderr in a terminal; nothing
         when stderr is redirected).
+    :param executor: work units only: the engine that runs them (default: this process, or a Dask
+        cluster made from ``settings.dask`` and closed after the run); the daemon passes one it
+        keeps across sweeps, the Prefect flow its own.
+    :param run_id: work units only: resume this run (default: the output's unfinished run, if its
+        plan is the same, else a new one).
     :raises ConfigError: for bad settings or targets, before anything is fetched or written.
     """
     if progress:
@@ -178,16 +231,22 @@ async def harvest(
                 full=full,
                 stop=stop,
                 limiters=limiters,
+                executor=executor,
+                run_id=run_id,
                 **overrides,
             )
     settings = _settings(settings, config, overrides)
-    _check_output(settings, dry_run=dry_run)
+    check_output(settings, dry_run=dry_run)
     names = resolve_sources(sources)
+    if uses_units(settings):
+        return await _harvest_units(
+            names, settings, report, full=full, stop=stop, engine=executor, run_id=run_id
+        )
     sample = settings.offline and transport is None
     built = _build_sources(names, settings, sample=sample)
     if transport is None and settings.offline:
         transport = offline_transport()
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id()
     report = report or RunReport(run_id=run_id, started_at=datetime.now(UTC))
     report.run_id, report.dry_run = run_id, dry_run
     for source in built:
@@ -233,7 +292,7 @@ async def harvest(
 
     try:
         async with (
-            Http(_limiters(built, limiters), transport=transport) as http,
+            Http(host_limiters(built, limiters), transport=transport) as http,
             anyio.create_task_group() as tg,
         ):
             for source in built:
@@ -252,6 +311,46 @@ async def harvest(
         "run_finished", run_id=run_id, ok=report.ok, failed_sources=report.failed_sources, **report.totals()
     )
     return report
+
+
+async def _harvest_units(
+    names: list[str],
+    settings: Settings,
+    report: RunReport | None,
+    *,
+    full: bool,
+    stop: anyio.Event | None,
+    engine: UnitEngine | None,
+    run_id: str | None,
+) -> RunReport:
+    """The run as work units: planned by a :class:`DistributedRun`, executed by ``engine``."""
+    from harvester.executors.driver import (
+        DaskUnits,
+        DistributedRun,
+        LocalUnits,
+        check_dask_output,
+        dask_client,
+        drive,
+    )
+
+    _build_sources(names, settings, sample=settings.offline)  # bad targets fail before any planning
+    run = await anyio.to_thread.run_sync(
+        lambda: DistributedRun(names, settings, run_id=run_id, full=full, report=report)
+    )
+    if settings.executor == "dask":
+        check_dask_output(settings, run.output)
+    if engine is not None:
+        return await drive(run, engine, stop)
+    if settings.executor != "dask":
+        return await drive(run, LocalUnits(), stop)
+    client, cluster = await anyio.to_thread.run_sync(dask_client, settings)
+    try:
+        return await drive(run, DaskUnits(client), stop)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(client.close)
+            if cluster is not None:
+                await anyio.to_thread.run_sync(cluster.close)
 
 
 async def _open_state(settings: Settings, dry_run: bool) -> StateStore | None:
@@ -339,7 +438,7 @@ async def _fallback(
     # sample data never advances the real archive's watermarks (the ledger keeps them apart)
     async with (
         _ledger(settings, source.name, sample=True, dry_run=dry_run) as ledger,
-        Http(_limiters([sample_source]), transport=offline_transport()) as http,
+        Http(host_limiters([sample_source]), transport=offline_transport()) as http,
     ):
         opts = options(sample_source, ledger)
         # its own shard names: the failed attempt's shards stay as they are
@@ -440,7 +539,7 @@ async def stream(
                 RunOptions(limit=settings.limit, buffer=settings.stream_buffer),
             )
 
-    async with Http(_limiters([built]), transport=transport) as http, anyio.create_task_group() as tg:
+    async with Http(host_limiters([built]), transport=transport) as http, anyio.create_task_group() as tg:
         tg.start_soon(runner, http)
         try:
             async with recv:

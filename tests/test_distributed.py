@@ -245,12 +245,21 @@ def test_a_bad_output_url_is_a_one_line_usage_error(output: str, message: str) -
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-async def test_the_notebook_api_refuses_an_object_store_output() -> None:
-    """harvest() writes folders; an s3:// output points the user at the work-unit runners."""
-    from harvester.errors import ConfigError
+async def test_the_notebook_api_writes_work_units_to_an_object_store_output(s3_env: str) -> None:
+    """harvest() with an s3:// output runs the same create-only work units as the CLI (one lifecycle)."""
+    import s3fs
 
-    with pytest.raises(ConfigError, match="object-store outputs are written as work units"):
-        await harvester.harvest("ztf", offline=True, output="s3://bucket/raw")
+    s3fs.S3FileSystem(endpoint_url=s3_env, key="test", secret="test").mkdir("notebook")
+    cone = {"ra": 210.8023, "dec": 54.3489, "radius": 0.05}
+    report = await harvester.harvest(
+        "ztf", offline=True, output="s3://notebook/h", data_sources={"ztf": {"irsa": {"cone_search": cone}}}
+    )
+    store = ObjectStore("s3://notebook/h")
+    manifests = [orjson.loads(store.get(k) or b"") for k in store.list("_units/ztf")]
+    assert report.ok and report.run_id and len(manifests) == 1
+    assert report.sources["ztf"].written == manifests[0]["records"] > 0
+    with pytest.raises(harvester.ConfigError, match="--dry-run runs locally into a folder"):
+        await harvester.harvest("ztf", offline=True, output="s3://notebook/h", dry_run=True)
 
 
 async def test_the_daemon_sweeps_in_work_units_on_one_cluster(tmp_path: Path) -> None:

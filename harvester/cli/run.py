@@ -111,12 +111,6 @@ def run(
     try:
         settings = load_settings(config, **overrides)
         names = api.resolve_sources(source)
-        units = settings.executor == "dask" or settings.output_url is not None
-        if units and dry_run:
-            raise ConfigError("--dry-run runs locally into a folder: drop --executor dask and the URL output")
-        api.check_targets(names, settings)
-        if settings.output_url is None:
-            api._check_output(settings, dry_run=dry_run)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if irsa_ignored:
@@ -129,11 +123,8 @@ def run(
     report = RunReport(run_id="", started_at=_now())
     with _sigterm_like_ctrl_c() as terminated:
         try:
-            if units:
-                report = _run_units(names, settings, full)
-            else:
-                with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
-                    report = anyio.run(_run, names, settings, dry_run, report, full)
+            with LiveProgress(report, enabled=not dry_run and sys.stderr.isatty()):
+                report = anyio.run(_run, names, settings, dry_run, report, full)
         except ConfigError as exc:
             raise _fail(str(exc)) from None
         except HarvesterError as exc:
@@ -214,29 +205,6 @@ def _interrupted(report: RunReport, settings: Settings, *, terminated: bool) -> 
     return typer.Exit(code)
 
 
-def _require_units(settings: Settings) -> None:
-    """Work units need the dask extra (and an fsspec backend for the output's scheme)."""
-    why = "--executor dask" if settings.executor == "dask" else f"output {settings.output_url}"
-    try:
-        from harvester.io.objectstore import ObjectStore
-
-        if settings.executor == "dask":
-            import distributed  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"{why} needs the dask extra: pip install 'harvester[dask]' ({exc.name})") from None
-    ObjectStore(settings.output_url or settings.output)
-
-
-def _run_units(names: list[str], settings: Settings, full: bool) -> RunReport:
-    """Work units: on Dask (``executor: dask``), or in this process for an object-store output."""
-    _require_units(settings)
-    from harvester.executors.driver import harvest_distributed, harvest_units
-
-    if settings.executor == "dask":
-        return harvest_distributed(names, settings, full=full)
-    return harvest_units(names, settings, full=full)
-
-
 async def _run(
     names: list[str], settings: Settings, dry_run: bool, report: RunReport, full: bool
 ) -> RunReport:
@@ -291,10 +259,7 @@ def daemon(
         overrides["daemon"] = schedule
     settings, names = _settings_or_exit(config, overrides, source)
     try:
-        if settings.executor == "dask" or settings.output_url is not None:
-            _require_units(settings)
-        if settings.output_url is None:
-            api._check_output(settings)
+        api.check_output(settings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())

@@ -32,12 +32,11 @@ import os
 import shutil
 import tempfile
 import threading
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import anyio
 import orjson
@@ -61,14 +60,19 @@ from harvester.io.limiter import LimiterRegistry
 from harvester.io.objectstore import ObjectStore, is_url
 from harvester.io.state import StateStore
 from harvester.io.writers import iter_jsonl_records
-from harvester.run.report import RunReport, SourceReport, TargetFailure
+from harvester.run.report import RunReport, SourceReport, TargetFailure, new_run_id
 from harvester.settings import Settings
 
 __all__ = [
+    "DaskUnits",
     "DistributedRun",
+    "LocalUnits",
+    "UnitEngine",
     "UnitTask",
+    "check_dask_output",
     "dask_client",
     "data_key",
+    "drive",
     "harvest_distributed",
     "harvest_units",
     "manifest_key",
@@ -327,16 +331,11 @@ def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
 
 
 def _budgets(names: list[str], settings: Settings) -> dict[str, tuple[float, int]]:
-    """Each host's strictest budget over the sources that use it (as the local registry does)."""
-    budgets: dict[str, tuple[float, int]] = {}
-    for name in names:
-        source = archives.source_class(name)(settings, sample=settings.offline)
-        host, rate = source.host.lower(), source.rate_limit
-        rps, conc = rate.requests_per_second, rate.max_concurrency
-        if host in budgets:
-            rps, conc = min(rps, budgets[host][0]), min(conc, budgets[host][1])
-        budgets[host] = (rps, conc)
-    return budgets
+    """Each host's strictest budget over the sources that use it, as a local run has them."""
+    from harvester.api import host_limiters
+
+    built = [archives.source_class(name)(settings, sample=settings.offline) for name in names]
+    return host_limiters(built).budgets()
 
 
 def _unit_watermark_keys(unit: Unit, settings: Settings) -> set[str]:
@@ -345,7 +344,7 @@ def _unit_watermark_keys(unit: Unit, settings: Settings) -> set[str]:
     source = archives.source_class(unit.source)(narrowed, sample=narrowed.offline)
     if source.watermark_field is None:
         return set()
-    return {source.watermark_key(target) for target in source.targets()}
+    return {source.watermark_key(target) for target in source.resolved()}
 
 
 class DistributedRun:
@@ -372,6 +371,7 @@ class DistributedRun:
         output: str | None = None,
         run_id: str | None = None,
         full: bool = False,
+        report: RunReport | None = None,
     ) -> None:
         if settings.limit is not None:
             raise ConfigError("limit is not supported with executor: dask (it would apply per work unit)")
@@ -390,7 +390,9 @@ class DistributedRun:
         #: what each task carries: the settings without the target lists the units already hold
         self.unit_base = without_targets(settings, self.units)
         self.tasks: list[UnitTask] = []
-        self.report = RunReport(run_id=run_id or "", started_at=datetime.now(UTC))
+        #: filled as units complete (pass one in to watch it live)
+        self.report = report if report is not None else RunReport(run_id="", started_at=datetime.now(UTC))
+        self.report.run_id = run_id or ""
         self._state: StateStore | None = None
         self._lock = anyio.Lock()
         self._driver_lock: IO[str] | None = None
@@ -430,7 +432,7 @@ class DistributedRun:
                 for stale in await state.interrupt_unfinished(prefix, datetime.now(UTC).isoformat()):
                     log.warning("unfinished_run_not_resumed", run_id=stale, reason="planned units changed")
         if self.run_id is None:
-            self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            self.run_id = new_run_id()
         self.report.run_id = self.run_id
         if self.resumed:
             log.info("run_resumed", run_id=self.run_id, output=self.output)
@@ -606,6 +608,157 @@ def dask_client(settings: Settings) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
+def check_dask_output(settings: Settings, output: str) -> None:
+    """A remote scheduler's workers have their own disks: refuse a local folder unless shared."""
+    if settings.dask.address and not is_url(output) and not settings.dask.shared_filesystem:
+        raise ConfigError(
+            f"output {output}: a folder on this machine, but the workers at {settings.dask.address} "
+            "have their own disks; use an s3://… output, or set dask.shared_filesystem for a shared mount"
+        )
+
+
+# --- engines: where a unit runs -------------------------------------------------------------------
+
+#: Units harvested at once by the in-process engine (the host budgets bound the requests anyway).
+LOCAL_UNITS_AT_ONCE = 4
+
+
+class UnitEngine(Protocol):
+    """Runs work units to their manifests somewhere: this process, Dask workers, Prefect tasks.
+
+    :func:`drive` is the one loop over a run's units; an engine only says how one unit runs.
+    """
+
+    #: units awaited at once by :func:`drive` (Dask and Prefect queue the rest on the cluster)
+    at_once: int
+
+    async def start(self, tasks: list[UnitTask]) -> None:
+        """Called once before the units are awaited (Dask and Prefect submit them all here)."""
+
+    async def execute(self, task: UnitTask) -> dict[str, Any]:
+        """The unit's manifest; :class:`UnitFailed` once every attempt has failed."""
+
+    async def cancel(self) -> None:
+        """Cancel what is still pending (a stop was requested)."""
+
+
+class LocalUnits:
+    """Units in this event loop under one budget per host, each retried ``UNIT_RETRIES`` times.
+
+    One instance keeps its host budgets across runs (the daemon's sweeps)."""
+
+    at_once = LOCAL_UNITS_AT_ONCE
+
+    def __init__(self) -> None:
+        self.limiters = LimiterRegistry()
+
+    async def start(self, tasks: list[UnitTask]) -> None:
+        return None
+
+    async def execute(self, task: UnitTask) -> dict[str, Any]:
+        cause = ""
+        for _attempt in range(1 + UNIT_RETRIES):
+            try:
+                return await run_unit_async(task, self.limiters)
+            except (HarvesterError, OSError) as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+        raise UnitFailed(cause)
+
+    async def cancel(self) -> None:
+        return None
+
+
+class DaskUnits:
+    """Units as Dask tasks (:func:`run_unit`, retried ``UNIT_RETRIES`` times by the scheduler)
+    under the cluster-wide host budgets; ``client`` is a ``distributed.Client``."""
+
+    at_once = 64
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._futures: dict[str, Any] = {}
+
+    async def start(self, tasks: list[UnitTask]) -> None:
+        def submit() -> dict[str, Any]:
+            return {
+                t.name: self.client.submit(run_unit, t, key=t.name, retries=UNIT_RETRIES, pure=False)
+                for t in tasks
+            }
+
+        self._futures = await anyio.to_thread.run_sync(submit)
+
+    async def execute(self, task: UnitTask) -> dict[str, Any]:
+        future = self._futures[task.name]
+        try:
+            manifest: dict[str, Any] = await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        except Exception as exc:  # the task's last attempt: reported as the unit's failure
+            raise UnitFailed(f"{type(exc).__name__}: {exc}") from exc
+        return manifest
+
+    async def cancel(self) -> None:
+        pending = [f for f in self._futures.values() if not f.done()]
+        await anyio.to_thread.run_sync(self.client.cancel, pending)
+
+
+async def drive(run: DistributedRun, engine: UnitEngine, stop: anyio.Event | None = None) -> RunReport:
+    """Plan (``async with run``), execute every unit on ``engine``, commit each manifest as its
+    unit completes, report a unit that failed every attempt; return the run's report.
+
+    When ``stop`` is set, the units in flight are cancelled (a write already started completes),
+    :class:`RunInterrupted` is raised and the run stays open: the next run on the output resumes it.
+    """
+    async with run:
+        await engine.start(run.tasks)
+        at_once = anyio.CapacityLimiter(engine.at_once)
+
+        async def one(task: UnitTask) -> None:
+            async with at_once:
+                try:
+                    manifest = await engine.execute(task)
+                except UnitFailed as exc:
+                    await run.fail(task, exc.message)
+                    return
+                await run.commit(task, manifest)
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            assert stop is not None
+            await stop.wait()
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            if stop is not None:
+                tg.start_soon(watch, tg.cancel_scope)
+            async with anyio.create_task_group() as units:
+                for task in run.tasks:
+                    units.start_soon(one, task)
+            tg.cancel_scope.cancel()  # every unit done: stop watching
+        if stop is not None and stop.is_set():
+            with anyio.CancelScope(shield=True):
+                await engine.cancel()
+            raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")
+    return run.report
+
+
+async def _drive_until(run: DistributedRun, engine: UnitEngine, stop: threading.Event | None) -> RunReport:
+    """:func:`drive` with a ``threading.Event`` as the stop (the blocking entry points)."""
+    if stop is None:
+        return await drive(run, engine)
+    event = anyio.Event()
+
+    async def relay() -> None:
+        while not stop.is_set():  # noqa: ASYNC110  # a threading.Event set from another thread
+            await anyio.sleep(0.1)
+        event.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(relay)
+        try:
+            report = await drive(run, engine, event)
+        finally:
+            tg.cancel_scope.cancel()
+    return report
+
+
 def harvest_distributed(
     names: list[str],
     settings: Settings,
@@ -617,6 +770,7 @@ def harvest_distributed(
     stop: threading.Event | None = None,
 ) -> RunReport:
     """Run ``names`` as work units on Dask and return one report (blocking; call from a thread).
+    :func:`harvester.harvest` does the same from async code when ``executor: dask``.
 
     :param output: a local path or fsspec URL (default ``settings.output``).
     :param client: a ``distributed.Client`` to use; by default one is made from ``settings.dask``.
@@ -626,53 +780,15 @@ def harvest_distributed(
         run stays unfinished in the state, so the next run on the output resumes it.
     """
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
-    if settings.dask.address and not is_url(run.output) and not settings.dask.shared_filesystem:
-        raise ConfigError(
-            f"output {run.output}: a folder on this machine, but the workers at {settings.dask.address} "
-            "have their own disks; use an s3://… output, or set dask.shared_filesystem for a shared mount"
-        )
+    check_dask_output(settings, run.output)
     own, cluster = (client, None) if client is not None else dask_client(settings)
     try:
-        anyio.run(_drive, own, run, stop or threading.Event())
+        return anyio.run(_drive_until, run, DaskUnits(own), stop)
     finally:
         if client is None:
             own.close()
             if cluster is not None:
                 cluster.close()
-    return run.report
-
-
-async def _drive(client: Any, run: DistributedRun, stop: threading.Event) -> None:
-    from distributed import as_completed
-
-    async with run:
-        futures = {
-            client.submit(run_unit, task, key=task.name, retries=UNIT_RETRIES, pure=False): task
-            for task in run.tasks
-        }
-        pending = as_completed(list(futures), with_results=False)
-        done = 0
-        while done < len(futures):
-            if stop.is_set():
-                await anyio.to_thread.run_sync(client.cancel, [f for f in futures if not f.done()])
-                raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")
-            batch = pending.next_batch(block=False)
-            if not batch:
-                await anyio.sleep(0.1)
-                continue
-            for future in batch:
-                done += 1
-                task = futures[future]
-                try:
-                    manifest = await anyio.to_thread.run_sync(future.result)
-                except Exception as exc:
-                    await run.fail(task, f"{type(exc).__name__}: {exc}")
-                    continue
-                await run.commit(task, manifest)
-
-
-#: Units harvested at once by the in-process engine (the host budgets bound the requests anyway).
-LOCAL_UNITS_AT_ONCE = 4
 
 
 def harvest_units(
@@ -688,42 +804,8 @@ def harvest_units(
 
     The same units, manifests, create-only objects, history and resume as on Dask, without a
     cluster: units run concurrently in one event loop under one local budget per host, each
-    retried like a Dask task (``UNIT_RETRIES``). Blocking; call from a thread in async code.
-    ``stop`` works as in :func:`harvest_distributed`.
+    retried like a Dask task (``UNIT_RETRIES``). Blocking; call from a thread in async code, or
+    use :func:`harvester.harvest`. ``stop`` works as in :func:`harvest_distributed`.
     """
     run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
-    anyio.run(_drive_local, run, stop or threading.Event())
-    return run.report
-
-
-async def _drive_local(run: DistributedRun, stop: threading.Event) -> None:
-    limiters = LimiterRegistry()
-    at_once = anyio.CapacityLimiter(LOCAL_UNITS_AT_ONCE)
-
-    async def one(task: UnitTask) -> None:
-        async with at_once:
-            cause = ""
-            for _attempt in range(1 + UNIT_RETRIES):
-                try:
-                    manifest = await run_unit_async(task, limiters)
-                except (HarvesterError, OSError) as exc:
-                    cause = f"{type(exc).__name__}: {exc}"
-                    continue
-                await run.commit(task, manifest)
-                return
-            await run.fail(task, cause)
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        while not stop.is_set():  # noqa: ASYNC110  # a threading.Event set from another thread
-            await anyio.sleep(0.1)
-        scope.cancel()  # units in flight stop; a write already started completes (worker thread)
-
-    async with run:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch, tg.cancel_scope)
-            async with anyio.create_task_group() as units:
-                for task in run.tasks:
-                    units.start_soon(one, task)
-            tg.cancel_scope.cancel()  # every unit done: stop watching
-        if stop.is_set():
-            raise RunInterrupted(f"run {run.run_id} stopped; the next run on this output resumes it")
+    return anyio.run(_drive_until, run, LocalUnits(), stop)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.deployments.runner import RunnerDeployment
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Failed
 from prefect.types.entrypoint import EntrypointType
@@ -41,12 +42,11 @@ from pydantic import ValidationError
 
 from harvester import api
 from harvester.display.logs import redact, register_secrets
-from harvester.errors import ConfigError
+from harvester.errors import ConfigError, UnitFailed
 from harvester.executors.driver import (
     LEASE_TIMEOUT,
     LOCAL_CLUSTER,
     UNIT_RETRIES,
-    DistributedRun,
     UnitTask,
     run_unit,
 )
@@ -171,49 +171,57 @@ def harvest_flow(
     logger = get_run_logger()
     settings = flow_settings(config, offline=offline, dask_address=dask_address, dask_workers=dask_workers)
     names = api.resolve_sources(sources or "all")
-    api.check_targets(names, settings)
-    run = DistributedRun(names, settings, output=output, run_id=run_id, full=full)
+    if output is not None:
+        settings = flow_settings(
+            config, offline=offline, dask_address=dask_address, dask_workers=dask_workers, output=output
+        )
     with _api_for_workers(), task_runner(settings) as runner:
-        anyio.run(_drive, runner, run, logger)
-    report = run.report.as_dict()
+        engine = PrefectUnits(runner, logger)
+        run = anyio.run(
+            partial(api.harvest, names, settings=settings, full=full, run_id=run_id, executor=engine)
+        )
+    report = run.as_dict()
     summary = ", ".join(
-        f"{name}: {s.written} written, {len(s.errors)} failed" for name, s in run.report.sources.items()
+        f"{name}: {s.written} written, {len(s.errors)} failed" for name, s in run.sources.items()
     )
-    if not run.report.ok:  # the run's state says so (alerts, automations); its data is still the report
-        return Failed(message=f"run {run.report.run_id} failed ({summary})", data=report)
-    logger.info("run %s: ok (%s)", run.report.run_id, summary)
+    if not run.ok:  # the run's state says so (alerts, automations); its data is still the report
+        return Failed(message=f"run {run.run_id} failed ({summary})", data=report)
+    logger.info("run %s: ok (%s)", run.run_id, summary)
     return report
 
 
-async def _drive(runner: DaskTaskRunner, run: DistributedRun, logger: Any) -> None:
-    async with run:
-        futures: dict[PrefectFuture[dict[str, Any]], UnitTask] = {
-            runner.submit(harvest_unit, {"unit_task": unit_task}): unit_task for unit_task in run.tasks
-        }
-        logger.info("run %s: %d units submitted", run.run_id, len(futures))
-        pending = as_completed(list(futures))
-        while (future := await anyio.to_thread.run_sync(_next, pending)) is not None:
-            unit_task = futures[future]
-            unit = unit_task.unit
-            outcome = await anyio.to_thread.run_sync(_outcome, future)
-            if isinstance(outcome, dict):
-                await run.commit(unit_task, outcome)
-                logger.info("unit %s/%s: %d records", unit.source, unit.unit_id, outcome["records"])
-            else:
-                cause = await run.fail(unit_task, f"{type(outcome).__name__}: {outcome}")
-                logger.error("unit %s/%s failed: %s", unit.source, unit.unit_id, cause)
+class PrefectUnits:
+    """Units as Prefect tasks (:func:`harvest_unit`, retried by Prefect) on the flow's Dask task
+    runner: :func:`harvester.executors.driver.drive` awaits them like any engine's."""
+
+    at_once = 64
+
+    def __init__(self, runner: DaskTaskRunner, logger: Any) -> None:
+        self.runner = runner
+        self.logger = logger
+        self._futures: dict[str, PrefectFuture[dict[str, Any]]] = {}
+
+    async def start(self, tasks: list[UnitTask]) -> None:
+        self._futures = {t.name: self.runner.submit(harvest_unit, {"unit_task": t}) for t in tasks}
+        self.logger.info("%d units submitted", len(tasks))
+
+    async def execute(self, task: UnitTask) -> dict[str, Any]:
+        unit = task.unit
+        outcome = await anyio.to_thread.run_sync(_outcome, self._futures[task.name], abandon_on_cancel=True)
+        if not isinstance(outcome, dict):
+            cause = redact(f"{type(outcome).__name__}: {outcome}")
+            self.logger.error("unit %s/%s failed: %s", unit.source, unit.unit_id, cause)
+            raise UnitFailed(cause)
+        self.logger.info("unit %s/%s: %d records", unit.source, unit.unit_id, outcome["records"])
+        return outcome
+
+    async def cancel(self) -> None:
+        return None  # a flow run is cancelled through Prefect, which stops its task runs
 
 
 def _outcome(future: PrefectFuture[dict[str, Any]]) -> Any:
     """The unit's manifest, or the exception of its last attempt."""
     return future.result(raise_on_failure=False)
-
-
-def _next(pending: Any) -> Any:
-    try:
-        return next(pending)
-    except StopIteration:
-        return None
 
 
 # --- deployment -----------------------------------------------------------------------------------

@@ -149,5 +149,10 @@ class LimiterRegistry:
     def get(self, host: str) -> Limiter | None:
         return self._limiters.get(host.lower())
 
+    def budgets(self) -> dict[str, tuple[float, int]]:
+        """Each host's budget in force, ``{host: (requests per second, max concurrency)}``: what a
+        work unit carries to its worker, where the cluster-wide limiters are built from it."""
+        return {host: (lim.requests_per_second, lim.max_concurrency) for host, lim in self._limiters.items()}
+
     def __iter__(self) -> Iterator[Limiter]:
         return iter(self._limiters.values())

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import anyio
@@ -30,9 +30,13 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 from harvester import api
+from harvester.errors import RunInterrupted
 from harvester.io.limiter import LimiterRegistry
 from harvester.run.report import RunReport
 from harvester.settings import Settings
+
+if TYPE_CHECKING:
+    from harvester.executors.driver import UnitEngine
 
 __all__ = ["CircuitBreaker", "Daemon", "DaemonMetrics"]
 
@@ -150,6 +154,7 @@ class Daemon:
         #: work units (executor: dask, or an object-store output) instead of the in-process pipeline
         self.units = settings.executor == "dask" or settings.output_url is not None
         self._dask: tuple[Any, Any] | None = None  # (client, cluster): one for the daemon's life
+        self._engine_kept: UnitEngine | None = None
 
     def request_stop(self) -> None:
         self.stop.set()
@@ -236,42 +241,34 @@ class Daemon:
         return report
 
     async def _harvest(self, due: list[str]) -> RunReport | None:
-        if not self.units:
+        engine = await self._engine() if self.units else None
+        try:
             return await api.harvest(
-                due, settings=self.settings, transport=self.transport, stop=self.stop, limiters=self.limiters
+                due,
+                settings=self.settings,
+                transport=self.transport,
+                stop=self.stop,
+                limiters=self.limiters,
+                executor=engine,
             )
-        # Work units block a worker thread. A stop cancels the units in flight at once (a write
-        # already started completes) and leaves the run open: the next start resumes it.
-        from harvester.errors import RunInterrupted
+        except RunInterrupted:  # work units: a stop cancelled the units in flight; the next start resumes
+            return None
 
-        flag = threading.Event()
-        report: RunReport | None = None
+    async def _engine(self) -> UnitEngine:
+        """The daemon's one engine for its work units: in this process (host budgets kept across
+        sweeps), or one Dask cluster for the daemon's life."""
+        from harvester.executors.driver import DaskUnits, LocalUnits, dask_client
 
-        async def relay() -> None:
-            await self.stop.wait()
-            flag.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(relay)
-            try:
-                harvest = self._harvest_units
-                report = await anyio.to_thread.run_sync(harvest, due, flag, abandon_on_cancel=True)
-            except RunInterrupted:
-                report = None
-            finally:
-                tg.cancel_scope.cancel()
-        return report
-
-    def _harvest_units(self, due: list[str], stop: threading.Event) -> RunReport:
-        from harvester.executors.driver import dask_client, harvest_distributed, harvest_units
-
-        if self.settings.executor != "dask":
-            return harvest_units(due, self.settings, stop=stop)
-        if self._dask is None:
-            self._dask = dask_client(self.settings)
-        return harvest_distributed(due, self.settings, client=self._dask[0], stop=stop)
+        if self._engine_kept is None:
+            if self.settings.executor != "dask":
+                self._engine_kept = LocalUnits()
+            else:
+                self._dask = await anyio.to_thread.run_sync(dask_client, self.settings)
+                self._engine_kept = DaskUnits(self._dask[0])
+        return self._engine_kept
 
     def _close_dask(self) -> None:
+        self._engine_kept = None
         if self._dask is not None:
             client, cluster = self._dask
             self._dask = None

@@ -144,7 +144,7 @@ async def run_source(
     """Harvest one source into ``writer``, filling ``report``. Never raises for a target's failure."""
     opts = options or RunOptions()
     started = time.monotonic()
-    targets = source.targets()
+    targets = source.resolved()
     report.targets = len(targets)
     report.sample = source.sample
     state = opts.state

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "RunReport", "SourceReport", "TargetFailure"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "RunReport", "SourceReport", "TargetFailure", "new_run_id"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -78,6 +79,12 @@ class SourceReport:
         if not with_sample:
             data.pop("sample_record")
         return data
+
+
+def new_run_id() -> str:
+    """A run id: the UTC start time to the second and 6 random hex digits (``20261207T034501-3fa2c1``),
+    sortable by time and unique across machines. Every run, local or in work units, gets one here."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
 @dataclass
