@@ -56,16 +56,30 @@ __all__ = [
 log = structlog.get_logger("harvester")
 
 
-def resolve_sources(sources: str | Sequence[str]) -> list[str]:
-    """Expand ``"all"`` and check names against the archives' registry; ConfigError if unknown."""
+def resolve_sources(sources: str | Sequence[str], settings: Settings | None = None) -> list[str]:
+    """Expand ``"all"`` and check names against the archives' registry; ConfigError if unknown.
+
+    With ``settings``, ``"all"`` means every archive whose settings name a target (an archive
+    registered but not configured is left out, with a log line); an archive named explicitly must
+    name its targets, and says so when it does not.
+    """
     names = [sources] if isinstance(sources, str) else list(sources)
     known = archives.names()
-    if "all" in names:
+    if "all" not in names:
+        for name in names:
+            if name not in known:
+                raise ConfigError(f"unknown source {name!r}: choose from {', '.join((*known, 'all'))}")
+        return list(dict.fromkeys(names))
+    if settings is None:
         return list(known)
-    for name in names:
-        if name not in known:
-            raise ConfigError(f"unknown source {name!r}: choose from {', '.join((*known, 'all'))}")
-    return list(dict.fromkeys(names))
+    idle = set(settings.data_sources.without_targets())
+    for name in known:
+        if name in idle:
+            log.info("source_not_configured", source=name, detail=f"data_sources.{name} names no target")
+    chosen = [name for name in known if name not in idle]
+    if not chosen:
+        raise ConfigError(f"no archive names a target: configure data_sources.<name> ({', '.join(known)})")
+    return chosen
 
 
 def _settings(settings: Settings | None, config: str | Path | None, overrides: dict[str, Any]) -> Settings:
@@ -237,7 +251,7 @@ async def harvest(
             )
     settings = _settings(settings, config, overrides)
     check_output(settings, dry_run=dry_run)
-    names = resolve_sources(sources)
+    names = resolve_sources(sources, settings)
     if uses_units(settings):
         return await _harvest_units(
             names, settings, report, full=full, stop=stop, engine=executor, run_id=run_id

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -26,6 +27,7 @@ __all__ = [
     "BaseRecord",
     "Provenance",
     "key_digest",
+    "key_of",
     "key_part",
     "key_text",
     "stable_id",
@@ -86,6 +88,12 @@ class BaseRecord(BaseModel):
     def dedup_key(self) -> tuple[str, ...]:
         """The fields that identify this record within its source, as strings."""
         return tuple(key_part(getattr(self, name)) for name in self.key_fields)
+
+
+def key_of(model: type[BaseRecord], data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The dedup key of a record already written and read back as JSON (``data``), without
+    validating it again: the same value :meth:`BaseRecord.dedup_key` gave before it was written."""
+    return tuple(key_part(data[name]) for name in model.key_fields)
 
 
 def key_digest(key: tuple[str, ...]) -> bytes:

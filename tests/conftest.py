@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harvester import archives
 from harvester.archives.ztf.source import IRSA_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +36,9 @@ def irsa_row(oid: int = 675103300002930, mjd: float = 58202.353159699996, **cell
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test runs in an empty working directory with no harvester variables or tokens set."""
+    tokens = {t.env for spec in archives.specs() for t in spec.tokens}
     for name in list(os.environ):
-        if name.startswith("HARVESTER_") or name in ("ZTF_API_TOKEN", "TESS_API_TOKEN", "MAST_API_TOKEN"):
+        if name.startswith("HARVESTER_") or name in tokens:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -36,7 +36,7 @@ import orjson
 import structlog
 
 from harvester.errors import ArchiveResponseError, TransientError
-from harvester.io.http import HttpSession
+from harvester.io.http import HttpSession, snippet
 
 __all__ = [
     "ID_COLUMNS",
@@ -422,7 +422,7 @@ def decode_answer(content: bytes, *, service: str, page: int, target: str | None
 
     def bad(problem: str) -> ArchiveResponseError:
         return ArchiveResponseError(
-            f"MAST {service} page {page}: {problem}: {_snippet(content)}", target=target
+            f"MAST {service} page {page}: {problem}: {snippet(content, SNIPPET_BYTES)}", target=target
         )
 
     try:
@@ -505,13 +505,3 @@ def _json_type(value: object) -> str:
 def _short(value: object, n: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= n else text[:n] + "…"
-
-
-def _snippet(content: bytes) -> str:
-    """The first bytes of a body on one printable line, for error messages."""
-    if not content:
-        return "(empty body)"
-    text = content[:SNIPPET_BYTES].decode("utf-8", errors="replace")
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    more = "…" if len(content) > SNIPPET_BYTES else ""
-    return repr(text + more) if text else "(blank body)"

@@ -70,7 +70,7 @@ def _prefect_parameters(
         settings: Settings = module.flow_settings(
             config, offline=offline, dask_address=dask_address, dask_workers=dask_workers, **(overrides or {})
         )
-        names = api.resolve_sources(source or ["all"])
+        names = api.resolve_sources(source or ["all"], settings)
         api.check_targets(names, settings)
         params: dict[str, Any] = module.flow_parameters(
             sources=names,

@@ -110,7 +110,7 @@ def run(
         overrides["dask"] = {"address": dask_address}
     try:
         settings = load_settings(config, **overrides)
-        names = api.resolve_sources(source)
+        names = api.resolve_sources(source, settings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if irsa_ignored:
@@ -221,7 +221,7 @@ def _settings_or_exit(
 
     try:
         settings = load_settings(config, **overrides)
-        names = api.resolve_sources(source)
+        names = api.resolve_sources(source, settings)
         api.check_targets(names, settings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None

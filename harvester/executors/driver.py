@@ -60,6 +60,7 @@ from harvester.io.limiter import LimiterRegistry
 from harvester.io.objectstore import ObjectStore, is_url
 from harvester.io.state import StateStore
 from harvester.io.writers import iter_jsonl_records
+from harvester.records import key_of
 from harvester.run.report import RunReport, SourceReport, TargetFailure, new_run_id
 from harvester.settings import Settings
 
@@ -312,17 +313,17 @@ def _summarise_history(
 
 
 def _key_of(source: str, raw: bytes) -> Key:
-    return archives.record_model(source).model_validate(orjson.loads(raw)).dedup_key()
+    return key_of(archives.record_model(source), orjson.loads(raw))
 
 
 def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
-    """Every staged record as (dedup key, json line), sorted by key: one deterministic order."""
+    """Every staged record as (dedup key, json line), sorted by key: one deterministic order.
+    The records were validated before the unit's pipeline wrote them: only their keys are read."""
     model = archives.record_model(source)
     lines = []
     if folder.is_dir():
         for data in iter_jsonl_records(folder):
-            key = model.model_validate(data).dedup_key()
-            lines.append((key, orjson.dumps(data) + b"\n"))
+            lines.append((key_of(model, data), orjson.dumps(data) + b"\n"))
     lines.sort(key=lambda kv: kv[0])
     return lines
 

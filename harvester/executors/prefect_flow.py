@@ -170,7 +170,7 @@ def harvest_flow(
     """
     logger = get_run_logger()
     settings = flow_settings(config, offline=offline, dask_address=dask_address, dask_workers=dask_workers)
-    names = api.resolve_sources(sources or "all")
+    names = api.resolve_sources(sources or "all", settings)
     if output is not None:
         settings = flow_settings(
             config, offline=offline, dask_address=dask_address, dask_workers=dask_workers, output=output

@@ -314,7 +314,7 @@ class HttpSession:
             err = TransientError(f"HTTP {status} from {host}", target=target)
             err.retry_after = retry_after  # type: ignore[attr-defined]
             raise err
-        raise TerminalError(f"HTTP {status} from {host}: {_snippet(content)}", target=target)
+        raise TerminalError(f"HTTP {status} from {host}: {snippet(content)}", target=target)
 
     async def _read_body(self, response: httpx.Response, max_bytes: int | None, target: str) -> bytes:
         announced = response.headers.get("Content-Length")
@@ -338,7 +338,13 @@ class HttpSession:
         return b"".join(chunks)
 
 
-def _snippet(content: bytes, n: int = 120) -> str:
-    """The first bytes of a body, printable, for error messages."""
+def snippet(content: bytes, n: int = 120) -> str:
+    """The first ``n`` bytes of a body on one printable line, for error messages: what an archive
+    said instead of data (an HTML page, a JSON error), with "…" when there is more."""
+    if not content:
+        return "(empty body)"
     text = content[:n].decode("utf-8", errors="replace")
-    return " ".join(text.split()) or "(empty body)"
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if not text:
+        return "(blank body)"
+    return text + ("…" if len(content) > n else "")

@@ -13,16 +13,33 @@ The fake archive is one ASGI application, used three ways:
 It records every request (:attr:`FakeArchive.requests`) and counts server-side rate-limit
 violations per host (:attr:`FakeArchive.violations`).
 
-Modules: ``_archive`` (ASGI app, faults, pacing, log), ``_irsa`` (ZTF API), ``_mast`` (MAST API),
-``_tess`` (the TIC universe and TESS naming), ``_fits_gen`` (SPOC FITS files), ``_sky`` (seeded
-grids), ``_asgi`` (shared reply type), ``_server`` (uvicorn).
+Each archive's fake is a tuple of :class:`FakeRoute` (a path suffix, methods, an async answer
+from a :class:`FakeRequest` to a :class:`Reply`) named by the ``fake`` field of its registry entry;
+:class:`FakeArchive` answers the routes of every archive registered when it is made.
+
+Modules: ``_archive`` (ASGI app, faults, pacing, log), ``_asgi`` (requests, replies, routes),
+``_irsa`` (ZTF API), ``_mast`` (MAST API), ``_tess`` (the TIC universe and TESS naming),
+``_fits_gen`` (SPOC FITS files), ``_sky`` (seeded grids), ``_server`` (uvicorn).
 """
 
 from __future__ import annotations
 
 from harvester.testing._archive import FakeArchive, Fault
+from harvester.testing._asgi import FakeRequest, FakeRoute, Reply, json_reply, text_reply
 from harvester.testing._fits_gen import make_spoc_lightcurve
 from harvester.testing._irsa import IRSA_COLUMNS
 from harvester.testing._server import running_server, serve
 
-__all__ = ["IRSA_COLUMNS", "FakeArchive", "Fault", "make_spoc_lightcurve", "running_server", "serve"]
+__all__ = [
+    "IRSA_COLUMNS",
+    "FakeArchive",
+    "FakeRequest",
+    "FakeRoute",
+    "Fault",
+    "Reply",
+    "json_reply",
+    "make_spoc_lightcurve",
+    "running_server",
+    "serve",
+    "text_reply",
+]

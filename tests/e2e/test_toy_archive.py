@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from harvester import archives
 from harvester.cli import app
+from harvester.errors import ConfigError
 from harvester.settings import load_settings
 from harvester.testing import FakeArchive, running_server
 from tests.e2e.toy import SPEC
@@ -91,6 +92,24 @@ def test_registering_an_archive_gives_it_settings_a_token_and_a_cli_choice(
     bad = runner.invoke(app, ["run", "--source", "toy", "--offline", "--dry-run"])
     assert bad.exit_code == 2
     assert bad.stderr.strip() == "harvester: error: toy: no stars configured (data_sources.toy.stars)"
+
+
+def test_all_means_every_archive_that_names_a_target(toy: None, tmp_path: Path) -> None:
+    """`--source all` leaves out a registered archive whose block names no target (the others run);
+    with no archive configured at all it is a usage error."""
+    from harvester import api
+
+    config = tmp_path / "c.yaml"
+    config.write_text("data_sources: {ztf: {irsa: {cone_search: {ra: 1, dec: 2, radius: 0.01}}}}\n")
+    assert api.resolve_sources("all", load_settings(config)) == ["ztf"]
+    configured = load_settings(config, data_sources={"toy": {"stars": [1]}})
+    assert api.resolve_sources("all", configured) == ["ztf", "toy"]
+    with pytest.raises(ConfigError, match="toy: no stars configured"):
+        api.check_targets(api.resolve_sources("toy", load_settings(config)), load_settings(config))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("output: out\n")
+    with pytest.raises(ConfigError, match="no archive names a target"):
+        api.resolve_sources("all", load_settings(empty))
 
 
 def test_run_dry_run_rerun_and_ledger(project: Path, fake: tuple[FakeArchive, str]) -> None:

@@ -32,7 +32,7 @@ from harvester.archives.common import ConeSearch, read_targets_file
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.settings import IrsaCone, ZtfSettings
 from harvester.errors import ArchiveResponseError, ConfigError
-from harvester.io.http import _snippet
+from harvester.io.http import snippet
 from harvester.records import Provenance
 
 __all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_csv"]
@@ -243,7 +243,7 @@ def parse_irsa_csv(content: bytes, target: str) -> list[dict[str, Any]]:
     if missing:
         raise ArchiveResponseError(
             f"IRSA body is not the light-curve CSV (missing columns {', '.join(missing[:5])}"
-            f"{'…' if len(missing) > 5 else ''}): {_snippet(content)}",
+            f"{'…' if len(missing) > 5 else ''}): {snippet(content)}",
             target=target,
         )
     index = {name: header.index(name) for name in IRSA_COLUMNS}
@@ -324,4 +324,4 @@ def _describe_markup(content: bytes) -> str:
     if title is not None:
         name = " ".join(title.group(1).decode("utf-8", "replace").split())
         return f"IRSA answered an HTML page instead of CSV: {name[:120]!r}"
-    return f"IRSA answered markup instead of CSV: {_snippet(content)}"
+    return f"IRSA answered markup instead of CSV: {snippet(content)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from harvester.testing._asgi import FakeRequest, FakeRoute, Reply, json_reply, text_reply
+from harvester.testing import FakeRequest, FakeRoute, Reply, json_reply, text_reply
 
 if TYPE_CHECKING:
     from harvester.testing import FakeArchive

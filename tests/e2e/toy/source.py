@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 
 import orjson
+from pydantic import ValidationError
 
 from harvester.archives.base import FetchContext, Source, utcnow
 from harvester.errors import ArchiveResponseError, ConfigError
@@ -53,18 +54,21 @@ class ToySource(Source[int]):
         if ctx.watermark is not None:
             params.append(("since", repr(ctx.watermark - self.config.overlap_days)))
         response = await ctx.session.fetch("GET", url, target=self.label(target), params=params)
-        try:
-            rows = orjson.loads(response.content)["rows"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ArchiveResponseError(f"not a toy light curve ({exc})", target=self.label(target)) from None
         provenance = Provenance(archive="toy", url=response.url, sample=self.sample)
         fetched_at = utcnow()
-        for row in rows:
-            record = ToyRecord(
-                object_id=str(target),
-                mjd=row["mjd"],
-                flux=row["flux"],
-                fetched_at=fetched_at,
-                provenance=provenance,
-            )
+        try:  # a body that is not the documented shape is the archive's error, named with the target
+            rows = orjson.loads(response.content)["rows"]
+            records = [
+                ToyRecord(
+                    object_id=str(target),
+                    mjd=row["mjd"],
+                    flux=row["flux"],
+                    fetched_at=fetched_at,
+                    provenance=provenance,
+                )
+                for row in rows
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
+            raise ArchiveResponseError(f"not a toy light curve ({exc})", target=self.label(target)) from None
+        for record in records:
             await ctx.emit(record)
