@@ -60,7 +60,7 @@ class ArchiveSpec:
     """One archive, as the rest of harvester sees it.
 
     :param name: the ``--source`` choice, the output sub-folder and ``data_sources.<name>``.
-    :param title: a few words for help texts and generated docs.
+    :param title: a few words naming it (the description of its settings block).
     :param settings: ``"module:Class"`` of the ``data_sources.<name>`` block, a subclass of
         :class:`harvester.archives.common.ArchiveSettings` (pydantic only: cheap to import).
     :param record: ``"module:Class"`` of its record model (a :class:`~harvester.records.BaseRecord`).

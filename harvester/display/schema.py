@@ -101,7 +101,7 @@ def schema_document() -> str:
         "# Output schema",
         "",
         "Generated from each archive's `records.py` (`harvester/archives/<name>/records.py`) by",
-        "`harvester docs schema`; a test checks it is current.",
+        "`harvester docs`; a test checks it is current.",
         "",
     ]
     for source in archives.names():
