@@ -251,13 +251,9 @@ def read_records(folder: str | Path) -> list[BaseRecord]:
     path = Path(folder)
     if not path.is_dir():
         raise FileNotFoundError(f"no such output folder: {path}")
-    records: list[BaseRecord] = []
-    for file in sorted(path.glob("record_*.json")):
-        records.append(_validate(orjson.loads(file.read_bytes())))
-    for shard in sorted(path.glob("part-*.jsonl")):
-        with shard.open("rb") as fh:
-            records.extend(_validate(orjson.loads(line)) for line in fh if line.strip())
-    return records
+    from harvester.io.readers import iter_raw, record_files
+
+    return [_validate(orjson.loads(raw.data)) for raw in iter_raw(record_files(path))]
 
 
 def _validate(data: dict[str, Any]) -> BaseRecord:

@@ -58,8 +58,8 @@ from harvester.executors.units import Unit, plan_units, unit_settings, without_t
 from harvester.io.ledger import Ledger
 from harvester.io.limiter import LimiterRegistry
 from harvester.io.objectstore import ObjectStore, is_url
+from harvester.io.readers import iter_shard_records
 from harvester.io.state import StateStore
-from harvester.io.writers import iter_jsonl_records
 from harvester.records import key_of
 from harvester.run.report import RunReport, SourceReport, TargetFailure, new_run_id
 from harvester.settings import Settings
@@ -322,7 +322,7 @@ def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:
     model = archives.record_model(source)
     lines = []
     if folder.is_dir():
-        for data in iter_jsonl_records(folder):
+        for data in iter_shard_records(folder):
             lines.append((key_of(model, data), orjson.dumps(data) + b"\n"))
     lines.sort(key=lambda kv: kv[0])
     return lines

@@ -23,6 +23,7 @@ import orjson
 
 from harvester.errors import ConfigError
 from harvester.io.files import atomic_open, write_bytes_atomic, write_text_atomic
+from harvester.io.readers import iter_raw, record_files
 
 __all__ = [
     "Column",
@@ -88,8 +89,7 @@ def open_source(input_root: Path, source: str) -> RecordSource:
     folder = input_root / source
     if not folder.is_dir():
         raise FeatureInputError(f"no {source} records under {folder} (no such folder)")
-    files = tuple(sorted(folder.glob("record_*.json"))) + tuple(sorted(folder.glob("part-*.jsonl")))
-    files = tuple(f for f in files if f.is_file())
+    files = tuple(record_files(folder))
     if not files:
         raise FeatureInputError(f"no {source} records under {folder}")
     return RecordSource(source=source, folder=folder, files=files)
@@ -101,23 +101,11 @@ def iter_records(records: RecordSource, required: Sequence[str] = ()) -> Iterato
     Each record must be a JSON object whose ``source`` is the expected one and that has the
     ``required`` keys; anything else raises FeatureInputError naming the file (and line).
     """
-    for path in records.files:
-        if path.suffix == ".jsonl":
-            try:
-                fh = path.open("rb")
-            except OSError as exc:
-                raise FeatureInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-            with fh:
-                for number, raw in enumerate(fh, start=1):
-                    line = raw.strip()
-                    if line:
-                        yield _checked(_loads(line, f"{path} line {number}"), records.source, required, path)
-        else:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise FeatureInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-            yield _checked(_loads(data, str(path)), records.source, required, path)
+    try:
+        for raw in iter_raw(records.files):
+            yield _checked(_loads(raw.data, raw.where), records.source, required, raw.path)
+    except OSError as exc:
+        raise FeatureInputError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
 
 
 def _loads(data: bytes, where: str) -> Any:

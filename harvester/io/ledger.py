@@ -47,7 +47,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import shutil
 import sqlite3
 import stat
@@ -64,6 +63,7 @@ from pydantic import ValidationError
 
 from harvester.errors import OutputError
 from harvester.io.files import make_folder, output_error, temp_path
+from harvester.io.readers import is_record_file
 from harvester.records import BaseRecord, key_part, key_text, stable_id
 
 __all__ = [
@@ -92,7 +92,6 @@ _PAGE = 2_000  # files per reconcile step (one thread call, one commit)
 _VERSION = "1"
 _BATCH = 500
 _ADOPT_BATCH = 20_000  # records adopted per ledger transaction
-_RECORD_FILE = re.compile(r"^(record_.+\.json|part-.+\.jsonl)$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -112,11 +111,6 @@ CREATE TABLE IF NOT EXISTS lost (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT
 def ledger_path(folder: Path) -> Path:
     """Where the ledger of a source folder lives."""
     return folder / LEDGER_DIR / LEDGER_NAME
-
-
-def is_record_file(name: str) -> bool:
-    """A file name the writers produce: ``record_*.json`` or ``part-*.jsonl`` (not temporaries)."""
-    return _RECORD_FILE.match(name) is not None
 
 
 @dataclass(frozen=True)

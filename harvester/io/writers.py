@@ -46,6 +46,7 @@ from harvester.io.files import (
     write_text_atomic,
 )
 from harvester.io.ledger import FileInfo, file_info
+from harvester.io.readers import iter_shard_records
 from harvester.records import BaseRecord, stable_id
 
 __all__ = [
@@ -270,8 +271,4 @@ def _write_shard(path: Path, data: bytes) -> FileInfo:
 
 def iter_jsonl_records(folder: Path) -> Iterable[dict[str, Any]]:
     """Every record dict in a folder's visible jsonl shards (temporary files are skipped)."""
-    for shard in sorted(folder.glob("part-*.jsonl")):
-        with shard.open("rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield orjson.loads(line)
+    return iter_shard_records(folder)
