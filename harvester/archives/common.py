@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import CoreSchema
 
 from harvester.errors import ConfigError
@@ -31,6 +39,7 @@ __all__ = [
     "Cone",
     "ConeSearch",
     "Dec",
+    "HttpUrl",
     "MastCone",
     "MastConeField",
     "Model",
@@ -185,6 +194,10 @@ def check_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"must be an http(s) URL, got {value!r}")
     return value.rstrip("/") if value.count("/") > 2 else value
+
+
+#: An archive endpoint: an http(s) URL, its trailing slash dropped (``base_url`` fields).
+HttpUrl = Annotated[str, AfterValidator(check_url)]
 
 
 def read_targets_file(path: Path, *, default_radius: float, cone: type[Cone]) -> list[Cone]:

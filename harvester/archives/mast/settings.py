@@ -9,11 +9,11 @@ from pydantic import Field, field_validator
 
 from harvester.archives.common import (
     ArchiveSettings,
+    HttpUrl,
     MastConeField,
     Model,
     RateLimit,
     check_range,
-    check_url,
     mast_rate,
 )
 
@@ -62,7 +62,7 @@ class MastQuery(Model):
 class MastSettings(ArchiveSettings):
     """``data_sources.mast``."""
 
-    base_url: str = Field(default="https://mast.stsci.edu", description="MAST server.")
+    base_url: HttpUrl = Field(default="https://mast.stsci.edu", description="MAST server.")
     query: MastQuery = Field(default_factory=MastQuery)
     pagesize: int = Field(default=50000, ge=1, le=500000, description="MAST rows per page.")
     poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
@@ -75,11 +75,6 @@ class MastSettings(ArchiveSettings):
         ge=0,
         description="Incremental runs ask MAST for t_min after the last harvested t_min minus this overlap.",
     )
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_url(value)
 
     def names_targets(self) -> bool:
         return self.query.names_targets()

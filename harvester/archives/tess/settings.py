@@ -11,11 +11,11 @@ from harvester.archives.common import (
     MAX_MAST_RADIUS_DEG,
     ArchiveSettings,
     Dec,
+    HttpUrl,
     Model,
     Ra,
     RateLimit,
     check_range,
-    check_url,
     mast_rate,
 )
 
@@ -117,7 +117,7 @@ class TessQuery(Model):
 class TessSettings(ArchiveSettings):
     """``data_sources.tess``."""
 
-    base_url: str = Field(default="https://mast.stsci.edu", description="MAST server.")
+    base_url: HttpUrl = Field(default="https://mast.stsci.edu", description="MAST server.")
     query: TessQuery = Field(default_factory=TessQuery)
     cadence: Literal["2min", "20s"] = Field(
         default="2min", description="2-minute `lc` or 20-second `fast-lc`."
@@ -129,11 +129,6 @@ class TessSettings(ArchiveSettings):
     poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
     decode_workers: int = Field(default=2, ge=1, le=64, description="Threads decoding FITS.")
     rate_limit: RateLimit = Field(default_factory=mast_rate, description="mast.stsci.edu budget.")
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_url(value)
 
     def names_targets(self) -> bool:
         return self.query.names_targets()

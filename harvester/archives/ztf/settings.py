@@ -10,11 +10,11 @@ from pydantic import Field, field_validator
 from harvester.archives.common import (
     ArchiveSettings,
     ConeSearch,
+    HttpUrl,
     Model,
     RateLimit,
     ValidatedAs,
     check_range,
-    check_url,
 )
 
 __all__ = ["MAX_IRSA_RADIUS_DEG", "IrsaCone", "IrsaSettings", "ZtfSettings"]
@@ -42,7 +42,7 @@ IrsaConeField = Annotated[ConeSearch, ValidatedAs(IrsaCone)]
 class IrsaSettings(Model):
     """The IRSA ZTF light-curve API query (``data_sources.ztf.irsa``)."""
 
-    base_url: str = Field(
+    base_url: HttpUrl = Field(
         default="https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves",
         description="Light-curve API endpoint.",
     )
@@ -80,11 +80,6 @@ class IrsaSettings(Model):
         description="Data release, e.g. ztf_dr23; unset = IRSA's latest.",
     )
     max_response_bytes: int = Field(default=512 * 1024**2, gt=0, description="Cap on one response body.")
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_url(value)
 
     @field_validator("mjd_range")
     @classmethod

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from harvester.archives.common import ArchiveSettings, RateLimit, check_url
+from harvester.archives.common import ArchiveSettings, HttpUrl, RateLimit
 
 
 class ToySettings(ArchiveSettings):
     """``data_sources.toy``: which stars to ask the toy service for."""
 
-    base_url: str = Field(default="https://toy.example.org", description="Toy service.")
+    base_url: HttpUrl = Field(default="https://toy.example.org", description="Toy service.")
     stars: list[int] = Field(default_factory=list, description="Star ids to harvest.")
     overlap_days: float = Field(default=0.0, ge=0, description="Overlap below the watermark, days.")
     rate_limit: RateLimit = Field(
         default_factory=lambda: RateLimit(requests_per_second=20, max_concurrency=2),
         description="toy.example.org budget.",
     )
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_url(value)
 
     @field_validator("stars")
     @classmethod
