@@ -18,8 +18,9 @@ from a :class:`FakeRequest` to a :class:`Reply`) named by the ``fake`` field of 
 :class:`FakeArchive` answers the routes of every archive registered when it is made.
 
 Modules: ``_archive`` (ASGI app, faults, pacing, log), ``_asgi`` (requests, replies, routes),
-``_irsa`` (ZTF API), ``_mast`` (MAST API), ``_tess`` (the TIC universe and TESS naming),
-``_fits_gen`` (SPOC FITS files), ``_sky`` (seeded grids), ``_server`` (uvicorn).
+``_irsa`` (ZTF API), ``_mast`` (MAST API: filters, paging, polling, handlers, routes), ``_caom``
+(what MAST holds: CAOM observations and their products), ``_tess`` (the TIC universe and TESS
+naming), ``_fits_gen`` (SPOC FITS files), ``_sky`` (seeded grids), ``_server`` (uvicorn).
 """
 
 from __future__ import annotations
