@@ -88,9 +88,22 @@ def position_params(radius: float = 0.2, *filters: dict[str, Any]) -> dict[str, 
 
 
 def test_public_api_is_pinned() -> None:
-    """harvester.testing exports exactly the documented names."""
+    """harvester.testing exports exactly the documented names (an archive's fake is built from
+    FakeRoute, FakeRequest and Reply)."""
     assert sorted(harvester.testing.__all__) == sorted(
-        ["FakeArchive", "Fault", "serve", "running_server", "make_spoc_lightcurve", "IRSA_COLUMNS"]
+        [
+            "FakeArchive",
+            "Fault",
+            "serve",
+            "running_server",
+            "make_spoc_lightcurve",
+            "IRSA_COLUMNS",
+            "FakeRequest",
+            "FakeRoute",
+            "Reply",
+            "json_reply",
+            "text_reply",
+        ]
     )
 
 
