@@ -19,7 +19,8 @@ from distributed import Client, LocalCluster
 import harvester
 from harvester.errors import BudgetUnavailable
 from harvester.executors.compact import compact
-from harvester.executors.driver import UnitTask, harvest_distributed, run_unit
+from harvester.executors.driver import harvest_distributed
+from harvester.executors.worker import UnitTask, run_unit
 from harvester.executors.units import plan_units, sky_cell, tic_bucket
 from harvester.io.limiter import HostLimiter, Limiter, LimiterRegistry
 from harvester.io.objectstore import ObjectStore
@@ -507,7 +508,7 @@ async def test_a_unit_whose_budget_is_lost_writes_nothing_and_is_retried_whole(
     """The budget's scheduler goes away mid-unit (for TESS: between a target's downloads): the unit
     fails as a whole (no object, no manifest, no target or light curve recorded as failed); its
     next attempt harvests every target of the unit."""
-    from harvester.executors.driver import run_unit_async
+    from harvester.executors.worker import run_unit_async
 
     with running_server(FakeArchive(latency_s=0.0, executing_polls=0)) as url:
         settings = _unit_settings(source, url, tmp_path)

@@ -279,9 +279,9 @@ async def test_many_sweeps_read_one_history_summary_and_still_write_each_record_
     """Seven sweeps of the same units, each asking for everything again (--full) while the archive
     gains epochs: every sweep writes only what is new, and a unit reads one history summary plus
     fewer than HISTORY_EVERY manifests, not one manifest per earlier sweep."""
-    from harvester.executors import driver as executor
+    from harvester.executors import driver, worker
 
-    monkeypatch.setattr(executor, "HISTORY_EVERY", 3)
+    monkeypatch.setattr(worker, "HISTORY_EVERY", 3)
     archive = FakeArchive(latency_s=0.0, now_mjd=60000.0)
     out = tmp_path / "out"
     read: list[str] = []
@@ -300,7 +300,7 @@ async def test_many_sweeps_read_one_history_summary_and_still_write_each_record_
             read.clear()
             with monkeypatch.context() as m:
                 m.setattr(ObjectStore, "get", counted_get)
-                sweep_all = functools.partial(executor.harvest_units, ["ztf"], settings, full=True)
+                sweep_all = functools.partial(driver.harvest_units, ["ztf"], settings, full=True)
                 report = await anyio.to_thread.run_sync(sweep_all)
             assert report.ok
             written += report.sources["ztf"].written

@@ -193,7 +193,7 @@ def test_token_never_reaches_prefect(flow_run: FlowRun, prefect_server: PrefectS
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogHandler
 
-    from harvester.executors.driver import UnitTask
+    from harvester.executors.worker import UnitTask
 
     assert len(flow_run.authorizations) == len(TARGETS)
     assert set(flow_run.authorizations) == {f"Bearer {TOKEN}"}

@@ -43,13 +43,8 @@ from pydantic import ValidationError
 from harvester import api
 from harvester.display.logs import redact, register_secrets
 from harvester.errors import ConfigError, UnitFailed
-from harvester.executors.driver import (
-    LEASE_TIMEOUT,
-    LOCAL_CLUSTER,
-    UNIT_RETRIES,
-    UnitTask,
-    run_unit,
-)
+from harvester.executors.driver import LEASE_TIMEOUT, LOCAL_CLUSTER, UNIT_RETRIES
+from harvester.executors.worker import UnitTask, run_unit
 from harvester.settings import Settings, load_settings
 
 __all__ = [

@@ -72,7 +72,7 @@ SCALE_GOAL = 1.3
 #: Modules every worker imports before the clock starts (what a unit needs).
 WORKER_IMPORTS = (
     "harvester.api",
-    "harvester.executors.driver",
+    "harvester.executors.worker",
     "harvester.archives.ztf.source",
     "harvester.archives.tess.source",
     "harvester.archives.spoc_fits",
