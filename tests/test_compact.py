@@ -18,7 +18,8 @@ from harvester.archives.tess.records import TessRecord
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.errors import OutputError
 from harvester.executors import compact as compact_module
-from harvester.executors.compact import arrow_schema, compact, flat_row
+from harvester.executors.compact import compact
+from harvester.io.arrow import arrow_schema, flat_row
 from harvester.io.objectstore import ObjectStore
 from harvester.io.writers import dumps_record
 from harvester.records import BaseRecord, Provenance

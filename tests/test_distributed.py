@@ -20,8 +20,8 @@ import harvester
 from harvester.errors import BudgetUnavailable
 from harvester.executors.compact import compact
 from harvester.executors.driver import harvest_distributed
-from harvester.executors.worker import UnitTask, run_unit
 from harvester.executors.units import plan_units, sky_cell, tic_bucket
+from harvester.executors.worker import UnitTask, run_unit
 from harvester.io.limiter import HostLimiter, Limiter, LimiterRegistry
 from harvester.io.objectstore import ObjectStore
 from harvester.run.report import RunReport

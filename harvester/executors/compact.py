@@ -10,13 +10,7 @@ data. Memory holds one unit, one chunk as Python objects, one row group as Arrow
 16-byte digest per distinct record (about 100 bytes each with its set slot), whatever the size of
 the output.
 
-The Parquet schema comes from the record model (``docs/schema.md``), not from the data, so every
-file of a source has the same columns and types, even when a column is null in every row:
-``str``/``Literal`` → string, ``float`` → float64, ``int`` → int64, ``bool`` → bool,
-``datetime`` → timestamp[us, UTC], ``list[float]`` → list<float64> (TESS ``time``, ``flux``,
-``flux_err``). Required fields are non-nullable. ``provenance`` is flattened into
-``provenance_archive``, ``provenance_url``, ``provenance_service`` and ``provenance_sample``, the
-columns of ``harvester.to_table`` and ``to_pandas``.
+The Parquet schema comes from the record model (:mod:`harvester.io.arrow`).
 """
 
 from __future__ import annotations
@@ -24,19 +18,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-import types
-import typing
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from harvester import archives
 from harvester.errors import ConfigError, OutputError
+from harvester.io.arrow import arrow_schema, flat_row
 from harvester.io.files import TMP_SUFFIX, fsync_folder, fsync_path, make_folder, output_error
 from harvester.io.objectstore import ObjectStore
 from harvester.records import BaseRecord, key_digest
@@ -44,7 +36,7 @@ from harvester.records import BaseRecord, key_digest
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["CHUNK_BYTES", "ROW_GROUP_BYTES", "arrow_schema", "committed_records", "compact", "flat_row"]
+__all__ = ["CHUNK_BYTES", "ROW_GROUP_BYTES", "committed_records", "compact"]
 
 #: JSON bytes of records turned into Arrow columns at once (a TESS light curve is ~1 MB of JSON;
 #: a ZTF epoch ~650 bytes, ~2.6 KB as Python objects).
@@ -100,74 +92,6 @@ def committed_records(
                 yield record, len(line)
         if body.hexdigest() != manifest["sha256"]:
             raise OutputError(f"unit data {data} does not match its manifest (sha256)")
-
-
-def arrow_schema(model: type[BaseModel]) -> pa.Schema:
-    """The Parquet schema of a record model (see the module's docstring for the mapping)."""
-    import pyarrow as pa
-
-    fields = []
-    for name, info in model.model_fields.items():
-        inner, nullable = _unwrap_optional(info.annotation)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):  # flattened: name_subfield
-            for sub, sub_info in inner.model_fields.items():
-                field = _arrow_field(f"{name}_{sub}", sub_info.annotation)
-                fields.append(field.with_nullable(field.nullable or nullable))
-        else:
-            fields.append(_arrow_field(name, info.annotation))
-    return pa.schema(fields)
-
-
-def flat_row(record: BaseModel) -> dict[str, Any]:
-    """A record as one Parquet row: nested models flattened as in :func:`arrow_schema`."""
-    row: dict[str, Any] = {}
-    for name, value in record.model_dump().items():
-        if isinstance(value, dict):
-            row.update({f"{name}_{sub}": v for sub, v in value.items()})
-        else:
-            row[name] = value
-    return row
-
-
-def _arrow_field(name: str, annotation: Any) -> pa.Field:
-    import pyarrow as pa
-
-    inner, nullable = _unwrap_optional(annotation)
-    return pa.field(name, _arrow_type(inner), nullable=nullable)
-
-
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"no Parquet type for the union {annotation!r}")
-        return args[0], True
-    return annotation, False
-
-
-def _arrow_type(annotation: Any) -> pa.DataType:
-    import pyarrow as pa
-
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        kinds = {type(v) for v in typing.get_args(annotation)}
-        if len(kinds) != 1:
-            raise TypeError(f"no Parquet type for the literal {annotation!r}")
-        return _arrow_type(kinds.pop())
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        inner, nullable = _unwrap_optional(item)
-        return pa.list_(pa.field("item", _arrow_type(inner), nullable=nullable))
-    scalars: dict[Any, pa.DataType] = {
-        str: pa.string(),
-        float: pa.float64(),
-        int: pa.int64(),
-        bool: pa.bool_(),
-        datetime: pa.timestamp("us", tz="UTC"),
-    }
-    if annotation in scalars:
-        return scalars[annotation]
-    raise TypeError(f"no Parquet type for {annotation!r}")
 
 
 def compact(source: str, root: str, output: Path) -> tuple[int, int]:

@@ -31,7 +31,8 @@ import pyarrow as pa
 
 from harvester import archives
 from harvester.archives.ztf.records import ZtfRecord
-from harvester.executors.compact import arrow_schema, committed_records, compact, flat_row
+from harvester.executors.compact import committed_records, compact
+from harvester.io.arrow import arrow_schema, flat_row
 from harvester.io.objectstore import ObjectStore
 from tests.bench.bench_memory import peak_rss_mb, rss_now_mb
 from tests.bench.bench_ztf_rate import Goal, Part, print_part
