@@ -213,10 +213,12 @@ class Settings(BaseSettings):
         description="Output folder, one sub-folder per source; or an fsspec URL (s3://bucket/prefix), "
         "written as create-only work units (docs/scaling.md).",
     )
-    format: Literal["json", "jsonl"] = Field(
-        default="json", description="json = one file per record; jsonl = sharded part files."
+    format: Literal["json", "jsonl", "parquet"] = Field(
+        default="json",
+        description="json = one file per record; jsonl = sharded part files; parquet = typed, "
+        "compressed Parquet shards (one row per record).",
     )
-    jsonl_shard_records: int = Field(default=10000, ge=1, description="Records per jsonl shard.")
+    jsonl_shard_records: int = Field(default=10000, ge=1, description="Records per jsonl or Parquet shard.")
     limit: int | None = Field(default=None, ge=1, description="Maximum records written per source.")
     offline: bool = Field(
         default=False, description="Use the built-in sample archive instead of the network."

@@ -57,7 +57,7 @@ def test_tess_light_curves_become_list_columns_that_round_trip_exactly(tmp_path:
     rows, dropped = compact("tess", str(tmp_path / "out"), tmp_path / "tess.parquet")
     table = pq.read_table(tmp_path / "tess.parquet")
     assert (rows, dropped) == (2, 0)
-    assert table.schema.field("time").type == pa.list_(pa.field("item", pa.float64(), nullable=False))
+    assert table.schema.field("time").type == pa.list_(pa.field("element", pa.float64(), nullable=False))
     assert table.schema.field("fetched_at").type == pa.timestamp("us", tz="UTC")
     assert "provenance_url" in table.column_names and "provenance" not in table.column_names
     assert table.column("flux_err").to_pylist()[0][1] is None

@@ -162,6 +162,7 @@ def archive_argument(help_text: str, *, need: str | None = None) -> Any:
 class FormatChoice(str, Enum):
     json = "json"
     jsonl = "jsonl"
+    parquet = "parquet"
 
 
 class ExecutorChoice(str, Enum):

@@ -56,7 +56,7 @@ def run(
         bool, typer.Option("--dry-run", help="Fetch and validate; write nothing; print a JSON summary.")
     ] = False,
     fmt: Annotated[
-        FormatChoice | None, typer.Option("--format", help="json: a file per record; jsonl: shards.")
+        FormatChoice | None, typer.Option("--format", help="json: a file per record; jsonl, parquet: shards.")
     ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Use the built-in sample archive (no network).")

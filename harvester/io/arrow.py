@@ -113,7 +113,8 @@ def _arrow_type(annotation: Any) -> pa.DataType:
     if origin is list:
         (item,) = typing.get_args(annotation)
         inner, nullable = _unwrap_optional(item)
-        return pa.list_(pa.field("item", _arrow_type(inner), nullable=nullable))
+        # "element": the Parquet spec's name for a list's items, so a file reads back with this schema
+        return pa.list_(pa.field("element", _arrow_type(inner), nullable=nullable))
     scalars: dict[Any, pa.DataType] = {
         str: pa.string(),
         float: pa.float64(),

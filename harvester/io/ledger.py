@@ -604,6 +604,8 @@ class Ledger:
 
     def _keys_of(self, name: str, data: bytes) -> list[Key]:
         fields = self.model.key_fields
+        if name.endswith(".parquet"):
+            return self._parquet_keys(data)
         lines = [data] if name.endswith(".json") else data.split(b"\n")
         if name.endswith(".jsonl") and not data.endswith(b"\n"):
             raise _Damaged(max(1, data.count(b"\n")))  # truncated mid-line: not a finished shard
@@ -619,6 +621,25 @@ class Ledger:
         if name.endswith(".json") and (len(keys) != 1 or name != f"record_{stable_id(keys[0])}.json"):
             raise _Damaged(1)
         return keys
+
+    def _parquet_keys(self, data: bytes) -> list[Key]:
+        """The keys of a Parquet shard whose schema is this source's (else it is damaged)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from harvester.io.arrow import arrow_schema
+
+        try:
+            table = pq.read_table(pa.BufferReader(data), columns=list(self.model.key_fields))
+            schema = pq.read_schema(pa.BufferReader(data))
+        except (pa.ArrowException, OSError):
+            raise _Damaged(1) from None
+        if schema.names != arrow_schema(self.model).names:
+            raise _Damaged(table.num_rows or 1)
+        columns = [table.column(f).to_pylist() for f in self.model.key_fields]
+        if any(v is None for column in columns for v in column):
+            raise _Damaged(table.num_rows)
+        return [tuple(key_part(v) for v in values) for values in zip(*columns, strict=True)]
 
     # -- presence --------------------------------------------------------------------------------
 

@@ -1,15 +1,18 @@
 """Record writers: orjson to disk, atomically, never twice.
 
-Two layouts under ``<output>/<source>/``:
+Three layouts under ``<output>/<source>/``:
 
 - ``json`` (default): ``record_<stable id>.json``, one record per file. Each file is written to a
   hidden temporary file in the same folder and then *linked* into place, which is atomic and
   create-only: a reader never sees a partial file, and an existing record is never overwritten.
   A record whose file already exists counts as ``already_present`` and is not written again, so a
   rerun writes nothing.
-- ``jsonl``: ``part-<run id>-<seq>.jsonl`` shards of ``jsonl_shard_records`` lines. A shard is
-  built in a hidden temporary file and renamed into place when full or at the end of the run, so
-  every visible shard is complete.
+- ``jsonl``: ``part-<run id>-<seq>.jsonl`` shards of ``jsonl_shard_records`` lines.
+- ``parquet``: ``part-<run id>-<seq>.parquet`` shards of as many rows, typed and compressed, with
+  the record model's schema (:mod:`harvester.io.arrow`).
+
+A shard is built in memory, written to a hidden temporary file and linked into place when full
+or at the end of the run, so every visible shard is complete.
 
 Writers do not decide what is already in the output: the output's ledger does
 (:mod:`harvester.io.ledger`), and the pipeline hands a writer only records the ledger lacks. The
@@ -53,6 +56,7 @@ __all__ = [
     "JsonFilesWriter",
     "JsonlWriter",
     "NullWriter",
+    "ParquetWriter",
     "WriteResult",
     "Writer",
     "dumps_record",
@@ -212,8 +216,11 @@ def _create_once(path: Path, data: bytes, *, durable: bool = False) -> bool:
             tmp.unlink()
 
 
-class JsonlWriter:
-    """Sharded ``part-<run id>-<seq>.jsonl`` files, each renamed into place once complete."""
+class _ShardWriter:
+    """Sharded ``part-<run id>-<seq>.<suffix>`` files of ``shard_records`` records, each built in
+    memory and created in place once complete (create-only, durable before it counts)."""
+
+    suffix = ""
 
     def __init__(self, folder: Path, model: type[BaseRecord], *, run_id: str, shard_records: int) -> None:
         self.folder: Path | None = folder
@@ -222,21 +229,24 @@ class JsonlWriter:
         self._run_id = run_id
         self._shard_records = shard_records
         self._seq = 0
-        # One growing buffer per shard: orjson's bytes objects keep their whole working buffer
-        # (kilobytes for a short record), so a list of them costs ~10x the shard's size.
-        self._buffer = bytearray()
         self._pending: list[tuple[tuple[str, ...], str | None]] = []
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+
+    def _add(self, record: BaseRecord) -> None:
+        raise NotImplementedError
+
+    def _encode(self) -> bytes:
+        """The buffered records as one shard's bytes; the buffer is emptied."""
+        raise NotImplementedError
 
     async def write(self, items: list[Item]) -> WriteResult:
         result = WriteResult()
         for record, wkey in items:
             # Records the output holds never reach the writer (the ledger filters them), nor do
             # this run's duplicates (the dedup stage drops them): memory stays bounded by the shard.
-            self._buffer += dumps_record(record)
-            self._buffer += b"\n"
+            self._add(record)
             self._pending.append((record.dedup_key(), wkey))
             result.written += 1
             if len(self._pending) >= self._shard_records:
@@ -246,20 +256,72 @@ class JsonlWriter:
     async def _flush(self, result: WriteResult) -> None:
         if not self._pending:
             return
-        data, self._buffer = bytes(self._buffer), bytearray()
         keys, self._pending = self._pending, []
         self._seq += 1
-        path = self._folder / f"part-{self._run_id}-{self._seq:05d}.jsonl"
-        info = await anyio.to_thread.run_sync(_write_shard, path, data)
+        path = self._folder / f"part-{self._run_id}-{self._seq:05d}.{self.suffix}"
+        info = await anyio.to_thread.run_sync(self._write, path)
         # only now, after the rename, are these records durable
         result.durable.extend((key, path.name, wkey) for key, wkey in keys)
         result.files.append(info)
+
+    def _write(self, path: Path) -> FileInfo:
+        return _write_shard(path, self._encode())
 
     async def close(self) -> WriteResult:
         result = WriteResult()
         with anyio.CancelScope(shield=True):
             await self._flush(result)
         return result
+
+
+class JsonlWriter(_ShardWriter):
+    """Sharded ``part-<run id>-<seq>.jsonl`` files, one record per line."""
+
+    suffix = "jsonl"
+
+    def __init__(self, folder: Path, model: type[BaseRecord], *, run_id: str, shard_records: int) -> None:
+        super().__init__(folder, model, run_id=run_id, shard_records=shard_records)
+        # One growing buffer per shard: orjson's bytes objects keep their whole working buffer
+        # (kilobytes for a short record), so a list of them costs ~10x the shard's size.
+        self._buffer = bytearray()
+
+    def _add(self, record: BaseRecord) -> None:
+        self._buffer += dumps_record(record)
+        self._buffer += b"\n"
+
+    def _encode(self) -> bytes:
+        data, self._buffer = bytes(self._buffer), bytearray()
+        return data
+
+
+class ParquetWriter(_ShardWriter):
+    """Sharded ``part-<run id>-<seq>.parquet`` files: typed, zstd-compressed, with the record
+    model's schema (:func:`harvester.io.arrow.arrow_schema`: units and descriptions in the field
+    metadata); one row per record (a TESS light curve is one row with list columns)."""
+
+    suffix = "parquet"
+
+    def __init__(self, folder: Path, model: type[BaseRecord], *, run_id: str, shard_records: int) -> None:
+        super().__init__(folder, model, run_id=run_id, shard_records=shard_records)
+        from harvester.io.arrow import arrow_schema
+
+        self._schema = arrow_schema(model)
+        self._rows: list[dict[str, Any]] = []
+
+    def _add(self, record: BaseRecord) -> None:
+        from harvester.io.arrow import flat_row
+
+        self._rows.append(flat_row(record))
+
+    def _encode(self) -> bytes:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows, self._rows = self._rows, []
+        table = pa.Table.from_pylist(rows, schema=self._schema)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return bytes(sink.getvalue().to_pybytes())
 
 
 def _write_shard(path: Path, data: bytes) -> FileInfo:

@@ -37,7 +37,14 @@ from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, bud
 from harvester.io.http import Http, HttpSession, HttpStats
 from harvester.io.ledger import FileInfo, Ledger
 from harvester.io.state import StateStore
-from harvester.io.writers import JsonFilesWriter, JsonlWriter, NullWriter, Writer, write_text_atomic
+from harvester.io.writers import (
+    JsonFilesWriter,
+    JsonlWriter,
+    NullWriter,
+    ParquetWriter,
+    Writer,
+    write_text_atomic,
+)
 from harvester.records import BaseRecord, key_digest
 from harvester.run.report import SourceReport, TargetFailure
 from harvester.settings import Settings
@@ -56,11 +63,12 @@ def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) 
     if dry_run:
         return NullWriter()
     folder = Path(settings.output) / source
-    if settings.format == "jsonl":
-        return JsonlWriter(
-            folder, archives.record_model(source), run_id=run_id, shard_records=settings.jsonl_shard_records
-        )
-    return JsonFilesWriter(folder)
+    if settings.format == "json":
+        return JsonFilesWriter(folder)
+    shards = JsonlWriter if settings.format == "jsonl" else ParquetWriter
+    return shards(
+        folder, archives.record_model(source), run_id=run_id, shard_records=settings.jsonl_shard_records
+    )
 
 
 @dataclass
