@@ -8,11 +8,11 @@ budget far above what the machine can use (1000 requests/s, 4 at once), over a f
 (0.1667°, ≈ 34,000 epochs each; about 100,000 records, 34,000 with ``--quick``). Every answer is
 generated once before the clock starts. Measured:
 
-1. **end to end**: ``harvester.harvest("ztf")`` to per-record JSON files (the default format) and
-   to jsonl shards, with the state store on (the default), in records per second;
+1. **end to end**: ``harvester.harvest("ztf")`` to per-record JSON files (the default format), to
+   jsonl shards and to Parquet shards, with the state store on (the default), in records per second;
 2. **the limit**: a bare loop writing the *same bytes* (the records read back from the jsonl
    output) with ``orjson.dumps``: one file per record (plain ``open``/``write``, no atomicity),
-   and one jsonl file;
+   and one jsonl file; and the same rows as one Parquet file with pyarrow (same schema);
 3. **where the time goes**: each stage of the harvester's per-record path timed alone on the same
    bodies (fetch, CSV parse, model validation, ``dump``, dedup key), in records per second.
 """
@@ -31,10 +31,13 @@ from typing import Any
 import anyio
 import httpx
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 import harvester
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.source import ZtfSource, irsa_params, parse_irsa_csv
+from harvester.io.arrow import arrow_schema
 from harvester.io.writers import dumps_record, iter_jsonl_records
 from harvester.records import Provenance
 from harvester.settings import Settings
@@ -42,6 +45,8 @@ from harvester.testing import FakeArchive
 from tests.bench.bench_ztf_rate import Goal, Part, bench_settings, warm
 
 IRSA_URL = "https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves"
+#: issue 17's goal for the columnar path; today's record-at-a-time path is measured against it
+PARQUET_GOAL = 300_000
 BIG_RADIUS = 0.1667
 
 
@@ -86,7 +91,7 @@ def end_to_end(archive: FakeArchive, cones: list[dict[str, float]], fmt: str, fo
         raise RuntimeError(
             f"ztf harvest: {src.status}, {src.written} of {src.records} written, {src.errors[:2]}"
         )
-    layout = "per-record JSON files" if fmt == "json" else "jsonl shards"
+    layout = {"json": "per-record JSON files", "jsonl": "jsonl shards", "parquet": "Parquet shards"}[fmt]
     return Throughput(f"harvester → {layout}", src.written, seconds)
 
 
@@ -104,10 +109,24 @@ def bare_writes(records: list[dict[str, Any]], folder: Path) -> list[Throughput]
         for data in records:
             fh.write(orjson.dumps(data) + b"\n")
     jsonl = time.perf_counter() - start
+    schema = arrow_schema(ZtfRecord)
+    start = time.perf_counter()
+    rows = [_flat(d) for d in records]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "all.parquet", compression="zstd")
+    parquet = time.perf_counter() - start
     return [
         Throughput("bare orjson loop → per-record files", len(records), per_file),
         Throughput("bare orjson loop → one jsonl file", len(records), jsonl),
+        Throughput("bare pyarrow loop → one Parquet file", len(records), parquet),
     ]
+
+
+def _flat(data: dict[str, Any]) -> dict[str, Any]:
+    """A record dict as a Parquet row (provenance flattened, as the writer does)."""
+    row = {k: v for k, v in data.items() if k != "provenance"}
+    row.update({f"provenance_{k}": v for k, v in data["provenance"].items()})
+    row["fetched_at"] = datetime.fromisoformat(data["fetched_at"])
+    return row
 
 
 def _timed(what: str, n: int, fn: Callable[[], object]) -> Throughput:
@@ -164,6 +183,7 @@ def measure(n_cones: int) -> tuple[list[Throughput], list[Throughput], list[Thro
         ours = [
             end_to_end(archive, cones, "jsonl", root / "jsonl"),
             end_to_end(archive, cones, "json", root / "json"),
+            end_to_end(archive, cones, "parquet", root / "parquet"),
         ]
         records = list(iter_jsonl_records(root / "jsonl" / "raw" / "ztf"))
         limit = bare_writes(records, root / "bare")
@@ -184,9 +204,11 @@ def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughp
         lines.append(f"| {t.what} | {t.records:,} | {t.seconds:.2f} | {t.per_s:,.0f} |")
     json_ratio = limit[0].per_s / ours[1].per_s
     jsonl_ratio = limit[1].per_s / ours[0].per_s
+    parquet_ratio = limit[2].per_s / ours[2].per_s
     lines += [
         "",
-        f"bare loop / harvester: per-record files **{json_ratio:.1f}×**, jsonl **{jsonl_ratio:.1f}×**.",
+        f"bare loop / harvester: per-record files **{json_ratio:.1f}×**, jsonl **{jsonl_ratio:.1f}×**, "
+        f"Parquet **{parquet_ratio:.1f}×**.",
         "",
         "Per-record stages of the harvester alone, on the same bodies (records/s; µs per record):",
         "",
@@ -207,6 +229,12 @@ def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughp
             f"{ours[1].per_s:,.0f} ({limit[0].per_s:,.0f})",
             "—",
             None,
+        ),
+        (
+            "ZTF → Parquet, records/s (bare pyarrow loop)",
+            f"{ours[2].per_s:,.0f} ({limit[2].per_s:,.0f})",
+            f"≥ {PARQUET_GOAL:,} (#17)",
+            ours[2].per_s >= PARQUET_GOAL,
         ),
     ]
     return ("Throughput without latency (part 4)", "\n".join(lines), goals)
