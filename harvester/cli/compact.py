@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 from harvester.cli.app import _fail, app, archive_argument
 
 
-@app.command()
+@app.command(short_help="Merge a dask run's work units into one Parquet file.")
 def compact(
     source: Annotated[str, archive_argument("Which archive's units to merge.")],
     input_root: Annotated[

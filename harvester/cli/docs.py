@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 from harvester.cli.app import app
 
 
-@app.command("docs")
+@app.command("docs", short_help="Regenerate the configuration and schema references.")
 def docs(
     folder: Annotated[Path, typer.Option("--folder", help="Where the generated references go.")] = Path(
         "docs"

@@ -100,5 +100,5 @@ def plot(
 
 def register(app: typer.Typer) -> None:
     """Add ``features`` and ``plot`` to the ``harvester`` app."""
-    app.command("features")(features)
-    app.command("plot")(plot)
+    app.command("features", short_help="Compute a source's feature table.")(features)
+    app.command("plot", short_help="Write quicklook PNGs of a source's records.")(plot)

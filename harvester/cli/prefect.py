@@ -14,13 +14,14 @@ from harvester.errors import ConfigError
 if TYPE_CHECKING:
     from harvester.settings import Settings
 
-from harvester.cli.app import _fail, app, configure_logging, source_option
+from harvester.cli.app import PLAIN_HELP, _fail, app, configure_logging, source_option
 
 prefect_app = typer.Typer(
+    rich_markup_mode=PLAIN_HELP,
     help="The harvest as a Prefect flow on Dask (needs the prefect extra); the daemon stays the default.",
     no_args_is_help=True,
 )
-app.add_typer(prefect_app, name="prefect")
+app.add_typer(prefect_app, name="prefect", short_help="Run or serve the harvest as a Prefect flow.")
 
 PrefectSources = Annotated[
     list[str] | None,

@@ -14,10 +14,6 @@ import anyio
 import orjson
 import typer
 
-from harvester.display.terminal import (
-    LiveProgress,
-    print_summary,
-)
 from harvester.errors import ConfigError, HarvesterError
 from harvester.run.report import RunReport
 
@@ -39,7 +35,7 @@ from harvester.cli.app import (
 )
 
 
-@app.command()
+@app.command(short_help="Harvest one archive or all of them into the output.")
 def run(
     source: Annotated[str, source_option()] = "all",
     config: Annotated[
@@ -120,6 +116,8 @@ def run(
             err=True,
         )
     configure_logging(settings.log_format, settings.log_level, secrets=settings.secrets())
+    from harvester.display.terminal import LiveProgress, print_summary
+
     report = RunReport(run_id="", started_at=_now())
     with _sigterm_like_ctrl_c() as terminated:
         try:
@@ -228,7 +226,7 @@ def _settings_or_exit(
     return settings, names
 
 
-@app.command()
+@app.command(short_help="Sweep on a schedule until stopped.")
 def daemon(
     source: Annotated[str, source_option()] = "all",
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings.")] = None,

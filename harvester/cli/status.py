@@ -14,12 +14,6 @@ import orjson
 import typer
 
 from harvester import archives
-from harvester.display.terminal import (
-    KEPT_IN_LEDGER,
-    KEPT_IN_STATE,
-    print_status,
-    watermark_rows,
-)
 from harvester.errors import ConfigError, HarvesterError
 
 if TYPE_CHECKING:
@@ -29,7 +23,7 @@ if TYPE_CHECKING:
 from harvester.cli.app import _fail, app
 
 
-@app.command()
+@app.command(short_help="Recent runs, failing targets, records and watermarks.")
 def status(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -38,6 +32,7 @@ def status(
     """Where everything lives, and what it says: recent runs and failing targets (the machine's
     state database), records and watermarks of each output folder (its own ledger), watermarks
     of work-unit outputs (an object store, or ``--executor dask``: the machine's state database)."""
+    from harvester.display.terminal import KEPT_IN_LEDGER, print_status, watermark_rows
     from harvester.io.ledger import read_summary
     from harvester.io.state import StateStore
     from harvester.settings import load_settings
@@ -104,6 +99,8 @@ def _unit_watermarks(state_marks: Sequence[Watermark]) -> tuple[list[dict[str, A
 
     Older ``<source>|<folder>`` namespaces are left out: they date from before output folders kept
     their own ledger, and no run reads them any more (a folder's ledger has its watermarks)."""
+    from harvester.display.terminal import KEPT_IN_STATE
+
     marks: list[dict[str, Any]] = []
     counts: dict[tuple[str, str], int] = {}
     for mark in state_marks:
