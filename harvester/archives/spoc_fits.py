@@ -7,7 +7,7 @@ thread under an :class:`anyio.CapacityLimiter`.
 
 Why not ``astropy.io.fits.open``? It is correct but slow for this job: 6–10 ms for a 2 MB 2-minute
 file before any cleaning, when "decode + record + JSON" has about 6 ms in all if it is to be 10×
-faster than ``lightkurve.read`` (see ``tests/bench/bench_fits.py``; this decoder takes about
+faster than ``lightkurve.read`` (see ``tests/tools/bench/bench_fits.py``; this decoder takes about
 0.7 ms). astropy also only *warns* about many kinds of corruption, and it reads a truncated file up
 to the cut. This module instead reads the file in two strict steps:
 
@@ -28,7 +28,7 @@ to the cut. This module instead reads the file in two strict steps:
    ``TSCALn``/``TZEROn`` are applied when present, as astropy does. A missing HDU or column (the
    ``_ERR`` column included), or a column that is not a scalar E/D (I/J/K/B for QUALITY), raises.
 
-Choices (each tested in ``tests/test_fits.py``):
+Choices (each tested in ``tests/archives/test_fits.py``):
 
 - **Cleaning.** A cadence is dropped when TIME or flux is not finite, or when
   ``QUALITY & quality_bitmask != 0``. The default 175 is lightkurve's "default" mask

@@ -1,0 +1,280 @@
+"""The pipeline: concurrent targets, dedup, --limit, atomic create-only writes, reruns, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+
+import harvester
+from harvester.archives.ztf.records import ZtfRecord
+from tests.conftest import irsa_csv, irsa_row
+
+CONES = [{"name": f"c{i}", "ra": 10.0 + i, "dec": 20.0, "radius": 0.01} for i in range(6)]
+
+
+def ztf(**irsa: Any) -> dict[str, Any]:
+    """Overrides that point ZTF at a fast budget and the given IRSA settings."""
+    return {
+        "data_sources": {
+            "ztf": {
+                "irsa": {"targets": CONES, **irsa},
+                "rate_limit": {"requests_per_second": 500, "max_concurrency": 4},
+                "retries": {"attempts": 1, "backoff_base": 0.0},
+            }
+        }
+    }
+
+
+def per_cone(n: int = 5, *, overlap: bool = False) -> httpx.MockTransport:
+    """Each cone returns n epochs of its own object; with overlap, every cone also returns a shared object."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        ra = float(request.url.params["POS"].split()[1])
+        oid = 100000000000000 + int(ra)
+        rows = [irsa_row(oid=oid, mjd=58000.0 + k) for k in range(n)]
+        if overlap:
+            rows += [irsa_row(oid=999999999999999, mjd=59000.0 + k) for k in range(3)]
+        return httpx.Response(200, content=irsa_csv(*rows))
+
+    return httpx.MockTransport(handler)
+
+
+def record_files(out: Path) -> list[Path]:
+    return sorted((out / "ztf").glob("record_*.json"))
+
+
+async def test_records_are_written_one_file_each_with_a_readme(tmp_path: Path) -> None:
+    """6 cones × 5 epochs give 30 valid record files named from the dedup key, plus a schema README."""
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    files = record_files(tmp_path)
+    assert len(files) == 30 and report.sources["ztf"].written == 30 and report.exit_code == 0
+    record = ZtfRecord.model_validate_json(files[0].read_bytes())
+    assert files[0].name == f"record_{record.object_id}_{record.mjd!r}.json"
+    readme = (tmp_path / "ztf" / "README.md").read_text()
+    assert "| `mjd` | number | d |" in readme and "UTC, topocentric" in readme
+    assert '"written": 30' in readme
+
+
+async def test_overlapping_cones_are_deduplicated(tmp_path: Path) -> None:
+    """Epochs returned by several cones are written once and counted as duplicates."""
+    report = await harvester.harvest("ztf", transport=per_cone(overlap=True), output=tmp_path, **ztf())
+    src = report.sources["ztf"]
+    assert (src.records, src.duplicates, src.written) == (33, 15, 33)
+    assert len(record_files(tmp_path)) == 33
+
+
+async def test_rerun_writes_nothing(tmp_path: Path) -> None:
+    """A second identical run finds every record present and writes none."""
+    await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    before = {p: p.stat().st_mtime_ns for p in record_files(tmp_path)}
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    assert (report.sources["ztf"].written, report.sources["ztf"].already_present) == (0, 30)
+    assert {p: p.stat().st_mtime_ns for p in record_files(tmp_path)} == before
+
+
+async def test_limit_caps_records_and_stops_fetching(tmp_path: Path) -> None:
+    """--limit 7 writes exactly 7 records and does not request every target."""
+    requests: list[str] = []
+    inner = per_cone()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(str(request.url))
+        await anyio.sleep(0.02)
+        return await inner.handle_async_request(request)
+
+    many = [{"ra": 10.0 + i, "dec": 20.0, "radius": 0.01} for i in range(60)]
+    overrides = ztf(targets=many)
+    report = await harvester.harvest(
+        "ztf", transport=httpx.MockTransport(handler), output=tmp_path, limit=7, **overrides
+    )
+    assert report.sources["ztf"].records == 7 and report.sources["ztf"].limit_reached
+    assert len(record_files(tmp_path)) == 7
+    assert len(requests) < 60
+
+
+async def test_dry_run_writes_nothing_and_keeps_a_sample(tmp_path: Path) -> None:
+    """A dry run fetches and validates, writes no file, and reports a sample record."""
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, dry_run=True, **ztf())
+    assert not (tmp_path / "ztf").exists()
+    src = report.sources["ztf"]
+    assert src.records == 30 and src.written == 0
+    assert src.sample_record is not None and src.sample_record["source"] == "ztf"
+
+
+async def test_jsonl_shards_are_complete_and_rerun_writes_nothing(tmp_path: Path) -> None:
+    """--format jsonl writes full shards of jsonl_shard_records lines and a rerun adds none."""
+    kwargs: dict[str, Any] = {"output": tmp_path, "format": "jsonl", "jsonl_shard_records": 8, **ztf()}
+    await harvester.harvest("ztf", transport=per_cone(), **kwargs)
+    shards = sorted((tmp_path / "ztf").glob("part-*.jsonl"))
+    lines = [line for s in shards for line in s.read_bytes().splitlines()]
+    assert len(shards) == 4 and len(lines) == 30
+    assert len({(d["object_id"], d["mjd"]) for d in map(orjson.loads, lines)}) == 30
+    report = await harvester.harvest("ztf", transport=per_cone(), **kwargs)
+    assert (report.sources["ztf"].written, report.sources["ztf"].already_present) == (0, 30)
+    assert sorted((tmp_path / "ztf").glob("part-*.jsonl")) == shards
+
+
+async def test_a_failing_target_does_not_stop_the_others(tmp_path: Path) -> None:
+    """One cone answering an HTML page is reported with its cause; the other five are written."""
+    inner = per_cone()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params["POS"].split()[1] == "12.0":
+            return httpx.Response(200, text="<html><title>Oops</title></html>")
+        return await inner.handle_async_request(request)
+
+    report = await harvester.harvest("ztf", transport=httpx.MockTransport(handler), output=tmp_path, **ztf())
+    src = report.sources["ztf"]
+    assert src.status == "partial" and report.exit_code == 1
+    assert [(e.target, e.transient) for e in src.errors] == [("c2", False)]
+    assert "HTML page" in src.errors[0].cause
+    assert len(record_files(tmp_path)) == 25
+
+
+async def test_source_failing_everywhere_is_failed(tmp_path: Path) -> None:
+    """When every target fails with 503s, the source is 'failed' and nothing is written."""
+    report = await harvester.harvest(
+        "ztf", transport=httpx.MockTransport(lambda r: httpx.Response(503)), output=tmp_path, **ztf()
+    )
+    assert report.sources["ztf"].status == "failed" and report.exit_code == 1
+    assert all(e.transient for e in report.sources["ztf"].errors)
+    assert record_files(tmp_path) == []
+
+
+async def test_fallback_to_sample_marks_records(tmp_path: Path) -> None:
+    """With fallback_to_sample on, a dead archive is replaced by sample data, marked as such."""
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.MockTransport(lambda r: httpx.Response(503)),
+        output=tmp_path,
+        fallback_to_sample=True,
+        limit=5,
+        **ztf(),
+    )
+    src = report.sources["ztf"]
+    assert src.sample and src.written == 5 and src.status == "partial"
+    assert "sample archive" in src.warnings[0]
+    assert all(
+        ZtfRecord.model_validate_json(p.read_bytes()).provenance.sample for p in record_files(tmp_path)
+    )
+
+
+async def test_output_path_that_is_a_file_is_bad_input(tmp_path: Path) -> None:
+    """An output path that is a regular file is refused before anything is fetched (ConfigError)."""
+    (tmp_path / "blocker").write_text("x")
+    with pytest.raises(harvester.ConfigError, match="exists and is not a folder"):
+        await harvester.harvest("ztf", transport=per_cone(), output=tmp_path / "blocker", **ztf())
+
+
+async def test_output_folder_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    """A source folder that cannot be created (a file is in the way) fails the source with one line."""
+    (tmp_path / "ztf").write_text("x")
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    src = report.sources["ztf"]
+    assert src.status == "failed" and src.errors[0].target == "(output)"
+    assert "cannot write to" in src.errors[0].cause
+
+
+async def test_no_temporary_files_are_left(tmp_path: Path) -> None:
+    """After a run the folder holds only finished records and the README."""
+    await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    names = os.listdir(tmp_path / "ztf")
+    assert all(
+        n in ("README.md", ".harvester") or (n.startswith("record_") and n.endswith(".json")) for n in names
+    )
+
+
+def test_stale_temporary_files_are_cleaned_and_never_counted(tmp_path: Path) -> None:
+    """A hidden temp file left by a killed run is removed by the next writer and never read as a record."""
+    from harvester.io.writers import JsonFilesWriter
+
+    folder = tmp_path / "ztf"
+    folder.mkdir()
+    (folder / ".record_x.json.abc.tmp").write_bytes(b'{"partial')
+    anyio.run(JsonFilesWriter(folder).open)
+    assert os.listdir(folder) == []
+
+
+async def test_fallback_uses_the_real_archive_paths_even_with_a_custom_base_url(tmp_path: Path) -> None:
+    """A dead custom IRSA mirror falls back to sample data served for IRSA's own path."""
+    overrides = ztf(base_url="http://mirror.example/irsa/lc")
+    overrides["data_sources"]["ztf"]["rate_limit"] = {"requests_per_second": 500, "max_concurrency": 4}
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.MockTransport(lambda r: httpx.Response(503)),
+        output=tmp_path,
+        fallback_to_sample=True,
+        limit=5,
+        **overrides,
+    )
+    assert report.sources["ztf"].written == 5
+
+
+class _DiskLog:
+    """What reached the disk, in order: ``("sync", path)`` per fsync, ``("name", path)`` when a
+    file becomes visible under its final name (link or rename)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, str]] = []
+        fsync, link, replace = os.fsync, os.link, os.replace
+
+        def logged_fsync(fd: int) -> None:
+            self.events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+            fsync(fd)
+
+        def logged_link(src: Any, dst: Any, **kw: Any) -> None:
+            link(src, dst, **kw)
+            self.events.append(("name", str(dst)))
+
+        def logged_replace(src: Any, dst: Any, **kw: Any) -> None:
+            replace(src, dst, **kw)
+            self.events.append(("name", str(dst)))
+
+        monkeypatch.setattr(os, "fsync", logged_fsync)
+        monkeypatch.setattr(os, "link", logged_link)
+        monkeypatch.setattr(os, "replace", logged_replace)
+
+    def flushed_then_named(self, path: Path) -> bool:
+        """``path``'s bytes were synced before it got its name, and its folder's entry after."""
+        named = self.events.index(("name", str(path)))
+        before = [p for kind, p in self.events[:named] if kind == "sync"]
+        after = [p for kind, p in self.events[named:] if kind == "sync"]
+        return any(Path(p).name.startswith(f".{path.name}") for p in before) and str(path.parent) in after
+
+
+async def test_committing_files_are_on_disk_before_they_get_their_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A jsonl shard (its keys are committed to the state once it is in place), a work unit's
+    object and a compacted Parquet file are flushed to disk before their final names appear, and
+    new folders' entries after: a power loss cannot leave a committed name over missing bytes."""
+    from harvester.executors.compact import compact
+    from harvester.io.objectstore import ObjectStore
+    from harvester.io.writers import JsonlWriter, dumps_record
+    from tests.display.test_tables import ztf
+
+    disk = _DiskLog(monkeypatch)
+    writer = JsonlWriter(tmp_path / "shards", ZtfRecord, run_id="r1", shard_records=2)
+    await writer.open()
+    await writer.write([(ztf(58000.1), None), (ztf(58000.2), None)])
+    body = dumps_record(ztf(58000.3)) + b"\n"
+    store = ObjectStore(tmp_path / "out")
+    store.put_new("ztf/units/c1/r1-d.jsonl", body)
+    manifest = {"data": "ztf/units/c1/r1-d.jsonl", "sha256": hashlib.sha256(body).hexdigest()}
+    store.put_new("_units/ztf/c1/r1-d.json", orjson.dumps(manifest))
+    compact("ztf", str(tmp_path / "out"), tmp_path / "ztf.parquet")
+    assert disk.flushed_then_named(tmp_path / "shards" / "part-r1-00001.jsonl")
+    assert disk.flushed_then_named(tmp_path / "out" / "ztf" / "units" / "c1" / "r1-d.jsonl")
+    assert disk.flushed_then_named(tmp_path / "out" / "_units" / "ztf" / "c1" / "r1-d.json")
+    assert disk.flushed_then_named(tmp_path / "ztf.parquet")
+    # the folders the unit's objects created have their entries flushed in their parents too
+    synced = {path for kind, path in disk.events if kind == "sync"}
+    units = tmp_path / "out" / "ztf" / "units"
+    assert {str(units), str(units.parent), str(units.parent.parent), str(tmp_path)} <= synced

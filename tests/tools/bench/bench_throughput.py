@@ -1,0 +1,257 @@
+"""Benchmark part 4: ZTF throughput without latency — records per second end to end, and the limit.
+
+Run with ``uv run python -m tests.tools.bench.bench_throughput [--quick]`` (or as part of
+``python -m tests.tools.bench``). A script, not a test.
+
+The fake archive runs in-process (``httpx.ASGITransport``), with no latency and a politeness
+budget far above what the machine can use (1000 requests/s, 4 at once), over a few large cones
+(0.1667°, ≈ 34,000 epochs each; about 100,000 records, 34,000 with ``--quick``). Every answer is
+generated once before the clock starts. Measured:
+
+1. **end to end**: ``harvester.harvest("ztf")`` to per-record JSON files (the default format), to
+   jsonl shards and to Parquet shards, with the state store on (the default), in records per second;
+2. **the limit**: a bare loop writing the *same bytes* (the records read back from the jsonl
+   output) with ``orjson.dumps``: one file per record (plain ``open``/``write``, no atomicity),
+   and one jsonl file; and the same rows as one Parquet file with pyarrow (same schema);
+3. **where the time goes**: each stage of the harvester's per-record path timed alone on the same
+   bodies (fetch, CSV parse, model validation, ``dump``, dedup key), in records per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import harvester
+from harvester.archives.ztf.records import ZtfRecord
+from harvester.archives.ztf.source import ZtfSource, irsa_params, parse_irsa_csv
+from harvester.io.arrow import arrow_schema
+from harvester.io.writers import dumps_record, iter_jsonl_records
+from harvester.records import Provenance
+from harvester.settings import Settings
+from harvester.testing import FakeArchive
+from tests.tools.bench.bench_ztf_rate import Goal, Part, bench_settings, warm
+
+IRSA_URL = "https://irsa.ipac.caltech.edu/cgi-bin/ZTF/nph_light_curves"
+#: issue 17's goal for the columnar path; today's record-at-a-time path is measured against it
+PARQUET_GOAL = 300_000
+BIG_RADIUS = 0.1667
+
+
+def big_cones(n: int) -> list[dict[str, float]]:
+    """``n`` non-overlapping maximal cones (each ≈ 34,000 epochs in the fake sky)."""
+    return [{"ra": 150.0 + 0.45 * i, "dec": 30.0, "radius": BIG_RADIUS} for i in range(n)]
+
+
+def ztf_settings(folder: Path, cones: list[dict[str, float]], fmt: str, **extra: Any) -> Settings:
+    return bench_settings(
+        folder,
+        format=fmt,
+        data_sources={
+            "ztf": {
+                "irsa": {"base_url": IRSA_URL, "targets": cones},
+                "rate_limit": {"requests_per_second": 1000, "max_concurrency": 4},
+            }
+        },
+        **extra,
+    )
+
+
+@dataclass
+class Throughput:
+    what: str
+    records: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.records / self.seconds
+
+
+def end_to_end(archive: FakeArchive, cones: list[dict[str, float]], fmt: str, folder: Path) -> Throughput:
+    settings = ztf_settings(folder, cones, fmt)
+    transport = httpx.ASGITransport(app=archive)
+    start = time.perf_counter()
+    report = anyio.run(lambda: harvester.harvest("ztf", settings=settings, transport=transport))
+    seconds = time.perf_counter() - start
+    src = report.sources["ztf"]
+    if src.status != "ok" or src.written != src.records:
+        raise RuntimeError(
+            f"ztf harvest: {src.status}, {src.written} of {src.records} written, {src.errors[:2]}"
+        )
+    layout = {"json": "per-record JSON files", "jsonl": "jsonl shards", "parquet": "Parquet shards"}[fmt]
+    return Throughput(f"harvester → {layout}", src.written, seconds)
+
+
+def bare_writes(records: list[dict[str, Any]], folder: Path) -> list[Throughput]:
+    """The same records written by a bare orjson loop: per-record files, then one jsonl file."""
+    files = folder / "files"
+    files.mkdir(parents=True)
+    start = time.perf_counter()
+    for k, data in enumerate(records):
+        with open(files / f"record_{k:08d}.json", "wb") as fh:
+            fh.write(orjson.dumps(data) + b"\n")
+    per_file = time.perf_counter() - start
+    start = time.perf_counter()
+    with open(folder / "all.jsonl", "wb") as fh:
+        for data in records:
+            fh.write(orjson.dumps(data) + b"\n")
+    jsonl = time.perf_counter() - start
+    schema = arrow_schema(ZtfRecord)
+    start = time.perf_counter()
+    rows = [_flat(d) for d in records]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "all.parquet", compression="zstd")
+    parquet = time.perf_counter() - start
+    return [
+        Throughput("bare orjson loop → per-record files", len(records), per_file),
+        Throughput("bare orjson loop → one jsonl file", len(records), jsonl),
+        Throughput("bare pyarrow loop → one Parquet file", len(records), parquet),
+    ]
+
+
+def _flat(data: dict[str, Any]) -> dict[str, Any]:
+    """A record dict as a Parquet row (provenance flattened, as the writer does)."""
+    row = {k: v for k, v in data.items() if k != "provenance"}
+    row.update({f"provenance_{k}": v for k, v in data["provenance"].items()})
+    row["fetched_at"] = datetime.fromisoformat(data["fetched_at"])
+    return row
+
+
+def _timed(what: str, n: int, fn: Callable[[], object]) -> Throughput:
+    start = time.perf_counter()
+    fn()
+    return Throughput(what, n, time.perf_counter() - start)
+
+
+def stages(archive: FakeArchive, settings: Settings) -> list[Throughput]:
+    """Each step of the per-record path alone, over the same cones."""
+    irsa = settings.data_sources.ztf.irsa
+    queries = [irsa_params(cone, irsa) for cone in ZtfSource(settings).targets()]
+
+    async def fetch_all() -> list[bytes]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=archive)) as client:
+            return [(await client.get(irsa.base_url, params=tuple(q))).content for q in queries]
+
+    start = time.perf_counter()
+    bodies = anyio.run(fetch_all)
+    fetch_s = time.perf_counter() - start
+    rows: list[dict[str, Any]] = []
+
+    def parse_all() -> None:
+        for body in bodies:
+            rows.extend(parse_irsa_csv(body, "t"))
+
+    parse = _timed("parse_irsa_csv (CSV → typed dicts)", 0, parse_all)
+    n = parse.records = len(rows)
+    provenance = Provenance(archive="irsa", url=irsa.base_url)
+    now = datetime.now(UTC)
+    records: list[ZtfRecord] = []
+    validate = _timed(
+        "ZtfRecord(**row) (pydantic validation)",
+        n,
+        lambda: records.extend(ZtfRecord(**row, fetched_at=now, provenance=provenance) for row in rows),
+    )
+    return [
+        Throughput("fetch only (in-process archive, bodies)", n, fetch_s),
+        parse,
+        validate,
+        _timed(
+            "dedup_key() (called 3× per record in the pipeline)", n, lambda: [r.dedup_key() for r in records]
+        ),
+        _timed("dumps_record (model_dump + orjson)", n, lambda: [dumps_record(r) for r in records]),
+    ]
+
+
+def measure(n_cones: int) -> tuple[list[Throughput], list[Throughput], list[Throughput]]:
+    archive = FakeArchive()
+    cones = big_cones(n_cones)
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        root = Path(tmp)
+        warm(archive, ztf_settings(root / "warm", cones, "jsonl"))
+        ours = [
+            end_to_end(archive, cones, "jsonl", root / "jsonl"),
+            end_to_end(archive, cones, "json", root / "json"),
+            end_to_end(archive, cones, "parquet", root / "parquet"),
+        ]
+        records = list(iter_jsonl_records(root / "jsonl" / "raw" / "ztf"))
+        limit = bare_writes(records, root / "bare")
+        parts = stages(archive, ztf_settings(root / "stages", cones, "jsonl"))
+    return ours, limit, parts
+
+
+def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughput]) -> Part:
+    lines = [
+        f"{ours[0].records:,} ZTF records (one per epoch) from the in-process fake archive, no latency, "
+        "budget 1000 req/s × 4, state store on; every answer generated "
+        "before the clock starts.",
+        "",
+        "| what | records | seconds | records/s |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in [*ours, *limit]:
+        lines.append(f"| {t.what} | {t.records:,} | {t.seconds:.2f} | {t.per_s:,.0f} |")
+    json_ratio = limit[0].per_s / ours[1].per_s
+    jsonl_ratio = limit[1].per_s / ours[0].per_s
+    parquet_ratio = limit[2].per_s / ours[2].per_s
+    lines += [
+        "",
+        f"bare loop / harvester: per-record files **{json_ratio:.1f}×**, jsonl **{jsonl_ratio:.1f}×**, "
+        f"Parquet **{parquet_ratio:.1f}×**.",
+        "",
+        "Per-record stages of the harvester alone, on the same bodies (records/s; µs per record):",
+        "",
+        "| stage | records/s | µs/record |",
+        "| --- | --- | --- |",
+    ]
+    for t in parts:
+        lines.append(f"| {t.what} | {t.per_s:,.0f} | {1e6 / t.per_s:.1f} |")
+    goals: list[Goal] = [
+        (
+            "ZTF → jsonl, records/s (bare orjson loop)",
+            f"{ours[0].per_s:,.0f} ({limit[1].per_s:,.0f})",
+            "—",
+            None,
+        ),
+        (
+            "ZTF → per-record JSON, records/s (bare loop)",
+            f"{ours[1].per_s:,.0f} ({limit[0].per_s:,.0f})",
+            "—",
+            None,
+        ),
+        (
+            "ZTF → Parquet, records/s (bare pyarrow loop)",
+            f"{ours[2].per_s:,.0f} ({limit[2].per_s:,.0f})",
+            f"≥ {PARQUET_GOAL:,} (#17)",
+            ours[2].per_s >= PARQUET_GOAL,
+        ),
+    ]
+    return ("Throughput without latency (part 4)", "\n".join(lines), goals)
+
+
+def run(quick: bool) -> Part:
+    return render(*measure(1 if quick else 3))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="one cone (≈ 34,000 records) instead of three")
+    args = parser.parse_args(argv)
+    title, body, _ = run(args.quick)
+    print(f"## {title}\n\n{body}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

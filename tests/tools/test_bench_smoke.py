@@ -1,0 +1,84 @@
+"""Smoke test of the benchmark command's set-up (``python -m tests.tools.bench``), in a tiny configuration.
+
+The benchmarks themselves are not tests. This checks that their set-up still works: the fake
+archive on loopback answers what astroquery calls (columnsconfig, HEAD on downloads) — with plain
+httpx, since astroquery lives in the optional ``bench`` group — the harvester and the bare client
+of part 1 fetch the same light curves, part 2's clients run, and the results land in the
+generated block of a performance document.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from harvester.executors.compact import compact
+from harvester.testing import FakeArchive, running_server
+from tests.tools.bench import bench_compact, bench_tess_compare, bench_ztf_rate
+
+bench_main = importlib.import_module("tests.tools.bench.__main__")
+
+
+def test_tess_compare_setup_and_astroquery_endpoints() -> None:
+    archive = bench_tess_compare.make_archive(realistic=False)
+    tics, files = bench_tess_compare.pick_targets(2, archive.now_mjd)
+    assert len(files) >= 2
+    assert bench_tess_compare.prewarm(archive, tics) > 0
+    with running_server(archive) as url:
+        config = httpx.post(
+            f"{url}/portal/Mashup/Mashup.asmx/columnsconfig",
+            content=b"colConfigId=Mast.Caom.Products",
+            headers={"Content-type": "application/x-www-form-urlencoded", "Accept": "text/plain"},
+        )
+        assert config.status_code == 200 and config.json()["size"]["vot.datatype"] == "long"
+        uri = f"mast:TESS/product/{files[0]}"
+        head = httpx.head(f"{url}{bench_tess_compare.DOWNLOAD_PATH}", params={"uri": uri})
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) > 2880
+
+        ours = bench_tess_compare.run_harvester(archive, url, tics)
+        bare = bench_tess_compare.run_bare(archive, url, files)
+    assert ours.lightcurves == bare.lightcurves == len(files)
+    assert bare.requests == len(files) and ours.requests > bare.requests
+    assert ours.violations == bare.violations == 0
+    _, body, goals = bench_tess_compare.render([ours, bare], len(tics), 1)
+    assert "| harvester |" in body and goals[0][0].startswith("TESS: astroquery")
+
+
+def test_ztf_rate_clients_run() -> None:
+    cones = bench_ztf_rate.star_cones(FakeArchive(), 2)
+    ours = bench_ztf_rate.run_harvester(cones, 20.0, 2)
+    loop = bench_ztf_rate.run_sequential(cones, 20.0)
+    assert ours.requests == loop.requests == 2
+    assert ours.records == loop.records > 0
+    assert ours.violations == 0
+
+
+def test_compact_bench_units_compact_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Part 8's units (each repeating its predecessor's last epoch) give the same rows streamed
+    and through the in-memory baseline, with the overlaps dropped."""
+    monkeypatch.setattr(bench_compact, "PER_UNIT", 5)
+    bench_compact.write_units(tmp_path / "units", 12)
+    streamed = compact("ztf", str(tmp_path / "units"), tmp_path / "streamed.parquet")
+    in_memory = bench_compact.in_memory_compact("ztf", str(tmp_path / "units"), tmp_path / "memory.parquet")
+    assert streamed == (12, 2) and in_memory[0] == 12
+    rows = pq.read_table(tmp_path / "streamed.parquet").to_pylist()
+    assert rows == pq.read_table(tmp_path / "memory.parquet").to_pylist()
+
+
+def test_results_replace_only_the_generated_block(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nintro\n\n## Hand-written analysis\n\nkept\n", encoding="utf-8")
+    part = ("Part title", "| a | b |", [("thing", "2.0×", "≥ 1×", True), ("other", "n/a", "—", None)])
+    block = bench_main.render([(1, part, 3.0)], quick=True, total_s=60.0)
+    assert "| 1 | thing | 2.0× | ≥ 1× | yes |" in block and "### Part title" in block
+    bench_main.write_doc(block, doc)
+    bench_main.write_doc(block.replace("2.0×", "3.0×"), doc)
+    text = doc.read_text(encoding="utf-8")
+    assert text.count(bench_main.BEGIN) == 1 and "3.0×" in text and "2.0×" not in text
+    assert text.index("intro") < text.index(bench_main.BEGIN) < text.index("## Hand-written analysis")
+    assert text.endswith("kept\n")
