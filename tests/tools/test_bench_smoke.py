@@ -82,3 +82,12 @@ def test_results_replace_only_the_generated_block(tmp_path: Path) -> None:
     assert text.count(bench_main.BEGIN) == 1 and "3.0×" in text and "2.0×" not in text
     assert text.index("intro") < text.index(bench_main.BEGIN) < text.index("## Hand-written analysis")
     assert text.endswith("kept\n")
+
+
+def test_startup_part_times_fresh_processes() -> None:
+    """Part 10 times real commands in fresh interpreters and reports both start-up goals."""
+    from tests.tools.bench import bench_startup
+
+    title, body, goals = bench_startup.run(quick=True)
+    assert "part 10" in title and body.count("\n| ") >= 6
+    assert [what for what, *_ in goals] == ["`import harvester` (bare interpreter)", "`harvester --help`"]
