@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import harvester
+from harvester import archives
 from harvester.archives.tess.records import TessRecord
 from harvester.settings import load_settings, packaged_targets
 
@@ -57,7 +58,7 @@ def test_run_all_offline_from_an_empty_folder(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no targets" not in result.stderr
-    counts = {source: len(list((out / source).glob("record_*.json"))) for source in ("ztf", "tess", "mast")}
+    counts = {source: len(list((out / source).glob("record_*.json"))) for source in archives.names()}
     assert all(counts.values()), counts
     assert sorted(p.name for p in cwd.iterdir()) == ["data"]  # only the state, nothing else leaked
 
