@@ -27,7 +27,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["arrow_schema", "flat_row", "nested_row"]
+__all__ = ["arrow_schema", "flat_row", "nested_row", "records_table"]
 
 
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
@@ -70,6 +70,36 @@ def flat_row(record: BaseModel) -> dict[str, Any]:
         else:
             row[name] = value
     return row
+
+
+def records_table(records: list[Any], schema: pa.Schema) -> pa.Table:
+    """Records (models of one source, at least one) as an Arrow table of ``schema``, built column
+    by column from the models' attributes (no per-record dict), nested models flattened as in
+    :func:`arrow_schema`."""
+    import pyarrow as pa
+
+    paths = dict(_column_paths(type(records[0])))
+    columns = []
+    for field in schema:
+        outer, inner = paths[field.name]
+        if inner is None:
+            values = [getattr(r, outer) for r in records]
+        else:
+            values = [getattr(getattr(r, outer), inner) for r in records]
+        columns.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _column_paths(model: type[BaseModel]) -> list[tuple[str, tuple[str, str | None]]]:
+    """Each column's name and where its value is: (field, None) or (field, sub-field)."""
+    paths: list[tuple[str, tuple[str, str | None]]] = []
+    for name, info in model.model_fields.items():
+        inner, _nullable = _unwrap_optional(info.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            paths += [(f"{name}_{sub}", (name, sub)) for sub in inner.model_fields]
+        else:
+            paths.append((name, (name, None)))
+    return paths
 
 
 def nested_row(row: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:

@@ -306,19 +306,19 @@ class ParquetWriter(_ShardWriter):
         from harvester.io.arrow import arrow_schema
 
         self._schema = arrow_schema(model)
-        self._rows: list[dict[str, Any]] = []
+        self._records: list[BaseRecord] = []
 
     def _add(self, record: BaseRecord) -> None:
-        from harvester.io.arrow import flat_row
-
-        self._rows.append(flat_row(record))
+        self._records.append(record)
 
     def _encode(self) -> bytes:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows, self._rows = self._rows, []
-        table = pa.Table.from_pylist(rows, schema=self._schema)
+        from harvester.io.arrow import records_table
+
+        records, self._records = self._records, []
+        table = records_table(records, self._schema)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         return bytes(sink.getvalue().to_pybytes())
