@@ -67,31 +67,50 @@ def committed_records(
         manifest = orjson.loads(store.get(key) or b"{}")
         data = manifest["data"]
         body = hashlib.sha256()
-        # streamed: a unit's object can be large (a TESS bucket); its records are checked against
-        # the manifest's sha256 once read, before the output file is put in place
-        with store.open(data) as fh:
-            for number, line in enumerate(fh, 1):
-                body.update(line)
-                if not line.strip():
-                    continue
-                try:
-                    record = model.model_validate_json(line)
-                except ValidationError as exc:
-                    problem = exc.errors()[0]
-                    where = ".".join(str(p) for p in problem["loc"]) or "line"
-                    raise OutputError(
-                        f"unit data {data} line {number} is not a valid {source} record: "
-                        f"{where}: {problem['msg']}"
-                    ) from None
-                digest = key_digest(record.dedup_key())
-                if digest in seen:
-                    if dropped is not None:
-                        dropped.count += 1
-                    continue
-                seen.add(digest)
-                yield record, len(line)
+        for number, line in _unit_lines(store, data, body):
+            try:
+                record = model.model_validate_json(line)
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                where = ".".join(str(p) for p in problem["loc"]) or "line"
+                raise OutputError(
+                    f"unit data {data} line {number} is not a valid {source} record: "
+                    f"{where}: {problem['msg']}"
+                ) from None
+            digest = key_digest(record.dedup_key())
+            if digest in seen:
+                if dropped is not None:
+                    dropped.count += 1
+                continue
+            seen.add(digest)
+            yield record, len(line)
         if body.hexdigest() != manifest["sha256"]:
             raise OutputError(f"unit data {data} does not match its manifest (sha256)")
+
+
+def _unit_lines(store: ObjectStore, data: str, body: Any) -> Iterator[tuple[int, bytes]]:
+    """A unit object's records as JSON text with their line (or row) number, feeding ``body``
+    (a sha256) with the object's bytes. A jsonl object is streamed line by line (a TESS bucket
+    can be large); a Parquet object is read whole, then row by row."""
+    if data.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from harvester.io.readers import iter_raw_parquet
+
+        raw = store.get(data) or b""
+        body.update(raw)
+        try:
+            shard = pq.ParquetFile(pa.BufferReader(raw))
+        except pa.ArrowInvalid as exc:
+            raise OutputError(f"unit data {data} is not a Parquet file ({exc})") from None
+        yield from iter_raw_parquet(shard, data)
+        return
+    with store.open(data) as fh:
+        for number, line in enumerate(fh, 1):
+            body.update(line)
+            if line.strip():
+                yield number, line
 
 
 def compact(source: str, root: str, output: Path) -> tuple[int, int]:

@@ -9,7 +9,8 @@ Records already committed by an earlier run of the same unit (its manifests are 
 history, summarised every :data:`HISTORY_EVERY` manifests under ``_history/``) are dropped.
 Then, create-only and in this order:
 
-- ``<output>/<source>/units/<unit id>/<run id>-<digest>.jsonl``: every new record, sorted by key;
+- ``<output>/<source>/units/<unit id>/<run id>-<digest>.jsonl`` (``.parquet`` with ``format:
+  parquet``): every new record, sorted by key;
 - ``<output>/_units/<source>/<unit id>/<run id>-<digest>.json``: the unit manifest (keys, counts,
   sha256, new watermarks, target failures) — the commit marker, written last.
 
@@ -56,6 +57,7 @@ __all__ = [
     "run_unit",
     "run_unit_async",
     "unit_history",
+    "unit_suffix",
 ]
 
 log = structlog.get_logger("harvester.executors")
@@ -83,25 +85,37 @@ class UnitTask:
         return f"harvester-unit-{self.unit.source}-{self.unit.key}-{self.run_id}"
 
 
-def data_key(unit: Unit, run_id: str) -> str:
-    return f"{unit.source}/units/{unit.unit_id}/{run_id}-{unit.digest}.jsonl"
+#: The layouts of a unit's data object: ``parquet`` with ``format: parquet``, else ``jsonl``.
+UNIT_SUFFIXES = ("jsonl", "parquet")
+
+
+def unit_suffix(settings: Settings) -> str:
+    """The data object's layout for these settings (per-record JSON files become jsonl)."""
+    return "parquet" if settings.format == "parquet" else "jsonl"
+
+
+def data_key(unit: Unit, run_id: str, suffix: str = "jsonl") -> str:
+    return f"{unit.source}/units/{unit.unit_id}/{run_id}-{unit.digest}.{suffix}"
 
 
 def manifest_key(unit: Unit, run_id: str) -> str:
     return f"_units/{unit.source}/{unit.unit_id}/{run_id}-{unit.digest}.json"
 
 
-def _data_of(mkey: str) -> str:
-    """The data object a manifest commits (``_units/s/u/x.json`` -> ``s/units/u/x.jsonl``)."""
+def _data_of(mkey: str) -> list[str]:
+    """The data object a manifest commits, in either layout (``_units/s/u/x.json`` ->
+    ``s/units/u/x.jsonl`` or ``.parquet``)."""
     _, source, unit_id, name = mkey.split("/", 3)
-    return f"{source}/units/{unit_id}/{name.removesuffix('.json')}.jsonl"
+    stem = f"{source}/units/{unit_id}/{name.removesuffix('.json')}"
+    return [f"{stem}.{suffix}" for suffix in UNIT_SUFFIXES]
 
 
 def lost_data(store: ObjectStore, unit: Unit) -> list[str]:
     """The manifests of ``unit`` whose data object is no longer in the output (deleted by hand, by
     a lifecycle rule, or with the whole data prefix): their records must be harvested again."""
     data = set(store.list(f"{unit.source}/units/{unit.unit_id}"))
-    return [m for m in store.list(f"_units/{unit.source}/{unit.unit_id}") if _data_of(m) not in data]
+    manifests = store.list(f"_units/{unit.source}/{unit.unit_id}")
+    return [m for m in manifests if not any(d in data for d in _data_of(m))]
 
 
 # --- worker ---------------------------------------------------------------------------------------
@@ -168,15 +182,16 @@ def _write_unit(
     history = unit_history(store, unit, task.run_id)
     fetched = len(lines)
     lines = [kv for kv in lines if kv[0] not in history.keys]
-    dkey = data_key(unit, task.run_id)
-    body = b"".join(line for _, line in lines)
+    suffix = unit_suffix(task.settings)
+    dkey = data_key(unit, task.run_id, suffix)
+    body = _encode(unit.source, lines, suffix)
     if not store.put_new(dkey, body):
         # An attempt that died before its manifest wrote the data: that object is complete
         # (create-only, single write), so describe it instead of writing another one. What this
         # attempt fetched beyond it is not written, so the watermarks stay at the snapshot: the
         # next run asks again, and the history drops what the object already holds.
         body = store.get(dkey) or b""
-        lines = [(_key_of(unit.source, raw), raw + b"\n") for raw in body.splitlines() if raw]
+        lines = [(key, b"") for key in _keys_in(unit.source, body, suffix)]
         marks = {wkey: value for wkey, (_, value) in task.watermarks.items()}
         fetched = len(lines)
     manifest = {
@@ -281,8 +296,38 @@ def _summarise_history(
             store.remove(key)  # superseded: every manifest it covered is in the new one
 
 
-def _key_of(source: str, raw: bytes) -> Key:
-    return key_of(archives.record_model(source), orjson.loads(raw))
+def _encode(source: str, lines: list[tuple[Key, bytes]], suffix: str) -> bytes:
+    """A unit's records as its data object: the json lines as they are, or one Parquet table
+    (the records' schema, as ``format: parquet`` writes a folder's shards)."""
+    if suffix == "jsonl":
+        return b"".join(line for _, line in lines)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harvester.io.arrow import arrow_schema, records_table
+
+    model = archives.record_model(source)
+    schema = arrow_schema(model)
+    records = [model.model_validate_json(line) for _, line in lines]
+    table = records_table(records, schema) if records else schema.empty_table()
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _keys_in(source: str, body: bytes, suffix: str) -> list[Key]:
+    """The dedup keys of a unit's data object, in its order."""
+    model = archives.record_model(source)
+    if suffix == "jsonl":
+        return [key_of(model, orjson.loads(raw)) for raw in body.splitlines() if raw]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(body), columns=list(model.key_fields))
+    columns = [table.column(f).to_pylist() for f in model.key_fields]
+    return [
+        key_of(model, dict(zip(model.key_fields, row, strict=True))) for row in zip(*columns, strict=True)
+    ]
 
 
 def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:

@@ -17,7 +17,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["RawRecord", "is_record_file", "iter_raw", "iter_shard_records", "record_files"]
+__all__ = [
+    "RawRecord",
+    "is_record_file",
+    "iter_raw",
+    "iter_raw_parquet",
+    "iter_shard_records",
+    "record_files",
+]
 
 _RECORD_FILE = re.compile(r"record_.+\.json|part-.+\.(jsonl|parquet)")
 
@@ -77,24 +84,31 @@ def _parquet_rows(path: Path) -> Iterator[RawRecord]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from harvester.io.arrow import nested_row
-
     try:
         shard = pq.ParquetFile(path)
     except pa.ArrowInvalid as exc:
         raise OSError(0, f"not a Parquet file ({exc})", str(path)) from None
-    model = _model_of(shard.schema_arrow, path)
+    for number, data in iter_raw_parquet(shard, str(path)):
+        yield RawRecord(path, number, data)
+
+
+def iter_raw_parquet(shard: Any, where: str) -> Iterator[tuple[int, bytes]]:
+    """The rows of a harvester Parquet file (a ``pyarrow.parquet.ParquetFile``) as the JSON of
+    their records, with their row numbers, a batch in memory at a time."""
+    from harvester.io.arrow import nested_row
+
+    model = _model_of(shard.schema_arrow, where)
     number = 0
     for batch in shard.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             number += 1
-            yield RawRecord(path, number, orjson.dumps(nested_row(row, model)))
+            yield number, orjson.dumps(nested_row(row, model))
 
 
-def _model_of(schema: Any, path: Path) -> Any:
+def _model_of(schema: Any, where: str) -> Any:
     from harvester import archives
 
     source = (schema.metadata or {}).get(b"harvester.source", b"").decode()
     if source not in archives.names():
-        raise OSError(0, f"a Parquet file without a known harvester source ({source!r})", str(path))
+        raise OSError(0, f"a Parquet file without a known harvester source ({source!r})", where)
     return archives.record_model(source)

@@ -225,6 +225,38 @@ def test_an_object_store_output_without_dask_runs_the_units_in_process(tmp_path:
     assert len((store.get(manifests[0]["data"]) or b"").splitlines()) == manifests[0]["records"]
 
 
+async def test_parquet_units_on_an_object_store_compact_like_jsonl_units(tmp_path: Path, s3_env: str) -> None:
+    """`format: parquet` with an s3:// output: each unit's data object is one Parquet table with
+    the record schema; a rerun writes nothing, a deleted object is harvested again, and `compact`
+    gives the same table from Parquet units as from jsonl units."""
+    import pyarrow.parquet as pq
+    import s3fs
+
+    s3fs.S3FileSystem(endpoint_url=s3_env, key="test", secret="test").mkdir("units")
+    cone = {"ztf": {"irsa": {"cone_search": {"ra": 210.8023, "dec": 54.3489, "radius": 0.05}}}}
+    tables = {}
+    for fmt in ("jsonl", "parquet"):
+        out = f"s3://units/{fmt}"
+        first = await harvester.harvest("ztf", offline=True, output=out, format=fmt, data_sources=cone)
+        assert first.ok and first.sources["ztf"].written > 0
+        store = ObjectStore(out)
+        (data,) = store.list("ztf/units")
+        assert data.endswith(f".{fmt}")
+        again = await harvester.harvest("ztf", offline=True, output=out, format=fmt, data_sources=cone)
+        assert again.sources["ztf"].written == 0  # its unit commits an object with no record
+        compact("ztf", out, tmp_path / f"{fmt}.parquet")
+        tables[fmt] = pq.read_table(tmp_path / f"{fmt}.parquet").drop_columns(["fetched_at"])
+    assert tables["parquet"].num_rows == first.sources["ztf"].written
+    assert tables["parquet"].equals(tables["jsonl"])
+    store = ObjectStore("s3://units/parquet")
+    first_object = max(store.list("ztf/units"), key=lambda k: len(store.get(k) or b""))
+    store.remove(first_object)
+    lost = await harvester.harvest(
+        "ztf", offline=True, output="s3://units/parquet", format="parquet", data_sources=cone
+    )
+    assert lost.sources["ztf"].written == tables["parquet"].num_rows
+
+
 @pytest.mark.parametrize(
     ("output", "message"),
     [
