@@ -347,10 +347,11 @@ async def _harvest_units(
         drive,
     )
 
-    _build_sources(names, settings, sample=settings.offline)  # bad targets fail before any planning
+    # planning resolves every source's targets: bad ones fail here, before any unit runs
     run = await anyio.to_thread.run_sync(
         lambda: DistributedRun(names, settings, run_id=run_id, full=full, report=report)
     )
+    _log_tokens(settings, names)
     if settings.executor == "dask":
         check_dask_output(settings, run.output)
     if engine is not None:

@@ -257,6 +257,20 @@ async def test_parquet_units_on_an_object_store_compact_like_jsonl_units(tmp_pat
     assert lost.sources["ztf"].written == tables["parquet"].num_rows
 
 
+def test_bad_targets_with_work_units_are_one_usage_line_and_nothing_runs(tmp_path: Path) -> None:
+    """Work units plan from the targets, so a missing targets file fails the plan: one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from harvester.cli import app
+
+    missing = tmp_path / "nope.csv"
+    env = {"HARVESTER_DATA_SOURCES__ZTF__IRSA__TARGETS_FILE": str(missing)}
+    result = CliRunner().invoke(app, ["run", "-s", "ztf", "--offline", "-o", "memory://bad/raw"], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"harvester: error: targets file not found: {missing}"
+    assert not ObjectStore("memory://bad/raw").list("_units")
+
+
 @pytest.mark.parametrize(
     ("output", "message"),
     [
