@@ -351,9 +351,9 @@ async def _harvest_units(
     run = await anyio.to_thread.run_sync(
         lambda: DistributedRun(names, settings, run_id=run_id, full=full, report=report)
     )
-    _log_tokens(settings, names)
     if settings.executor == "dask":
         check_dask_output(settings, run.output)
+    _log_tokens(settings, names)  # after every check: a usage error stays one line
     if engine is not None:
         return await drive(run, engine, stop)
     if settings.executor != "dask":
