@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from harvester import archives
 from harvester.errors import ConfigError, OutputError
-from harvester.io.arrow import arrow_schema, flat_row
+from harvester.io.arrow import arrow_schema, records_table
 from harvester.io.files import TMP_SUFFIX, fsync_folder, fsync_path, make_folder, output_error
 from harvester.io.objectstore import ObjectStore
 from harvester.records import BaseRecord, key_digest
@@ -134,20 +134,22 @@ def compact(source: str, root: str, output: Path) -> tuple[int, int]:
     tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
-            chunk: list[dict[str, Any]] = []
+            chunk: list[BaseRecord] = []
             group: list[pa.RecordBatch] = []
             chunk_size = group_size = 0
             for record, length in rows:
-                chunk.append(flat_row(record))
+                chunk.append(record)
                 chunk_size += length
                 if chunk_size >= CHUNK_BYTES:
-                    group.append(pa.RecordBatch.from_pylist(chunk, schema=schema))
-                    group_size += group[-1].nbytes
+                    table = records_table(chunk, schema)
+                    group.extend(table.to_batches())
+                    group_size += table.nbytes
                     chunk, chunk_size = [], 0
                     if group_size >= ROW_GROUP_BYTES:
                         written += _write_group(writer, group, schema)
                         group, group_size = [], 0
-            group.append(pa.RecordBatch.from_pylist(chunk, schema=schema))
+            if chunk:
+                group.extend(records_table(chunk, schema).to_batches())
             written += _write_group(writer, group, schema)
         fsync_path(tmp)
         tmp.replace(output)

@@ -31,10 +31,9 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import orjson
@@ -49,7 +48,6 @@ from harvester.io.files import (
     write_text_atomic,
 )
 from harvester.io.ledger import FileInfo, file_info
-from harvester.io.readers import iter_shard_records
 from harvester.records import BaseRecord, stable_id
 
 __all__ = [
@@ -329,8 +327,3 @@ def _write_shard(path: Path, data: bytes) -> FileInfo:
     if not _create_once(path, data, durable=True):
         raise OutputError(f"cannot write {path}: a shard of that name exists (never overwritten)")
     return file_info(path, hashlib.sha256(data).hexdigest())
-
-
-def iter_jsonl_records(folder: Path) -> Iterable[dict[str, Any]]:
-    """Every record dict in a folder's visible jsonl shards (temporary files are skipped)."""
-    return iter_shard_records(folder)

@@ -38,6 +38,7 @@ from harvester.io.http import Http, HttpSession, HttpStats
 from harvester.io.ledger import FileInfo, Ledger
 from harvester.io.state import StateStore
 from harvester.io.writers import (
+    Item,
     JsonFilesWriter,
     JsonlWriter,
     NullWriter,
@@ -50,9 +51,6 @@ from harvester.run.report import SourceReport, TargetFailure
 from harvester.settings import Settings
 
 __all__ = ["OutputState", "RunOptions", "make_writer", "output_failed", "run_source"]
-
-#: A record on its way to the writer, with the watermark key of the target that emitted it.
-Item = tuple[BaseRecord, str | None]
 
 log = structlog.get_logger("harvester.run")
 

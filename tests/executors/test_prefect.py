@@ -28,7 +28,7 @@ import harvester
 import harvester.executors
 from harvester.cli import app
 from harvester.executors.units import plan_units
-from harvester.io.writers import iter_jsonl_records
+from harvester.io.readers import iter_shard_records
 from harvester.settings import load_settings
 from harvester.testing import FakeArchive, Fault, running_server
 from tests.executors.test_distributed import RATE, TARGETS, comparable, unit_records, ztf_settings
@@ -147,7 +147,7 @@ async def test_flow_on_dask_writes_exactly_the_records_of_a_local_run(
     local = load_settings(ztf_config(flow_run.url, tmp_path, rate=100.0), format="jsonl")
     report = await harvester.harvest("ztf", settings=local)
     assert report.ok and flow_run.report["ok"]
-    local_records = list(iter_jsonl_records(tmp_path / "out" / "ztf"))
+    local_records = list(iter_shard_records(tmp_path / "out" / "ztf"))
     assert len(local_records) > 1000
     assert comparable(unit_records(flow_run.root / "out")) == comparable(local_records)
 

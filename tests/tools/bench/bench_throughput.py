@@ -38,7 +38,8 @@ import harvester
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.source import ZtfSource, irsa_params, parse_irsa_csv
 from harvester.io.arrow import arrow_schema
-from harvester.io.writers import dumps_record, iter_jsonl_records
+from harvester.io.readers import iter_shard_records
+from harvester.io.writers import dumps_record
 from harvester.records import Provenance
 from harvester.settings import Settings
 from harvester.testing import FakeArchive
@@ -185,7 +186,7 @@ def measure(n_cones: int) -> tuple[list[Throughput], list[Throughput], list[Thro
             end_to_end(archive, cones, "json", root / "json"),
             end_to_end(archive, cones, "parquet", root / "parquet"),
         ]
-        records = list(iter_jsonl_records(root / "jsonl" / "raw" / "ztf"))
+        records = list(iter_shard_records(root / "jsonl" / "raw" / "ztf"))
         limit = bare_writes(records, root / "bare")
         parts = stages(archive, ztf_settings(root / "stages", cones, "jsonl"))
     return ours, limit, parts
