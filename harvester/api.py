@@ -215,13 +215,17 @@ async def harvest(
     :param settings: a :class:`Settings`; when omitted, settings are loaded from ``config``
         (default ``config/base.yaml``), ``.env`` and the environment, with ``overrides`` on top.
     :param dry_run: fetch and validate, write nothing; the report carries a sample record.
-    :param transport: an httpx transport to use instead of the network (tests, fake archives).
+    :param transport: an httpx transport to use instead of the network (tests, fake archives);
+        the in-process pipeline only (work units make their own clients).
     :param report: a report object to fill in place (for live progress displays).
     :param full: ignore watermarks and ask the archives for everything (records the output
         already holds are still not written twice).
     :param stop: when set, no new target is started (graceful shutdown); in-flight ones finish.
+        With work units, the units in flight are cancelled and :class:`RunInterrupted` is raised:
+        the run stays open and the next run on the output resumes it.
     :param limiters: host limiters to reuse, so that back-to-back runs (the daemon's sweeps) stay
-        within each host's budget across runs; by default each run has its own.
+        within each host's budget across runs; by default each run has its own. The in-process
+        pipeline only: work units take their budgets from their engine (the daemon keeps one).
     :param progress: show a live table (in the cell in Jupyter, on stderr in a terminal; nothing
         when stderr is redirected).
     :param executor: work units only: the engine that runs them (default: this process, or a Dask

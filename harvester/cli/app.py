@@ -8,15 +8,12 @@ import sys
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from harvester.run.report import EXIT_USAGE
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["app", "archive_app", "cli_overrides"]
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import anyio
 import typer
-
-if TYPE_CHECKING:
-    pass
 
 from harvester.cli.app import _fail, archive_app
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from harvester.errors import HarvesterError
-
-if TYPE_CHECKING:
-    pass
-
 from harvester.cli.app import _fail, app, archive_argument
+from harvester.errors import HarvesterError
 
 
 @app.command(short_help="Merge a dask run's work units into one Parquet file.")

@@ -186,6 +186,12 @@ def _sigterm_like_ctrl_c() -> Iterator[list[int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _uses_units(settings: Settings) -> bool:
+    from harvester import api
+
+    return api.uses_units(settings)
+
+
 def _interrupted(report: RunReport, settings: Settings, *, terminated: bool) -> typer.Exit:
     """One line on stderr for a run stopped by Ctrl-C or SIGTERM, and its exit code (130, 143)."""
     name, code = ("SIGTERM", EXIT_TERMINATED) if terminated else ("SIGINT", EXIT_INTERRUPTED)
@@ -193,6 +199,8 @@ def _interrupted(report: RunReport, settings: Settings, *, terminated: bool) -> 
         detail = "stopped before the run started; nothing was written"
     elif report.dry_run:
         detail = f"run {report.run_id} cancelled (dry run: nothing was written)"
+    elif _uses_units(settings):
+        detail = f"run {report.run_id} stopped; the next run on this output resumes it"
     else:
         manifest = Path(settings.output) / "_manifests" / f"run-{report.run_id}.json"
         detail = (

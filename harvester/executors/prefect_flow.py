@@ -79,7 +79,7 @@ class UnitError(Exception):
     persist_result=False,  # the manifest goes back to the driver in memory; never written by Prefect
 )
 def harvest_unit(unit_task: UnitTask) -> dict[str, Any]:
-    """One work unit on a Dask worker (:func:`~harvester.executors.driver.run_unit`)."""
+    """One work unit on a Dask worker (:func:`~harvester.executors.worker.run_unit`)."""
     register_secrets(unit_task.settings.secrets())
     try:
         return run_unit(unit_task)

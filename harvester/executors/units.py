@@ -1,4 +1,4 @@
-"""Work units: a source's targets split into deterministic groups, one Dask task each.
+"""Work units: a source's targets split into deterministic groups, each run by an engine.
 
 - **TESS** (TIC ids): a stable hash bucket, ``sha256(str(tic)) mod buckets``; the same id is
   always in the same unit, whatever the order or the other ids.

@@ -16,6 +16,7 @@ itself to pandas, polars, DuckDB or pyarrow without harvester.
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
@@ -78,7 +79,8 @@ def records_table(records: list[Any], schema: pa.Schema) -> pa.Table:
     :func:`arrow_schema`."""
     import pyarrow as pa
 
-    paths = dict(_column_paths(type(records[0])))
+    model: type[BaseModel] = type(records[0])
+    paths = dict(_column_paths(model))
     columns = []
     for field in schema:
         outer, inner = paths[field.name]
@@ -90,8 +92,10 @@ def records_table(records: list[Any], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+@functools.cache
 def _column_paths(model: type[BaseModel]) -> list[tuple[str, tuple[str, str | None]]]:
-    """Each column's name and where its value is: (field, None) or (field, sub-field)."""
+    """Each column's name and where its value is: (field, None) or (field, sub-field); worked
+    out once per model (it is read for every Parquet row read back)."""
     paths: list[tuple[str, tuple[str, str | None]]] = []
     for name, info in model.model_fields.items():
         inner, _nullable = _unwrap_optional(info.annotation)
@@ -103,15 +107,15 @@ def _column_paths(model: type[BaseModel]) -> list[tuple[str, tuple[str, str | No
 
 
 def nested_row(row: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
-    """A Parquet row back in the record's shape (``provenance_url`` → ``provenance.url``): what
-    :func:`flat_row` made of it, ready for ``model.model_validate``."""
+    """A Parquet row back in the record's shape (``provenance_url`` → ``provenance.url``): the
+    inverse of :func:`flat_row` and :func:`records_table`, ready for ``model.model_validate``."""
     out: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        inner, _nullable = _unwrap_optional(info.annotation)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            out[name] = {sub: row.get(f"{name}_{sub}") for sub in inner.model_fields}
-        elif name in row:
-            out[name] = row[name]
+    for column, (outer, inner) in _column_paths(model):
+        if inner is None:
+            if column in row:
+                out[outer] = row[column]
+        else:
+            out.setdefault(outer, {})[inner] = row.get(column)
     return out
 
 

@@ -45,7 +45,13 @@ class ObjectStore:
         self._options = storage_options or {}
         self._fs: Any = None
         if not self.local:
-            import fsspec
+            try:
+                import fsspec
+            except ImportError as exc:
+                raise ConfigError(
+                    f"output {text}: object-store outputs need the dask extra: "
+                    f"pip install 'harvester[dask]' ({exc.name})"
+                ) from None
 
             protocol, path = text.split("://", 1)
             try:

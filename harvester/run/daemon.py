@@ -152,7 +152,7 @@ class Daemon:
         self.started = time.time()
         self.metrics_bound: int | None = None
         #: work units (executor: dask, or an object-store output) instead of the in-process pipeline
-        self.units = settings.executor == "dask" or settings.output_url is not None
+        self.units = api.uses_units(settings)
         self._dask: tuple[Any, Any] | None = None  # (client, cluster): one for the daemon's life
         self._engine_kept: UnitEngine | None = None
 

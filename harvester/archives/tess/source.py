@@ -148,11 +148,7 @@ class TessSource(Source[TessTarget]):
         ids (a cone, sectors, filters) is one unit."""
         from harvester.executors.units import tic_bucket
 
-        query = self.config.query
-        tics = [int(query.target_name)] if query.target_name else []
-        tics.extend(query.tic_ids)
-        if query.targets_file is not None:
-            tics.extend(int(t) for t in read_tic_file(query.targets_file))
+        tics = [int(t) for target in self.resolved() for t in target.tic_ids]
         if not tics:
             return [("all", ())]
         buckets: dict[int, list[int]] = {}
