@@ -257,6 +257,16 @@ async def test_parquet_units_on_an_object_store_compact_like_jsonl_units(tmp_pat
     assert lost.sources["ztf"].written == tables["parquet"].num_rows
 
 
+@pytest.mark.parametrize("source", ["ztf", "tess", "mast"])
+def test_planning_refuses_a_source_without_targets(source: str, tmp_path: Path) -> None:
+    """Every archive plans its units from its resolved targets: none configured fails the plan
+    (a usage error), never a unit that fails on every worker."""
+    config = tmp_path / "c.yaml"
+    config.write_text("output: memory://plan/raw\n")
+    with pytest.raises(harvester.ConfigError, match=r"no targets|names no target|no cone"):
+        plan_units(source, load_settings(config))
+
+
 def test_bad_targets_with_work_units_are_one_usage_line_and_nothing_runs(tmp_path: Path) -> None:
     """Work units plan from the targets, so a missing targets file fails the plan: one line, exit 2."""
     from typer.testing import CliRunner
