@@ -30,6 +30,7 @@ from harvester import archives
 from harvester.archives.base import Source
 from harvester.display.logs import configure_logging, register_secrets
 from harvester.errors import ConfigError, HarvesterError, OutputError
+from harvester.io.batches import Batch
 from harvester.io.http import Http
 from harvester.io.ledger import Ledger
 from harvester.io.limiter import LimiterRegistry
@@ -517,6 +518,11 @@ class _ForwardWriter:
 
     async def write(self, items: list[Item]) -> WriteResult:
         for record, _ in items:
+            await self._send.send(record)
+        return WriteResult()
+
+    async def write_batch(self, batch: Batch, wkey: str | None) -> WriteResult:
+        for record in await anyio.to_thread.run_sync(batch.records):
             await self._send.send(record)
         return WriteResult()
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from harvester.archives.common import ArchiveSettings, RateLimit, Retries, Timeout
+from harvester.io.batches import Batch
 from harvester.io.http import HttpSession, RetryPolicy, Timeouts
 from harvester.records import BaseRecord
 from harvester.settings import Settings
@@ -62,6 +63,8 @@ class FetchContext:
 
     - ``session``: the source's HTTP session (rate-limited, retried).
     - ``emit``: send one validated record downstream (awaits when the pipeline is busy).
+    - ``emit_batch``: send many records at once as a :class:`~harvester.io.batches.Batch` (the
+      columnar path: an Arrow table in the record model's schema, no model per row).
     - ``is_present``: whether a record with this dedup key is already in the output, so a source
       can skip expensive work (a FITS download) for data it already has.
     - ``fail``: report a failure of one part of a target (a product) without failing the rest.
@@ -71,6 +74,7 @@ class FetchContext:
 
     session: HttpSession
     emit: Callable[[BaseRecord], Awaitable[None]]
+    emit_batch: Callable[[Batch], Awaitable[None]]
     is_present: Callable[[tuple[str, ...]], Awaitable[bool]]
     fail: Callable[[str, str, bool], None]
     watermark: float | None = None

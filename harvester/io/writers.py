@@ -31,14 +31,16 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import orjson
 
 from harvester.errors import OutputError
+from harvester.io.batches import Batch
 from harvester.io.files import (
     TMP_SUFFIX,
     fsync_folder,
@@ -76,8 +78,10 @@ def record_path(folder: Path, record: BaseRecord) -> Path:
 
 #: A record for the writer, with the watermark key of the target that emitted it (or None).
 Item = tuple[BaseRecord, str | None]
+#: A record's dedup key.
+Key = tuple[str, ...]
 #: A record now in the output: (dedup key, file name, watermark key of its target).
-Entry = tuple[tuple[str, ...], str, str | None]
+Entry = tuple[Key, str, str | None]
 
 
 @dataclass
@@ -106,6 +110,11 @@ class Writer(Protocol):
 
     async def write(self, items: list[Item]) -> WriteResult:
         """Write a batch of records the output does not hold yet."""
+        ...
+
+    async def write_batch(self, batch: Batch, wkey: str | None) -> WriteResult:
+        """Write records given as columns (the output holds none of them yet), all emitted by
+        the target with watermark key ``wkey``."""
         ...
 
     async def close(self) -> WriteResult:
@@ -139,6 +148,9 @@ class NullWriter:
     async def write(self, items: list[Item]) -> WriteResult:
         return WriteResult()
 
+    async def write_batch(self, batch: Batch, wkey: str | None) -> WriteResult:
+        return WriteResult()
+
     async def close(self) -> WriteResult:
         return WriteResult()
 
@@ -154,13 +166,21 @@ class JsonFilesWriter:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
 
     async def write(self, items: list[Item]) -> WriteResult:
-        return await anyio.to_thread.run_sync(self._write_sync, items)
+        entries = [(r.dedup_key(), r, w) for r, w in items]
+        return await anyio.to_thread.run_sync(self._write_sync, entries)
 
-    def _write_sync(self, items: list[Item]) -> WriteResult:
+    async def write_batch(self, batch: Batch, wkey: str | None) -> WriteResult:
+        def lines() -> list[tuple[Key, bytes, str | None]]:
+            return [(key, line, wkey) for key, line in zip(batch.keys, batch.json_lines(), strict=True)]
+
+        return await anyio.to_thread.run_sync(lambda: self._write_sync(lines()))
+
+    def _write_sync(self, entries: Sequence[tuple[Key, BaseRecord | bytes, str | None]]) -> WriteResult:
+        """Each entry's file: (dedup key, the record or its JSON, watermark key)."""
         result = WriteResult()
-        for record, wkey in items:
-            path = record_path(self._folder, record)
-            data = dumps_record(record) + b"\n"
+        for key, record, wkey in entries:
+            path = self._folder / f"record_{stable_id(key)}.json"
+            data = (record if isinstance(record, bytes) else dumps_record(record)) + b"\n"
             try:
                 created = _create_once(path, data)
                 if not created and not path.is_file():
@@ -172,7 +192,7 @@ class JsonFilesWriter:
             except OutputError as exc:
                 result.error = exc  # the records before this one are durable: report them
                 return result
-            result.durable.append((record.dedup_key(), path.name, wkey))
+            result.durable.append((key, path.name, wkey))
             if info is not None:
                 result.written += 1
                 result.files.append(info)
@@ -235,6 +255,9 @@ class _ShardWriter:
     def _add(self, record: BaseRecord) -> None:
         raise NotImplementedError
 
+    def _add_batch(self, batch: Batch) -> None:
+        raise NotImplementedError
+
     def _encode(self) -> bytes:
         """The buffered records as one shard's bytes; the buffer is emptied."""
         raise NotImplementedError
@@ -247,6 +270,20 @@ class _ShardWriter:
             self._add(record)
             self._pending.append((record.dedup_key(), wkey))
             result.written += 1
+            if len(self._pending) >= self._shard_records:
+                await self._flush(result)
+        return result
+
+    async def write_batch(self, batch: Batch, wkey: str | None) -> WriteResult:
+        result = WriteResult()
+        start = 0
+        while start < len(batch):
+            stop = min(len(batch), start + self._shard_records - len(self._pending))
+            part = batch.slice(start, stop)
+            await anyio.to_thread.run_sync(self._add_batch, part)
+            self._pending.extend((key, wkey) for key in part.keys)
+            result.written += len(part)
+            start = stop
             if len(self._pending) >= self._shard_records:
                 await self._flush(result)
         return result
@@ -287,6 +324,11 @@ class JsonlWriter(_ShardWriter):
         self._buffer += dumps_record(record)
         self._buffer += b"\n"
 
+    def _add_batch(self, batch: Batch) -> None:
+        for line in batch.json_lines():
+            self._buffer += line
+            self._buffer += b"\n"
+
     def _encode(self) -> bytes:
         data, self._buffer = bytes(self._buffer), bytearray()
         return data
@@ -305,18 +347,29 @@ class ParquetWriter(_ShardWriter):
 
         self._schema = arrow_schema(model)
         self._records: list[BaseRecord] = []
+        self._tables: list[Any] = []  # pyarrow tables, in the order their records came
 
     def _add(self, record: BaseRecord) -> None:
         self._records.append(record)
+
+    def _add_batch(self, batch: Batch) -> None:
+        self._table_records()
+        self._tables.append(batch.table)
+
+    def _table_records(self) -> None:
+        from harvester.io.arrow import records_table
+
+        if self._records:
+            self._tables.append(records_table(self._records, self._schema))
+            self._records = []
 
     def _encode(self) -> bytes:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from harvester.io.arrow import records_table
-
-        records, self._records = self._records, []
-        table = records_table(records, self._schema)
+        self._table_records()
+        tables, self._tables = self._tables, []
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
         return bytes(sink.getvalue().to_pybytes())

@@ -34,6 +34,7 @@ from harvester.archives.base import FetchContext, Source, utcnow
 from harvester.display.logs import redact
 from harvester.display.schema import source_readme
 from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, budget_lost
+from harvester.io.batches import Batch
 from harvester.io.http import Http, HttpSession, HttpStats
 from harvester.io.ledger import FileInfo, Ledger
 from harvester.io.state import StateStore
@@ -44,10 +45,12 @@ from harvester.io.writers import (
     NullWriter,
     ParquetWriter,
     Writer,
+    WriteResult,
     write_text_atomic,
 )
-from harvester.records import BaseRecord, key_digest
+from harvester.records import BaseRecord
 from harvester.run.report import SourceReport, TargetFailure
+from harvester.run.seen import SeenKeys
 from harvester.settings import Settings
 
 __all__ = ["OutputState", "RunOptions", "make_writer", "output_failed", "run_source"]
@@ -55,6 +58,12 @@ __all__ = ["OutputState", "RunOptions", "make_writer", "output_failed", "run_sou
 log = structlog.get_logger("harvester.run")
 
 WRITE_BATCH = 256
+#: a batch of at least this many rows is deduplicated on a worker thread
+_THREAD_ROWS = 256
+
+#: What travels between the stages: one record or a batch, with the watermark key of the target
+#: that emitted it (or None).
+Flow = tuple[BaseRecord | Batch, str | None]
 
 
 def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) -> Writer:
@@ -171,8 +180,8 @@ async def run_source(
             await _reconcile(state.ledger, report, verify=opts.full)
         marks = await state.watermarks() if state is not None and not opts.full else {}
         await writer.open()
-        raw_send, raw_recv = anyio.create_memory_object_stream[Item](opts.buffer)
-        uniq_send, uniq_recv = anyio.create_memory_object_stream[Item](opts.buffer)
+        raw_send, raw_recv = anyio.create_memory_object_stream[Flow](opts.buffer)
+        uniq_send, uniq_recv = anyio.create_memory_object_stream[Flow](opts.buffer)
         async with anyio.create_task_group() as tg:
             producers = anyio.CancelScope()
             jobs = _Jobs(source, session, raw_send, report, writer, state, marks, opts.stop, runs)
@@ -328,7 +337,7 @@ class _Jobs:
         self,
         source: Source[Any],
         session: HttpSession,
-        send: MemoryObjectSendStream[Item],
+        send: MemoryObjectSendStream[Flow],
         report: SourceReport,
         writer: Writer,
         state: OutputState | None,
@@ -371,6 +380,15 @@ class _Jobs:
                     run.high = value
             await self.send.send((record, wkey))
 
+        async def emit_batch(batch: Batch) -> None:
+            if not len(batch):
+                return
+            if field_name is not None:
+                value = batch.column_max(field_name)
+                if value is not None and (run.high is None or value > run.high):
+                    run.high = value
+            await self.send.send((batch, wkey))
+
         def fail(part: str, cause: str, transient: bool) -> None:
             run.ok, run.reason = False, redact(f"{part}: {cause}")
             report.errors.append(
@@ -388,6 +406,7 @@ class _Jobs:
         ctx = FetchContext(
             session=self.session,
             emit=emit,
+            emit_batch=emit_batch,
             is_present=self.is_present,
             fail=fail,
             watermark=self.marks.get(wkey) if wkey else None,
@@ -421,39 +440,60 @@ class _Jobs:
 
 
 async def _dedup(
-    recv: MemoryObjectReceiveStream[Item],
-    send: MemoryObjectSendStream[Item],
+    recv: MemoryObjectReceiveStream[Flow],
+    send: MemoryObjectSendStream[Flow],
     report: SourceReport,
     limit: int | None,
     producers: anyio.CancelScope,
     keep_sample: bool,
 ) -> None:
-    seen: set[bytes] = set()
-    async with recv, send:
-        async for item in recv:
-            record = item[0]
-            key = key_digest(record.dedup_key())
-            if key in seen:
-                report.duplicates += 1
-                continue
-            if limit is not None and report.records >= limit:
-                continue  # draining what was in flight when the limit was reached
-            seen.add(key)
-            report.records += 1
-            if keep_sample and report.sample_record is None:
-                report.sample_record = record.model_dump(mode="json")
-            try:
-                await send.send(item)
-            except anyio.BrokenResourceError:
-                producers.cancel()  # the writer stopped (output failure): fetch no more
-                return
-            if limit is not None and report.records >= limit:
-                report.limit_reached = True
-                producers.cancel()
+    seen = SeenKeys()
+    try:
+        async with recv, send:
+            async for item in recv:
+                kept = await _admit(seen, item, report, limit, keep_sample)
+                if kept is None:
+                    continue
+                try:
+                    await send.send(kept)
+                except anyio.BrokenResourceError:
+                    producers.cancel()  # the writer stopped (output failure): fetch no more
+                    return
+                if limit is not None and report.records >= limit:
+                    report.limit_reached = True
+                    producers.cancel()
+    finally:
+        seen.close()
+
+
+async def _admit(
+    seen: SeenKeys, item: Flow, report: SourceReport, limit: int | None, keep_sample: bool
+) -> Flow | None:
+    """What of ``item`` this run has not passed on yet (None: nothing), counted in ``report``."""
+    payload, wkey = item
+    room = None if limit is None else max(0, limit - report.records)
+    if isinstance(payload, Batch):
+        keys = payload.keys
+        if len(keys) >= _THREAD_ROWS:
+            rows, duplicates = await anyio.to_thread.run_sync(seen.admit, keys, room)
+        else:
+            rows, duplicates = seen.admit(keys, room)
+    else:
+        rows, duplicates = seen.admit([payload.dedup_key()], room)
+    report.duplicates += duplicates
+    if not rows:
+        return None  # all seen before, or the limit was reached (draining what was in flight)
+    report.records += len(rows)
+    if isinstance(payload, Batch):
+        payload = payload.take(rows)
+    if keep_sample and report.sample_record is None:
+        first = payload.slice(0, 1).records()[0] if isinstance(payload, Batch) else payload
+        report.sample_record = first.model_dump(mode="json")
+    return payload, wkey
 
 
 async def _write(
-    recv: MemoryObjectReceiveStream[Item],
+    recv: MemoryObjectReceiveStream[Flow],
     writer: Writer,
     report: SourceReport,
     state: OutputState | None,
@@ -474,7 +514,7 @@ async def _write(
 
 
 async def _write_batches(
-    recv: MemoryObjectReceiveStream[Item],
+    recv: MemoryObjectReceiveStream[Flow],
     writer: Writer,
     report: SourceReport,
     state: OutputState | None,
@@ -482,28 +522,64 @@ async def _write_batches(
 ) -> None:
     async with recv:
         async for first in recv:
-            batch = [first]
-            while len(batch) < WRITE_BATCH:
+            pending: list[Flow] = [first]
+            while len(pending) < WRITE_BATCH and not isinstance(pending[-1][0], Batch):
                 try:
-                    batch.append(recv.receive_nowait())
+                    pending.append(recv.receive_nowait())
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-            if state is not None:
-                known = await state.seen([r.dedup_key() for r, _ in batch])
-                if known:
-                    report.already_present += sum(1 for r, _ in batch if r.dedup_key() in known)
-                    batch = [item for item in batch if item[0].dedup_key() not in known]
-            # A batch's files and their keys land together: a cancellation (shutdown grace over)
-            # waits for this bounded step instead of leaving files whose keys are not committed.
-            with anyio.CancelScope(shield=True):
-                result = await writer.write(batch)
-                report.written += result.written
-                report.already_present += result.present
-                report.files.extend((f.name, f.sha256) for f in result.files)
-                if state is not None:
-                    report.refetched += await state.commit(result.durable, result.files, run_id)
-            if result.error is not None:
-                raise result.error
+            records: list[Item] = [(r, w) for r, w in pending if isinstance(r, BaseRecord)]
+            batches = [(b, w) for b, w in pending if isinstance(b, Batch)]
+            if records:
+                await _write_records(records, writer, report, state, run_id)
+            for batch, wkey in batches:
+                await _write_batch(batch, wkey, writer, report, state, run_id)
+
+
+async def _write_records(
+    batch: list[Item], writer: Writer, report: SourceReport, state: OutputState | None, run_id: str
+) -> None:
+    if state is not None:
+        known = await state.seen([r.dedup_key() for r, _ in batch])
+        if known:
+            report.already_present += sum(1 for r, _ in batch if r.dedup_key() in known)
+            batch = [item for item in batch if item[0].dedup_key() not in known]
+    # A batch's files and their keys land together: a cancellation (shutdown grace over)
+    # waits for this bounded step instead of leaving files whose keys are not committed.
+    with anyio.CancelScope(shield=True):
+        result = await writer.write(batch)
+        await _settle(result, report, state, run_id)
+
+
+async def _write_batch(
+    batch: Batch,
+    wkey: str | None,
+    writer: Writer,
+    report: SourceReport,
+    state: OutputState | None,
+    run_id: str,
+) -> None:
+    if state is not None:
+        known = await state.seen(batch.keys)
+        if known:
+            rows = [i for i, key in enumerate(batch.keys) if key not in known]
+            report.already_present += len(batch) - len(rows)
+            if not rows:
+                return
+            batch = batch.take(rows)
+    with anyio.CancelScope(shield=True):  # as above: files and keys land together
+        result = await writer.write_batch(batch, wkey)
+        await _settle(result, report, state, run_id)
+
+
+async def _settle(result: WriteResult, report: SourceReport, state: OutputState | None, run_id: str) -> None:
+    report.written += result.written
+    report.already_present += result.present
+    report.files.extend((f.name, f.sha256) for f in result.files)
+    if state is not None:
+        report.refetched += await state.commit(result.durable, result.files, run_id)
+    if result.error is not None:
+        raise result.error
 
 
 #: targets listed one by one in a folder's README; beyond this, a count

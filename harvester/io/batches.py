@@ -1,0 +1,193 @@
+"""Records as columns: the batch that travels the columnar record path.
+
+A :class:`Batch` is the records of one source as one Arrow table in the record model's flat
+schema (:func:`harvester.io.arrow.arrow_schema`: one column per field, ``provenance`` flattened),
+one row per record. A source that can build its records column by column (ZTF parses an IRSA CSV
+with a vectorised reader) emits batches instead of one model per record; the pipeline dedups them
+on their key columns and the writers write them without building a model per row:
+
+- Parquet: the table itself;
+- jsonl and per-record JSON: :meth:`Batch.json_lines`, byte for byte what
+  :func:`harvester.io.writers.dumps_record` writes for the same record (same field order, the same
+  float and time forms, null for missing values).
+
+The record models stay the documented schema: a batch is built to the model's schema and checked
+against it, and :meth:`Batch.records` gives the validated models (``stream()``, notebooks, the
+sample record of a dry run).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from harvester.records import BaseRecord, key_part
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["Batch", "Key", "batch_from_columns", "constant"]
+
+#: A record's dedup key (:meth:`harvester.records.BaseRecord.dedup_key`).
+Key = tuple[str, ...]
+
+
+class Batch:
+    """Records of one model as one Arrow table of the model's flat schema, with their dedup keys
+    (worked out once, from the key columns)."""
+
+    __slots__ = ("_keys", "model", "table")
+
+    def __init__(self, model: type[BaseRecord], table: pa.Table, keys: list[Key] | None = None) -> None:
+        self.model = model
+        self.table = table
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __repr__(self) -> str:
+        return f"Batch({self.model.__name__}, {len(self)} rows)"
+
+    @property
+    def keys(self) -> list[Key]:
+        """Each row's dedup key, as :meth:`BaseRecord.dedup_key` gives it for the same record."""
+        if self._keys is None:
+            parts = [_key_strings(self.table.column(name).to_pylist()) for name in self.model.key_fields]
+            self._keys = list(zip(*parts, strict=True))
+        return self._keys
+
+    def take(self, rows: Sequence[int]) -> Batch:
+        """The rows at ``rows`` (in that order), keys kept."""
+        if len(rows) == len(self) and all(i == k for k, i in enumerate(rows)):
+            return self
+        import pyarrow as pa
+
+        keys = self.keys
+        return Batch(self.model, self.table.take(pa.array(rows, pa.int64())), [keys[i] for i in rows])
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows ``start`` to ``stop`` (not included)."""
+        keys = None if self._keys is None else self._keys[start:stop]
+        return Batch(self.model, self.table.slice(start, stop - start), keys)
+
+    def column_max(self, name: str) -> float | None:
+        """The largest value of a numeric column (None when it is empty or all null)."""
+        import pyarrow.compute as pc
+
+        value = pc.max(self.table.column(name)).as_py()
+        return None if value is None else float(value)
+
+    def json_lines(self) -> Iterator[bytes]:
+        """Each record as compact JSON, exactly as ``dumps_record`` writes its model."""
+        names, columns = _json_columns(self.model, self.table)
+        dumps = orjson.dumps
+        for row in zip(*columns, strict=True):
+            yield dumps(dict(zip(names, row, strict=True)))
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Each record as the dict ``model.model_dump()`` gives (nested provenance)."""
+        names, columns = _json_columns(self.model, self.table)
+        for row in zip(*columns, strict=True):
+            yield dict(zip(names, row, strict=True))
+
+    def records(self) -> list[BaseRecord]:
+        """The validated models (slow: one model per row; for notebooks and ``stream()``)."""
+        return [self.model.model_validate(row) for row in self.rows()]
+
+
+def _key_strings(values: list[Any]) -> list[str]:
+    if values and all(type(v) is str for v in values):
+        return values
+    if all(type(v) is float for v in values):
+        return list(map(float.__repr__, values))
+    return list(map(key_part, values))
+
+
+def _json_columns(model: type[BaseRecord], table: pa.Table) -> tuple[list[str], list[list[Any]]]:
+    """The model's top-level field names in ``model_dump`` order, and one list of Python values
+    per field (a nested model's values as dicts)."""
+    names: list[str] = []
+    columns: list[list[Any]] = []
+    for name, subfields in _dump_plan(model):
+        names.append(name)
+        if subfields is None:
+            columns.append(table.column(name).to_pylist())
+            continue
+        parts = [_constant_or_list(table.column(f"{name}_{sub}")) for sub in subfields]
+        if all(not isinstance(p, list) for p in parts):  # one value for the whole batch: one dict
+            shared = {sub: p.value for sub, p in zip(subfields, parts, strict=True)}  # type: ignore[union-attr]
+            columns.append([shared] * table.num_rows)
+        else:
+            lists = [p if isinstance(p, list) else [p.value] * table.num_rows for p in parts]
+            columns.append([dict(zip(subfields, values, strict=True)) for values in zip(*lists, strict=True)])
+    return names, columns
+
+
+class _Constant:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _constant_or_list(column: pa.ChunkedArray) -> _Constant | list[Any]:
+    """A column whose rows all hold one value (a batch's provenance) as that value, else a list."""
+    import pyarrow.compute as pc
+
+    constant = len(column) and (
+        column.null_count == len(column)
+        or (column.null_count == 0 and pc.count_distinct(column).as_py() == 1)
+    )
+    if constant:
+        return _Constant(column[0].as_py())
+    return list(column.to_pylist())
+
+
+@functools.cache
+def _dump_plan(model: type[BaseRecord]) -> list[tuple[str, tuple[str, ...] | None]]:
+    """The model's fields in ``model_dump`` order; for a nested model, its field names."""
+    from pydantic import BaseModel
+
+    from harvester.io.arrow import _unwrap_optional
+
+    plan: list[tuple[str, tuple[str, ...] | None]] = []
+    for name, info in model.model_fields.items():
+        inner, _nullable = _unwrap_optional(info.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            plan.append((name, tuple(inner.model_fields)))
+        else:
+            plan.append((name, None))
+    return plan
+
+
+def batch_from_columns(
+    model: type[BaseRecord], columns: dict[str, pa.Array | pa.ChunkedArray], rows: int
+) -> Batch:
+    """A batch of ``rows`` records of ``model`` from named Arrow columns of the flat schema;
+    a column not given is null (allowed only for a nullable field)."""
+    import pyarrow as pa
+
+    schema = _schema(model)
+    arrays = []
+    for field in schema:
+        column = columns.get(field.name)
+        arrays.append(pa.nulls(rows, field.type) if column is None else column)
+    return Batch(model, pa.Table.from_arrays(arrays, schema=schema))
+
+
+@functools.cache
+def _schema(model: type[BaseRecord]) -> pa.Schema:
+    from harvester.io.arrow import arrow_schema
+
+    return arrow_schema(model)
+
+
+def constant(value: Any, rows: int, type_: pa.DataType) -> pa.Array:
+    """One value repeated ``rows`` times, as an Arrow array of ``type_``."""
+    import pyarrow as pa
+
+    return pa.repeat(pa.scalar(value, type_), rows)

@@ -1,0 +1,128 @@
+"""The dedup keys a run has passed on, with memory that does not grow with the run.
+
+Overlapping cones return the same epochs, so a run drops records whose key it already passed on.
+Up to ``memory_keys`` keys are held in memory as 16-byte digests (~100 bytes each with their set
+slot); beyond that every digest moves to a temporary SQLite file (a B-tree on disk, a few MB of
+page cache), so a run of 10 million records holds no more keys in memory than one of 250,000.
+
+The file lives in the system's temporary folder, is private to the process and is removed when
+the run ends (or by the OS, after a kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from harvester.errors import OutputError
+from harvester.records import key_digest
+
+__all__ = ["MEMORY_KEYS", "SeenKeys"]
+
+Key = tuple[str, ...]
+
+#: keys held in memory before the index moves to disk (≈ 25 MB of digests)
+MEMORY_KEYS = 250_000
+_CHUNK = 500  # keys per SQLite IN (...) query
+
+
+class SeenKeys:
+    """Which dedup keys were passed on already. Not thread-safe: one caller at a time (the
+    pipeline's dedup stage, which may call from a worker thread)."""
+
+    def __init__(self, memory_keys: int | None = None) -> None:
+        self.memory_keys = MEMORY_KEYS if memory_keys is None else memory_keys
+        self._memory: set[bytes] = set()
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the index has moved to its temporary file."""
+        return self._db is not None
+
+    def __len__(self) -> int:
+        if self._db is None:
+            return len(self._memory)
+        return int(self._db.execute("SELECT COUNT(*) FROM seen").fetchone()[0])
+
+    def admit(self, keys: Sequence[Key], room: int | None = None) -> tuple[list[int], int]:
+        """Remember the keys not seen before, in order, at most ``room`` of them; return their
+        positions in ``keys`` and how many of ``keys`` were seen before (duplicates). A key seen
+        before counts as a duplicate even once ``room`` is used up; a new key past it is left
+        out and not remembered."""
+        digests = [key_digest(k) for k in keys]
+        if self._db is None and len(self._memory) + len(digests) > self.memory_keys:
+            self._spill()
+        known = self._known(digests)
+        kept: list[int] = []
+        added: set[bytes] = set()
+        duplicates = 0
+        for i, digest in enumerate(digests):
+            if digest in known or digest in added:
+                duplicates += 1
+            elif room is None or len(kept) < room:
+                kept.append(i)
+                added.add(digest)
+        self._remember(added)
+        return kept, duplicates
+
+    def _known(self, digests: list[bytes]) -> set[bytes]:
+        if self._db is None:
+            return {d for d in digests if d in self._memory}
+        found: set[bytes] = set()
+        unique = list(dict.fromkeys(digests))
+        try:
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i : i + _CHUNK]
+                q = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT k FROM seen WHERE k IN ({q})", chunk)  # noqa: S608
+                found.update(row[0] for row in rows)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return found
+
+    def _remember(self, digests: set[bytes]) -> None:
+        if self._db is None:
+            self._memory |= digests
+            return
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((d,) for d in digests))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _spill(self) -> None:
+        try:
+            self._folder = tempfile.TemporaryDirectory(prefix="harvester-seen-")
+            db = sqlite3.connect(Path(self._folder.name) / "seen.sqlite", check_same_thread=False)
+            db.executescript(
+                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8000;"
+                "CREATE TABLE seen (k BLOB PRIMARY KEY) WITHOUT ROWID;"
+            )
+            with db:
+                db.executemany("INSERT INTO seen VALUES (?)", ((d,) for d in sorted(self._memory)))
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise self._error(exc) from None
+        self._db = db
+        self._memory = set()
+
+    def _error(self, exc: BaseException) -> OutputError:
+        where = self._folder.name if self._folder is not None else tempfile.gettempdir()
+        return OutputError(f"cannot keep this run's dedup keys in {where}: {exc}")
+
+    def close(self) -> None:
+        """Forget every key and remove the temporary file."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        if self._folder is not None:
+            with contextlib.suppress(OSError):
+                self._folder.cleanup()
+            self._folder = None
+        self._memory = set()
