@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -115,7 +116,8 @@ def _json_columns(model: type[BaseRecord], table: pa.Table) -> tuple[list[str], 
     for name, subfields in _dump_plan(model):
         names.append(name)
         if subfields is None:
-            columns.append(table.column(name).to_pylist())
+            part = _constant_or_list(table.column(name))
+            columns.append(part if isinstance(part, list) else [part.value] * table.num_rows)
             continue
         parts = [_constant_or_list(table.column(f"{name}_{sub}")) for sub in subfields]
         if all(not isinstance(p, list) for p in parts):  # one value for the whole batch: one dict
@@ -135,16 +137,30 @@ class _Constant:
 
 
 def _constant_or_list(column: pa.ChunkedArray) -> _Constant | list[Any]:
-    """A column whose rows all hold one value (a batch's provenance) as that value, else a list."""
+    """A column whose rows all hold one value (a batch's provenance, its fetch time) as that
+    value, else a list. Numbers are listed directly: checking them would cost more than it saves."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return list(column.to_pylist())
     constant = len(column) and (
         column.null_count == len(column)
         or (column.null_count == 0 and pc.count_distinct(column).as_py() == 1)
     )
     if constant:
-        return _Constant(column[0].as_py())
+        return _Constant(_utc(column[0].as_py()))
+    if pa.types.is_timestamp(column.type):
+        return [_utc(v) for v in column.to_pylist()]
     return list(column.to_pylist())
+
+
+def _utc(value: Any) -> Any:
+    """pyarrow's UTC datetimes carry ``zoneinfo.ZoneInfo("UTC")``; the same instant with
+    ``datetime.UTC`` prints the same (``+00:00``) and orjson formats it ~10× faster."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
 
 
 @functools.cache
