@@ -424,14 +424,15 @@ async def _write_manifest(settings: Settings, report: RunReport) -> None:
         "files": files,
     }
     folder = Path(settings.output) / "_manifests"
-    text = json.dumps(manifest, indent=1, default=str)
     try:
-        await anyio.to_thread.run_sync(_write_manifest_sync, folder, f"run-{report.run_id}.json", text)
+        # encoded on the worker thread too: a per-record-file run lists one file per record
+        await anyio.to_thread.run_sync(_write_manifest_sync, folder, f"run-{report.run_id}.json", manifest)
     except OutputError as exc:
         log.error("manifest_failed", run_id=report.run_id, cause=exc.message)
 
 
-def _write_manifest_sync(folder: Path, name: str, text: str) -> None:
+def _write_manifest_sync(folder: Path, name: str, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=1, default=str)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

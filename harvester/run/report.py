@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -74,8 +74,10 @@ class SourceReport:
             self.status = "ok"
 
     def as_dict(self, *, with_sample: bool = False) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("files")  # file hashes go to the run manifest, not the summary
+        # file hashes go to the run manifest, not the summary (one per record in the json layout:
+        # left out before the deep copy, not after)
+        data = asdict(replace(self, files=[]))
+        data.pop("files")
         if not with_sample:
             data.pop("sample_record")
         return data

@@ -26,6 +26,9 @@ from datetime import datetime
 from typing import Any, cast
 
 import anyio
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
@@ -210,6 +213,10 @@ class ZtfSource(Source[ConeSearch]):
 
 #: rows per batch sent downstream
 BATCH_ROWS = 8192
+#: the filter codes IRSA serves, as an Arrow value set. Built when the module is imported, that is
+#: when a run builds its sources, before any request: pyarrow's first array from Python objects
+#: imports pandas when it is installed (0.3-1 s holding the GIL), which must not stall fetching.
+_BANDS = pa.array(list(BANDNAME))
 _NULLS = ["", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE"]
 
 
@@ -233,10 +240,6 @@ def parse_irsa_batch(content: bytes, target: str, provenance: Provenance, fetche
 def _fast_table(content: bytes) -> Any:
     """The body's IRSA columns parsed and checked by pyarrow, or None when the row parser must
     decide (anything unusual: it gives the exact value or the exact error)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
-
     head, newline, _rest = content.partition(b"\n")
     if not newline or b'"' in head or head.lstrip()[:1] == b"<":
         return None
@@ -266,7 +269,7 @@ def _fast_table(content: bytes) -> Any:
         pc.all(pc.match_substring_regex(oid, "^[0-9]+$")).as_py()
         and mjd.null_count == 0
         and pc.all(pc.is_finite(mjd)).as_py()
-        and pc.all(pc.is_in(band, value_set=pa.array(list(BANDNAME)))).as_py()
+        and pc.all(pc.is_in(band, value_set=_BANDS)).as_py()
     ):
         return None
     try:
@@ -277,8 +280,6 @@ def _fast_table(content: bytes) -> Any:
 
 
 def _columns_batch(table: Any, provenance: Provenance, fetched_at: datetime) -> Batch:
-    import pyarrow.compute as pc
-
     n = table.num_rows
     columns: dict[str, Any] = {"object_id": table.column("oid"), "filter": table.column("filtercode")}
     for name in ("mjd", *_INT_COLUMNS, *_HEXISH_COLUMNS):
@@ -290,8 +291,6 @@ def _columns_batch(table: Any, provenance: Provenance, fetched_at: datetime) -> 
 
 
 def _rows_batch(rows: list[dict[str, Any]], provenance: Provenance, fetched_at: datetime) -> Batch:
-    import pyarrow as pa
-
     from harvester.io.batches import _schema
 
     schema = _schema(ZtfRecord)
