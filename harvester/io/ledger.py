@@ -710,6 +710,8 @@ class Ledger:
             ]
             conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
             refetched = 0
+            if conn.execute("SELECT 1 FROM lost LIMIT 1").fetchone() is None:
+                return 0  # nothing lost: no key to look up
             for i in range(0, len(rows), _BATCH):
                 chunk = [r[0] for r in rows[i : i + _BATCH]]
                 q = ",".join("?" * len(chunk))

@@ -124,9 +124,21 @@ class OutputState:
         self.store = store
         self.source = source
         self.incremental = incremental
+        self._empty_at_start: bool | None = None
 
     async def seen(self, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        """The keys the output holds now (this run's records included)."""
         return await self.ledger.present(keys) if self.ledger is not None else set()
+
+    async def held_before(self, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        """The keys the output held before this run. For keys the run's dedup stage passed on,
+        that is the same as :meth:`seen` (a key it passed on is new to this run), and an output
+        that held nothing when the run began needs no lookup at all."""
+        if self.ledger is None:
+            return set()
+        if self._empty_at_start is None:
+            self._empty_at_start = await self.ledger.count() == 0
+        return set() if self._empty_at_start else await self.ledger.present(keys)
 
     async def commit(
         self, entries: list[tuple[tuple[str, ...], str, str | None]], files: list[FileInfo], run_id: str
@@ -540,7 +552,7 @@ async def _write_records(
     batch: list[Item], writer: Writer, report: SourceReport, state: OutputState | None, run_id: str
 ) -> None:
     if state is not None:
-        known = await state.seen([r.dedup_key() for r, _ in batch])
+        known = await state.held_before([r.dedup_key() for r, _ in batch])
         if known:
             report.already_present += sum(1 for r, _ in batch if r.dedup_key() in known)
             batch = [item for item in batch if item[0].dedup_key() not in known]
@@ -560,7 +572,7 @@ async def _write_batch(
     run_id: str,
 ) -> None:
     if state is not None:
-        known = await state.seen(batch.keys)
+        known = await state.held_before(batch.keys)
         if known:
             rows = [i for i, key in enumerate(batch.keys) if key not in known]
             report.already_present += len(batch) - len(rows)

@@ -1,9 +1,10 @@
 """The dedup keys a run has passed on, with memory that does not grow with the run.
 
 Overlapping cones return the same epochs, so a run drops records whose key it already passed on.
-Up to ``memory_keys`` keys are held in memory as 16-byte digests (~100 bytes each with their set
-slot); beyond that every digest moves to a temporary SQLite file (a B-tree on disk, a few MB of
-page cache), so a run of 10 million records holds no more keys in memory than one of 250,000.
+Up to ``memory_keys`` keys are held in memory as they are (a set of tuples: ~200 bytes a key, and
+no hashing beyond Python's own); beyond that every key moves, as a 16-byte digest, to a temporary
+SQLite file (a B-tree on disk, a few MB of page cache), so a run of 10 million records holds no
+more keys in memory than one of 200,000.
 
 The file lives in the system's temporary folder, is private to the process and is removed when
 the run ends (or by the OS, after a kill).
@@ -16,6 +17,7 @@ import sqlite3
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harvester.errors import OutputError
 from harvester.records import key_digest
@@ -24,8 +26,8 @@ __all__ = ["MEMORY_KEYS", "SeenKeys"]
 
 Key = tuple[str, ...]
 
-#: keys held in memory before the index moves to disk (≈ 25 MB of digests)
-MEMORY_KEYS = 250_000
+#: keys held in memory before the index moves to disk (≈ 40 MB)
+MEMORY_KEYS = 200_000
 _CHUNK = 500  # keys per SQLite IN (...) query
 
 
@@ -35,7 +37,7 @@ class SeenKeys:
 
     def __init__(self, memory_keys: int | None = None) -> None:
         self.memory_keys = MEMORY_KEYS if memory_keys is None else memory_keys
-        self._memory: set[bytes] = set()
+        self._memory: set[Key] = set()
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._db: sqlite3.Connection | None = None
 
@@ -54,25 +56,32 @@ class SeenKeys:
         positions in ``keys`` and how many of ``keys`` were seen before (duplicates). A key seen
         before counts as a duplicate even once ``room`` is used up; a new key past it is left
         out and not remembered."""
-        digests = [key_digest(k) for k in keys]
-        if self._db is None and len(self._memory) + len(digests) > self.memory_keys:
+        if self._db is None and len(self._memory) + len(keys) > self.memory_keys:
             self._spill()
-        known = self._known(digests)
+        if self._db is None:
+            return self._admit(keys, self._memory, room)
+        digests = [key_digest(k) for k in keys]
+        kept, duplicates = self._admit(digests, self._known(digests), room)
+        self._remember({digests[i] for i in kept})
+        return kept, duplicates
+
+    @staticmethod
+    def _admit(items: Sequence[Any], known: set[Any], room: int | None) -> tuple[list[int], int]:
+        """Positions of the items new to ``known`` (added to it), at most ``room``, and the
+        count of the others."""
         kept: list[int] = []
-        added: set[bytes] = set()
         duplicates = 0
-        for i, digest in enumerate(digests):
-            if digest in known or digest in added:
+        for i, item in enumerate(items):
+            if item in known:
                 duplicates += 1
             elif room is None or len(kept) < room:
                 kept.append(i)
-                added.add(digest)
-        self._remember(added)
+                known.add(item)
         return kept, duplicates
 
     def _known(self, digests: list[bytes]) -> set[bytes]:
-        if self._db is None:
-            return {d for d in digests if d in self._memory}
+        """The digests the file holds (a fresh set: the caller adds to it)."""
+        assert self._db is not None
         found: set[bytes] = set()
         unique = list(dict.fromkeys(digests))
         try:
@@ -86,9 +95,7 @@ class SeenKeys:
         return found
 
     def _remember(self, digests: set[bytes]) -> None:
-        if self._db is None:
-            self._memory |= digests
-            return
+        assert self._db is not None
         try:
             with self._db:
                 self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", ((d,) for d in digests))
@@ -104,7 +111,7 @@ class SeenKeys:
                 "CREATE TABLE seen (k BLOB PRIMARY KEY) WITHOUT ROWID;"
             )
             with db:
-                db.executemany("INSERT INTO seen VALUES (?)", ((d,) for d in sorted(self._memory)))
+                db.executemany("INSERT INTO seen VALUES (?)", sorted((key_digest(k),) for k in self._memory))
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise self._error(exc) from None
