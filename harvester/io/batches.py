@@ -82,16 +82,19 @@ class Batch:
         value = pc.max(self.table.column(name)).as_py()
         return None if value is None else float(value)
 
-    def json_lines(self) -> Iterator[bytes]:
-        """Each record as compact JSON, exactly as ``dumps_record`` writes its model."""
-        names, columns = _json_columns(self.model, self.table)
-        dumps = orjson.dumps
-        for row in zip(*columns, strict=True):
-            yield dumps(dict(zip(names, row, strict=True)))
+    def json_lines(self) -> list[bytes]:
+        """Each record as compact JSON, exactly as ``dumps_record`` writes its model (the same
+        dict, built from the columns: a value every row shares, such as the provenance, is
+        converted once per batch)."""
+        return list(map(orjson.dumps, self.rows()))
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Each record as the dict ``model.model_dump()`` gives (nested provenance)."""
-        names, columns = _json_columns(self.model, self.table)
+        n = self.table.num_rows
+        names, columns = [], []
+        for name, column in _json_columns(self.model, self.table):
+            names.append(name)
+            columns.append([column.value] * n if isinstance(column, _Constant) else column.values)
         for row in zip(*columns, strict=True):
             yield dict(zip(names, row, strict=True))
 
@@ -108,51 +111,60 @@ def _key_strings(values: list[Any]) -> list[str]:
     return list(map(key_part, values))
 
 
-def _json_columns(model: type[BaseRecord], table: pa.Table) -> tuple[list[str], list[list[Any]]]:
-    """The model's top-level field names in ``model_dump`` order, and one list of Python values
-    per field (a nested model's values as dicts)."""
-    names: list[str] = []
-    columns: list[list[Any]] = []
-    for name, subfields in _dump_plan(model):
-        names.append(name)
-        if subfields is None:
-            part = _constant_or_list(table.column(name))
-            columns.append(part if isinstance(part, list) else [part.value] * table.num_rows)
-            continue
-        parts = [_constant_or_list(table.column(f"{name}_{sub}")) for sub in subfields]
-        if all(not isinstance(p, list) for p in parts):  # one value for the whole batch: one dict
-            shared = {sub: p.value for sub, p in zip(subfields, parts, strict=True)}  # type: ignore[union-attr]
-            columns.append([shared] * table.num_rows)
-        else:
-            lists = [p if isinstance(p, list) else [p.value] * table.num_rows for p in parts]
-            columns.append([dict(zip(subfields, values, strict=True)) for values in zip(*lists, strict=True)])
-    return names, columns
-
-
 class _Constant:
+    """A column whose rows all hold one value."""
+
     __slots__ = ("value",)
 
     def __init__(self, value: Any) -> None:
         self.value = value
 
 
-def _constant_or_list(column: pa.ChunkedArray) -> _Constant | list[Any]:
+class _Values:
+    """A column's Python values."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+
+
+def _json_columns(model: type[BaseRecord], table: pa.Table) -> list[tuple[str, _Constant | _Values]]:
+    """The model's top-level fields in ``model_dump`` order, each with its values (a nested
+    model's values as dicts)."""
+    n = table.num_rows
+    out: list[tuple[str, _Constant | _Values]] = []
+    for name, subfields in _dump_plan(model):
+        if subfields is None:
+            out.append((name, _constant_or_list(table.column(name))))
+            continue
+        parts = [_constant_or_list(table.column(f"{name}_{sub}")) for sub in subfields]
+        shared = [p for p in parts if isinstance(p, _Constant)]
+        if len(shared) == len(parts):  # one value for the whole batch: one dict
+            out.append((name, _Constant({sub: p.value for sub, p in zip(subfields, shared, strict=True)})))
+        else:
+            lists = [[p.value] * n if isinstance(p, _Constant) else p.values for p in parts]
+            dicts = [dict(zip(subfields, values, strict=True)) for values in zip(*lists, strict=True)]
+            out.append((name, _Values(dicts)))
+    return out
+
+
+def _constant_or_list(column: pa.ChunkedArray) -> _Constant | _Values:
     """A column whose rows all hold one value (a batch's provenance, its fetch time) as that
-    value, else a list. Numbers are listed directly: checking them would cost more than it saves."""
+    value, else its values. Numbers are listed directly: checking them would cost more than it
+    saves."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return list(column.to_pylist())
-    constant = len(column) and (
-        column.null_count == len(column)
-        or (column.null_count == 0 and pc.count_distinct(column).as_py() == 1)
-    )
-    if constant:
+    kind = column.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return _Values(column.to_pylist())
+    nulls = column.null_count
+    if len(column) and (nulls == len(column) or (nulls == 0 and pc.count_distinct(column).as_py() == 1)):
         return _Constant(_utc(column[0].as_py()))
-    if pa.types.is_timestamp(column.type):
-        return [_utc(v) for v in column.to_pylist()]
-    return list(column.to_pylist())
+    if pa.types.is_timestamp(kind):
+        return _Values([_utc(v) for v in column.to_pylist()])
+    return _Values(column.to_pylist())
 
 
 def _utc(value: Any) -> Any:

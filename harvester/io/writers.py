@@ -296,7 +296,8 @@ class _ShardWriter:
         path = self._folder / f"part-{self._run_id}-{self._seq:05d}.{self.suffix}"
         info = await anyio.to_thread.run_sync(self._write, path)
         # only now, after the rename, are these records durable
-        result.durable.extend((key, path.name, wkey) for key, wkey in keys)
+        name = path.name
+        result.durable.extend((key, name, wkey) for key, wkey in keys)
         result.files.append(info)
 
     def _write(self, path: Path) -> FileInfo:
@@ -325,8 +326,8 @@ class JsonlWriter(_ShardWriter):
         self._buffer += b"\n"
 
     def _add_batch(self, batch: Batch) -> None:
-        for line in batch.json_lines():
-            self._buffer += line
+        if len(batch):
+            self._buffer += b"\n".join(batch.json_lines())
             self._buffer += b"\n"
 
     def _encode(self) -> bytes:
