@@ -64,6 +64,34 @@ _THREAD_ROWS = 256
 #: What travels between the stages: one record or a batch, with the watermark key of the target
 #: that emitted it (or None).
 Flow = tuple[BaseRecord | Batch, str | None]
+#: rows of batches between the producers and the disk at most (the streams count a batch as one
+#: item, so this keeps memory bounded when the disk is slower than the archive)
+ROWS_IN_FLIGHT = 65_536
+
+
+class RowBudget:
+    """How many batch rows are on their way to the writer. A producer waits before sending a
+    batch that would exceed ``limit`` (unless nothing is in flight: a batch larger than the
+    whole budget still goes, alone); the dedup stage and the writer give rows back as they drop
+    or write them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = anyio.Condition()
+
+    async def acquire(self, rows: int) -> None:
+        async with self._changed:
+            while self.used and self.used + rows > self.limit:
+                await self._changed.wait()
+            self.used += rows
+
+    async def release(self, rows: int) -> None:
+        if rows <= 0:
+            return
+        async with self._changed:
+            self.used = max(0, self.used - rows)
+            self._changed.notify_all()
 
 
 def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) -> Writer:
@@ -196,10 +224,13 @@ async def run_source(
         uniq_send, uniq_recv = anyio.create_memory_object_stream[Flow](opts.buffer)
         async with anyio.create_task_group() as tg:
             producers = anyio.CancelScope()
-            jobs = _Jobs(source, session, raw_send, report, writer, state, marks, opts.stop, runs)
+            budget = RowBudget(ROWS_IN_FLIGHT)
+            jobs = _Jobs(source, session, raw_send, report, writer, state, marks, opts.stop, runs, budget)
             tg.start_soon(jobs.produce, iter(targets), producers)
-            tg.start_soon(_dedup, raw_recv, uniq_send, report, opts.limit, producers, opts.keep_sample)
-            tg.start_soon(_write, uniq_recv, writer, report, state, opts.run_id, tg.cancel_scope)
+            tg.start_soon(
+                _dedup, raw_recv, uniq_send, report, opts.limit, producers, opts.keep_sample, budget
+            )
+            tg.start_soon(_write, uniq_recv, writer, report, state, opts.run_id, tg.cancel_scope, budget)
         completed = True
     except OutputError as exc:
         output_failed(report, exc)
@@ -356,9 +387,11 @@ class _Jobs:
         marks: dict[str, float],
         stop: anyio.Event | None,
         runs: list[_TargetRun],
+        budget: RowBudget,
     ) -> None:
         self.source, self.session, self.send, self.report = source, session, send, report
         self.writer, self.state, self.marks, self.stop, self.runs = writer, state, marks, stop, runs
+        self.budget = budget
 
     async def produce(self, targets: Iterator[Any], scope: anyio.CancelScope) -> None:
         workers = max(1, min(self.source.rate_limit.max_concurrency * 2, self.report.targets))
@@ -399,6 +432,7 @@ class _Jobs:
                 value = batch.column_max(field_name)
                 if value is not None and (run.high is None or value > run.high):
                     run.high = value
+            await self.budget.acquire(len(batch))
             await self.send.send((batch, wkey))
 
         def fail(part: str, cause: str, transient: bool) -> None:
@@ -458,12 +492,16 @@ async def _dedup(
     limit: int | None,
     producers: anyio.CancelScope,
     keep_sample: bool,
+    budget: RowBudget,
 ) -> None:
     seen = SeenKeys()
     try:
         async with recv, send:
             async for item in recv:
                 kept = await _admit(seen, item, report, limit, keep_sample)
+                if isinstance(item[0], Batch):  # rows dropped here are no longer in flight
+                    passed = kept[0] if kept is not None else None
+                    await budget.release(len(item[0]) - (len(passed) if isinstance(passed, Batch) else 0))
                 if kept is None:
                     continue
                 try:
@@ -511,6 +549,7 @@ async def _write(
     state: OutputState | None,
     run_id: str,
     pipeline: anyio.CancelScope,
+    budget: RowBudget,
 ) -> None:
     """Write batches; with a ledger, skip keys the output already holds and commit new ones.
 
@@ -519,7 +558,7 @@ async def _write(
     it is recorded and the pipeline is cancelled, keeping everything already written.
     """
     try:
-        await _write_batches(recv, writer, report, state, run_id)
+        await _write_batches(recv, writer, report, state, run_id, budget)
     except OutputError as exc:
         output_failed(report, exc)
         pipeline.cancel()
@@ -531,6 +570,7 @@ async def _write_batches(
     report: SourceReport,
     state: OutputState | None,
     run_id: str,
+    budget: RowBudget,
 ) -> None:
     async with recv:
         async for first in recv:
@@ -545,7 +585,10 @@ async def _write_batches(
             if records:
                 await _write_records(records, writer, report, state, run_id)
             for batch, wkey in batches:
-                await _write_batch(batch, wkey, writer, report, state, run_id)
+                try:
+                    await _write_batch(batch, wkey, writer, report, state, run_id)
+                finally:
+                    await budget.release(len(batch))
 
 
 async def _write_records(

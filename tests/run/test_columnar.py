@@ -6,7 +6,8 @@ and what reaches the disk is exactly what the record-at-a-time path wrote (issue
 - a batch's JSON is byte for byte ``dumps_record`` of the same model;
 - a fixed harvest writes the output captured before the change (tests/data/golden), in every
   format: no row lost, duplicated, changed in value or type, or reordered within a light curve;
-- the run's dedup keys leave memory for a temporary file past a threshold, with the same result.
+- the run's dedup keys leave memory for a temporary file past a threshold, with the same result;
+- batches wait for the writer (a budget of rows in flight) instead of piling up in memory.
 """
 
 from __future__ import annotations
@@ -17,18 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pyarrow.parquet as pq
 import pytest
 
 import harvester
+from harvester.archives.ztf import source as ztf_source
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.source import IRSA_COLUMNS, parse_irsa_batch, parse_irsa_csv
 from harvester.errors import ArchiveResponseError
 from harvester.io.writers import dumps_record
 from harvester.records import Provenance
-from harvester.run import seen
+from harvester.run import pipeline, seen
+from harvester.run.pipeline import RowBudget
 from harvester.run.seen import SeenKeys
 from harvester.testing import FakeArchive
 from tests.conftest import ROW, irsa_csv, irsa_row
@@ -244,3 +248,40 @@ async def test_a_limit_cuts_a_batch_at_exactly_the_limit(tmp_path: Path) -> None
     )
     assert report.sources["ztf"].written == 7 and report.sources["ztf"].limit_reached
     assert len(written(tmp_path / "ztf", "jsonl")) == 7
+
+
+async def test_a_producer_waits_while_the_rows_in_flight_would_exceed_the_budget() -> None:
+    budget = RowBudget(10)
+    await budget.acquire(8)
+    got: list[str] = []
+
+    async def second() -> None:
+        await budget.acquire(5)
+        got.append("second")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.sleep(0.05)
+        assert got == [] and budget.used == 8  # 8 + 5 > 10: waits
+        await budget.release(8)
+    assert got == ["second"] and budget.used == 5
+
+
+async def test_a_batch_larger_than_the_budget_goes_alone() -> None:
+    budget = RowBudget(10)
+    with anyio.fail_after(1):
+        await budget.acquire(25)
+    assert budget.used == 25
+
+
+async def test_a_tiny_row_budget_changes_nothing_in_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches wait for the writer instead of piling up in the streams, and all arrive."""
+    monkeypatch.setattr(pipeline, "ROWS_IN_FLIGHT", 5)
+    monkeypatch.setattr(ztf_source, "BATCH_ROWS", 3)
+    await golden_harvest(tmp_path, "jsonl")
+    got = by_key(
+        [{k: v for k, v in r.items() if k != "fetched_at"} for r in written(tmp_path / "ztf", "jsonl")]
+    )
+    assert got == by_key(golden())
