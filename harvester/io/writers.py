@@ -326,9 +326,7 @@ class JsonlWriter(_ShardWriter):
         self._buffer += b"\n"
 
     def _add_batch(self, batch: Batch) -> None:
-        if len(batch):
-            self._buffer += b"\n".join(batch.json_lines())
-            self._buffer += b"\n"
+        self._buffer += batch.json_text()
 
     def _encode(self) -> bytes:
         data, self._buffer = bytes(self._buffer), bytearray()

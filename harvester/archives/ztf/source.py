@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import anyio
+import polars  # noqa: F401  (writes a batch's JSON: imported with the source, see _BANDS)
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
