@@ -333,8 +333,8 @@ class TessSource(Source[TessTarget]):
         except BudgetUnavailable:
             raise
         except HttpStatusError as exc:
-            if exc.status == 404 and b"<Code>NoSuchBucket</Code>" in exc.body and self.cloud is not None:
-                self.cloud = None  # every other product would meet the same answer
+            if exc.status == 404 and b"<Code>NoSuchBucket</Code>" in exc.body:
+                self.cloud = None  # every later product would meet the same answer
                 self._fell_back("no_bucket", route, name, f"bucket {route.bucket} does not exist")
             elif exc.status in (403, 404):
                 self._fell_back("missing", route, name, f"HTTP {exc.status}")
