@@ -118,6 +118,7 @@ class TessSource(Source[TessTarget]):
         self._decoders = anyio.CapacityLimiter(self.config.decode_workers)
         #: The S3 route (None: MAST over HTTPS only); dropped for the run when its bucket is missing.
         self.cloud: CloudRoute | None = cloud_route(self.config)
+        self._first_fallback: dict[str, str] = {}  # per kind of S3 fallback: its first product and cause
 
     @property
     def config(self) -> TessSettings:
@@ -349,7 +350,7 @@ class TessSource(Source[TessTarget]):
     def _fell_back(self, kind: str, route: CloudRoute, name: str, cause: str) -> None:
         """Count one product sent from S3 to MAST over HTTPS, as one report line per kind."""
         log.info("s3_fallback", source=self.name, product=name, reason=kind, cause=cause)
-        first = f"{name}: {cause}"
+        first = self._first_fallback.setdefault(kind, f"{name}: {cause}")
         what = {
             "missing": "had no object in the bucket",
             "corrupt": "came back truncated or corrupt (size or CHECKSUM/DATASUM)",

@@ -73,6 +73,7 @@ async def test_a_missing_key_falls_back_to_mast_and_is_reported(tmp_path: Path) 
     assert record(tmp_path, S58).provenance.service == "Download/file"
     (line,) = src.warnings
     assert line.startswith("s3://stpubdata: 2 light curves had no object in the bucket; downloaded from MAST")
+    assert line.endswith((f"(first: {S58}: HTTP 404)", f"(first: {S70}: HTTP 404)"))
 
 
 async def test_a_missing_bucket_turns_the_route_off_for_the_run() -> None:
