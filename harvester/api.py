@@ -183,9 +183,8 @@ def host_limiters(sources: list[Source[Any]], registry: LimiterRegistry | None =
     across runs."""
     registry = registry if registry is not None else LimiterRegistry()
     for source in sources:
-        registry.register(
-            source.host, source.rate_limit.requests_per_second, source.rate_limit.max_concurrency
-        )
+        for host, budget in source.budgets():
+            registry.register(host, budget.requests_per_second, budget.max_concurrency)
     return registry
 
 

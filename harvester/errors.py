@@ -10,6 +10,7 @@
     ├── RunInterrupted              a stop was requested; the work-unit run stays open to resume
     ├── TransientError              may succeed if retried later (timeouts, resets, 429, 5xx)
     └── TerminalError               retrying the same request cannot help
+        ├── HttpStatusError         an HTTP status no retry can change (404, 403, other 4xx)
         ├── ArchiveResponseError    the archive answered, but not with data (HTML, VOTable ERROR,
         │                           MAST status ERROR, wrongly shaped JSON, corrupt FITS)
         ├── SizeLimitError          a body larger than the configured cap
@@ -73,6 +74,17 @@ class TransientError(HarvesterError):
 
 class TerminalError(HarvesterError):
     """A failure that the same request will meet again."""
+
+
+class HttpStatusError(TerminalError):
+    """The server answered a status that no retry can change (a 4xx other than 408/429):
+    ``status`` and the start of the ``body`` (an S3 error's ``<Code>``, say) let a caller decide
+    what it means for its route."""
+
+    def __init__(self, message: str, *, status: int, body: bytes = b"", target: str | None = None) -> None:
+        super().__init__(message, target=target)
+        self.status = status
+        self.body = body
 
 
 class ArchiveResponseError(TerminalError):

@@ -35,10 +35,15 @@ def irsa_row(oid: int = 675103300002930, mjd: float = 58202.353159699996, **cell
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test runs in an empty working directory with no harvester variables or tokens set."""
+    """Every test runs in an empty working directory with no harvester variables, tokens or S3
+    endpoint (``s3_env`` sets one) from the developer's environment."""
     tokens = {t.env for spec in archives.specs() for t in spec.tokens}
     for name in list(os.environ):
-        if name.startswith("HARVESTER_") or name in tokens:
+        if (
+            name.startswith("HARVESTER_")
+            or name in tokens
+            or name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+        ):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path

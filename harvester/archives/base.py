@@ -52,9 +52,27 @@ def utcnow() -> datetime:
 
 @dataclass
 class SourceNotes:
-    """Things a source wants in the run report besides counts (e.g. incomplete MAST results)."""
+    """Things a source wants in the run report besides counts (e.g. incomplete MAST results).
+
+    :meth:`tally` keeps one warning line per kind of event, its count kept current (a fallback
+    that happens for 500 products is one line, not 500).
+    """
 
     warnings: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    _lines: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def tally(self, kind: str, line: Callable[[int], str]) -> int:
+        """Count one more ``kind`` event; its warning line becomes ``line(count)``. Returns the count."""
+        count = self.counts.get(kind, 0) + 1
+        self.counts[kind] = count
+        where = self._lines.get(kind)
+        if where is None:
+            self._lines[kind] = len(self.warnings)
+            self.warnings.append(line(count))
+        else:
+            self.warnings[where] = line(count)
+        return count
 
 
 @dataclass
@@ -115,6 +133,11 @@ class Source(ABC, Generic[T]):
     def rate_limit(self) -> RateLimit:
         """The politeness budget for :attr:`base_url`'s host (``data_sources.<name>.rate_limit``)."""
         return self.config.rate_limit
+
+    def budgets(self) -> list[tuple[str, RateLimit]]:
+        """Every host this source talks to with its budget: :attr:`base_url`'s host and
+        :attr:`rate_limit` by default; a source with a second host (TESS's S3 bucket) adds it."""
+        return [(self.host, self.rate_limit)]
 
     def session_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`harvester.io.http.Http.session`: the block's retry policy

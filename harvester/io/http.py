@@ -29,7 +29,7 @@ import httpx
 import structlog
 
 from harvester._version import __version__
-from harvester.errors import SizeLimitError, TerminalError, TransientError
+from harvester.errors import HttpStatusError, SizeLimitError, TerminalError, TransientError
 from harvester.io.limiter import LimiterRegistry
 
 __all__ = ["Http", "HttpSession", "HttpStats", "Response", "RetryPolicy", "parse_retry_after"]
@@ -200,6 +200,15 @@ class HttpSession:
         self._rng = random.Random()  # noqa: S311  # backoff jitter, not cryptography
         self._sleep: Callable[[float], Any] = anyio.sleep
 
+    def anonymous(self) -> HttpSession:
+        """The same session without its token: for a source's requests to a host that must never
+        see it (a public bucket). Retry policy, timeouts and counters are shared with this one, so
+        the source's report counts both; the token hook then strips any ``Authorization``."""
+        twin = HttpSession(self._http, self.source, self.retry, self.timeouts, None, self._on_response)
+        twin.stats = self.stats
+        twin._sleep = self._sleep
+        return twin
+
     async def fetch(
         self,
         method: str,
@@ -314,7 +323,8 @@ class HttpSession:
             err = TransientError(f"HTTP {status} from {host}", target=target)
             err.retry_after = retry_after  # type: ignore[attr-defined]
             raise err
-        raise TerminalError(f"HTTP {status} from {host}: {snippet(content)}", target=target)
+        message = f"HTTP {status} from {host}: {snippet(content)}"
+        raise HttpStatusError(message, status=status, body=content[:4096], target=target)
 
     async def _read_body(self, response: httpx.Response, max_bytes: int | None, target: str) -> bytes:
         announced = response.headers.get("Content-Length")

@@ -1,4 +1,5 @@
-"""A deterministic fake of IRSA (ZTF light curves) and MAST (CAOM, products, TESS files).
+"""A deterministic fake of IRSA (ZTF light curves) and MAST (CAOM, products, TESS files, and the
+TESS files of its public S3 bucket).
 
 The fake archive is one ASGI application, used three ways:
 

@@ -16,6 +16,8 @@ the archive is made. The built-in ones:
 ``.../api/v0.1/Download/file?uri=``       TESS light-curve files (GET, HEAD)
 ``.../Mashup.asmx/columnsconfig``         MAST column metadata (POST or GET)
 ``.../whoami``                            MAST token check (GET)
+``[/<bucket>]/tess/public/tid/s…/<file>``  MAST's public S3 bucket, TESS files (GET, HEAD;
+                                          path-style, or virtual-hosted by Host)
 ========================================  ==========================================
 """
 
@@ -365,7 +367,7 @@ class FakeArchive:
         qdict: dict[str, Any] = dict(parse_qs(query, keep_blank_values=True))
         subjects = (path, unquote(query))
         req = FakeRequest(method, path, query, host, headers, bytes(body), qdict, subjects)
-        req.route = next((r for r in self.routes if path.endswith(r.suffix)), None)
+        req.route = next((r for r in self.routes if r.matches(path)), None)
         if req.route is not None and req.route.parse is not None:
             req.route.parse(req)
         return req

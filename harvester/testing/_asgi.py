@@ -9,6 +9,7 @@ reply, possibly paced, delayed or cut short by a fault.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,8 @@ class FakeRequest:
 
 @dataclass(frozen=True)
 class FakeRoute:
-    """A path a fake archive answers: requests whose path ends with ``suffix``.
+    """A path a fake archive answers: requests whose path ends with ``suffix`` or, when
+    ``pattern`` is set, whose path it matches (``re.search``: keys of a bucket, say).
 
     :param methods: the methods answered; others get 405.
     :param answer: ``await answer(request, archive)`` builds the reply; ``archive`` is the
@@ -104,3 +106,9 @@ class FakeRoute:
     methods: tuple[str, ...]
     answer: Callable[[FakeRequest, FakeArchive], Awaitable[Reply]]
     parse: Callable[[FakeRequest], None] | None = None
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, path: str) -> bool:
+        if self.pattern is not None:
+            return self.pattern.search(path) is not None
+        return path.endswith(self.suffix)

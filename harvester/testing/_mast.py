@@ -15,10 +15,15 @@ What it serves (upstream-apis.md §2), over what :mod:`~harvester.testing._caom`
   with HTTP 200 for anything MAST would refuse.
 - TESS file downloads, column metadata (``columnsconfig``) and the token check (``whoami``): with
   the invoke endpoint, the :data:`ROUTES` of the tess and mast archives.
+- MAST's public S3 bucket (upstream-apis.md §4.2): an anonymous ``GET``/``HEAD`` of
+  ``[/<bucket>]/tess/public/tid/sNNNN/xxxx/xxxx/xxxx/xxxx/<file>`` (path-style under any bucket
+  name, or virtual-hosted, the bucket in the Host) answers the same bytes as the download endpoint;
+  a key the layout does not give, or a file the fake does not hold, is S3's 404 ``NoSuchKey``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import threading
@@ -53,6 +58,7 @@ __all__ = [
     "handle_invoke",
     "mast_error",
     "mast_executing",
+    "s3_error",
 ]
 
 _SELECTED = ("_selected_", "boolean")
@@ -504,6 +510,31 @@ async def _download(req: FakeRequest, archive: FakeArchive) -> Reply:
     return Reply(200, data, "application/octet-stream", [("Content-Disposition", disposition)])
 
 
+_S3_KEY = re.compile(r"/tess/public/tid/s(\d{4})/(\d{4})/(\d{4})/(\d{4})/(\d{4})/([^/]+)$")
+
+
+def s3_error(status: int, code: str, message: str, resource: str) -> Reply:
+    """An S3 error document (``<Error><Code>…``), as the bucket answers."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message><Resource>{resource}</Resource></Error>"
+    )
+    return Reply(status, body.encode(), "application/xml")
+
+
+async def _s3_object(req: FakeRequest, archive: FakeArchive) -> Reply:
+    match = _S3_KEY.search(req.path)
+    assert match is not None  # the route's pattern
+    sector, name = int(match.group(1)), match.group(6)
+    tic = int("".join(match.group(i) for i in range(2, 6)))
+    found = parse_product_filename(name, archive.now_mjd)
+    if found is None or (found.tic_id, found.sector) != (tic, sector):
+        return s3_error(404, "NoSuchKey", "The specified key does not exist.", req.path)
+    data = await archive.lightcurve(found)
+    etag = '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+    return Reply(200, data, "binary/octet-stream", [("ETag", etag), ("Accept-Ranges", "bytes")])
+
+
 def _parse_columnsconfig(req: FakeRequest) -> None:
     if req.body:  # astroquery POSTs colConfigId=<service> as a form body
         req.params = dict(parse_qs(req.body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -521,11 +552,13 @@ async def _whoami(req: FakeRequest, archive: FakeArchive) -> Reply:
     return json_reply({"anon": not signed_in})
 
 
-#: The MAST API (CAOM searches, products, TESS files, column metadata, token check), as the
-#: ``fake`` of the tess and mast archives' registry entries (one server, shared).
+#: The MAST API (CAOM searches, products, TESS files, column metadata, token check) and its public
+#: S3 bucket's TESS files, as the ``fake`` of the tess and mast archives' registry entries (one
+#: server, shared).
 ROUTES = (
     FakeRoute("/api/v0/invoke", ("GET", "POST"), _invoke, _parse_invoke),
     FakeRoute("/api/v0.1/Download/file", ("GET", "HEAD"), _download, _parse_download),
     FakeRoute("/columnsconfig", ("GET", "POST"), _columnsconfig, _parse_columnsconfig),
     FakeRoute("/whoami", ("GET", "HEAD"), _whoami),
+    FakeRoute("/tess/public/tid/", ("GET", "HEAD"), _s3_object, pattern=_S3_KEY),
 )

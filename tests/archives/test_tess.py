@@ -100,11 +100,13 @@ class ScriptedMast:
 
 
 def tess(**query: Any) -> dict[str, Any]:
+    """The TESS block these tests use: MAST over HTTPS only (the S3 route is tests/archives/tess/)."""
     return {
         "data_sources": {
             "tess": {
                 "query": {"tic_ids": [21132157], **query},
                 "retries": {"attempts": 1, "backoff_base": 0.0},
+                "cloud": {"enabled": False},
             }
         }
     }

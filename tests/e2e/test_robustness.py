@@ -153,7 +153,7 @@ async def test_tokens_never_leave_their_host_or_reach_any_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With all three tokens set and debug logs on, no token appears in logs, records, READMEs, manifests
-    or state, and each goes only to its own archive's host."""
+    or state, and each goes only to its own archive's host (none to MAST's public S3 bucket)."""
     secrets = {
         "ZTF_API_TOKEN": "ztf-tok-1a2b",
         "TESS_API_TOKEN": "tess-tok-3c4d",
@@ -191,6 +191,7 @@ async def test_tokens_never_leave_their_host_or_reach_any_output(
         by_host.setdefault(host, set()).add(auth)
     assert by_host["irsa.ipac.caltech.edu"] == {"Bearer ztf-tok-1a2b"}
     assert by_host["mast.stsci.edu"] <= {"token tess-tok-3c4d", "token mast-tok-5e6f"}
+    assert by_host["stpubdata.s3.amazonaws.com"] == {None}  # TESS files from the public bucket: no token
     captured = capsys.readouterr()
     blobs = [captured.out, captured.err, json.dumps(report.as_dict(with_sample=True), default=str)]
     for path in tmp_path.rglob("*"):

@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from harvester.errors import SizeLimitError, TerminalError, TransientError
+from harvester.errors import HttpStatusError, SizeLimitError, TerminalError, TransientError
 from harvester.io.http import Http, HttpSession, RetryPolicy, parse_retry_after
 from harvester.io.limiter import LimiterRegistry
 
@@ -176,6 +176,27 @@ async def test_no_token_for_other_sessions_on_other_hosts() -> None:
         await session(http, []).fetch("GET", "https://example.org/x", target="t")
     assert "Authorization" not in seen[0].headers
     assert seen[0].headers["User-Agent"].startswith("harvester/")
+
+
+async def test_anonymous_twin_sends_no_token_even_to_the_tokens_host() -> None:
+    """``anonymous()`` drops the token (even for the token's own host) and shares the counters."""
+    handler, seen = sequence(httpx.Response(200, content=b"ok"))
+    async with Http(registry("mast.stsci.edu"), transport=httpx.MockTransport(handler)) as http:
+        s = session(http, [], auth=("mast.stsci.edu", "token s3cret"))
+        await s.anonymous().fetch("GET", "https://mast.stsci.edu/public", target="t")
+        await s.fetch("GET", "https://mast.stsci.edu/api", target="t")
+    assert "Authorization" not in seen[0].headers and seen[1].headers["Authorization"] == "token s3cret"
+    assert s.stats.requests == 2 and s.stats.bytes_received == 4
+
+
+async def test_a_terminal_status_keeps_its_code_and_body() -> None:
+    """A 404 is an HttpStatusError with the status and the start of the body (an S3 error code)."""
+    body = b"<Error><Code>NoSuchKey</Code></Error>"
+    handler, _ = sequence(httpx.Response(404, content=body))
+    async with Http(registry(), transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(HttpStatusError, match=r"^t: HTTP 404 from example\.org: <Error>") as caught:
+            await session(http, []).fetch("GET", "https://example.org/k", target="t")
+    assert (caught.value.status, caught.value.body) == (404, body)
 
 
 async def test_unknown_host_is_refused() -> None:

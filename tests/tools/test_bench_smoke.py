@@ -18,7 +18,7 @@ import pytest
 
 from harvester.executors.compact import compact
 from harvester.testing import FakeArchive, running_server
-from tests.tools.bench import bench_compact, bench_tess_compare, bench_ztf_rate
+from tests.tools.bench import bench_compact, bench_tess_compare, bench_tess_s3, bench_ztf_rate
 
 bench_main = importlib.import_module("tests.tools.bench.__main__")
 
@@ -47,6 +47,17 @@ def test_tess_compare_setup_and_astroquery_endpoints() -> None:
     assert ours.violations == bare.violations == 0
     _, body, goals = bench_tess_compare.render([ours, bare], len(tics), 1)
     assert "| harvester |" in body and goals[0][0].startswith("TESS: astroquery")
+
+
+def test_tess_s3_part_takes_each_route() -> None:
+    """Part 11 in a tiny configuration: the HTTPS run never asks the bucket, the S3 run never
+    downloads from MAST, and both write the same light curves."""
+    (https, s3), targets, nbytes = bench_tess_s3.measure(2, realistic=False)
+    assert https.lightcurves == s3.lightcurves >= 2 and nbytes > 0
+    assert (https.s3_gets, https.mast_downloads) == (0, https.lightcurves)
+    assert (s3.s3_gets, s3.mast_downloads) == (s3.lightcurves, 0)
+    _, body, goals = bench_tess_s3.render([https, s3], targets, nbytes)
+    assert "| S3 |" in body and goals[0][0] == "TESS S3: HTTPS / S3 wall time"
 
 
 def test_ztf_rate_clients_run() -> None:

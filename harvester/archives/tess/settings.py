@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from harvester.archives.common import (
     mast_rate,
 )
 
-__all__ = ["TessLightcurve", "TessQuery", "TessSettings"]
+__all__ = ["TessCloud", "TessLightcurve", "TessQuery", "TessSettings", "s3_rate"]
 
 
 class TessLightcurve(Model):
@@ -40,6 +41,40 @@ class TessLightcurve(Model):
         ge=1,
         description="Reduce to at most this many cadences (binned means); unset keeps every cleaned cadence.",
     )
+
+
+def s3_rate() -> RateLimit:
+    """The S3 host's default budget. S3 serves thousands of GETs per second per key prefix; this is
+    harvester's own politeness toward a public bucket (and a mirror), well above MAST's."""
+    return RateLimit(requests_per_second=50, max_concurrency=16)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class TessCloud(Model):
+    """Where TESS light curves are read from MAST's public S3 copy (``data_sources.tess.cloud``)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Download SPOC light curves from the public S3 bucket when they have a cloud copy "
+        "(MAST over HTTPS otherwise, and whenever the S3 copy fails).",
+    )
+    bucket: str = Field(default="stpubdata", description="Bucket holding MAST's public TESS data.")
+    endpoint_url: HttpUrl | None = Field(
+        default=None,
+        description="S3 endpoint for a mirror or a test server, read path-style "
+        "(`<endpoint>/<bucket>/<key>`); unset: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` if set, "
+        "else AWS (`https://<bucket>.s3.amazonaws.com/<key>`).",
+    )
+    rate_limit: RateLimit = Field(default_factory=s3_rate, description="The S3 host's budget.")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value) or ".." in value:
+            raise ValueError(f"must be an S3 bucket name (3-63 of a-z, 0-9, '.', '-'), got {value!r}")
+        return value
 
 
 class TessQuery(Model):
@@ -129,6 +164,7 @@ class TessSettings(ArchiveSettings):
     poll_budget_s: float = Field(default=600.0, gt=0, description="How long to poll EXECUTING.")
     decode_workers: int = Field(default=2, ge=1, le=64, description="Threads decoding FITS.")
     rate_limit: RateLimit = Field(default_factory=mast_rate, description="mast.stsci.edu budget.")
+    cloud: TessCloud = Field(default_factory=TessCloud, description="MAST's public S3 copy of TESS files.")
 
     def names_targets(self) -> bool:
         return self.query.names_targets()

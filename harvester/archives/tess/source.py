@@ -9,7 +9,11 @@ For each target (a TIC id, a cone, or the configured filters alone):
 3. Keep light-curve products: ``productSubGroupDescription`` LC with a ``_lc.fits`` name for the
    2-minute cadence, FAST-LC with ``_fast-lc.fits`` for 20 s.
 4. Download each (concurrently, under the host's limits, with a size cap), verify it is a
-   complete FITS file, retry a corrupt download once, then report it.
+   complete FITS file, retry a corrupt download once, then report it. A SPOC light curve with a
+   cloud copy is read from MAST's public S3 bucket first (:mod:`.cloud`: the key from the
+   documented layout, an anonymous GET with the S3 host's own budget, its size checked against the
+   product list's ``size`` and its CHECKSUM/DATASUM by the decoder); a missing key, an S3 failure
+   or a truncated or corrupt object sends it to MAST over HTTPS, and the run report counts it.
 5. Decode on a worker thread (:mod:`harvester.archives.spoc_fits` is the only place FITS is touched).
 
 Products already in the output (same ``obs_id``) are not downloaded again.
@@ -26,11 +30,20 @@ import anyio
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
+from harvester.archives.common import RateLimit
 from harvester.archives.mast_invoke import MastClient, discrete, position, value_range
-from harvester.archives.spoc_fits import decode_lightcurve_async
+from harvester.archives.spoc_fits import DecodedLightCurve, decode_lightcurve_async
+from harvester.archives.tess.cloud import CloudRoute, cloud_route, product_key
 from harvester.archives.tess.records import TessRecord
 from harvester.archives.tess.settings import TessSettings
-from harvester.errors import ArchiveResponseError, BudgetUnavailable, ConfigError, HarvesterError
+from harvester.errors import (
+    ArchiveResponseError,
+    BudgetUnavailable,
+    ConfigError,
+    HarvesterError,
+    HttpStatusError,
+)
+from harvester.io.http import HttpSession
 from harvester.records import Provenance
 
 __all__ = ["TessSource", "TessTarget", "is_lightcurve_product", "read_tic_file"]
@@ -103,6 +116,9 @@ class TessSource(Source[TessTarget]):
         super().__init__(settings, sample=sample)
         self._claimed: set[str] = set()  # dataURIs taken by some target in this run
         self._decoders = anyio.CapacityLimiter(self.config.decode_workers)
+        #: The S3 route (None: MAST over HTTPS only); dropped for the run when its bucket is missing.
+        self.cloud: CloudRoute | None = cloud_route(self.config)
+        self._first_fallback: dict[str, str] = {}  # per kind of S3 fallback: its first product and cause
 
     @property
     def config(self) -> TessSettings:
@@ -112,6 +128,13 @@ class TessSource(Source[TessTarget]):
     @property
     def base_url(self) -> str:
         return self.config.base_url
+
+    def budgets(self) -> list[tuple[str, RateLimit]]:
+        """MAST's budget, and the S3 host's own when the cloud route is on."""
+        out = super().budgets()
+        if self.cloud is not None:
+            out.append((self.cloud.host, self.config.cloud.rate_limit))
+        return out
 
     def targets(self) -> list[TessTarget]:
         query = self.config.query
@@ -234,41 +257,22 @@ class TessSource(Source[TessTarget]):
     async def _one_product(
         self, mast: MastClient, ctx: FetchContext, label: str, product: dict[str, Any], obs_id: str, uri: str
     ) -> None:
-        tess = self.config
         name = str(product.get("productFilename") or uri.rsplit("/", 1)[-1])
         try:
-            decoded = None
-            for attempt in (1, 2):  # a truncated or corrupt download is retried once
-                data = await mast.download(uri, target=f"{label}/{name}", max_bytes=tess.max_download_bytes)
-                try:
-                    decoded = await decode_lightcurve_async(
-                        data,
-                        limiter=self._decoders,
-                        flux_column=tess.lightcurve.flux_column,
-                        quality_bitmask=tess.lightcurve.quality_bitmask,
-                        max_points=tess.lightcurve.max_points,
-                        product=name,
-                    )
-                    break
-                except ArchiveResponseError as exc:
-                    if attempt == 2:
-                        raise
-                    log.info(
-                        "download_corrupt_retrying",
-                        source=self.name,
-                        target=label,
-                        product=name,
-                        cause=exc.message,
-                    )
-            assert decoded is not None
+            decoded: DecodedLightCurve | None = None
+            key = product_key(product) if self.cloud is not None else None
+            if key is not None:
+                decoded, url = await self._from_cloud(ctx.session.anonymous(), label, name, key, product)
+                service = "s3"
+            if decoded is None:
+                decoded = await self._from_mast(mast, label, name, uri)
+                url, service = mast.download_url(uri), "Download/file"
             record = TessRecord(
                 **decoded.to_record_fields(),
                 obs_id=obs_id,
                 obsid=_str_or_none(product.get("obsID") or product.get("parent_obsid")),
                 fetched_at=utcnow(),
-                provenance=Provenance(
-                    archive="mast", url=mast.download_url(uri), service="Download/file", sample=self.sample
-                ),
+                provenance=Provenance(archive="mast", url=url, service=service, sample=self.sample),
             )
         except BudgetUnavailable:
             raise  # not this light curve's failure: the whole unit stops and is retried
@@ -276,6 +280,102 @@ class TessSource(Source[TessTarget]):
             ctx.fail(name, exc.message, exc.transient)
             return
         await ctx.emit(record)
+
+    async def _decode(self, data: bytes, name: str) -> DecodedLightCurve:
+        lightcurve = self.config.lightcurve
+        return await decode_lightcurve_async(
+            data,
+            limiter=self._decoders,
+            flux_column=lightcurve.flux_column,
+            quality_bitmask=lightcurve.quality_bitmask,
+            max_points=lightcurve.max_points,
+            product=name,
+        )
+
+    async def _from_mast(self, mast: MastClient, label: str, name: str, uri: str) -> DecodedLightCurve:
+        """The light curve downloaded from MAST over HTTPS; a corrupt download is retried once."""
+        for attempt in (1, 2):
+            data = await mast.download(
+                uri, target=f"{label}/{name}", max_bytes=self.config.max_download_bytes
+            )
+            try:
+                return await self._decode(data, name)
+            except ArchiveResponseError as exc:
+                if attempt == 2:
+                    raise
+                log.info(
+                    "download_corrupt_retrying",
+                    source=self.name,
+                    target=label,
+                    product=name,
+                    cause=exc.message,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _from_cloud(
+        self, s3: HttpSession, label: str, name: str, key: str, product: dict[str, Any]
+    ) -> tuple[DecodedLightCurve | None, str]:
+        """The light curve read from the bucket, and its URL; None (after counting why in the
+        report) when it must come from MAST instead: no such key, the bucket gone, an S3 failure
+        that outlived the session's retries (503 SlowDown, throttling, resets), or an object whose
+        size or FITS checksums differ from MAST's file."""
+        route = self.cloud
+        assert route is not None
+        url = route.url(key)
+        target = f"{label}/{name}"
+        try:
+            response = await s3.fetch("GET", url, target=target, max_bytes=self.config.max_download_bytes)
+            size = _int_or_none(product.get("size"))
+            if size is not None and len(response.content) != size:
+                raise ArchiveResponseError(
+                    f"S3 object is {len(response.content):,} bytes, MAST lists {size:,}", target=name
+                )
+            return await self._decode(response.content, name), url
+        except BudgetUnavailable:
+            raise
+        except HttpStatusError as exc:
+            if exc.status == 404 and b"<Code>NoSuchBucket</Code>" in exc.body:
+                self.cloud = None  # every later product would meet the same answer
+                self._fell_back("no_bucket", route, name, f"bucket {route.bucket} does not exist")
+            elif exc.status in (403, 404):
+                self._fell_back("missing", route, name, f"HTTP {exc.status}")
+            else:
+                self._fell_back("failed", route, name, exc.message)
+        except ArchiveResponseError as exc:
+            self._fell_back("corrupt", route, name, exc.message)
+        except HarvesterError as exc:
+            self._fell_back("failed", route, name, exc.message)
+        return None, url
+
+    def _fell_back(self, kind: str, route: CloudRoute, name: str, cause: str) -> None:
+        """Count one product sent from S3 to MAST over HTTPS, as one report line per kind."""
+        log.info("s3_fallback", source=self.name, product=name, reason=kind, cause=cause)
+        first = self._first_fallback.setdefault(kind, f"{name}: {cause}")
+        what = {
+            "missing": "had no object in the bucket",
+            "corrupt": "came back truncated or corrupt (size or CHECKSUM/DATASUM)",
+            "failed": "could not be read (retries exhausted or refused)",
+            "no_bucket": "met a missing bucket (S3 route off for the rest of the run)",
+        }[kind]
+
+        def line(count: int, first: str = first) -> str:
+            plural = "light curve" if count == 1 else "light curves"
+            return (
+                f"{route.describe()}: {count} {plural} {what}; downloaded from MAST over HTTPS "
+                f"(first: {first})"
+            )
+
+        self.notes.tally(f"s3_{kind}", line)
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _obs_id(product: dict[str, Any]) -> str:
