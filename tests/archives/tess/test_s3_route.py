@@ -13,6 +13,7 @@ from harvester import api
 from harvester.archives.base import FetchContext
 from harvester.archives.tess.records import TessRecord
 from harvester.archives.tess.source import TessSource
+from harvester.io.batches import Batch
 from harvester.io.http import Http
 from harvester.records import BaseRecord
 from harvester.settings import load_settings
@@ -88,6 +89,9 @@ async def test_a_missing_bucket_turns_the_route_off_for_the_run() -> None:
     async def emit(record: BaseRecord) -> None:
         records.append(record)
 
+    async def emit_batch(batch: Batch) -> None:
+        records.extend(batch.records())
+
     async def absent(key: tuple[str, ...]) -> bool:
         return False
 
@@ -95,7 +99,13 @@ async def test_a_missing_bucket_turns_the_route_off_for_the_run() -> None:
         pytest.fail(f"{part}: {cause}")
 
     async with Http(api.host_limiters([source]), transport=httpx.MockTransport(archive)) as http:
-        ctx = FetchContext(http.session("tess", **source.session_options()), emit, absent, fail)
+        ctx = FetchContext(
+            session=http.session("tess", **source.session_options()),
+            emit=emit,
+            emit_batch=emit_batch,
+            is_present=absent,
+            fail=fail,
+        )
         for target in source.resolved():  # one TIC after the other
             await source.fetch(target, ctx)
     assert [r.provenance.service for r in records] == ["Download/file", "Download/file"]
