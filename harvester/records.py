@@ -47,7 +47,10 @@ class Provenance(BaseModel):
 
     archive: str = Field(description="The archive that served the data (irsa, mast, ...).")
     url: str = Field(description="The request URL (query included) that returned this record.")
-    service: str | None = Field(default=None, description="MAST service name, for MAST records.")
+    service: str | None = Field(
+        default=None,
+        description="MAST service name, for MAST records; 's3' for a file read from a public S3 bucket.",
+    )
     sample: bool = Field(
         default=False,
         description="True when the record came from harvester's built-in sample archive "
