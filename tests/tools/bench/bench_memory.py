@@ -1,4 +1,4 @@
-"""Benchmark part 6: peak memory of a ZTF harvest as it grows (100,000 vs 1,000,000 observations).
+"""Benchmark part 6: peak memory of a ZTF harvest as it grows (1,000,000 vs 10,000,000 observations).
 
 Run with ``uv run python -m tests.tools.bench.bench_memory [--quick] [--sizes N ...] [--trace N]`` (or as
 part of ``python -m tests.tools.bench``). A script, not a test.
@@ -205,7 +205,7 @@ def render(runs: list[MemoryRun]) -> Part:
 
 
 def run(quick: bool) -> Part:
-    return render(measure([20_000, 100_000] if quick else [100_000, 1_000_000]))
+    return render(measure([100_000, 1_000_000] if quick else [1_000_000, 10_000_000]))
 
 
 def trace(n: int) -> None:
@@ -220,7 +220,7 @@ def trace(n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="20,000 and 100,000 observations")
+    parser.add_argument("--quick", action="store_true", help="100,000 and 1,000,000 observations")
     parser.add_argument("--sizes", type=int, nargs="+", help="observation counts to compare")
     parser.add_argument("--trace", type=int, metavar="N", help="tracemalloc one harvest of N observations")
     parser.add_argument("--child", nargs=3, metavar=("URL", "N", "DIR"), help=argparse.SUPPRESS)
