@@ -285,3 +285,33 @@ async def test_a_tiny_row_budget_changes_nothing_in_the_output(
         [{k: v for k, v in r.items() if k != "fetched_at"} for r in written(tmp_path / "ztf", "jsonl")]
     )
     assert got == by_key(golden())
+
+
+async def test_a_first_harvest_asks_the_ledger_nothing_and_a_rerun_finds_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into an empty folder every key the dedup stage passes on is new: no presence lookups.
+    A rerun (the folder holds records) looks every key up and writes nothing."""
+    from harvester.io.ledger import Ledger
+
+    asked: list[int] = []
+    present = Ledger.present
+
+    async def counting(self: Ledger, keys: Any) -> Any:
+        asked.append(len(keys))
+        return await present(self, keys)
+
+    monkeypatch.setattr(Ledger, "present", counting)
+    await golden_harvest(tmp_path, "jsonl")
+    assert asked == []
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.ASGITransport(app=FakeArchive()),
+        output=tmp_path,
+        format="jsonl",
+        full=True,  # no watermark: the archive serves every epoch again
+        data_sources={"ztf": {"irsa": {"targets": GOLDEN_CONES, "mjd_range": None, "filters": []}}},
+    )
+    source = report.sources["ztf"]
+    assert sum(asked) >= len(golden()) and source.written == 0
+    assert source.already_present == len(golden())
