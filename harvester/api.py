@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
+import orjson
 import structlog
 from anyio.abc import ObjectSendStream
 from pydantic import BaseModel, ValidationError
@@ -431,7 +432,7 @@ async def _write_manifest(settings: Settings, report: RunReport) -> None:
 
 
 def _write_manifest_sync(folder: Path, name: str, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=1, default=str)
+    text = orjson.dumps(manifest, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

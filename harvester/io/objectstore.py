@@ -75,7 +75,7 @@ class ObjectStore:
                 make_folder(path.parent)
             except OSError as exc:
                 raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-            return _create_once(path, data, durable=True)
+            return _create_once(path, data, durable=True) is not None
         try:
             self._fs.pipe_file(target, data, mode="create")
         except FileExistsError:

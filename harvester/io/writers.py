@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import time
 import uuid
@@ -46,10 +47,9 @@ from harvester.io.files import (
     fsync_folder,
     make_folder,
     output_error,
-    temp_path,
     write_text_atomic,
 )
-from harvester.io.ledger import FileInfo, file_info
+from harvester.io.ledger import FileInfo
 from harvester.records import BaseRecord, stable_id
 
 __all__ = [
@@ -178,24 +178,25 @@ class JsonFilesWriter:
     def _write_sync(self, entries: Sequence[tuple[Key, BaseRecord | bytes, str | None]]) -> WriteResult:
         """Each entry's file: (dedup key, the record or its JSON, watermark key)."""
         result = WriteResult()
+        folder = os.fspath(self._folder)
         for key, record, wkey in entries:
-            path = self._folder / f"record_{stable_id(key)}.json"
+            name = f"record_{stable_id(key)}.json"
             data = (record if isinstance(record, bytes) else dumps_record(record)) + b"\n"
             try:
-                created = _create_once(path, data)
-                if not created and not path.is_file():
-                    raise OutputError(f"cannot write {path}: something that is not a file is in the way")
-                info = file_info(path, hashlib.sha256(data).hexdigest()) if created else None
+                stat = _create_record_file(folder, name, data)
+                where = os.path.join(folder, name)
+                if stat is None and not os.path.isfile(where):
+                    raise OutputError(f"cannot write {where}: something that is not a file is in the way")
             except OSError as exc:
-                result.error = output_error(path.parent, exc)  # the records before are durable
+                result.error = output_error(self._folder, exc)  # the records before are durable
                 return result
             except OutputError as exc:
                 result.error = exc  # the records before this one are durable: report them
                 return result
-            result.durable.append((key, path.name, wkey))
-            if info is not None:
+            result.durable.append((key, name, wkey))
+            if stat is not None:
                 result.written += 1
-                result.files.append(info)
+                result.files.append(FileInfo(name, stat[0], stat[1], hashlib.sha256(data).hexdigest()))
             else:
                 result.present += 1  # another process wrote it meanwhile (create-once)
         return result
@@ -204,34 +205,64 @@ class JsonFilesWriter:
         return WriteResult()
 
 
-def _create_once(path: Path, data: bytes, *, durable: bool = False) -> bool:
-    """Write ``data`` to ``path`` atomically; False if the path already exists (nothing changed).
-    ``durable``: on disk (file, then folder entry) before this returns True."""
-    tmp = temp_path(path)
+def _create_record_file(folder: str, name: str, data: bytes) -> tuple[int, int] | None:
+    """:func:`_create_once` for one record file, given as folder and name strings (the per-record
+    layout writes one per record: no path objects on that path); the new file's (size,
+    mtime_ns), or None if the name exists."""
+    stat = _create_once(os.path.join(folder, name), data)
+    return None if stat is None else (stat.st_size, stat.st_mtime_ns)
+
+
+_tmp_names = itertools.count()
+_tmp_token = (0, "")
+
+
+def _tmp_name(path: str) -> str:
+    """A hidden temporary name next to ``path``, unique in this process (a counter) and across
+    processes (the pid and a random token drawn once per process)."""
+    global _tmp_token
+    pid = os.getpid()
+    if _tmp_token[0] != pid:
+        _tmp_token = (pid, f"{pid:x}{uuid.uuid4().hex[:8]}")
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{_tmp_token[1]}-{next(_tmp_names)}{TMP_SUFFIX}")
+
+
+def _create_once(path: Path | str, data: bytes, *, durable: bool = False) -> os.stat_result | None:
+    """Write ``data`` to ``path`` atomically and only once: the new file's status, or None if the
+    path already exists (nothing changed). ``durable``: on disk (file, then folder entry) before
+    this returns."""
+    path = os.fspath(path)
+    tmp = _tmp_name(path)
     try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
         try:
             os.link(tmp, path)  # atomic and create-only: fails if the record exists
         except FileExistsError:
-            return False
+            return None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
                 raise
-            if path.exists():  # a filesystem without hard links: fall back to rename
-                return False
+            if os.path.lexists(path):  # a filesystem without hard links: fall back to rename
+                return None
             os.replace(tmp, path)
         if durable:
-            fsync_folder(path.parent)
-        return True
+            fsync_folder(Path(path).parent)
+        return stat
     except OSError as exc:
-        raise output_error(path.parent, exc) from None
+        raise output_error(Path(path).parent, exc) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)
 
 
 class _ShardWriter:
@@ -376,6 +407,7 @@ class ParquetWriter(_ShardWriter):
 
 def _write_shard(path: Path, data: bytes) -> FileInfo:
     """A complete, durable shard under a name no other file has (create-only, like records)."""
-    if not _create_once(path, data, durable=True):
+    stat = _create_once(path, data, durable=True)
+    if stat is None:
         raise OutputError(f"cannot write {path}: a shard of that name exists (never overwritten)")
-    return file_info(path, hashlib.sha256(data).hexdigest())
+    return FileInfo(path.name, stat.st_size, stat.st_mtime_ns, hashlib.sha256(data).hexdigest())
