@@ -55,7 +55,7 @@ MAST_RPS = 10.0
 MAST_AT_ONCE = 8
 FIRST_TIC = 100_000_001
 GOAL_ASTROQUERY = 6.0
-GOAL_BARE = 1.15
+GOAL_BARE = 1.05  # issue 17 (issue 9 asked 1.15)
 DOWNLOAD_PATH = "/api/v0.1/Download/file"
 
 
