@@ -301,18 +301,12 @@ def _encode(source: str, lines: list[tuple[Key, bytes]], suffix: str) -> bytes:
     (the records' schema, as ``format: parquet`` writes a folder's shards)."""
     if suffix == "jsonl":
         return b"".join(line for _, line in lines)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from harvester.io.arrow import arrow_schema, records_table
+    from harvester.io.arrow import arrow_schema, parquet_bytes, records_table
 
     model = archives.record_model(source)
     schema = arrow_schema(model)
     records = [model.model_validate_json(line) for _, line in lines]
-    table = records_table(records, schema) if records else schema.empty_table()
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return bytes(sink.getvalue().to_pybytes())
+    return parquet_bytes(records_table(records, schema) if records else schema.empty_table())
 
 
 def _keys_in(source: str, body: bytes, suffix: str) -> list[Key]:
@@ -323,11 +317,9 @@ def _keys_in(source: str, body: bytes, suffix: str) -> list[Key]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(pa.BufferReader(body), columns=list(model.key_fields))
-    columns = [table.column(f).to_pylist() for f in model.key_fields]
-    return [
-        key_of(model, dict(zip(model.key_fields, row, strict=True))) for row in zip(*columns, strict=True)
-    ]
+    from harvester.io.batches import Batch
+
+    return Batch(model, pq.read_table(pa.BufferReader(body), columns=list(model.key_fields))).keys
 
 
 def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:

@@ -28,11 +28,13 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["arrow_schema", "flat_row", "nested_row", "records_table"]
+__all__ = ["arrow_schema", "flat_row", "nested_row", "parquet_bytes", "records_table"]
 
 
+@functools.cache
 def arrow_schema(model: type[BaseModel]) -> pa.Schema:
-    """The Parquet schema of a record model (see the module's docstring for the mapping)."""
+    """The Parquet schema of a record model (see the module's docstring for the mapping); worked
+    out once per model (schemas are immutable)."""
     import pyarrow as pa
 
     fields = []
@@ -104,6 +106,16 @@ def _column_paths(model: type[BaseModel]) -> list[tuple[str, tuple[str, str | No
         else:
             paths.append((name, (name, None)))
     return paths
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as one zstd-compressed Parquet file, in memory (a folder's shard, a unit's object)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def nested_row(row: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ with a vectorised reader) emits batches instead of one model per record; the pip
 on their key columns and the writers write them without building a model per row:
 
 - Parquet: the table itself;
-- jsonl and per-record JSON: :meth:`Batch.json_lines`, byte for byte what
+- jsonl and per-record JSON: :meth:`Batch.json_text` (:meth:`Batch.json_lines`), byte for byte what
   :func:`harvester.io.writers.dumps_record` writes for the same record (same field order, the same
   float and time forms, null for missing values).
 
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from harvester.io.arrow import arrow_schema
 from harvester.records import BaseRecord, key_part
 
 if TYPE_CHECKING:
@@ -242,19 +243,12 @@ def batch_from_columns(
     a column not given is null (allowed only for a nullable field)."""
     import pyarrow as pa
 
-    schema = _schema(model)
+    schema = arrow_schema(model)
     arrays = []
     for field in schema:
         column = columns.get(field.name)
         arrays.append(pa.nulls(rows, field.type) if column is None else column)
     return Batch(model, pa.Table.from_arrays(arrays, schema=schema))
-
-
-@functools.cache
-def _schema(model: type[BaseRecord]) -> pa.Schema:
-    from harvester.io.arrow import arrow_schema
-
-    return arrow_schema(model)
 
 
 def constant(value: Any, rows: int, type_: pa.DataType) -> pa.Array:

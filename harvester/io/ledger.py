@@ -62,6 +62,7 @@ import structlog
 from pydantic import ValidationError
 
 from harvester.errors import OutputError
+from harvester.io.batches import Batch
 from harvester.io.files import make_folder, output_error, temp_path
 from harvester.io.readers import is_record_file
 from harvester.records import BaseRecord, key_part, key_text, stable_id
@@ -640,10 +641,9 @@ class Ledger:
             raise _Damaged(1) from None
         if schema.names != arrow_schema(self.model).names:
             raise _Damaged(table.num_rows or 1)
-        columns = [table.column(f).to_pylist() for f in self.model.key_fields]
-        if any(v is None for column in columns for v in column):
+        if any(table.column(f).null_count for f in self.model.key_fields):
             raise _Damaged(table.num_rows)
-        return [tuple(key_part(v) for v in values) for values in zip(*columns, strict=True)]
+        return Batch(self.model, table).keys
 
     # -- presence --------------------------------------------------------------------------------
 

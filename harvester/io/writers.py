@@ -183,7 +183,7 @@ class JsonFilesWriter:
             name = f"record_{stable_id(key)}.json"
             data = (record if isinstance(record, bytes) else dumps_record(record)) + b"\n"
             try:
-                stat = _create_record_file(folder, name, data)
+                stat = _create_once(os.path.join(folder, name), data)
                 where = os.path.join(folder, name)
                 if stat is None and not os.path.isfile(where):
                     raise OutputError(f"cannot write {where}: something that is not a file is in the way")
@@ -196,21 +196,14 @@ class JsonFilesWriter:
             result.durable.append((key, name, wkey))
             if stat is not None:
                 result.written += 1
-                result.files.append(FileInfo(name, stat[0], stat[1], hashlib.sha256(data).hexdigest()))
+                sha256 = hashlib.sha256(data).hexdigest()
+                result.files.append(FileInfo(name, stat.st_size, stat.st_mtime_ns, sha256))
             else:
                 result.present += 1  # another process wrote it meanwhile (create-once)
         return result
 
     async def close(self) -> WriteResult:
         return WriteResult()
-
-
-def _create_record_file(folder: str, name: str, data: bytes) -> tuple[int, int] | None:
-    """:func:`_create_once` for one record file, given as folder and name strings (the per-record
-    layout writes one per record: no path objects on that path); the new file's (size,
-    mtime_ns), or None if the name exists."""
-    stat = _create_once(os.path.join(folder, name), data)
-    return None if stat is None else (stat.st_size, stat.st_mtime_ns)
 
 
 _tmp_names = itertools.count()
@@ -395,14 +388,12 @@ class ParquetWriter(_ShardWriter):
 
     def _encode(self) -> bytes:
         import pyarrow as pa
-        import pyarrow.parquet as pq
+
+        from harvester.io.arrow import parquet_bytes
 
         self._table_records()
         tables, self._tables = self._tables, []
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        return bytes(sink.getvalue().to_pybytes())
+        return parquet_bytes(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
 
 
 def _write_shard(path: Path, data: bytes) -> FileInfo:

@@ -157,3 +157,15 @@ def test_rows_go_out_before_the_last_unit_is_read(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(compact_module, "_write_group", written)
     compact("ztf", str(tmp_path / "out"), tmp_path / "ztf.parquet")
     assert events.index("row group") < events.index("read c3")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_a_unit_object_gives_back_the_keys_of_the_records_it_holds(suffix: str) -> None:
+    """What a worker reads back from a data object an earlier attempt left (it adopts it):
+    the same keys, in the same order, whichever layout the object has."""
+    from harvester.executors.worker import _encode, _keys_in
+
+    records = [ztf(58000.0 + i / 7, mag=None if i % 4 == 0 else 18.0) for i in range(12)]
+    lines = [(r.dedup_key(), dumps_record(r) + b"\n") for r in records]
+    body = _encode("ztf", lines, suffix)
+    assert _keys_in("ztf", body, suffix) == [r.dedup_key() for r in records]

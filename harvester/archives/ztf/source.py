@@ -37,6 +37,7 @@ from harvester.archives.common import ConeSearch, read_targets_file
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.settings import IrsaCone, ZtfSettings
 from harvester.errors import ArchiveResponseError, ConfigError
+from harvester.io.arrow import arrow_schema
 from harvester.io.batches import Batch, batch_from_columns, constant
 from harvester.io.http import snippet
 from harvester.records import Provenance
@@ -292,9 +293,7 @@ def _columns_batch(table: Any, provenance: Provenance, fetched_at: datetime) -> 
 
 
 def _rows_batch(rows: list[dict[str, Any]], provenance: Provenance, fetched_at: datetime) -> Batch:
-    from harvester.io.batches import _schema
-
-    schema = _schema(ZtfRecord)
+    schema = arrow_schema(ZtfRecord)
     n = len(rows)
     given = {name for name in rows[0]} if rows else set(IRSA_FIELDS)
     columns = {name: pa.array([row[name] for row in rows], schema.field(name).type) for name in given}
@@ -303,10 +302,7 @@ def _rows_batch(rows: list[dict[str, Any]], provenance: Provenance, fetched_at: 
 
 def _constants(provenance: Provenance, fetched_at: datetime, n: int) -> dict[str, Any]:
     """The columns every row of one response shares."""
-
-    from harvester.io.batches import _schema
-
-    schema = _schema(ZtfRecord)
+    schema = arrow_schema(ZtfRecord)
     values = {
         "source": "ztf",
         "fetched_at": fetched_at,
