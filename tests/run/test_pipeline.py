@@ -278,3 +278,19 @@ async def test_committing_files_are_on_disk_before_they_get_their_names(
     synced = {path for kind, path in disk.events if kind == "sync"}
     units = tmp_path / "out" / "ztf" / "units"
     assert {str(units), str(units.parent), str(units.parent.parent), str(tmp_path)} <= synced
+
+
+def test_run_ids_sort_in_start_order_within_one_second() -> None:
+    """The unit driver orders manifests by run id: ids made a few milliseconds apart (the same
+    second, usually) sort as they were made, in the documented form."""
+    import re
+    import time
+
+    from harvester.run.report import new_run_id
+
+    ids = []
+    for _ in range(5):
+        ids.append(new_run_id())
+        time.sleep(0.003)
+    assert all(re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}", i) for i in ids)
+    assert ids == sorted(ids)
