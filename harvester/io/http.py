@@ -217,6 +217,7 @@ class HttpSession:
         target: str,
         params: Sequence[tuple[str, str]] | None = None,
         data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         max_bytes: int | None = None,
     ) -> Response:
         """Send one logical request, retrying transient failures; return a fully read 2xx response.
@@ -228,7 +229,7 @@ class HttpSession:
         while True:
             try:
                 return await self._attempt(
-                    method, url, params=params, data=data, max_bytes=max_bytes, target=target
+                    method, url, params=params, data=data, headers=headers, max_bytes=max_bytes, target=target
                 )
             except TransientError as exc:
                 if attempt >= self.retry.retries:
@@ -262,6 +263,7 @@ class HttpSession:
         *,
         params: Sequence[tuple[str, str]] | None,
         data: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None = None,
         max_bytes: int | None,
         target: str,
     ) -> Response:
@@ -271,6 +273,7 @@ class HttpSession:
             url,
             params=list(params) if params is not None else None,
             data=data,
+            headers=dict(headers) if headers else None,
             timeout=httpx.Timeout(self.timeouts.read_s, connect=self.timeouts.connect_s),
             extensions={_AUTH_EXTENSION: self._auth} if self._auth else None,
         )

@@ -30,13 +30,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from harvester.archives.common import check_url
 from harvester.archives.tess.settings import TessSettings
-from harvester.errors import ConfigError
+from harvester.io.s3 import ENDPOINT_VARIABLES, CloudRoute, endpoint_from_env
 
 __all__ = [
     "ENDPOINT_VARIABLES",
@@ -47,8 +45,6 @@ __all__ = [
     "s3_key",
 ]
 
-#: The standard variables naming an S3 endpoint, the service-specific one first (as boto3 reads them).
-ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 #: MAST's own host: the bucket is MAST's copy of what this host serves.
 MAST_HOST = "mast.stsci.edu"
 _PRODUCT_PREFIX = "mast:TESS/product/"
@@ -79,45 +75,6 @@ def product_key(product: Mapping[str, Any]) -> str | None:
     if sector < 1 or tic < 1:
         return None
     return s3_key(tic, sector, name)
-
-
-@dataclass(frozen=True)
-class CloudRoute:
-    """One bucket at one endpoint: where a key is read from."""
-
-    bucket: str
-    endpoint: str | None = None  # None: AWS's public endpoint, virtual-hosted
-
-    @property
-    def base(self) -> str:
-        if self.endpoint is None:
-            return f"https://{self.bucket}.s3.amazonaws.com"
-        return f"{self.endpoint.rstrip('/')}/{self.bucket}"
-
-    @property
-    def host(self) -> str:
-        return (urlsplit(self.base).hostname or "").lower()
-
-    def url(self, key: str) -> str:
-        """The anonymous GET URL of ``key``."""
-        return f"{self.base}/{quote(key, safe='/')}"
-
-    def describe(self) -> str:
-        """``s3://bucket`` and, for a configured endpoint, where: for logs and report lines."""
-        return f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
-
-
-def endpoint_from_env(environ: Mapping[str, str]) -> str | None:
-    """The endpoint the standard AWS variables name, or None; ConfigError for a value that is not
-    an http(s) URL."""
-    for name in ENDPOINT_VARIABLES:
-        value = environ.get(name, "").strip()
-        if value:
-            try:
-                return check_url(value)
-            except ValueError as exc:
-                raise ConfigError(f"{name}: {exc}") from None
-    return None
 
 
 def cloud_route(config: TessSettings, environ: Mapping[str, str] | None = None) -> CloudRoute | None:
