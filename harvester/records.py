@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 __all__ = [
     "BaseRecord",
     "Provenance",
+    "alternate_part",
+    "key_columns",
     "key_digest",
     "key_of",
     "key_part",
@@ -73,6 +75,10 @@ class BaseRecord(BaseModel):
     provenance: Provenance = Field(description="Where the record came from.")
 
     key_fields: ClassVar[tuple[str, ...]] = ("object_id",)
+    #: A key field that may be null, and the field standing in for it then: its key part is the
+    #: other field's name followed by its value (ZTF: ``mjd`` from the API, ``hmjd`` from a data
+    #: release, so the two never share a key).
+    key_alternates: ClassVar[dict[str, str]] = {}
 
     @field_validator("fetched_at")
     @classmethod
@@ -90,13 +96,43 @@ class BaseRecord(BaseModel):
 
     def dedup_key(self) -> tuple[str, ...]:
         """The fields that identify this record within its source, as strings."""
-        return tuple(key_part(getattr(self, name)) for name in self.key_fields)
+        parts = []
+        for name in self.key_fields:
+            value = getattr(self, name)
+            alternate = self.key_alternates.get(name) if value is None else None
+            parts.append(
+                key_part(value) if alternate is None else alternate_part(alternate, getattr(self, alternate))
+            )
+        return tuple(parts)
+
+
+def key_columns(model: type[BaseRecord]) -> list[str]:
+    """The fields a key is made of: ``key_fields`` and their alternates."""
+    return [
+        *model.key_fields,
+        *(model.key_alternates[n] for n in model.key_fields if n in model.key_alternates),
+    ]
+
+
+def alternate_part(name: str, value: object) -> str:
+    """The key part of a null key field stood in for by field ``name`` holding ``value``."""
+    if value is None:
+        raise ValueError(f"key field {name} is null")
+    return name + key_part(value)
 
 
 def key_of(model: type[BaseRecord], data: Mapping[str, Any]) -> tuple[str, ...]:
     """The dedup key of a record already written and read back as JSON (``data``), without
     validating it again: the same value :meth:`BaseRecord.dedup_key` gave before it was written."""
-    return tuple(key_part(data[name]) for name in model.key_fields)
+    parts = []
+    for name in model.key_fields:
+        value = data[name] if name not in model.key_alternates else data.get(name)
+        if value is None and name in model.key_alternates:
+            alternate = model.key_alternates[name]
+            parts.append(alternate_part(alternate, data.get(alternate)))
+        else:
+            parts.append(key_part(value))
+    return tuple(parts)
 
 
 def key_digest(key: tuple[str, ...]) -> bytes:

@@ -29,8 +29,10 @@ def _record(fetched_at: object) -> ZtfRecord:
             "fetched_at": fetched_at,
             "provenance": Provenance(archive="irsa", url="https://irsa.example/x"),
             **dict.fromkeys(
-                ZtfRecord.model_fields.keys()
-                - {"source", "object_id", "mjd", "filter", "fetched_at", "provenance"}
+                name
+                for name, info in ZtfRecord.model_fields.items()
+                if info.is_required()
+                and name not in {"object_id", "mjd", "filter", "fetched_at", "provenance"}
             ),
         }
     )

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from harvester.io.arrow import arrow_schema
-from harvester.records import BaseRecord, key_part
+from harvester.records import BaseRecord, alternate_part, key_part
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,9 +59,22 @@ class Batch:
     def keys(self) -> list[Key]:
         """Each row's dedup key, as :meth:`BaseRecord.dedup_key` gives it for the same record."""
         if self._keys is None:
-            parts = [_key_strings(self.table.column(name).to_pylist()) for name in self.model.key_fields]
+            parts = [self._key_part(name) for name in self.model.key_fields]
             self._keys = list(zip(*parts, strict=True))
         return self._keys
+
+    def _key_part(self, name: str) -> list[str]:
+        column = self.table.column(name)
+        alternate = self.model.key_alternates.get(name)
+        if column.null_count == 0:
+            return _key_strings(column.to_pylist())
+        if alternate is None:
+            raise ValueError(f"key field {name} is null")
+        others = self.table.column(alternate).to_pylist()
+        return [
+            key_part(value) if value is not None else alternate_part(alternate, other)
+            for value, other in zip(column.to_pylist(), others, strict=True)
+        ]
 
     def take(self, rows: Sequence[int]) -> Batch:
         """The rows at ``rows`` (in that order), keys kept."""
@@ -240,15 +253,26 @@ def batch_from_columns(
     model: type[BaseRecord], columns: dict[str, pa.Array | pa.ChunkedArray], rows: int
 ) -> Batch:
     """A batch of ``rows`` records of ``model`` from named Arrow columns of the flat schema;
-    a column not given is null (allowed only for a nullable field)."""
+    a column not given holds the field's default (null for a nullable field without one)."""
     import pyarrow as pa
 
     schema = arrow_schema(model)
     arrays = []
     for field in schema:
         column = columns.get(field.name)
-        arrays.append(pa.nulls(rows, field.type) if column is None else column)
+        if column is None:
+            default = _default(model, field.name)
+            column = pa.nulls(rows, field.type) if default is None else constant(default, rows, field.type)
+        arrays.append(column)
     return Batch(model, pa.Table.from_arrays(arrays, schema=schema))
+
+
+def _default(model: type[BaseRecord], name: str) -> Any:
+    """A top-level field's default value, or None (no default, or a null one)."""
+    info = model.model_fields.get(name)
+    if info is None or info.is_required():
+        return None
+    return info.get_default(call_default_factory=True)
 
 
 def constant(value: Any, rows: int, type_: pa.DataType) -> pa.Array:

@@ -65,7 +65,7 @@ from harvester.errors import OutputError
 from harvester.io.batches import Batch
 from harvester.io.files import make_folder, output_error, temp_path
 from harvester.io.readers import is_record_file
-from harvester.records import BaseRecord, key_part, key_text, stable_id
+from harvester.records import BaseRecord, key_columns, key_text, stable_id
 
 __all__ = [
     "LEDGER_DIR",
@@ -608,7 +608,6 @@ class Ledger:
                     conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk)  # noqa: S608
 
     def _keys_of(self, name: str, data: bytes) -> list[Key]:
-        fields = self.model.key_fields
         if name.endswith(".parquet"):
             return self._parquet_keys(data)
         lines = [data] if name.endswith(".json") else data.split(b"\n")
@@ -622,7 +621,7 @@ class Ledger:
                 record = self.model.model_validate(orjson.loads(line))
             except (orjson.JSONDecodeError, ValidationError):
                 raise _Damaged(max(1, len(keys))) from None
-            keys.append(tuple(key_part(getattr(record, f)) for f in fields))
+            keys.append(record.dedup_key())
         if name.endswith(".json") and (len(keys) != 1 or name != f"record_{stable_id(keys[0])}.json"):
             raise _Damaged(1)
         return keys
@@ -635,15 +634,16 @@ class Ledger:
         from harvester.io.arrow import arrow_schema
 
         try:
-            table = pq.read_table(pa.BufferReader(data), columns=list(self.model.key_fields))
+            table = pq.read_table(pa.BufferReader(data), columns=key_columns(self.model))
             schema = pq.read_schema(pa.BufferReader(data))
         except (pa.ArrowException, OSError):
             raise _Damaged(1) from None
         if schema.names != arrow_schema(self.model).names:
             raise _Damaged(table.num_rows or 1)
-        if any(table.column(f).null_count for f in self.model.key_fields):
-            raise _Damaged(table.num_rows)
-        return Batch(self.model, table).keys
+        try:
+            return Batch(self.model, table).keys
+        except ValueError:  # a null key part
+            raise _Damaged(table.num_rows) from None
 
     # -- presence --------------------------------------------------------------------------------
 

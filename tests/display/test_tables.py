@@ -27,7 +27,9 @@ FETCHED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 def ztf(mjd: float, mag: float | None = 18.5, service: str | None = None) -> ZtfRecord:
     """A ZTF epoch with every optional cell null except mag."""
     nulls: dict[str, Any] = dict.fromkeys(
-        ZtfRecord.model_fields.keys() - {"source", "object_id", "fetched_at", "provenance", "mjd", "filter"}
+        name
+        for name, info in ZtfRecord.model_fields.items()
+        if info.is_required() and name not in {"object_id", "fetched_at", "provenance", "mjd", "filter"}
     )
     return ZtfRecord(
         object_id="675103300002930",

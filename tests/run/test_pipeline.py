@@ -58,7 +58,7 @@ async def test_records_are_written_one_file_each_with_a_readme(tmp_path: Path) -
     record = ZtfRecord.model_validate_json(files[0].read_bytes())
     assert files[0].name == f"record_{record.object_id}_{record.mjd!r}.json"
     readme = (tmp_path / "ztf" / "README.md").read_text()
-    assert "| `mjd` | number | d |" in readme and "UTC, topocentric" in readme
+    assert "| `mjd` | number or null | d |" in readme and "UTC, topocentric" in readme
     assert '"written": 30' in readme
 
 

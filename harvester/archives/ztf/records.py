@@ -1,6 +1,9 @@
-"""The ZTF record: one epoch of the IRSA light-curve API.
+"""The ZTF record: one epoch of a ZTF light curve, from IRSA's light-curve API or a data release.
 
-Times: ``mjd`` is UTC, topocentric (observatory frame); ``hjd`` is a heliocentric full JD.
+Times: ``mjd`` is UTC, topocentric (observatory frame); ``hjd`` is a heliocentric full JD; ``hmjd``
+is the data release's heliocentric MJD. An API record has ``mjd`` (and ``hjd``), a data-release
+record has ``hmjd``: the release stores no ``mjd`` and its float32 ``hmjd`` cannot be matched to one
+exactly (docs/sources.md, "ZTF routes"), so neither is made up from the other.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ class ZtfRecord(BaseRecord):
         description="ZTF object id (IRSA `oid`, 15 digits) as a decimal string. One oid "
         "is one field/CCD-quadrant/filter, so one star has several."
     )
-    mjd: float = Field(
-        description="Modified Julian Date of the epoch: UTC, topocentric (observatory frame).",
+    mjd: float | None = Field(
+        description="Modified Julian Date of the epoch: UTC, topocentric (observatory frame). "
+        "From the API route; null from the data-release (hats) route, which stores `hmjd` instead.",
         json_schema_extra=unit("d"),
     )
     filter: Literal["zg", "zr", "zi"] = Field(description="ZTF filter code (IRSA `filtercode`).")
@@ -60,5 +64,33 @@ class ZtfRecord(BaseRecord):
     exptime: float | None = Field(description="Exposure time.", json_schema_extra=unit("s"))
     airmass: float | None = Field(description="Airmass.")
     programid: int | None = Field(description="1 = public MSIP, 2 = partnership, 3 = Caltech.")
+    route: Literal["api", "hats"] = Field(
+        default="api",
+        description="How the epoch was harvested: `api`, IRSA's light-curve API (one cone per request); "
+        "`hats`, the data release's HATS Parquet catalog on S3.",
+    )
+    data_release: str | None = Field(
+        default=None,
+        description="The data release the epoch comes from (`ztf_dr24`): the catalog's release for "
+        "the hats route; the configured `collection` for the API route, null when IRSA's latest.",
+    )
+    hmjd: float | None = Field(
+        default=None,
+        description="Heliocentric Modified Julian Date (HJD - 2400000.5) as the data release stores it "
+        "(float32: about 5.6 min of resolution), exactly. Hats route only; null from the API.",
+        json_schema_extra=unit("d"),
+    )
+    objra: float | None = Field(
+        default=None,
+        description="Right ascension of the ZTF object (the release's mean position, ICRS; `ra` is a "
+        "detection's). Hats route only; null from the API.",
+        json_schema_extra=unit("deg"),
+    )
+    objdec: float | None = Field(
+        default=None,
+        description="Declination of the ZTF object (ICRS). Hats route only; null from the API.",
+        json_schema_extra=unit("deg"),
+    )
 
     key_fields: ClassVar[tuple[str, ...]] = ("object_id", "mjd")
+    key_alternates: ClassVar[dict[str, str]] = {"mjd": "hmjd"}

@@ -59,9 +59,9 @@ def write_units(root: Path, n: int) -> None:
                 "object_id": str(675103300000000 + k // 500),
                 "fetched_at": fetched,
                 "provenance": provenance,
+                **cells,
                 "mjd": 58000.0 + k * 0.001,
                 "filter": "zg",
-                **cells,
                 "mag": 18.0 + (k % 97) / 100,
             }
             lines.append(orjson.dumps(record) + b"\n")
