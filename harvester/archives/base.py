@@ -153,6 +153,12 @@ class Source(ABC, Generic[T]):
     def targets(self) -> list[T]:
         """Resolve the configured targets; raise ConfigError if there are none or they are bad."""
 
+    async def plan(self, targets: list[T], *, watermarks: dict[str, float], held: bool) -> list[T]:
+        """The targets this run fetches, once the output is known: ``watermarks`` are the output's
+        (empty on a first or ``--full`` run), ``held`` says whether it holds any record. The
+        default keeps ``targets``; ZTF decides ``route: auto`` here."""
+        return targets
+
     @abstractmethod
     def label(self, target: T) -> str:
         """A short, secret-free name of a target for logs and reports."""

@@ -52,6 +52,7 @@ __all__ = [
     "check_url",
     "mast_rate",
     "read_targets_file",
+    "s3_rate",
 ]
 
 # MAST publishes no radius limit for Mast.Caom.Cone / Mast.Caom.Filtered.Position (radius in
@@ -78,6 +79,12 @@ class RateLimit(Model):
 def mast_rate() -> RateLimit:
     """mast.stsci.edu's default budget, shared by the TESS and MAST archives (one host, one budget)."""
     return RateLimit(requests_per_second=10, max_concurrency=8)
+
+
+def s3_rate() -> RateLimit:
+    """The S3 host's default budget. S3 serves thousands of GETs per second per key prefix; this is
+    harvester's own politeness toward a public bucket (and a mirror), well above MAST's."""
+    return RateLimit(requests_per_second=50, max_concurrency=16)
 
 
 class Timeout(Model):

@@ -163,6 +163,12 @@ def archive_argument(help_text: str, *, need: str | None = None) -> Any:
     return typer.Argument(parser=names, help=f"{help_text} {names.metavar}", show_default=False)
 
 
+class RouteChoice(str, Enum):
+    api = "api"
+    hats = "hats"
+    auto = "auto"
+
+
 class FormatChoice(str, Enum):
     json = "json"
     jsonl = "jsonl"
@@ -204,6 +210,7 @@ def cli_overrides(
     irsa_radius: float | None = None,
     irsa_filter: list[str] | None = None,
     irsa_mjd_range: tuple[float, float] | None = None,
+    route: str | None = None,
 ) -> dict[str, Any]:
     """CLI flags as the top settings layer; ``--irsa-*`` reach ``data_sources.ztf.irsa`` only."""
     overrides: dict[str, Any] = {}
@@ -225,8 +232,11 @@ def cli_overrides(
         irsa["filters"] = irsa_filter
     if irsa_mjd_range is not None:
         irsa["mjd_range"] = list(irsa_mjd_range)
-    if irsa:
-        overrides["data_sources"] = {"ztf": {"irsa": irsa}}
+    ztf: dict[str, Any] = {"irsa": irsa} if irsa else {}
+    if route is not None:
+        ztf["route"] = route
+    if ztf:
+        overrides["data_sources"] = {"ztf": ztf}
     return overrides
 
 

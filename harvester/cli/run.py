@@ -26,6 +26,7 @@ from harvester.cli.app import (
     ExecutorChoice,
     FormatChoice,
     LogFormat,
+    RouteChoice,
     _fail,
     _now,
     app,
@@ -72,6 +73,10 @@ def run(
     irsa_mjd_range: Annotated[
         tuple[float, float] | None, typer.Option("--irsa-mjd-range", help="ZTF MJD range: START END.")
     ] = None,
+    route: Annotated[
+        RouteChoice | None,
+        typer.Option("--route", help="ZTF: api, hats (the data release on S3) or auto."),
+    ] = None,
     executor: Annotated[
         ExecutorChoice | None,
         typer.Option("--executor", help="local (default) or dask (needs the dask extra)."),
@@ -99,6 +104,7 @@ def run(
         irsa_radius=irsa_radius,
         irsa_filter=irsa_filter,
         irsa_mjd_range=irsa_mjd_range,
+        route=route.value if route is not None else None,
     )
     if executor is not None:
         overrides["executor"] = executor.value

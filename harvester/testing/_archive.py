@@ -204,6 +204,10 @@ class FakeArchive:
         self.executing_polls = executing_polls
         self.sample = sample
         self.tess_cadences = tess_cadences
+        #: Extra objects of IRSA's public bucket (key → bytes), e.g. a real HATS catalog for tests.
+        self.bucket_files: dict[str, bytes] = {}
+        #: More centres (ra, dec) around which the fake data release has pixels (read on first use).
+        self.hats_regions: list[tuple[float, float]] = []
         #: Every request, in arrival order (appended when its answer starts).
         self.requests: list[RequestLogEntry] = []
         #: Rate-limit violations per host (hosts appear at their first request when limiting is on).

@@ -18,6 +18,7 @@ from harvester.archives.common import (
     RateLimit,
     check_range,
     mast_rate,
+    s3_rate,
 )
 
 __all__ = ["TessCloud", "TessLightcurve", "TessQuery", "TessSettings", "s3_rate"]
@@ -41,12 +42,6 @@ class TessLightcurve(Model):
         ge=1,
         description="Reduce to at most this many cadences (binned means); unset keeps every cleaned cadence.",
     )
-
-
-def s3_rate() -> RateLimit:
-    """The S3 host's default budget. S3 serves thousands of GETs per second per key prefix; this is
-    harvester's own politeness toward a public bucket (and a mirror), well above MAST's."""
-    return RateLimit(requests_per_second=50, max_concurrency=16)
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from harvester.archives.common import (
     ArchiveSettings,
@@ -15,9 +15,13 @@ from harvester.archives.common import (
     RateLimit,
     ValidatedAs,
     check_range,
+    s3_rate,
 )
 
-__all__ = ["MAX_IRSA_RADIUS_DEG", "IrsaCone", "IrsaSettings", "ZtfSettings"]
+__all__ = ["DR24_LC_HATS", "MAX_IRSA_RADIUS_DEG", "IrsaCone", "IrsaSettings", "ZtfHats", "ZtfSettings"]
+
+#: IRSA's ZTF DR24 light curves as a HATS collection (upstream-apis.md §4.1), anonymous.
+DR24_LC_HATS = "s3://ipac-irsa-ztf/ztf/enhanced/dr24/lc/hats"
 
 # IRSA light-curve API: "the valid range of RADIUS is limited to (0, 0.1667] degrees"
 # (../shared/docs/upstream-apis.md, section 1.2, CIRCLE).
@@ -91,10 +95,57 @@ class IrsaSettings(Model):
         return self.cone_search is not None or bool(self.targets) or self.targets_file is not None
 
 
+def _s3_url(value: str) -> str:
+    from harvester.io.s3 import split_s3_url
+
+    bucket, prefix = split_s3_url(value)
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+class ZtfHats(Model):
+    """The ZTF data release as a HATS catalog on S3 (``data_sources.ztf.hats``): the hats route."""
+
+    catalog_url: Annotated[str, AfterValidator(_s3_url)] = Field(
+        default=DR24_LC_HATS,
+        description="The light-curve HATS collection (a folder with collection.properties) or catalog "
+        "(a folder with hats.properties), as s3://bucket/prefix. Default: IRSA's DR24.",
+    )
+    endpoint_url: HttpUrl | None = Field(
+        default=None,
+        description="S3 endpoint for a mirror or a test server, read path-style "
+        "(`<endpoint>/<bucket>/<key>`); unset: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` if set, "
+        "else AWS (`https://<bucket>.s3.amazonaws.com/<key>`).",
+    )
+    data_release: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The records' `data_release`; unset: read from the catalog's name (ztf_dr24_lc-hats "
+        "gives ztf_dr24).",
+    )
+    auto_min_targets: int = Field(
+        default=50,
+        ge=1,
+        description="`route: auto` takes the hats route for a first harvest of at least this many "
+        "cones (at IRSA's 2 requests/s, 50 cones are 25 s of API time; the catalog costs a few reads).",
+    )
+    max_read_bytes: int = Field(
+        default=512 * 1024**2, gt=0, description="Cap on one read (a leaf's row group with its epochs)."
+    )
+    rate_limit: RateLimit = Field(default_factory=s3_rate, description="The S3 host's budget.")
+
+
 class ZtfSettings(ArchiveSettings):
     """``data_sources.ztf``."""
 
+    route: Literal["api", "hats", "auto"] = Field(
+        default="api",
+        description="Where light curves come from: `api`, IRSA's light-curve API (exact `mjd`, every "
+        "column, incremental); `hats`, the data release's HATS Parquet on S3 (bulk, `hmjd`); "
+        "`auto`, the route the output folder already holds, else hats for at least "
+        "`hats.auto_min_targets` cones and the API below (docs/sources.md).",
+    )
     irsa: IrsaSettings = Field(default_factory=IrsaSettings)
+    hats: ZtfHats = Field(default_factory=ZtfHats, description="The hats route's catalog and budget.")
     rate_limit: RateLimit = Field(
         default_factory=lambda: RateLimit(requests_per_second=2, max_concurrency=4),
         description="IRSA budget (2 req/s, 4 at once by default).",

@@ -19,11 +19,13 @@ Facts this module relies on (../shared/docs/upstream-apis.md §1, kept in docs/s
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
+import os
 import re
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import anyio
 import polars  # noqa: F401  (writes a batch's JSON: imported with the source, see _BANDS)
@@ -33,14 +35,24 @@ import pyarrow.csv as pacsv
 import structlog
 
 from harvester.archives.base import FetchContext, Source, utcnow
-from harvester.archives.common import ConeSearch, read_targets_file
+from harvester.archives.common import ConeSearch, RateLimit, read_targets_file
+from harvester.archives.ztf.hats import (
+    FILTER_IDS,
+    Selection,
+    hats_available,
+    leaf_batch,
+    open_catalog,
+    read_leaf,
+)
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.settings import IrsaCone, ZtfSettings
-from harvester.errors import ArchiveResponseError, ConfigError
+from harvester.errors import ArchiveResponseError, ConfigError, HarvesterError
 from harvester.io.arrow import arrow_schema
 from harvester.io.batches import Batch, batch_from_columns, constant
 from harvester.io.http import snippet
+from harvester.io.s3 import CloudRoute, ObjectReader, endpoint_from_env, split_s3_url
 from harvester.records import Provenance
+from harvester.settings import Settings
 
 __all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_batch", "parse_irsa_csv"]
 
@@ -123,11 +135,33 @@ def irsa_params(cone: ConeSearch, irsa: Any, *, since: float | None = None) -> l
     return params
 
 
-class ZtfSource(Source[ConeSearch]):
-    """Cone searches against the IRSA ZTF light-curve API."""
+class ZtfSource(Source[ConeSearch | Selection]):
+    """Cone searches against the IRSA ZTF light-curve API (``route: api``), or the same selection
+    read from the data release's HATS catalog on S3 (``route: hats``, :mod:`.hats`)."""
 
     name = "ztf"
     watermark_field = "mjd"
+
+    def __init__(self, settings: Settings, *, sample: bool = False) -> None:
+        super().__init__(settings, sample=sample)
+        configured = self.config.route
+        #: the route this run takes; ``auto`` is decided in :meth:`plan`, once the output is known
+        self.route: Literal["api", "hats"] | None = None if configured == "auto" else configured
+        self.auto_reason: str | None = None
+
+    @property
+    def hats_route(self) -> CloudRoute:
+        """The bucket and endpoint of the hats route's catalog."""
+        hats = self.config.hats
+        bucket, _prefix = split_s3_url(hats.catalog_url)
+        return CloudRoute(bucket, hats.endpoint_url or endpoint_from_env(os.environ))
+
+    def budgets(self) -> list[tuple[str, RateLimit]]:
+        """IRSA's budget, and the S3 host's own when the hats route may be taken."""
+        out = super().budgets()
+        if self.config.route != "api":
+            out.append((self.hats_route.host, self.config.hats.rate_limit))
+        return out
 
     @property
     def config(self) -> ZtfSettings:
@@ -138,7 +172,49 @@ class ZtfSource(Source[ConeSearch]):
     def base_url(self) -> str:
         return self.config.irsa.base_url
 
-    def targets(self) -> list[ConeSearch]:
+    def targets(self) -> list[ConeSearch | Selection]:
+        cones = self.cones()
+        if self.route == "hats" and not hats_available():
+            raise ConfigError(
+                "data_sources.ztf.route: the hats route needs the hats library: pip install 'harvester[hats]'"
+            )
+        return [self.selection(cones)] if self.route == "hats" else list(cones)
+
+    def selection(self, cones: list[ConeSearch]) -> Selection:
+        irsa = self.config.irsa
+        lo, hi = time_window(irsa, None)
+        bands = frozenset(k for k, code in FILTER_IDS.items() if code in irsa.filters)
+        return Selection(tuple(cones), bands, (lo, hi), irsa.bad_catflags_mask)
+
+    async def plan(
+        self, targets: list[ConeSearch | Selection], *, watermarks: dict[str, float], held: bool
+    ) -> list[ConeSearch | Selection]:
+        """``route: auto``, decided (docs/sources.md, "ZTF routes"): the API for an output the API
+        filled (it holds watermarks: incremental runs stay exact and cheap); hats for an output
+        that holds records and no watermarks (the hats route filled it); otherwise hats for a
+        selection of at least ``hats.auto_min_targets`` cones, and the API below."""
+        if self.route is not None:
+            return targets
+        cones = self.cones()
+        threshold = self.config.hats.auto_min_targets
+        route: Literal["api", "hats"]
+        if watermarks:
+            route, why = "api", "the output holds API watermarks (incremental)"
+        elif held:
+            route, why = "hats", "the output holds hats-route records"
+        elif len(cones) >= threshold:
+            route, why = "hats", f"{len(cones)} cones, at least {threshold}"
+        else:
+            route, why = "api", f"{len(cones)} cones, fewer than {threshold}"
+        if route == "hats" and not hats_available():
+            route, why = "api", "the hats library is not installed (pip install 'harvester[hats]')"
+        self.route, self.auto_reason = route, why
+        log.info("route_chosen", source=self.name, route=route, reason=why)
+        self._resolved = self.targets()
+        return self._resolved
+
+    def cones(self) -> list[ConeSearch]:
+        """The configured cone-search targets (cone_search, targets, targets_file)."""
         irsa = self.config.irsa
         found: list[ConeSearch] = []
         if irsa.cone_search is not None:
@@ -152,12 +228,20 @@ class ZtfSource(Source[ConeSearch]):
             raise ConfigError("data_sources.ztf.irsa: no targets: set cone_search, targets or targets_file")
         return found
 
-    def label(self, target: ConeSearch) -> str:
+    def label(self, target: ConeSearch | Selection) -> str:
         return target.label
 
     def describe_query(self) -> dict[str, Any]:
         irsa = self.config.irsa
+        route: dict[str, Any] = {}
+        if self.config.route != "api":  # an API query keeps the form (and watermark keys) it had
+            route = {"route": self.route or "auto", "route_setting": self.config.route}
+            if self.auto_reason:
+                route["route_reason"] = self.auto_reason
+            if self.route != "api":
+                route["hats_catalog"] = self.config.hats.catalog_url
         return {
+            **route,
             "base_url": irsa.base_url,
             "filters": list(irsa.filters) or "all",
             "mjd_range": list(irsa.mjd_range) if irsa.mjd_range else None,
@@ -170,7 +254,7 @@ class ZtfSource(Source[ConeSearch]):
     def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
         from harvester.executors.units import cone_groups
 
-        return cone_groups(self.resolved(), cell_deg)
+        return cone_groups(self.cones(), cell_deg)
 
     def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
         irsa = data_sources.ztf.irsa
@@ -182,12 +266,18 @@ class ZtfSource(Source[ConeSearch]):
         ztf.irsa = ztf.irsa.model_copy(update={"cone_search": None, "targets": [], "targets_file": None})
         data_sources.ztf = ztf
 
-    def requested(self, target: ConeSearch, watermark: float | None) -> dict[str, Any]:
+    def requested(self, target: ConeSearch | Selection, watermark: float | None) -> dict[str, Any]:
+        if isinstance(target, Selection):
+            lo, hi = target.mjd_range
+            return {"route": "hats", "hmjd_from": lo, "hmjd_to": hi, "cones": len(target.cones)}
         since = None if watermark is None else watermark - self.config.overlap_days
         lo, hi = time_window(self.config.irsa, since)
         return {"mjd_from": lo, "mjd_to": hi, "incremental": since is not None}
 
-    async def fetch(self, target: ConeSearch, ctx: FetchContext) -> None:
+    async def fetch(self, target: ConeSearch | Selection, ctx: FetchContext) -> None:
+        if isinstance(target, Selection):
+            await self._fetch_hats(target, ctx)
+            return
         irsa = self.config.irsa
         label = self.label(target)
         since = None
@@ -204,7 +294,14 @@ class ZtfSource(Source[ConeSearch]):
         fetched_at = utcnow()
         size = len(response.content)
         batch = await anyio.to_thread.run_sync(
-            parse_irsa_batch, response.content, label, provenance, fetched_at
+            functools.partial(
+                parse_irsa_batch,
+                response.content,
+                label,
+                provenance,
+                fetched_at,
+                data_release=irsa.collection,
+            )
         )
         del response  # parsed: the body is not needed while the records travel
         log.info("fetched", source=self.name, target=label, records=len(batch), bytes=size)
@@ -212,7 +309,60 @@ class ZtfSource(Source[ConeSearch]):
         for start in range(0, len(batch), BATCH_ROWS):
             await ctx.emit_batch(batch.slice(start, min(start + BATCH_ROWS, len(batch))))
 
+    async def _fetch_hats(self, selection: Selection, ctx: FetchContext) -> None:
+        """The selection from the HATS catalog: its metadata, then every pixel any cone touches,
+        up to ``LEAVES_AT_ONCE`` leaves in flight (each sends its epochs on as it is decoded)."""
+        hats = self.config.hats
+        label = selection.label
+        route = self.hats_route
+        reader = ObjectReader(ctx.session.anonymous(), route, max_bytes=hats.max_read_bytes)
+        _bucket, prefix = split_s3_url(hats.catalog_url)
+        catalog = await open_catalog(reader, prefix, data_release=hats.data_release, target=label)
+        plan = await anyio.to_thread.run_sync(catalog.plan, list(selection.cones))
+        log.info(
+            "hats_plan", source=self.name, catalog=catalog.name, cones=len(selection.cones), pixels=len(plan)
+        )
+        slots = anyio.Semaphore(LEAVES_AT_ONCE)
 
+        async def pixel(order: int, npix: int, which: list[int]) -> None:
+            cones = [selection.cones[i] for i in which]
+            part = f"Norder={order}/Npix={npix}"
+            async with slots:
+                try:
+                    key = catalog.leaf_key(order, npix)
+                    keys = await reader.list(key, target=label) if key.endswith("/") else [key]
+                    for leaf in keys:
+                        if not leaf.endswith(".parquet"):
+                            continue
+                        table = await read_leaf(reader, leaf, catalog, cones, selection, target=label)
+                        provenance = Provenance(
+                            archive="irsa", url=route.url(leaf), service="s3", sample=self.sample
+                        )
+                        batch = await anyio.to_thread.run_sync(
+                            functools.partial(
+                                leaf_batch,
+                                table,
+                                catalog,
+                                cones,
+                                selection,
+                                provenance,
+                                utcnow(),
+                                target=label,
+                            )
+                        )
+                        del table
+                        for start in range(0, len(batch), BATCH_ROWS):
+                            await ctx.emit_batch(batch.slice(start, min(start + BATCH_ROWS, len(batch))))
+                except HarvesterError as exc:
+                    ctx.fail(part, exc.message, exc.transient)
+
+        async with anyio.create_task_group() as tg:
+            for (order, npix), which in plan.items():
+                tg.start_soon(pixel, order, npix, which)
+
+
+#: leaves of the hats route read at once (each holds its decoded row groups in memory)
+LEAVES_AT_ONCE = 4
 #: rows per batch sent downstream
 BATCH_ROWS = 8192
 #: the filter codes IRSA serves, as an Arrow value set. Built when the module is imported, that is
@@ -222,7 +372,14 @@ _BANDS = pa.array(list(BANDNAME))
 _NULLS = ["", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE"]
 
 
-def parse_irsa_batch(content: bytes, target: str, provenance: Provenance, fetched_at: datetime) -> Batch:
+def parse_irsa_batch(
+    content: bytes,
+    target: str,
+    provenance: Provenance,
+    fetched_at: datetime,
+    *,
+    data_release: str | None = None,
+) -> Batch:
     """An IRSA body as one :class:`Batch` of :class:`ZtfRecord` rows.
 
     The CSV is parsed by pyarrow's vectorised reader with an explicit type per column and checked
@@ -235,8 +392,14 @@ def parse_irsa_batch(content: bytes, target: str, provenance: Provenance, fetche
     table = _fast_table(content)
     if table is None:
         rows = parse_irsa_csv(content, target)
-        return _rows_batch(rows, provenance, fetched_at)
-    return _columns_batch(table, provenance, fetched_at)
+        batch = _rows_batch(rows, provenance, fetched_at)
+    else:
+        batch = _columns_batch(table, provenance, fetched_at)
+    if data_release is None:
+        return batch
+    column = constant(data_release, len(batch), arrow_schema(ZtfRecord).field("data_release").type)
+    index = batch.table.schema.get_field_index("data_release")
+    return Batch(ZtfRecord, batch.table.set_column(index, "data_release", column))
 
 
 def _fast_table(content: bytes) -> Any:

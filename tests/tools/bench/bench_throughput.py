@@ -146,7 +146,7 @@ def stages(archive: FakeArchive, settings: Settings) -> list[Throughput]:
     takes, and the record-at-a-time path it replaced (the row parser is still the fallback for
     bodies the vectorised reader does not take)."""
     irsa = settings.data_sources.ztf.irsa
-    queries = [irsa_params(cone, irsa) for cone in ZtfSource(settings).targets()]
+    queries = [irsa_params(cone, irsa) for cone in ZtfSource(settings).cones()]
 
     async def fetch_all() -> list[bytes]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=archive)) as client:

@@ -114,7 +114,7 @@ def star_cones(archive: FakeArchive, n: int, radius: float = 0.004) -> list[tupl
 def warm(archive: FakeArchive, settings: Settings) -> None:
     """Generate every answer once, so no client pays for the fake sky being computed."""
     irsa = settings.data_sources.ztf.irsa
-    for cone in ZtfSource(settings).targets():
+    for cone in ZtfSource(settings).cones():
         query = str(httpx.QueryParams(tuple(irsa_params(cone, irsa))))
         handle_irsa(query, seed=archive.seed, now_mjd=archive.now_mjd)
 

@@ -1,0 +1,479 @@
+"""The hats route: ZTF light curves from the data release's HATS catalog on S3.
+
+IRSA publishes each ZTF data release as a HATS collection on the anonymous bucket
+``ipac-irsa-ztf`` (``../shared/docs/upstream-apis.md`` §4.1): HEALPix-partitioned Parquet, one
+row per ZTF object (one filter, field and CCD quadrant) with its epochs in a nested ``lightcurve``
+column (``hmjd``, ``mag``, ``magerr``, ``clrcoeff``, ``catflags``; earlier releases: five parallel
+list columns of those names).
+
+A harvest of a selection (cones, bands, an MJD range, a catflags mask):
+
+1. reads ``collection.properties`` (when the URL is a collection), ``hats.properties`` and
+   ``partition_info.csv``: three small GETs;
+2. finds the pixels each cone touches with the ``hats`` library (its catalog model and cone
+   filter: the HEALPix arithmetic is theirs, not ours);
+3. per pixel, reads the leaf file's footer (one ranged GET of its tail), keeps the row groups whose
+   ``_healpix_29`` and ``filterid`` statistics can hold a match, and fetches only the byte ranges
+   of the needed columns of those row groups (neighbouring ranges merged): never a whole leaf,
+   which IRSA warns can be several GB;
+4. decodes them with pyarrow on a worker thread, keeps the objects inside a cone (angular
+   distance to the cone's centre, on the object's ``objra``/``objdec``) and the wanted bands,
+   explodes the epochs, keeps those in the MJD range (on ``hmjd``) without a masked catflags bit,
+   and sends them on as one :class:`~harvester.io.batches.Batch` per leaf.
+
+Every request goes through harvester's anonymous HTTP session (:mod:`harvester.io.s3`): the
+bucket's own budget, retries, timeouts and size caps; no token is ever sent to S3.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from harvester.archives.common import ConeSearch
+from harvester.archives.ztf.records import ZtfRecord
+from harvester.errors import ArchiveResponseError, ConfigError, HttpStatusError
+from harvester.io.arrow import arrow_schema
+from harvester.io.batches import Batch, batch_from_columns, constant
+from harvester.io.s3 import ObjectReader, SparseFile, merge_ranges
+from harvester.records import Provenance
+
+__all__ = [
+    "EPOCH_COLUMNS",
+    "FILTER_IDS",
+    "HatsCatalog",
+    "Selection",
+    "hats_available",
+    "leaf_batch",
+    "open_catalog",
+    "read_leaf",
+]
+
+#: ZTF filter ids of the data release (``filterid``) and the API's filter codes
+FILTER_IDS = {1: "zg", 2: "zr", 3: "zi"}
+#: the per-epoch columns of a light curve in the data release
+EPOCH_COLUMNS = ("hmjd", "mag", "magerr", "clrcoeff", "catflags")
+_OBJECT_COLUMNS = ("objectid", "filterid", "fieldid", "rcid")
+#: bytes read from a leaf's end first: its footer, in one request for any ordinary leaf. Also what
+#: pyarrow's reader reads first from a file's end (its default footer read size), so it must stay
+#: at least 64 KiB: pyarrow then never asks for a byte before the fetched ranges.
+TAIL_BYTES = 64 * 1024
+#: byte ranges of one leaf closer than this are fetched in one GET
+MERGE_GAP = 1024 * 1024
+#: pyarrow's reader coalesces reads across holes up to this size (its CacheOptions' hole_size_limit):
+#: the bytes of such holes are fetched too, so the reader never asks for a byte not fetched
+ARROW_HOLE = 8192
+_RELEASE = re.compile(r"dr(\d+)", re.IGNORECASE)
+
+
+def hats_available() -> bool:
+    """Whether the hats library (the ``hats`` extra) can be imported, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("hats") is not None
+
+
+def _hats() -> Any:
+    """The ``hats`` library (the ``hats`` extra), imported when the route is used."""
+    try:
+        import hats.catalog
+        import hats.pixel_math
+    except ImportError:
+        raise ConfigError(
+            "data_sources.ztf.route: the hats route needs the hats library: pip install 'harvester[hats]'"
+        ) from None
+    return hats
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a hats-route harvest asks for: the cones and the filters of the API route's query."""
+
+    cones: tuple[ConeSearch, ...]
+    bands: frozenset[int] = frozenset()  # filter ids; empty: all
+    mjd_range: tuple[float | None, float | None] = (None, None)
+    bad_catflags_mask: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"hats: {len(self.cones)} cone{'s' if len(self.cones) != 1 else ''}"
+
+
+@dataclass
+class HatsCatalog:
+    """A HATS catalog's metadata, as the route needs it."""
+
+    prefix: str  # the catalog folder's key prefix in the bucket
+    name: str
+    ra_column: str
+    dec_column: str
+    healpix_column: str
+    npix_suffix: str
+    data_release: str
+    catalog: Any = field(repr=False)  # hats.catalog.Catalog (in memory: its pixel tree)
+
+    def leaf_key(self, order: int, pixel: int) -> str:
+        """The key of a pixel's leaf (a file, or a folder of files when ``npix_suffix`` is ``/``)."""
+        folder = (pixel // 10_000) * 10_000
+        return f"{self.prefix}/dataset/Norder={order}/Dir={folder}/Npix={pixel}{self.npix_suffix}"
+
+    def plan(self, cones: Sequence[ConeSearch]) -> dict[tuple[int, int], list[int]]:
+        """The catalog's pixels that any cone touches, each with the indices of those cones
+        (hats' cone filter on the catalog's pixel tree)."""
+        found: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, cone in enumerate(cones):
+            try:
+                hit = self.catalog.filter_by_cone(cone.ra, cone.dec, cone.radius * 3600.0)
+            except ValueError:  # hats: "no coverage" when the cone misses every pixel
+                continue
+            for pixel in hit.get_healpix_pixels() if hit is not None else ():
+                found[(int(pixel.order), int(pixel.pixel))].append(i)
+        return dict(sorted(found.items()))
+
+
+def _properties(data: bytes, what: str, target: str) -> dict[str, str]:
+    from jproperties import Properties  # a dependency of hats, which reads the same files with it
+
+    parsed = Properties()
+    try:
+        parsed.load(data, "utf-8")
+    except Exception as exc:  # jproperties raises its own ParseError and UnicodeDecodeError
+        raise ArchiveResponseError(f"{what} is not a properties file ({exc})", target=target) from None
+    return {k: v for k, (v, _meta) in parsed.items()}
+
+
+async def _optional(reader: ObjectReader, key: str, target: str) -> bytes | None:
+    try:
+        return await reader.get(key, target=target)
+    except HttpStatusError as exc:
+        if exc.status in (403, 404):  # a public bucket that hides its listing answers 403
+            return None
+        raise
+
+
+async def open_catalog(
+    reader: ObjectReader, prefix: str, *, data_release: str | None, target: str
+) -> HatsCatalog:
+    """The catalog at ``prefix`` (a collection's primary catalog, or a catalog itself)."""
+    hats = _hats()
+    where = f"s3://{reader.route.bucket}/{prefix}"
+    collection = await _optional(reader, f"{prefix}/collection.properties", target)
+    if collection is not None:
+        primary = _properties(collection, f"{where}/collection.properties", target).get(
+            "hats_primary_table_url"
+        )
+        if not primary:
+            raise ArchiveResponseError(
+                f"{where}: collection.properties names no hats_primary_table_url", target=target
+            )
+        prefix = f"{prefix}/{primary.strip('/')}"
+        where = f"s3://{reader.route.bucket}/{prefix}"
+    text = await _optional(reader, f"{prefix}/hats.properties", target)
+    if text is None:
+        raise ArchiveResponseError(f"no HATS catalog at {where} (no hats.properties)", target=target)
+    props = _properties(text, f"{where}/hats.properties", target)
+    try:
+        info = hats.catalog.TableProperties(**props)
+    except Exception as exc:  # pydantic's ValidationError, as hats raises it
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise ArchiveResponseError(f"{where}/hats.properties: {first[0].strip()}", target=target) from None
+    listing = await reader.get(f"{prefix}/partition_info.csv", target=target)
+    pixels = _partition_info(listing, f"{where}/partition_info.csv", target)
+    try:
+        catalog = hats.catalog.Catalog(info, pixels)
+    except ValueError as exc:
+        raise ArchiveResponseError(f"{where}: {exc}", target=target) from None
+    name = str(info.catalog_name)
+    release = data_release
+    if release is None:
+        match = _RELEASE.search(name)
+        release = f"ztf_dr{int(match.group(1))}" if match else name
+    return HatsCatalog(
+        prefix=prefix,
+        name=name,
+        ra_column=str(info.ra_column or "objra"),
+        dec_column=str(info.dec_column or "objdec"),
+        healpix_column=str(getattr(info, "healpix_column", None) or "_healpix_29"),
+        npix_suffix=str(getattr(info, "npix_suffix", None) or ".parquet"),
+        data_release=release,
+        catalog=catalog,
+    )
+
+
+def _partition_info(data: bytes, what: str, target: str) -> list[Any]:
+    hats = _hats()
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+        pixels = [hats.pixel_math.HealpixPixel(int(r["Norder"]), int(r["Npix"])) for r in rows]
+    except (UnicodeDecodeError, KeyError, ValueError, TypeError, csv.Error) as exc:
+        raise ArchiveResponseError(f"{what} is not a Norder,Npix list ({exc})", target=target) from None
+    if not pixels:
+        raise ArchiveResponseError(f"{what} lists no pixels", target=target)
+    return pixels
+
+
+# -- one leaf ---------------------------------------------------------------------------------------
+
+
+async def read_leaf(
+    reader: ObjectReader,
+    key: str,
+    catalog: HatsCatalog,
+    cones: Sequence[ConeSearch],
+    selection: Selection,
+    *,
+    target: str,
+) -> pa.Table:
+    """The rows of one leaf file that can match: footer first, then only the needed row groups'
+    needed column chunks; decoded on a worker thread. The rows still need :func:`leaf_batch`."""
+    size, first, tail = await reader.tail(key, TAIL_BYTES, target=target)
+    if size < 12 or tail[-4:] != b"PAR1":
+        raise ArchiveResponseError(f"s3://{reader.route.bucket}/{key} is not a Parquet file", target=target)
+    footer = int.from_bytes(tail[-8:-4], "little") + 8
+    if footer > size - 4:
+        raise ArchiveResponseError(
+            f"s3://{reader.route.bucket}/{key}: footer larger than the file", target=target
+        )
+    sparse = SparseFile(f"s3://{reader.route.bucket}/{key}", size, {first: tail})
+    if footer > len(tail):
+        head = await reader.range(key, size - footer, first, target=target)
+        sparse.add(size - footer, head + tail)
+    try:
+        meta = await anyio.to_thread.run_sync(pq.read_metadata, sparse)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArchiveResponseError(
+            f"{sparse.name}: unreadable Parquet footer ({exc})", target=target
+        ) from None
+    columns = _columns(meta.schema.to_arrow_schema(), catalog, sparse.name, target)
+    groups = _row_groups(meta, catalog, cones, selection)
+    spans = []
+    for g in groups:
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".")[0] in columns:
+                offsets = [chunk.data_page_offset]
+                if chunk.has_dictionary_page and chunk.dictionary_page_offset:
+                    offsets.append(chunk.dictionary_page_offset)
+                start = min(o for o in offsets if o > 0) if any(o > 0 for o in offsets) else 4
+                spans.append((start, start + chunk.total_compressed_size))
+    ranges = merge_ranges(spans, gap=max(MERGE_GAP, ARROW_HOLE))
+
+    async def fetch(start: int, stop: int) -> None:
+        sparse.add(start, await reader.range(key, start, stop, target=target))
+
+    async with anyio.create_task_group() as tg:
+        for start, stop in ranges:
+            tg.start_soon(fetch, start, stop)
+
+    def decode() -> pa.Table:
+        if not groups:
+            return pq.ParquetFile(sparse).schema_arrow.empty_table().select(columns)
+        return pq.ParquetFile(sparse).read_row_groups(groups, columns=columns)
+
+    try:
+        return await anyio.to_thread.run_sync(decode)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArchiveResponseError(f"{sparse.name}: unreadable row groups ({exc})", target=target) from None
+
+
+def _columns(schema: pa.Schema, catalog: HatsCatalog, name: str, target: str) -> list[str]:
+    """The top-level columns a leaf is read with; ArchiveResponseError when it lacks one."""
+    wanted = [*_OBJECT_COLUMNS, catalog.ra_column, catalog.dec_column]
+    wanted += ["lightcurve"] if "lightcurve" in schema.names else list(EPOCH_COLUMNS)
+    missing = [c for c in wanted if c not in schema.names]
+    if missing:
+        raise ArchiveResponseError(
+            f"{name} is not a ZTF light-curve leaf (missing {', '.join(missing)})", target=target
+        )
+    return wanted
+
+
+def _row_groups(
+    meta: Any, catalog: HatsCatalog, cones: Sequence[ConeSearch], selection: Selection
+) -> list[int]:
+    """The row groups whose statistics allow a row in a cone and a wanted band (all of them when
+    a leaf has no statistics)."""
+    from astropy import units
+    from mocpy import MOC  # a dependency of hats: HEALPix ranges of the cones at order 29
+
+    moc = MOC.from_cones(
+        lon=np.array([c.ra for c in cones]) * units.deg,
+        lat=np.array([c.dec for c in cones]) * units.deg,
+        radius=np.array([c.radius for c in cones]) * units.deg,
+        max_depth=14,
+        union_strategy="small_cones",
+    )
+    ranges = np.asarray(moc.to_depth29_ranges, dtype=np.uint64)
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    hp = names.index(catalog.healpix_column) if catalog.healpix_column in names else None
+    band = names.index("filterid") if "filterid" in names else None
+    keep = []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if group.num_rows == 0:
+            continue
+        if hp is not None and not _overlaps(group.column(hp).statistics, ranges):
+            continue
+        if band is not None and selection.bands:
+            stats = group.column(band).statistics
+            if (
+                stats is not None
+                and stats.has_min_max
+                and not any(stats.min <= b <= stats.max for b in selection.bands)
+            ):
+                continue
+        keep.append(g)
+    return keep
+
+
+def _overlaps(stats: Any, ranges: np.ndarray[Any, Any]) -> bool:
+    if stats is None or not stats.has_min_max or not len(ranges):
+        return stats is None or not stats.has_min_max
+    lo, hi = int(stats.min), int(stats.max)
+    i = int(np.searchsorted(ranges[:, 1], lo, side="right"))  # first range ending after lo
+    return i < len(ranges) and int(ranges[i, 0]) <= hi
+
+
+def leaf_batch(
+    table: pa.Table,
+    catalog: HatsCatalog,
+    cones: Sequence[ConeSearch],
+    selection: Selection,
+    provenance: Provenance,
+    fetched_at: datetime,
+    *,
+    target: str,
+) -> Batch:
+    """One leaf's matching epochs as ZtfRecord rows: objects inside a cone and of a wanted band,
+    epochs inside the MJD range (on ``hmjd``) with no masked catflags bit, in the leaf's order."""
+    name = provenance.url
+    if table.num_rows:
+        ra = table.column(catalog.ra_column).to_numpy(zero_copy_only=False).astype(np.float64)
+        dec = table.column(catalog.dec_column).to_numpy(zero_copy_only=False).astype(np.float64)
+        inside = _in_cones(ra, dec, cones)
+        if selection.bands:
+            inside &= np.isin(table.column("filterid").to_numpy(zero_copy_only=False), list(selection.bands))
+        table = table.filter(pa.array(inside))
+    epochs, parents = _epochs(table, name, target)
+    objects = table.select([*_OBJECT_COLUMNS, catalog.ra_column, catalog.dec_column]).take(parents)
+    keep = _epoch_mask(epochs, selection)
+    if keep is not None:
+        epochs, objects = epochs.filter(keep), objects.filter(keep)
+    n = epochs.num_rows
+    schema = arrow_schema(ZtfRecord)
+    filterid = objects.column("filterid")
+    codes = pc.cast(filterid, pa.int64())
+    if n and not pc.all(pc.is_in(codes, value_set=pa.array(list(FILTER_IDS), pa.int64()))).as_py():
+        bad = pc.filter(codes, pc.invert(pc.is_in(codes, value_set=pa.array(list(FILTER_IDS), pa.int64()))))
+        raise ArchiveResponseError(
+            f"{name}: filterid {bad[0].as_py()} is not 1, 2 or 3 (zg, zr, zi)", target=target
+        )
+    hmjd = pc.cast(epochs.column("hmjd"), pa.float64())
+    if n and (hmjd.null_count or not pc.all(pc.is_finite(hmjd)).as_py()):
+        raise ArchiveResponseError(f"{name}: an epoch has no finite hmjd", target=target)
+    rcid = pc.cast(objects.column("rcid"), pa.int64())
+    columns: dict[str, Any] = {
+        "object_id": pc.cast(pc.cast(objects.column("objectid"), pa.int64()), pa.string()),
+        "filter": pc.take(pa.array([None, "zg", "zr", "zi"]), codes) if n else pa.array([], pa.string()),
+        "field": pc.cast(objects.column("fieldid"), pa.int64()),
+        "ccdid": pc.add(pc.divide(rcid, 4), 1),
+        "qid": pc.add(pc.bit_wise_and(rcid, 3), 1),
+        "hmjd": hmjd,
+        "objra": pc.cast(objects.column(catalog.ra_column), pa.float64()),
+        "objdec": pc.cast(objects.column(catalog.dec_column), pa.float64()),
+        "catflags": pc.cast(epochs.column("catflags"), pa.int64()),
+    }
+    for column in ("mag", "magerr", "clrcoeff"):
+        values = pc.cast(epochs.column(column), pa.float64())
+        columns[column] = pc.if_else(pc.is_finite(values), values, None)  # NaN: null, as the API route
+    constants = {
+        "source": "ztf",
+        "route": "hats",
+        "data_release": catalog.data_release,
+        "fetched_at": fetched_at,
+        **{f"provenance_{k}": v for k, v in provenance.model_dump().items()},
+    }
+    for key, value in constants.items():
+        columns[key] = constant(value, n, schema.field(key).type)
+    return batch_from_columns(ZtfRecord, columns, n)
+
+
+def _in_cones(
+    ra: np.ndarray[Any, Any], dec: np.ndarray[Any, Any], cones: Sequence[ConeSearch]
+) -> np.ndarray[Any, Any]:
+    """Whether each position lies within any cone (great-circle distance ≤ radius)."""
+    inside = np.zeros(len(ra), dtype=bool)
+    r, d = np.radians(ra), np.radians(dec)
+    for cone in cones:
+        r0, d0 = np.radians(cone.ra), np.radians(cone.dec)
+        # haversine: exact for small angles, where the cones live
+        h = np.sin((d - d0) / 2) ** 2 + np.cos(d) * np.cos(d0) * np.sin((r - r0) / 2) ** 2
+        inside |= 2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))) <= np.radians(cone.radius)
+    return inside
+
+
+def _epochs(table: pa.Table, name: str, target: str) -> tuple[pa.Table, pa.Array]:
+    """The epochs of every row as one flat table, and each epoch's row index."""
+    if "lightcurve" in table.schema.names:
+        column = table.column("lightcurve").combine_chunks()
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):  # list<struct<…>>
+            flat = pc.list_flatten(column)
+            parents = pc.list_parent_indices(column)
+            fields = {f: flat.field(f) for f in EPOCH_COLUMNS if flat.type.get_field_index(f) >= 0}
+            lists = None
+        else:  # struct<list<…>>: one list per epoch column
+            lists = {f: column.field(f) for f in EPOCH_COLUMNS if column.type.get_field_index(f) >= 0}
+            fields = None
+    else:
+        lists = {f: table.column(f).combine_chunks() for f in EPOCH_COLUMNS}
+        fields = None
+    if lists is not None:
+        missing = [f for f in EPOCH_COLUMNS if f not in lists]
+        if missing:
+            raise ArchiveResponseError(f"{name}: the light curves lack {', '.join(missing)}", target=target)
+        lengths = {f: pc.list_value_length(v) for f, v in lists.items()}
+        first = lengths["hmjd"]
+        for f, length in lengths.items():
+            if not length.equals(first):
+                raise ArchiveResponseError(
+                    f"{name}: {f} and hmjd hold different numbers of epochs", target=target
+                )
+        parents = pc.list_parent_indices(lists["hmjd"])
+        fields = {f: pc.list_flatten(v) for f, v in lists.items()}
+    assert fields is not None
+    missing = [f for f in EPOCH_COLUMNS if f not in fields]
+    if missing:
+        raise ArchiveResponseError(f"{name}: the light curves lack {', '.join(missing)}", target=target)
+    return pa.table(fields), parents
+
+
+def _epoch_mask(epochs: pa.Table, selection: Selection) -> pa.Array | None:
+    conditions = []
+    lo, hi = selection.mjd_range
+    hmjd = epochs.column("hmjd")
+    if lo is not None:
+        conditions.append(pc.greater_equal(hmjd, lo))
+    if hi is not None:
+        conditions.append(pc.less_equal(hmjd, hi))
+    if selection.bad_catflags_mask:
+        flags = pc.cast(epochs.column("catflags"), pa.int64())
+        conditions.append(pc.equal(pc.fill_null(pc.bit_wise_and(flags, selection.bad_catflags_mask), 0), 0))
+    if not conditions:
+        return None
+    mask = conditions[0]
+    for condition in conditions[1:]:
+        mask = pc.and_(mask, condition)
+    return pc.fill_null(mask, False)

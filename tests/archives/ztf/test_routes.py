@@ -1,0 +1,140 @@
+"""Choosing a ZTF route: ``route: api | hats | auto``, the ``--route`` flag, and what ``auto`` decides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import harvester
+from harvester.archives.ztf import source as ztf_source
+from harvester.archives.ztf.hats import Selection
+from harvester.archives.ztf.source import ZtfSource
+from harvester.settings import load_settings
+
+
+def ztf(route: str, cones: int, **hats: Any) -> ZtfSource:
+    targets = [{"ra": 10.0 + i * 0.5, "dec": 20.0, "radius": 0.01} for i in range(cones)]
+    block = {"route": route, "irsa": {"targets": targets}, "hats": hats}
+    return ZtfSource(load_settings(None, data_sources={"ztf": block}))
+
+
+async def test_auto_takes_hats_for_a_large_first_harvest() -> None:
+    source = ztf("auto", 50)
+    (target,) = await source.plan(source.resolved(), watermarks={}, held=False)
+    assert isinstance(target, Selection) and len(target.cones) == 50
+    assert (source.route, source.auto_reason) == ("hats", "50 cones, at least 50")
+
+
+async def test_auto_takes_the_api_for_a_small_selection() -> None:
+    source = ztf("auto", 49)
+    targets = await source.plan(source.resolved(), watermarks={}, held=False)
+    assert len(targets) == 49 and source.route == "api"
+
+
+async def test_auto_stays_on_the_api_for_an_output_the_api_filled() -> None:
+    source = ztf("auto", 500)
+    targets = await source.plan(source.resolved(), watermarks={"k": 60000.0}, held=True)
+    assert len(targets) == 500 and source.route == "api"
+    assert source.auto_reason == "the output holds API watermarks (incremental)"
+
+
+async def test_auto_stays_on_hats_for_an_output_hats_filled() -> None:
+    source = ztf("auto", 3)
+    (target,) = await source.plan(source.resolved(), watermarks={}, held=True)
+    assert isinstance(target, Selection) and source.route == "hats"
+
+
+async def test_auto_threshold_is_a_setting() -> None:
+    source = ztf("auto", 5, auto_min_targets=5)
+    await source.plan(source.resolved(), watermarks={}, held=False)
+    assert source.route == "hats"
+
+
+async def test_auto_without_the_hats_library_stays_on_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ztf_source, "hats_available", lambda: False)
+    source = ztf("auto", 100)
+    targets = await source.plan(source.resolved(), watermarks={}, held=False)
+    assert len(targets) == 100 and source.route == "api" and "not installed" in str(source.auto_reason)
+
+
+def test_an_explicit_hats_route_without_the_library_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ztf_source, "hats_available", lambda: False)
+    with pytest.raises(harvester.ConfigError, match=r"pip install 'harvester\[hats\]'"):
+        ztf("hats", 2).resolved()
+
+
+def test_the_api_route_keeps_its_query_and_watermark_keys() -> None:
+    """Existing API folders keep their watermarks: the route adds nothing to an API query."""
+    api = ztf("api", 2)
+    assert "route" not in api.describe_query()
+    hats = ztf("hats", 2)
+    assert hats.describe_query()["route"] == "hats" and "hats_catalog" in hats.describe_query()
+
+
+def test_the_bucket_gets_its_own_budget_only_when_hats_may_run() -> None:
+    assert [host for host, _ in ztf("api", 1).budgets()] == ["irsa.ipac.caltech.edu"]
+    assert [host for host, _ in ztf("auto", 1).budgets()] == [
+        "irsa.ipac.caltech.edu",
+        "ipac-irsa-ztf.s3.amazonaws.com",
+    ]
+
+
+def test_a_bad_catalog_url_is_named() -> None:
+    with pytest.raises(
+        harvester.ConfigError, match=r"data_sources\.ztf\.hats\.catalog_url.*s3://bucket/prefix"
+    ):
+        load_settings(None, data_sources={"ztf": {"hats": {"catalog_url": "https://example.org/hats"}}})
+
+
+def test_the_cli_runs_the_hats_route_offline_from_any_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harvester",
+            "run",
+            "--source",
+            "ztf",
+            "--route",
+            "hats",
+            "--offline",
+            "--format",
+            "jsonl",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [
+        orjson.loads(line)
+        for p in (tmp_path / "data" / "raw" / "ztf").glob("part-*.jsonl")
+        for line in p.read_bytes().splitlines()
+    ]
+    assert lines and {r["route"] for r in lines} == {"hats"} and all(r["provenance"]["sample"] for r in lines)
+    readme = (tmp_path / "data" / "raw" / "ztf" / "README.md").read_text()
+    assert '"route": "hats"' in readme
+
+
+def test_the_cli_refuses_an_unknown_route(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "harvester", "run", "--source", "ztf", "--route", "ftp", "--offline"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2 and "ftp" in done.stderr and "Traceback" not in done.stderr
