@@ -58,6 +58,7 @@ __all__ = [
     "hats_available",
     "leaf_batch",
     "open_catalog",
+    "pixel_groups",
     "read_leaf",
 ]
 
@@ -222,6 +223,20 @@ def _partition_info(data: bytes, what: str, target: str) -> list[Any]:
     if not pixels:
         raise ArchiveResponseError(f"{what} lists no pixels", target=target)
     return pixels
+
+
+def pixel_groups(cones: Sequence[ConeSearch], cell_deg: float) -> list[tuple[str, tuple[Any, ...]]]:
+    """Cones grouped by the HEALPix pixel (NESTED) of their centre at the order whose pixels are
+    nearest ``cell_deg`` across, as ``("hpx<order>-<pixel>", cones as plain dicts)``, sorted."""
+    shim = _hats().pixel_math.healpix_shim
+    order = int(np.clip(shim.avgsize2order(cell_deg * 60.0), 0, 29))
+    if not cones:
+        return []
+    pixels = shim.radec2pix(order, np.array([c.ra for c in cones]), np.array([c.dec for c in cones]))
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for cone, pixel in zip(cones, pixels, strict=True):
+        groups[f"hpx{order}-{int(pixel)}"].append(cone.model_dump(mode="json"))
+    return [(unit, tuple(groups[unit])) for unit in sorted(groups)]
 
 
 # -- one leaf ---------------------------------------------------------------------------------------

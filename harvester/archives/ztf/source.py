@@ -42,6 +42,7 @@ from harvester.archives.ztf.hats import (
     hats_available,
     leaf_batch,
     open_catalog,
+    pixel_groups,
     read_leaf,
 )
 from harvester.archives.ztf.records import ZtfRecord
@@ -252,14 +253,27 @@ class ZtfSource(Source[ConeSearch | Selection]):
         }
 
     def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
+        """API route: cones by sky cell of ``cell_deg``. Hats route: cones by the HEALPix pixel
+        of their centre at the order whose pixels are nearest ``cell_deg`` (HATS' own tiling, so a
+        unit's cones share leaves), ids ``hpx<order>-<pixel>``. ``auto`` is decided here for a
+        distributed run, by the size rule alone (the units' outputs are not known yet)."""
         from harvester.executors.units import cone_groups
 
-        return cone_groups(self.cones(), cell_deg)
+        cones = self.cones()
+        if self.route is None:
+            big = len(cones) >= self.config.hats.auto_min_targets and hats_available()
+            self.route = "hats" if big else "api"
+            self.auto_reason = f"{len(cones)} cones, {'at least' if big else 'fewer than'} the threshold"
+        if self.route == "api":
+            return cone_groups(cones, cell_deg)
+        return pixel_groups(cones, cell_deg)
 
     def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
         irsa = data_sources.ztf.irsa
         irsa.cone_search, irsa.targets_file = None, None
         irsa.targets = [IrsaCone.model_validate(t) for t in targets]
+        if self.route is not None:  # every unit takes the route the plan decided
+            data_sources.ztf.route = self.route
 
     def clear_targets(self, data_sources: Any) -> None:
         ztf = data_sources.ztf.model_copy(deep=False)

@@ -138,3 +138,56 @@ def test_the_cli_refuses_an_unknown_route(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "ftp" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_hats_units_are_healpix_pixels_of_the_cone_centres() -> None:
+    import cdshealpix
+    from astropy import units as u
+
+    from harvester.executors.units import plan_units
+
+    cones = [
+        {"ra": 210.8, "dec": 54.35, "radius": 0.01},
+        {"ra": 210.81, "dec": 54.35, "radius": 0.01},
+        {"ra": 20.25, "dec": -28.07, "radius": 0.1},
+    ]
+    settings = load_settings(None, data_sources={"ztf": {"route": "hats", "irsa": {"targets": cones}}})
+    units = plan_units("ztf", settings, cell_deg=1.0)  # order 5: pixels of about 1.8 degrees
+    pixels = cdshealpix.nested.lonlat_to_healpix(
+        [c["ra"] for c in cones] * u.deg, [c["dec"] for c in cones] * u.deg, 5
+    )
+    assert {unit.unit_id: len(unit.targets) for unit in units} == {
+        f"hpx5-{pixels[0]}": 2,
+        f"hpx5-{pixels[2]}": 1,
+    }
+
+
+async def test_work_units_on_an_object_store_take_the_hats_route(tmp_path: Path, s3_env: str) -> None:
+    """An object-store output runs units; each unit reads its pixel's cones from the release, and
+    the records equal a local folder's."""
+    import pyarrow.parquet as pq
+    import s3fs
+
+    from harvester.executors.compact import compact
+    from harvester.io.objectstore import ObjectStore
+
+    s3fs.S3FileSystem(endpoint_url=s3_env, key="test", secret="test").mkdir("hats-units")
+    cones = [{"ra": 210.8023, "dec": 54.3489, "radius": 0.05}, {"ra": 210.0, "dec": 54.0, "radius": 0.05}]
+    block = {"ztf": {"route": "hats", "irsa": {"targets": cones}}}
+    units = await harvester.harvest("ztf", offline=True, output="s3://hats-units/raw", data_sources=block)
+    local = await harvester.harvest("ztf", offline=True, output=tmp_path / "local", data_sources=block)
+    assert units.ok and local.ok and units.sources["ztf"].written == local.sources["ztf"].written > 0
+    rows, _dropped = compact("ztf", "s3://hats-units/raw", tmp_path / "units.parquet")
+    merged = {(r["object_id"], r["hmjd"]) for r in pq.read_table(tmp_path / "units.parquet").to_pylist()}
+    here = {
+        (r["object_id"], r["hmjd"])
+        for p in (tmp_path / "local" / "ztf").glob("*.json")
+        for r in [orjson.loads(p.read_bytes())]
+    }
+    assert rows == len(merged) == len(here) and merged == here
+    store = ObjectStore("s3://hats-units/raw")
+    manifests = [orjson.loads(store.get(key) or b"{}") for key in store.list("_units/ztf")]
+    by_unit = {
+        key.split("/")[2]: m["records"] for key, m in zip(store.list("_units/ztf"), manifests, strict=True)
+    }
+    assert sorted(by_unit) == ["hpx5-2687", "hpx5-2858"] and all(n > 0 for n in by_unit.values())
