@@ -41,7 +41,7 @@ from harvester.io.ledger import Ledger
 from harvester.io.limiter import LimiterRegistry
 from harvester.io.objectstore import ObjectStore
 from harvester.io.readers import iter_shard_records
-from harvester.records import key_columns, key_of
+from harvester.records import key_of
 from harvester.run.report import RunReport
 from harvester.settings import Settings
 
@@ -314,12 +314,9 @@ def _keys_in(source: str, body: bytes, suffix: str) -> list[Key]:
     model = archives.record_model(source)
     if suffix == "jsonl":
         return [key_of(model, orjson.loads(raw)) for raw in body.splitlines() if raw]
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from harvester.io.batches import parquet_keys
 
-    from harvester.io.batches import Batch
-
-    return Batch(model, pq.read_table(pa.BufferReader(body), columns=key_columns(model))).keys
+    return parquet_keys(model, body)
 
 
 def _sorted_lines(source: str, folder: Path) -> list[tuple[Key, bytes]]:

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from harvester.io.arrow import arrow_schema
-from harvester.records import BaseRecord, alternate_part, key_part
+from harvester.records import BaseRecord, alternate_part, key_columns, key_part
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Batch", "Key", "batch_from_columns", "constant"]
+__all__ = ["Batch", "Key", "batch_from_columns", "constant", "parquet_keys"]
 
 #: A record's dedup key (:meth:`harvester.records.BaseRecord.dedup_key`).
 Key = tuple[str, ...]
@@ -69,6 +69,8 @@ class Batch:
         if column.null_count == 0:
             return _key_strings(column.to_pylist())
         if alternate is None:
+            raise ValueError(f"key field {name} is null")
+        if alternate not in self.table.schema.names:
             raise ValueError(f"key field {name} is null")
         others = self.table.column(alternate).to_pylist()
         return [
@@ -265,6 +267,28 @@ def batch_from_columns(
             column = pa.nulls(rows, field.type) if default is None else constant(default, rows, field.type)
         arrays.append(column)
     return Batch(model, pa.Table.from_arrays(arrays, schema=schema))
+
+
+def parquet_keys(model: type[BaseRecord], data: bytes) -> list[Key]:
+    """The dedup keys of a harvester Parquet file of ``model``, in row order.
+
+    ValueError when it is not one: unreadable, columns other than the model's, or a null key
+    part. A file written before fields were appended to the model (its columns a prefix of
+    today's, every key field among them) is one: outputs stay valid as the schema grows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(pa.BufferReader(data)).names
+        expected = arrow_schema(model).names
+        if names != expected[: len(names)] or any(f not in names for f in model.key_fields):
+            raise ValueError("not this model's columns")
+        wanted = [c for c in key_columns(model) if c in names]
+        table = pq.read_table(pa.BufferReader(data), columns=wanted)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(str(exc)) from None
+    return Batch(model, table).keys
 
 
 def _default(model: type[BaseRecord], name: str) -> Any:

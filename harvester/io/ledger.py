@@ -62,10 +62,10 @@ import structlog
 from pydantic import ValidationError
 
 from harvester.errors import OutputError
-from harvester.io.batches import Batch
+from harvester.io.batches import parquet_keys
 from harvester.io.files import make_folder, output_error, temp_path
 from harvester.io.readers import is_record_file
-from harvester.records import BaseRecord, key_columns, key_text, stable_id
+from harvester.records import BaseRecord, key_text, stable_id
 
 __all__ = [
     "LEDGER_DIR",
@@ -628,22 +628,10 @@ class Ledger:
 
     def _parquet_keys(self, data: bytes) -> list[Key]:
         """The keys of a Parquet shard whose schema is this source's (else it is damaged)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from harvester.io.arrow import arrow_schema
-
         try:
-            table = pq.read_table(pa.BufferReader(data), columns=key_columns(self.model))
-            schema = pq.read_schema(pa.BufferReader(data))
-        except (pa.ArrowException, OSError):
-            raise _Damaged(1) from None
-        if schema.names != arrow_schema(self.model).names:
-            raise _Damaged(table.num_rows or 1)
-        try:
-            return Batch(self.model, table).keys
-        except ValueError:  # a null key part
-            raise _Damaged(table.num_rows) from None
+            return parquet_keys(self.model, data)
+        except ValueError:
+            raise _Damaged(_rows(data)) from None
 
     # -- presence --------------------------------------------------------------------------------
 
@@ -841,3 +829,14 @@ def read_summary(folder: Path) -> dict[str, Any] | None:
             for ns, label, v, at in marks
         ],
     }
+
+
+def _rows(data: bytes) -> int:
+    """The rows a Parquet file says it holds (1 when it cannot say): a damaged shard's count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(pa.BufferReader(data)).num_rows) or 1
+    except (pa.ArrowException, OSError):
+        return 1

@@ -13,6 +13,7 @@ and what reaches the disk is exactly what the record-at-a-time path wrote (issue
 from __future__ import annotations
 
 import math
+import shutil
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -321,3 +322,29 @@ async def test_a_first_harvest_asks_the_ledger_nothing_and_a_rerun_finds_everyth
     source = report.sources["ztf"]
     assert sum(asked) >= len(golden()) and source.written == 0
     assert source.already_present == len(golden())
+
+
+async def test_a_parquet_output_written_before_the_route_fields_is_still_whole(tmp_path: Path) -> None:
+    """Shards written before ZtfRecord gained its five route fields (the columns a prefix of
+    today's): a new ledger adopts every record, none is damaged or written again, and they read
+    back with the fields at an API record's values."""
+    await golden_harvest(tmp_path, "parquet")
+    folder = tmp_path / "ztf"
+    for shard in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(shard)
+        old = table.select(table.schema.names[: -len(API_ROUTE_FIELDS)])
+        pq.write_table(old.replace_schema_metadata(table.schema.metadata), shard)
+    shutil.rmtree(folder / ".harvester")  # the ledger is rebuilt from the files
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.ASGITransport(app=FakeArchive()),
+        output=tmp_path,
+        format="parquet",
+        jsonl_shard_records=100,
+        data_sources={"ztf": {"irsa": {"targets": GOLDEN_CONES, "mjd_range": None, "filters": []}}},
+    )
+    src = report.sources["ztf"]
+    assert (src.damaged_on_disk, src.written, src.already_present) == (0, 0, len(golden()))
+    assert src.adopted == len(golden())
+    back = [r.model_dump(mode="json") for r in harvester.read_records(folder)]
+    assert all({k: r[k] for k in API_ROUTE_FIELDS} == API_ROUTE_FIELDS for r in back)
