@@ -22,7 +22,7 @@ import pytest
 import harvester
 from harvester.archives.ztf import hats as hats_module
 from harvester.archives.ztf.records import ZtfRecord
-from harvester.testing import FakeArchive
+from harvester.testing import FakeArchive, Fault
 from harvester.testing._hats import load_folder
 from tests.conftest import REPO
 
@@ -81,6 +81,12 @@ def archive() -> FakeArchive:
     fake = FakeArchive()
     fake.bucket_files.update(load_folder(COLLECTION, PREFIX))
     return fake
+
+
+def retrying(attempts: int) -> dict[str, Any]:
+    block = hats_settings()
+    block["ztf"]["retries"] = {"attempts": attempts, "backoff_base": 0.0}
+    return block
 
 
 def hats_settings(**irsa: Any) -> dict[str, Any]:
@@ -299,3 +305,29 @@ BASE: dict[str, Any] = {
     "fetched_at": "2026-01-02T03:04:05+00:00",
     "provenance": {"archive": "irsa", "url": "https://example.org/x"},
 }
+
+
+async def test_slow_down_and_cut_connections_are_retried(archive: FakeArchive, tmp_path: Path) -> None:
+    """503 SlowDown with Retry-After and a connection cut mid-body, on the leaves: retried by the
+    session, and every epoch is written once."""
+    archive.add_fault(Fault(match="Npix=142967", kind="status", status=503, retry_after="0", times=2))
+    archive.add_fault(Fault(match="Npix=142973", kind="truncate", times=1))
+    src = await harvest(archive, tmp_path, retrying(4))
+    assert (src.errors, src.written) == ([], 2438) and src.retries == 3
+
+
+async def test_a_pixel_that_keeps_failing_is_reported_and_the_next_run_completes_it(
+    archive: FakeArchive, tmp_path: Path
+) -> None:
+    archive.add_fault(Fault(match="Npix=142973", kind="status", status=500, times=None))
+    first = await harvest(archive, tmp_path, retrying(1))
+    (failure,) = first.errors
+    assert failure.target == "hats: 1 cone/Norder=7/Npix=142973" and failure.transient
+    assert "HTTP 500" in failure.cause and 0 < first.written < 2438
+    archive.clear_faults()
+    second = await harvest(archive, tmp_path, hats_settings())
+    assert (second.errors, second.already_present, second.written) == (
+        [],
+        first.written,
+        2438 - first.written,
+    )
