@@ -168,7 +168,7 @@ async def open_catalog(
     reader: ObjectReader, prefix: str, *, data_release: str | None, target: str
 ) -> HatsCatalog:
     """The catalog at ``prefix`` (a collection's primary catalog, or a catalog itself)."""
-    hats = _hats()
+    hats = await anyio.to_thread.run_sync(_hats)  # its first import takes seconds (numba): off the loop
     where = f"s3://{reader.route.bucket}/{prefix}"
     collection = await _optional(reader, f"{prefix}/collection.properties", target)
     if collection is not None:
@@ -191,11 +191,15 @@ async def open_catalog(
         first = str(exc).splitlines()[1:2] or [str(exc)]
         raise ArchiveResponseError(f"{where}/hats.properties: {first[0].strip()}", target=target) from None
     listing = await reader.get(f"{prefix}/partition_info.csv", target=target)
-    pixels = _partition_info(listing, f"{where}/partition_info.csv", target)
-    try:
-        catalog = hats.catalog.Catalog(info, pixels)
-    except ValueError as exc:
-        raise ArchiveResponseError(f"{where}: {exc}", target=target) from None
+
+    def build() -> Any:  # a release lists tens of thousands of pixels: parsed off the loop
+        pixels = _partition_info(listing, f"{where}/partition_info.csv", target)
+        try:
+            return hats.catalog.Catalog(info, pixels)
+        except ValueError as exc:
+            raise ArchiveResponseError(f"{where}: {exc}", target=target) from None
+
+    catalog = await anyio.to_thread.run_sync(build)
     name = str(info.catalog_name)
     release = data_release
     if release is None:
@@ -272,7 +276,7 @@ async def read_leaf(
             f"{sparse.name}: unreadable Parquet footer ({exc})", target=target
         ) from None
     columns = _columns(meta.schema.to_arrow_schema(), catalog, sparse.name, target)
-    groups = _row_groups(meta, catalog, cones, selection)
+    groups = await anyio.to_thread.run_sync(_row_groups, meta, catalog, cones, selection)
     spans = []
     for g in groups:
         group = meta.row_group(g)
