@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -75,10 +75,11 @@ class BaseRecord(BaseModel):
     provenance: Provenance = Field(description="Where the record came from.")
 
     key_fields: ClassVar[tuple[str, ...]] = ("object_id",)
-    #: A key field that may be null, and the field standing in for it then: its key part is the
-    #: other field's name followed by its value (ZTF: ``mjd`` from the API, ``hmjd`` from a data
-    #: release, so the two never share a key).
-    key_alternates: ClassVar[dict[str, str]] = {}
+    #: A key field that may be null, and the fields standing in for it then: its key part is the
+    #: first one's name and value, then ``-<value>`` for each further one that is set and not 0
+    #: (ZTF: ``mjd`` from the API; ``hmjd`` and ``hmjd_seq`` from a data release, so the two kinds
+    #: never share a key).
+    key_alternates: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @field_validator("fetched_at")
     @classmethod
@@ -101,7 +102,9 @@ class BaseRecord(BaseModel):
             value = getattr(self, name)
             alternate = self.key_alternates.get(name) if value is None else None
             parts.append(
-                key_part(value) if alternate is None else alternate_part(alternate, getattr(self, alternate))
+                key_part(value)
+                if alternate is None
+                else alternate_part(alternate, [getattr(self, a) for a in alternate])
             )
         return tuple(parts)
 
@@ -110,15 +113,16 @@ def key_columns(model: type[BaseRecord]) -> list[str]:
     """The fields a key is made of: ``key_fields`` and their alternates."""
     return [
         *model.key_fields,
-        *(model.key_alternates[n] for n in model.key_fields if n in model.key_alternates),
+        *(a for n in model.key_fields for a in model.key_alternates.get(n, ())),
     ]
 
 
-def alternate_part(name: str, value: object) -> str:
-    """The key part of a null key field stood in for by field ``name`` holding ``value``."""
-    if value is None:
-        raise ValueError(f"key field {name} is null")
-    return name + key_part(value)
+def alternate_part(names: tuple[str, ...], values: Sequence[object]) -> str:
+    """The key part of a null key field stood in for by fields ``names`` holding ``values``: the
+    first name and value, then ``-<value>`` for each further value that is set and not 0."""
+    if values[0] is None:
+        raise ValueError(f"key field {names[0]} is null")
+    return names[0] + key_part(values[0]) + "".join(f"-{key_part(v)}" for v in values[1:] if v)
 
 
 def key_of(model: type[BaseRecord], data: Mapping[str, Any]) -> tuple[str, ...]:
@@ -129,7 +133,7 @@ def key_of(model: type[BaseRecord], data: Mapping[str, Any]) -> tuple[str, ...]:
         value = data[name] if name not in model.key_alternates else data.get(name)
         if value is None and name in model.key_alternates:
             alternate = model.key_alternates[name]
-            parts.append(alternate_part(alternate, data.get(alternate)))
+            parts.append(alternate_part(alternate, [data.get(a) for a in alternate]))
         else:
             parts.append(key_part(value))
     return tuple(parts)

@@ -153,10 +153,10 @@ class Source(ABC, Generic[T]):
     def targets(self) -> list[T]:
         """Resolve the configured targets; raise ConfigError if there are none or they are bad."""
 
-    async def plan(self, targets: list[T], *, watermarks: dict[str, float], held: bool) -> list[T]:
-        """The targets this run fetches, once the output is known: ``watermarks`` are the output's
-        (empty on a first or ``--full`` run), ``held`` says whether it holds any record. The
-        default keeps ``targets``; ZTF decides ``route: auto`` here."""
+    async def plan(self, targets: list[T], *, held: list[tuple[str, ...]]) -> list[T]:
+        """The targets this run fetches, once the output is known: ``held`` is a few of the keys
+        the output holds (none for an empty output, or one without a ledger). The default keeps
+        ``targets``; ZTF decides ``route: auto`` here, from the kind of keys it holds."""
         return targets
 
     @abstractmethod

@@ -68,14 +68,13 @@ class Batch:
         alternate = self.model.key_alternates.get(name)
         if column.null_count == 0:
             return _key_strings(column.to_pylist())
-        if alternate is None:
+        if alternate is None or alternate[0] not in self.table.schema.names:
             raise ValueError(f"key field {name} is null")
-        if alternate not in self.table.schema.names:
-            raise ValueError(f"key field {name} is null")
-        others = self.table.column(alternate).to_pylist()
+        names = self.table.schema.names
+        others = [self.table.column(a).to_pylist() if a in names else [None] * len(self) for a in alternate]
         return [
-            key_part(value) if value is not None else alternate_part(alternate, other)
-            for value, other in zip(column.to_pylist(), others, strict=True)
+            key_part(value) if value is not None else alternate_part(alternate, [o[i] for o in others])
+            for i, value in enumerate(column.to_pylist())
         ]
 
     def take(self, rows: Sequence[int]) -> Batch:

@@ -656,6 +656,15 @@ class Ledger:
         """Records in the output."""
         return await self._run(lambda: int(self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]))
 
+    async def some_keys(self, n: int) -> list[Key]:
+        """Up to ``n`` keys the output holds (any ``n``: what kind of records a folder holds)."""
+
+        def query() -> list[Key]:
+            rows = self.conn.execute("SELECT key FROM records LIMIT ?", (n,)).fetchall()
+            return [tuple(str(row[0]).split("\x1f")) for row in rows]
+
+        return await self._run(query)
+
     # -- commit ----------------------------------------------------------------------------------
 
     async def commit(

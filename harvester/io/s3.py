@@ -132,7 +132,7 @@ class ObjectReader:
             self.route.url(key),
             target=target,
             headers={"Range": f"bytes=-{nbytes}"},
-            max_bytes=self.max_bytes,
+            max_bytes=max(self.max_bytes, nbytes),  # a footer: asked for by size, whatever the cap
         )
         if response.status_code == 200:
             return len(response.content), 0, response.content

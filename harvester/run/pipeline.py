@@ -219,8 +219,8 @@ async def run_source(
         if state is not None and state.ledger is not None:
             await _reconcile(state.ledger, report, verify=opts.full)
         marks = await state.watermarks() if state is not None and not opts.full else {}
-        held = state is not None and state.ledger is not None and await state.ledger.count() > 0
-        targets = await source.plan(targets, watermarks=marks, held=held)
+        held = await state.ledger.some_keys(10) if state is not None and state.ledger is not None else []
+        targets = await source.plan(targets, held=held)
         report.targets = len(targets)
         await writer.open()
         raw_send, raw_recv = anyio.create_memory_object_stream[Flow](opts.buffer)

@@ -193,7 +193,14 @@ async def test_a_fixed_harvest_writes_what_the_record_path_wrote_before(fmt: str
 
 
 #: fields ZtfRecord gained after the golden output was captured, as an API record holds them
-API_ROUTE_FIELDS = {"route": "api", "data_release": None, "hmjd": None, "objra": None, "objdec": None}
+API_ROUTE_FIELDS = {
+    "route": "api",
+    "data_release": None,
+    "hmjd": None,
+    "hmjd_seq": None,
+    "objra": None,
+    "objdec": None,
+}
 
 
 def _epochs(records: list[dict[str, Any]]) -> dict[str, list[float]]:

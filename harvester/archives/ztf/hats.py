@@ -31,7 +31,7 @@ import csv
 import io
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -76,6 +76,8 @@ MERGE_GAP = 1024 * 1024
 #: pyarrow's reader coalesces reads across holes up to this size (its CacheOptions' hole_size_limit):
 #: the bytes of such holes are fetched too, so the reader never asks for a byte not fetched
 ARROW_HOLE = 8192
+#: cones planned per mocpy call
+PLAN_CHUNK = 10_000
 _RELEASE = re.compile(r"dr(\d+)", re.IGNORECASE)
 
 
@@ -131,16 +133,35 @@ class HatsCatalog:
         return f"{self.prefix}/dataset/Norder={order}/Dir={folder}/Npix={pixel}{self.npix_suffix}"
 
     def plan(self, cones: Sequence[ConeSearch]) -> dict[tuple[int, int], list[int]]:
-        """The catalog's pixels that any cone touches, each with the indices of those cones
-        (hats' cone filter on the catalog's pixel tree)."""
+        """The catalog's pixels that any cone touches, each with the indices of those cones.
+
+        Each cone's HEALPix cells at the catalog's deepest order (mocpy, vectorised over the
+        cones) are mapped up to every order the catalog has and looked up in its pixel list (the
+        ``hats`` pixel tree's pixels): about 10 µs a cone, where hats' ``filter_by_cone`` takes
+        milliseconds a cone.
+        """
+        from astropy import units
+        from mocpy import MOC  # a dependency of hats
+
+        pixels = self.catalog.get_healpix_pixels()
+        by_order: dict[int, set[int]] = defaultdict(set)
+        for pixel in pixels:
+            by_order[int(pixel.order)].add(int(pixel.pixel))
+        deepest = max(by_order)
         found: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, cone in enumerate(cones):
-            try:
-                hit = self.catalog.filter_by_cone(cone.ra, cone.dec, cone.radius * 3600.0)
-            except ValueError:  # hats: "no coverage" when the cone misses every pixel
-                continue
-            for pixel in hit.get_healpix_pixels() if hit is not None else ():
-                found[(int(pixel.order), int(pixel.pixel))].append(i)
+        for first in range(0, len(cones), PLAN_CHUNK):
+            chunk = cones[first : first + PLAN_CHUNK]
+            mocs = MOC.from_cones(
+                lon=np.array([c.ra for c in chunk]) * units.deg,
+                lat=np.array([c.dec for c in chunk]) * units.deg,
+                radius=np.array([c.radius for c in chunk]) * units.deg,
+                max_depth=deepest,
+            )
+            for i, moc in enumerate(mocs, start=first):
+                cells = np.asarray(moc.flatten(), dtype=np.int64)  # at depth ``deepest``
+                for order, members in by_order.items():
+                    for pixel in set((cells >> (2 * (deepest - order))).tolist()) & members:
+                        found[(order, pixel)].append(i)
         return dict(sorted(found.items()))
 
 
@@ -181,9 +202,20 @@ async def open_catalog(
             )
         prefix = f"{prefix}/{primary.strip('/')}"
         where = f"s3://{reader.route.bucket}/{prefix}"
-    text = await _optional(reader, f"{prefix}/hats.properties", target)
-    if text is None:
-        raise ArchiveResponseError(f"no HATS catalog at {where} (no hats.properties)", target=target)
+    try:
+        text = await reader.get(f"{prefix}/hats.properties", target=target)
+    except HttpStatusError as exc:
+        if exc.status == 404:
+            raise ArchiveResponseError(
+                f"no HATS catalog at {where} (no hats.properties)", target=target
+            ) from None
+        if exc.status == 403:  # S3's answer for a missing key of a bucket that hides its listing, too
+            raise ArchiveResponseError(
+                f"no readable HATS catalog at {where}: hats.properties is forbidden (HTTP 403: missing, "
+                "or a private bucket; harvester reads anonymously)",
+                target=target,
+            ) from None
+        raise
     props = _properties(text, f"{where}/hats.properties", target)
     try:
         info = hats.catalog.TableProperties(**props)
@@ -254,58 +286,97 @@ async def read_leaf(
     selection: Selection,
     *,
     target: str,
-) -> pa.Table:
-    """The rows of one leaf file that can match: footer first, then only the needed row groups'
-    needed column chunks; decoded on a worker thread. The rows still need :func:`leaf_batch`."""
-    size, first, tail = await reader.tail(key, TAIL_BYTES, target=target)
+) -> AsyncIterator[pa.Table]:
+    """The rows of one leaf file that can match, in pieces of at most ``reader.max_bytes`` of
+    Parquet: the footer first, then only the needed row groups' needed column chunks, fetched
+    a piece at a time and decoded on a worker thread. The rows still need :func:`leaf_batch`."""
+    name = f"s3://{reader.route.bucket}/{key}"
+    try:
+        size, first, tail = await reader.tail(key, TAIL_BYTES, target=target)
+    except HttpStatusError as exc:
+        if exc.status == 416:  # no byte to give: an empty object
+            raise ArchiveResponseError(
+                f"{name} is empty (0 bytes), not a Parquet file", target=target
+            ) from None
+        raise
     if size < 12 or tail[-4:] != b"PAR1":
-        raise ArchiveResponseError(f"s3://{reader.route.bucket}/{key} is not a Parquet file", target=target)
+        raise ArchiveResponseError(f"{name} is not a Parquet file", target=target)
     footer = int.from_bytes(tail[-8:-4], "little") + 8
     if footer > size - 4:
-        raise ArchiveResponseError(
-            f"s3://{reader.route.bucket}/{key}: footer larger than the file", target=target
-        )
-    sparse = SparseFile(f"s3://{reader.route.bucket}/{key}", size, {first: tail})
+        raise ArchiveResponseError(f"{name}: footer larger than the file", target=target)
     if footer > len(tail):
-        head = await reader.range(key, size - footer, first, target=target)
-        sparse.add(size - footer, head + tail)
+        tail = await reader.range(key, size - footer, first, target=target) + tail
+        first = size - footer
     try:
-        meta = await anyio.to_thread.run_sync(pq.read_metadata, sparse)
+        meta = await anyio.to_thread.run_sync(pq.read_metadata, SparseFile(name, size, {first: tail}))
     except (pa.ArrowException, OSError) as exc:
-        raise ArchiveResponseError(
-            f"{sparse.name}: unreadable Parquet footer ({exc})", target=target
-        ) from None
-    columns = _columns(meta.schema.to_arrow_schema(), catalog, sparse.name, target)
+        raise ArchiveResponseError(f"{name}: unreadable Parquet footer ({exc})", target=target) from None
+    columns = _columns(meta.schema.to_arrow_schema(), catalog, name, target)
     groups = await anyio.to_thread.run_sync(_row_groups, meta, catalog, cones, selection)
-    spans = []
+    for piece, spans in _pieces(meta, groups, columns, reader.max_bytes, name, target):
+        sparse = SparseFile(name, size, {first: tail})
+
+        async def fetch(start: int, stop: int, sparse: SparseFile = sparse) -> None:
+            sparse.add(start, await reader.range(key, start, stop, target=target))
+
+        async with anyio.create_task_group() as tg:
+            for start, stop in merge_ranges(spans, gap=_gap(reader.max_bytes)):
+                tg.start_soon(fetch, start, stop)
+
+        def decode(sparse: SparseFile = sparse, piece: list[int] = piece) -> pa.Table:
+            return pq.ParquetFile(sparse).read_row_groups(piece, columns=columns)
+
+        try:
+            yield await anyio.to_thread.run_sync(decode)
+        except (pa.ArrowException, OSError) as exc:
+            raise ArchiveResponseError(f"{name}: unreadable row groups ({exc})", target=target) from None
+        del sparse
+
+
+def _pieces(
+    meta: Any, groups: list[int], columns: list[str], cap: int, name: str, target: str
+) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """The row groups to read, in runs whose fetched bytes (their needed ranges, merged as
+    :func:`read_leaf` merges them) stay within ``cap``, with those ranges; ArchiveResponseError
+    for a row group that alone needs more."""
+    gap = _gap(cap)
+    pieces: list[tuple[list[int], list[tuple[int, int]]]] = []
     for g in groups:
-        group = meta.row_group(g)
-        for c in range(group.num_columns):
-            chunk = group.column(c)
-            if chunk.path_in_schema.split(".")[0] in columns:
-                offsets = [chunk.data_page_offset]
-                if chunk.has_dictionary_page and chunk.dictionary_page_offset:
-                    offsets.append(chunk.dictionary_page_offset)
-                start = min(o for o in offsets if o > 0) if any(o > 0 for o in offsets) else 4
-                spans.append((start, start + chunk.total_compressed_size))
-    ranges = merge_ranges(spans, gap=max(MERGE_GAP, ARROW_HOLE))
+        spans = _spans(meta.row_group(g), columns)
+        alone = _fetched(spans, gap)
+        if alone > cap:
+            raise ArchiveResponseError(
+                f"{name}: row group {g} needs {alone:,} bytes, over hats.max_read_bytes ({cap:,})",
+                target=target,
+            )
+        if pieces and _fetched(pieces[-1][1] + spans, gap) <= cap:
+            pieces[-1][0].append(g)
+            pieces[-1][1].extend(spans)
+        else:
+            pieces.append(([g], list(spans)))
+    return pieces
 
-    async def fetch(start: int, stop: int) -> None:
-        sparse.add(start, await reader.range(key, start, stop, target=target))
 
-    async with anyio.create_task_group() as tg:
-        for start, stop in ranges:
-            tg.start_soon(fetch, start, stop)
+def _gap(cap: int) -> int:
+    """Ranges closer than this are fetched in one GET: MERGE_GAP, at least pyarrow's hole size,
+    and small beside the read cap."""
+    return max(ARROW_HOLE, min(MERGE_GAP, cap // 16))
 
-    def decode() -> pa.Table:
-        if not groups:
-            return pq.ParquetFile(sparse).schema_arrow.empty_table().select(columns)
-        return pq.ParquetFile(sparse).read_row_groups(groups, columns=columns)
 
-    try:
-        return await anyio.to_thread.run_sync(decode)
-    except (pa.ArrowException, OSError) as exc:
-        raise ArchiveResponseError(f"{sparse.name}: unreadable row groups ({exc})", target=target) from None
+def _fetched(spans: list[tuple[int, int]], gap: int) -> int:
+    return sum(stop - start for start, stop in merge_ranges(spans, gap=gap))
+
+
+def _spans(group: Any, columns: list[str]) -> list[tuple[int, int]]:
+    """The byte ranges of a row group's column chunks under ``columns``."""
+    spans = []
+    for c in range(group.num_columns):
+        chunk = group.column(c)
+        if chunk.path_in_schema.split(".")[0] in columns:
+            offsets = [o for o in (chunk.data_page_offset, chunk.dictionary_page_offset) if o]
+            start = min(offsets) if offsets else 4
+            spans.append((start, start + chunk.total_compressed_size))
+    return spans
 
 
 def _columns(schema: pa.Schema, catalog: HatsCatalog, name: str, target: str) -> list[str]:
@@ -387,6 +458,10 @@ def leaf_batch(
             inside &= np.isin(table.column("filterid").to_numpy(zero_copy_only=False), list(selection.bands))
         table = table.filter(pa.array(inside))
     epochs, parents = _epochs(table, name, target)
+    hmjd = pc.cast(epochs.column("hmjd"), pa.float64())
+    if epochs.num_rows and (hmjd.null_count or not pc.all(pc.is_finite(hmjd)).as_py()):
+        raise ArchiveResponseError(f"{name}: an epoch has no finite hmjd", target=target)
+    epochs = epochs.append_column("hmjd_seq", pa.array(_seq(parents, hmjd), pa.int64()))
     objects = table.select([*_OBJECT_COLUMNS, catalog.ra_column, catalog.dec_column]).take(parents)
     keep = _epoch_mask(epochs, selection)
     if keep is not None:
@@ -401,8 +476,6 @@ def leaf_batch(
             f"{name}: filterid {bad[0].as_py()} is not 1, 2 or 3 (zg, zr, zi)", target=target
         )
     hmjd = pc.cast(epochs.column("hmjd"), pa.float64())
-    if n and (hmjd.null_count or not pc.all(pc.is_finite(hmjd)).as_py()):
-        raise ArchiveResponseError(f"{name}: an epoch has no finite hmjd", target=target)
     rcid = pc.cast(objects.column("rcid"), pa.int64())
     columns: dict[str, Any] = {
         "object_id": pc.cast(pc.cast(objects.column("objectid"), pa.int64()), pa.string()),
@@ -411,6 +484,7 @@ def leaf_batch(
         "ccdid": pc.add(pc.divide(rcid, 4), 1),
         "qid": pc.add(pc.bit_wise_and(rcid, 3), 1),
         "hmjd": hmjd,
+        "hmjd_seq": epochs.column("hmjd_seq"),
         "objra": pc.cast(objects.column(catalog.ra_column), pa.float64()),
         "objdec": pc.cast(objects.column(catalog.dec_column), pa.float64()),
         "catflags": pc.cast(epochs.column("catflags"), pa.int64()),
@@ -430,17 +504,46 @@ def leaf_batch(
     return batch_from_columns(ZtfRecord, columns, n)
 
 
+def _seq(parents: pa.Array, hmjd: pa.Array) -> np.ndarray[Any, Any]:
+    """Per epoch: how many earlier epochs of its light curve (same parent row) have its ``hmjd``,
+    in stored order (0 for nearly all)."""
+    p = np.asarray(parents.to_numpy(zero_copy_only=False), dtype=np.int64)
+    h = np.asarray(hmjd.to_numpy(zero_copy_only=False), dtype=np.float64)
+    seq = np.zeros(len(p), dtype=np.int64)
+    if len(p) < 2:
+        return seq
+    order = np.lexsort((np.arange(len(p)), h, p))
+    ps, hs = p[order], h[order]
+    new = np.ones(len(p), dtype=bool)
+    new[1:] = (ps[1:] != ps[:-1]) | (hs[1:] != hs[:-1])
+    starts = np.maximum.accumulate(np.where(new, np.arange(len(p)), 0))
+    seq[order] = np.arange(len(p)) - starts
+    return seq
+
+
 def _in_cones(
     ra: np.ndarray[Any, Any], dec: np.ndarray[Any, Any], cones: Sequence[ConeSearch]
 ) -> np.ndarray[Any, Any]:
-    """Whether each position lies within any cone (great-circle distance ≤ radius)."""
+    """Whether each position lies within any cone (great-circle distance ≤ radius): candidates
+    from a KD-tree of the positions' unit vectors (chord ≤ the largest radius's chord), then the
+    haversine distance to each candidate's cone."""
+    from scipy.spatial import cKDTree  # a dependency of hats
+
     inside = np.zeros(len(ra), dtype=bool)
+    if not len(ra) or not cones:
+        return inside
     r, d = np.radians(ra), np.radians(dec)
+    tree = cKDTree(np.column_stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)]))
     for cone in cones:
         r0, d0 = np.radians(cone.ra), np.radians(cone.dec)
+        centre = [np.cos(d0) * np.cos(r0), np.cos(d0) * np.sin(r0), np.sin(d0)]
+        chord = 2 * np.sin(min(np.radians(cone.radius) * 1.0001, np.pi) / 2) + 1e-12
+        near = np.asarray(tree.query_ball_point(centre, chord), dtype=np.int64)
+        if not len(near):
+            continue
         # haversine: exact for small angles, where the cones live
-        h = np.sin((d - d0) / 2) ** 2 + np.cos(d) * np.cos(d0) * np.sin((r - r0) / 2) ** 2
-        inside |= 2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))) <= np.radians(cone.radius)
+        h = np.sin((d[near] - d0) / 2) ** 2 + np.cos(d[near]) * np.cos(d0) * np.sin((r[near] - r0) / 2) ** 2
+        inside[near[2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))) <= np.radians(cone.radius)]] = True
     return inside
 
 

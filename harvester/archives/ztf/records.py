@@ -80,6 +80,12 @@ class ZtfRecord(BaseRecord):
         "(float32: about 5.6 min of resolution), exactly. Hats route only; null from the API.",
         json_schema_extra=unit("d"),
     )
+    hmjd_seq: int | None = Field(
+        default=None,
+        description="0 for a light curve's first epoch at this `hmjd`, 1 for a second one, …: two "
+        "exposures less than `hmjd`'s resolution apart share an `hmjd` (high-cadence fields). "
+        "With `hmjd`, it identifies a release epoch. Hats route only; null from the API.",
+    )
     objra: float | None = Field(
         default=None,
         description="Right ascension of the ZTF object (the release's mean position, ICRS; `ra` is a "
@@ -93,4 +99,4 @@ class ZtfRecord(BaseRecord):
     )
 
     key_fields: ClassVar[tuple[str, ...]] = ("object_id", "mjd")
-    key_alternates: ClassVar[dict[str, str]] = {"mjd": "hmjd"}
+    key_alternates: ClassVar[dict[str, tuple[str, ...]]] = {"mjd": ("hmjd", "hmjd_seq")}

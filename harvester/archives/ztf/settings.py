@@ -129,7 +129,10 @@ class ZtfHats(Model):
         "cones (at IRSA's 2 requests/s, 50 cones are 25 s of API time; the catalog costs a few reads).",
     )
     max_read_bytes: int = Field(
-        default=512 * 1024**2, gt=0, description="Cap on one read (a leaf's row group with its epochs)."
+        default=256 * 1024**2,
+        gt=0,
+        description="Bytes of a leaf fetched and decoded at once (row groups are read in pieces within "
+        "it; a single row group larger fails its pixel). At most 4 leaves are read at once.",
     )
     rate_limit: RateLimit = Field(default_factory=s3_rate, description="The S3 host's budget.")
 

@@ -188,21 +188,21 @@ class ZtfSource(Source[ConeSearch | Selection]):
         return Selection(tuple(cones), bands, (lo, hi), irsa.bad_catflags_mask)
 
     async def plan(
-        self, targets: list[ConeSearch | Selection], *, watermarks: dict[str, float], held: bool
+        self, targets: list[ConeSearch | Selection], *, held: list[tuple[str, ...]]
     ) -> list[ConeSearch | Selection]:
-        """``route: auto``, decided (docs/sources.md, "ZTF routes"): the API for an output the API
-        filled (it holds watermarks: incremental runs stay exact and cheap); hats for an output
-        that holds records and no watermarks (the hats route filled it); otherwise hats for a
-        selection of at least ``hats.auto_min_targets`` cones, and the API below."""
+        """``route: auto``, decided (docs/sources.md, "ZTF routes"): the route of the records the
+        output already holds (a release epoch's key is ``(object_id, "hmjd…")``, an API epoch's
+        ``(object_id, mjd)``), so a folder never mixes the two; for an empty output, hats for a
+        selection of at least ``hats.auto_min_targets`` cones and the API below."""
         if self.route is not None:
             return targets
         cones = self.cones()
         threshold = self.config.hats.auto_min_targets
         route: Literal["api", "hats"]
-        if watermarks:
-            route, why = "api", "the output holds API watermarks (incremental)"
+        if any(len(key) > 1 and key[1].startswith("hmjd") for key in held):
+            route, why = "hats", "the output holds data-release records"
         elif held:
-            route, why = "hats", "the output holds hats-route records"
+            route, why = "api", "the output holds API records"
         elif len(cones) >= threshold:
             route, why = "hats", f"{len(cones)} cones, at least {threshold}"
         else:
@@ -235,12 +235,8 @@ class ZtfSource(Source[ConeSearch | Selection]):
     def describe_query(self) -> dict[str, Any]:
         irsa = self.config.irsa
         route: dict[str, Any] = {}
-        if self.config.route != "api":  # an API query keeps the form (and watermark keys) it had
-            route = {"route": self.route or "auto", "route_setting": self.config.route}
-            if self.auto_reason:
-                route["route_reason"] = self.auto_reason
-            if self.route != "api":
-                route["hats_catalog"] = self.config.hats.catalog_url
+        if self.route == "hats":  # an API query keeps the form (and watermark keys) it always had
+            route = {"route": "hats", "hats_catalog": self.config.hats.catalog_url}
         return {
             **route,
             "base_url": irsa.base_url,
@@ -283,7 +279,8 @@ class ZtfSource(Source[ConeSearch | Selection]):
     def requested(self, target: ConeSearch | Selection, watermark: float | None) -> dict[str, Any]:
         if isinstance(target, Selection):
             lo, hi = target.mjd_range
-            return {"route": "hats", "hmjd_from": lo, "hmjd_to": hi, "cones": len(target.cones)}
+            asked = {"route": "hats", "hmjd_from": lo, "hmjd_to": hi, "cones": len(target.cones)}
+            return asked | ({"route_chosen_because": self.auto_reason} if self.auto_reason else {})
         since = None if watermark is None else watermark - self.config.overlap_days
         lo, hi = time_window(self.config.irsa, since)
         return {"mjd_from": lo, "mjd_to": hi, "incremental": since is not None}
@@ -332,7 +329,7 @@ class ZtfSource(Source[ConeSearch | Selection]):
         reader = ObjectReader(ctx.session.anonymous(), route, max_bytes=hats.max_read_bytes)
         _bucket, prefix = split_s3_url(hats.catalog_url)
         catalog = await open_catalog(reader, prefix, data_release=hats.data_release, target=label)
-        plan = await anyio.to_thread.run_sync(catalog.plan, list(selection.cones))
+        plan = await anyio.to_thread.run_sync(catalog.plan, list(selection.cones), abandon_on_cancel=True)
         log.info(
             "hats_plan", source=self.name, catalog=catalog.name, cones=len(selection.cones), pixels=len(plan)
         )
@@ -343,15 +340,23 @@ class ZtfSource(Source[ConeSearch | Selection]):
             part = f"Norder={order}/Npix={npix}"
             async with slots:
                 try:
-                    key = catalog.leaf_key(order, npix)
-                    keys = await reader.list(key, target=label) if key.endswith("/") else [key]
-                    for leaf in keys:
-                        if not leaf.endswith(".parquet"):
-                            continue
-                        table = await read_leaf(reader, leaf, catalog, cones, selection, target=label)
-                        provenance = Provenance(
-                            archive="irsa", url=route.url(leaf), service="s3", sample=self.sample
-                        )
+                    await leaf(catalog.leaf_key(order, npix), cones)
+                except HarvesterError as exc:
+                    ctx.fail(part, exc.message, exc.transient)
+
+        async def leaf(key: str, cones: list[ConeSearch]) -> None:
+            leaves = [key]
+            if key.endswith("/"):  # DR24's layout: a folder of Parquet files
+                leaves = [k for k in await reader.list(key, target=label) if k.endswith(".parquet")]
+                if not leaves:
+                    raise ArchiveResponseError(
+                        f"no Parquet file under {route.url(key)} (a pixel partition_info.csv lists)",
+                        target=label,
+                    )
+            for name in leaves:
+                provenance = Provenance(archive="irsa", url=route.url(name), service="s3", sample=self.sample)
+                try:
+                    async for table in read_leaf(reader, name, catalog, cones, selection, target=label):
                         batch = await anyio.to_thread.run_sync(
                             functools.partial(
                                 leaf_batch,
@@ -367,8 +372,12 @@ class ZtfSource(Source[ConeSearch | Selection]):
                         del table
                         for start in range(0, len(batch), BATCH_ROWS):
                             await ctx.emit_batch(batch.slice(start, min(start + BATCH_ROWS, len(batch))))
-                except HarvesterError as exc:
-                    ctx.fail(part, exc.message, exc.transient)
+                except (pa.ArrowException, ValueError, TypeError, KeyError, IndexError) as exc:
+                    # a leaf whose columns are not the release's types: that pixel fails, not the run
+                    raise ArchiveResponseError(
+                        f"{route.url(name)}: not a ZTF light-curve leaf ({type(exc).__name__}: {exc})",
+                        target=label,
+                    ) from None
 
         async with anyio.create_task_group() as tg:
             for (order, npix), which in plan.items():

@@ -331,3 +331,115 @@ async def test_a_pixel_that_keeps_failing_is_reported_and_the_next_run_completes
         first.written,
         2438 - first.written,
     )
+
+
+def rewrite_leaf(archive: FakeArchive, pixel: int, change: Any, **write: Any) -> str:
+    """Replace one fixture leaf with ``change(table)``, written with ``write`` options."""
+    import io
+
+    key = next(k for k in archive.bucket_files if k.endswith(f"Npix={pixel}/part0.snappy.parquet"))
+    table = change(pq.read_table(io.BytesIO(archive.bucket_files[key])))
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **write)
+    archive.bucket_files[key] = sink.getvalue()
+    return key
+
+
+async def test_a_missing_leaf_fails_its_pixel(archive: FakeArchive, tmp_path: Path) -> None:
+    """A pixel partition_info.csv lists whose folder holds no file is reported, never skipped
+    (found in review: the run said ok with half the epochs)."""
+    gone = next(k for k in archive.bucket_files if k.endswith("Npix=142967/part0.snappy.parquet"))
+    del archive.bucket_files[gone]
+    src = await harvest(archive, tmp_path, hats_settings())
+    (failure,) = src.errors
+    assert failure.target == "hats: 1 cone/Norder=7/Npix=142967"
+    assert failure.cause.startswith("no Parquet file under https://ipac-irsa-ztf.s3.amazonaws.com/")
+    assert 0 < src.written < 2438 and src.status != "ok"
+
+
+async def test_a_leaf_of_other_types_fails_its_pixel_with_one_line(
+    archive: FakeArchive, tmp_path: Path
+) -> None:
+    """A leaf whose objectid is text (not the release's int64): that pixel fails with one line
+    naming the leaf, the other pixels are written (found in review: the whole run failed with an
+    internal ExceptionGroup)."""
+    rewrite_leaf(
+        archive, 142967, lambda t: t.set_column(1, "objectid", pa.array([f"x{i}" for i in range(t.num_rows)]))
+    )
+    src = await harvest(archive, tmp_path, hats_settings())
+    (failure,) = src.errors
+    assert failure.target == "hats: 1 cone/Norder=7/Npix=142967" and "\n" not in failure.cause
+    assert "Npix=142967/part0.snappy.parquet: not a ZTF light-curve leaf" in failure.cause
+    assert src.written > 0
+
+
+async def test_epochs_closer_than_hmjd_s_resolution_are_both_kept(
+    archive: FakeArchive, tmp_path: Path
+) -> None:
+    """Two exposures 60 s apart share a float32 hmjd: the second gets hmjd_seq 1 and its own key
+    (found in review: it was dropped as a duplicate)."""
+
+    def twin_first_epoch(table: pa.Table) -> pa.Table:
+        rows = table.to_pylist()
+        for row in rows:
+            curve = row["lightcurve"]
+            for name in curve:
+                curve[name] = [curve[name][0], *curve[name]]
+            curve["mag"][1] = curve["mag"][0] + 0.01
+            row["nepochs"] += 1
+        return pa.Table.from_pylist(rows, schema=table.schema)
+
+    rewrite_leaf(archive, 142967, twin_first_epoch)
+    src = await harvest(archive, tmp_path, hats_settings())
+    got = records(tmp_path / "ztf")
+    twins = [r for r in got if r["hmjd_seq"] == 1]
+    assert src.errors == [] and src.duplicates == 0 and twins
+    assert src.written == 2438 + len(twins)
+    first = {(r["object_id"], r["hmjd"]): r for r in got if r["hmjd_seq"] == 0}
+    for twin in twins:
+        assert math.isclose(twin["mag"], first[(twin["object_id"], twin["hmjd"])]["mag"] + 0.01, abs_tol=1e-5)
+    again = await harvest(archive, tmp_path, hats_settings())
+    assert (again.written, again.already_present) == (0, src.written)
+
+
+async def test_reads_stay_within_max_read_bytes(archive: FakeArchive, tmp_path: Path) -> None:
+    """A leaf of many row groups read under a small cap: no GET asks for more than the cap, and
+    every epoch arrives (found in review: the cap did not bound ranged reads)."""
+    for pixel in (142967, 142973):  # the cone's two leaves
+        rewrite_leaf(archive, pixel, lambda t: t, row_group_size=8)
+    seen: list[httpx.Request] = []
+
+    class Spy(httpx.ASGITransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return await super().handle_async_request(request)
+
+    block = hats_settings()
+    block["ztf"]["hats"]["max_read_bytes"] = 40_000
+    report = await harvester.harvest("ztf", output=tmp_path, transport=Spy(app=archive), data_sources=block)
+    assert (report.sources["ztf"].errors, report.sources["ztf"].written) == ([], 2438)
+    sizes = []
+    for request in seen:
+        if request.headers.get("range", "").startswith("bytes=") and "-" in request.headers["range"][6:]:
+            start, _, stop = request.headers["range"][6:].partition("-")
+            if start:
+                sizes.append(int(stop) - int(start) + 1)
+    assert sizes and max(sizes) <= 40_000 and len(sizes) > 3
+
+
+async def test_a_row_group_bigger_than_the_cap_is_one_line(archive: FakeArchive, tmp_path: Path) -> None:
+    block = hats_settings()
+    block["ztf"]["hats"]["max_read_bytes"] = 20_000
+    src = await harvest(archive, tmp_path, block)
+    assert src.errors and all("over hats.max_read_bytes (20,000)" in f.cause for f in src.errors)
+
+
+async def test_a_forbidden_catalog_says_so(tmp_path: Path) -> None:
+    fake = FakeArchive()
+    fake.add_fault(Fault(match="hats.properties", kind="status", status=403))
+    src = await harvest(fake, tmp_path, {"ztf": {"route": "hats", "irsa": {"cone_search": CONE}}})
+    (failure,) = src.errors
+    assert failure.cause.startswith(
+        "no readable HATS catalog at s3://ipac-irsa-ztf/ztf/enhanced/dr24/lc/hats/"
+    )
+    assert "forbidden (HTTP 403" in failure.cause

@@ -24,42 +24,69 @@ def ztf(route: str, cones: int, **hats: Any) -> ZtfSource:
     return ZtfSource(load_settings(None, data_sources={"ztf": block}))
 
 
+API_KEYS: list[tuple[str, ...]] = [("808100771274782", "58225.17139261")]
+RELEASE_KEYS: list[tuple[str, ...]] = [("202116200000001", "hmjd59128.31640625")]
+
+
 async def test_auto_takes_hats_for_a_large_first_harvest() -> None:
     source = ztf("auto", 50)
-    (target,) = await source.plan(source.resolved(), watermarks={}, held=False)
+    (target,) = await source.plan(source.resolved(), held=[])
     assert isinstance(target, Selection) and len(target.cones) == 50
     assert (source.route, source.auto_reason) == ("hats", "50 cones, at least 50")
 
 
 async def test_auto_takes_the_api_for_a_small_selection() -> None:
     source = ztf("auto", 49)
-    targets = await source.plan(source.resolved(), watermarks={}, held=False)
+    targets = await source.plan(source.resolved(), held=[])
     assert len(targets) == 49 and source.route == "api"
 
 
-async def test_auto_stays_on_the_api_for_an_output_the_api_filled() -> None:
+async def test_auto_stays_on_the_api_for_an_output_of_api_records() -> None:
     source = ztf("auto", 500)
-    targets = await source.plan(source.resolved(), watermarks={"k": 60000.0}, held=True)
+    targets = await source.plan(source.resolved(), held=API_KEYS)
     assert len(targets) == 500 and source.route == "api"
-    assert source.auto_reason == "the output holds API watermarks (incremental)"
+    assert source.auto_reason == "the output holds API records"
 
 
-async def test_auto_stays_on_hats_for_an_output_hats_filled() -> None:
+async def test_auto_stays_on_hats_for_an_output_of_release_records() -> None:
     source = ztf("auto", 3)
-    (target,) = await source.plan(source.resolved(), watermarks={}, held=True)
+    (target,) = await source.plan(source.resolved(), held=RELEASE_KEYS)
     assert isinstance(target, Selection) and source.route == "hats"
 
 
 async def test_auto_threshold_is_a_setting() -> None:
     source = ztf("auto", 5, auto_min_targets=5)
-    await source.plan(source.resolved(), watermarks={}, held=False)
+    await source.plan(source.resolved(), held=[])
     assert source.route == "hats"
+
+
+async def test_auto_never_mixes_routes_in_one_folder(tmp_path: Path) -> None:
+    """An API run stopped by --limit (no watermarks advanced), then auto with many cones: the
+    folder holds API records, so the API it stays (found in review: it switched to hats)."""
+    cones = [{"ra": 210.8023 + i * 1e-4, "dec": 54.3489, "radius": 0.05} for i in range(60)]
+    api = {"ztf": {"route": "api", "irsa": {"targets": cones}}}
+    first = await harvester.harvest("ztf", offline=True, output=tmp_path, limit=10, data_sources=api)
+    assert first.sources["ztf"].written == 10
+    block = {"ztf": {"route": "auto", "irsa": {"targets": cones}}}
+    second = await harvester.harvest("ztf", offline=True, output=tmp_path, data_sources=block)
+    assert second.sources["ztf"].errors == []
+    routes = {orjson.loads(p.read_bytes())["route"] for p in (tmp_path / "ztf").glob("*.json")}
+    assert routes == {"api"}
+
+
+async def test_auto_on_the_api_keeps_the_api_watermark_keys() -> None:
+    """route: auto that takes the API asks exactly what route: api asks, so a folder switched
+    from api to auto stays incremental (found in review: its watermark keys changed)."""
+    api = ztf("api", 3)
+    auto = ztf("auto", 3)
+    await auto.plan(auto.resolved(), held=API_KEYS)
+    assert [auto.watermark_key(t) for t in auto.resolved()] == [api.watermark_key(t) for t in api.resolved()]
 
 
 async def test_auto_without_the_hats_library_stays_on_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ztf_source, "hats_available", lambda: False)
     source = ztf("auto", 100)
-    targets = await source.plan(source.resolved(), watermarks={}, held=False)
+    targets = await source.plan(source.resolved(), held=[])
     assert len(targets) == 100 and source.route == "api" and "not installed" in str(source.auto_reason)
 
 
