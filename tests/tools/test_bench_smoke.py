@@ -10,6 +10,8 @@ generated block of a performance document.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -18,7 +20,7 @@ import pytest
 
 from harvester.executors.compact import compact
 from harvester.testing import FakeArchive, running_server
-from tests.tools.bench import bench_compact, bench_tess_compare, bench_tess_s3, bench_ztf_rate
+from tests.tools.bench import bench_compact, bench_tess_compare, bench_tess_s3, bench_ztf_hats, bench_ztf_rate
 
 bench_main = importlib.import_module("tests.tools.bench.__main__")
 
@@ -58,6 +60,42 @@ def test_tess_s3_part_takes_each_route() -> None:
     assert (s3.s3_gets, s3.mast_downloads) == (s3.lightcurves, 0)
     _, body, goals = bench_tess_s3.render([https, s3], targets, nbytes)
     assert "| S3 |" in body and goals[0][0] == "TESS S3: HTTPS / S3 wall time"
+
+
+def test_ztf_hats_cone_from_the_moto_bucket() -> None:
+    """Part 12, goal 1's set-up: the fixture on a moto server, harvester's hats route (at both
+    budgets) writes the cone's 78 objects and 2,438 epochs to Parquet, the server counts its
+    requests, and lsdb (in the optional bench group) reads the same, when it is installed."""
+    with bench_ztf_hats.moto_bucket() as (url, counter):
+        ours = bench_ztf_hats.harvester_warm(url, counter)
+        fast = bench_ztf_hats.harvester_warm(url, counter, fast=True)
+        lsdb = importlib.util.find_spec("lsdb") is not None
+        theirs = bench_ztf_hats.lsdb_warm(url, counter) if lsdb else replace(ours, client="lsdb")
+    for run in (ours, fast, theirs):
+        assert (run.objects, run.epochs) == (78, 2438) and run.requests.get("GET", 0) >= 5
+    assert ours.bytes == fast.bytes and ours.bytes and set(ours.requests) == {"GET"}
+    result = bench_ztf_hats.ConeResult()
+    for run in (ours, theirs, fast):
+        result.add(run)
+    lines, goals = bench_ztf_hats.render_cone(result)
+    assert [what for what, *_ in goals] == [
+        "ZTF hats: a cone to Parquet / lsdb into memory (warm, in-process)",
+        "ZTF hats: the cone's objects / epochs, every run of both clients",
+    ]
+    assert goals[0][3] is None and goals[1][3] is True and any("| lsdb | warm |" in line for line in lines)
+
+
+def test_ztf_hats_routes_agree_on_a_few_stars() -> None:
+    """Part 12, goal 2 in a tiny configuration (3 single-object stars, no latency): both routes
+    return the same objects with the fake sky's epochs, and the table says what was scaled."""
+    result = bench_ztf_hats.measure_routes(3, 2, latency_s=0.0, hats_runs=1)
+    (hats,) = result.hats
+    assert len(result.objects) == 3 and hats.epochs == result.expected and hats.leaves >= 1
+    assert result.api.cones == 2 and result.api.irsa_requests == 2 and hats.irsa_requests == 0
+    assert result.api.epochs == {k: v for k, v in result.expected.items() if k in result.api.epochs}
+    lines, goals = bench_ztf_hats.render_routes(result)
+    assert any("scaled linearly" in line for line in lines)
+    assert goals[1][3] is True and goals[2][3] is True
 
 
 def test_ztf_rate_clients_run() -> None:
