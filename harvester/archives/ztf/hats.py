@@ -31,7 +31,7 @@ import csv
 import io
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -286,7 +286,8 @@ async def read_leaf(
     selection: Selection,
     *,
     target: str,
-) -> AsyncIterator[pa.Table]:
+    pieces: anyio.Semaphore | None = None,
+) -> AsyncGenerator[pa.Table, None]:
     """The rows of one leaf file that can match, in pieces of at most ``reader.max_bytes`` of
     Parquet: the footer first, then only the needed row groups' needed column chunks, fetched
     a piece at a time and decoded on a worker thread. The rows still need :func:`leaf_batch`."""
@@ -313,24 +314,27 @@ async def read_leaf(
         raise ArchiveResponseError(f"{name}: unreadable Parquet footer ({exc})", target=target) from None
     columns = _columns(meta.schema.to_arrow_schema(), catalog, name, target)
     groups = await anyio.to_thread.run_sync(_row_groups, meta, catalog, cones, selection)
+    slot = pieces or anyio.Semaphore(1)
     for piece, spans in _pieces(meta, groups, columns, reader.max_bytes, name, target):
-        sparse = SparseFile(name, size, {first: tail})
+        async with slot:  # held until the caller has taken the piece's rows: the memory bound
+            sparse = SparseFile(name, size, {first: tail})
 
-        async def fetch(start: int, stop: int, sparse: SparseFile = sparse) -> None:
-            sparse.add(start, await reader.range(key, start, stop, target=target))
+            async def fetch(start: int, stop: int, sparse: SparseFile = sparse) -> None:
+                sparse.add(start, await reader.range(key, start, stop, target=target))
 
-        async with anyio.create_task_group() as tg:
-            for start, stop in merge_ranges(spans, gap=_gap(reader.max_bytes)):
-                tg.start_soon(fetch, start, stop)
+            async with anyio.create_task_group() as tg:
+                for start, stop in merge_ranges(spans, gap=_gap(reader.max_bytes)):
+                    tg.start_soon(fetch, start, stop)
 
-        def decode(sparse: SparseFile = sparse, piece: list[int] = piece) -> pa.Table:
-            return pq.ParquetFile(sparse).read_row_groups(piece, columns=columns)
+            def decode(sparse: SparseFile = sparse, piece: list[int] = piece) -> pa.Table:
+                return pq.ParquetFile(sparse).read_row_groups(piece, columns=columns)
 
-        try:
-            yield await anyio.to_thread.run_sync(decode)
-        except (pa.ArrowException, OSError) as exc:
-            raise ArchiveResponseError(f"{name}: unreadable row groups ({exc})", target=target) from None
-        del sparse
+            try:
+                table = await anyio.to_thread.run_sync(decode)
+            except (pa.ArrowException, OSError) as exc:
+                raise ArchiveResponseError(f"{name}: unreadable row groups ({exc})", target=target) from None
+            del sparse
+            yield table
 
 
 def _pieces(

@@ -15,7 +15,6 @@ from harvester.archives.common import (
     RateLimit,
     ValidatedAs,
     check_range,
-    s3_rate,
 )
 
 __all__ = ["DR24_LC_HATS", "MAX_IRSA_RADIUS_DEG", "IrsaCone", "IrsaSettings", "ZtfHats", "ZtfSettings"]
@@ -134,7 +133,11 @@ class ZtfHats(Model):
         description="Bytes of a leaf fetched and decoded at once (row groups are read in pieces within "
         "it; a single row group larger fails its pixel). At most 4 leaves are read at once.",
     )
-    rate_limit: RateLimit = Field(default_factory=s3_rate, description="The S3 host's budget.")
+    rate_limit: RateLimit = Field(
+        default_factory=lambda: RateLimit(requests_per_second=100, max_concurrency=32),
+        description="The bucket's budget: 100 requests/s, 32 at once (S3 serves 5,500 GETs/s per "
+        "prefix; a hats harvest is mostly small ranged reads, many leaves at once).",
+    )
 
 
 class ZtfSettings(ArchiveSettings):

@@ -18,6 +18,7 @@ Facts this module relies on (../shared/docs/upstream-apis.md §1, kept in docs/s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -322,7 +323,9 @@ class ZtfSource(Source[ConeSearch | Selection]):
 
     async def _fetch_hats(self, selection: Selection, ctx: FetchContext) -> None:
         """The selection from the HATS catalog: its metadata, then every pixel any cone touches,
-        up to ``LEAVES_AT_ONCE`` leaves in flight (each sends its epochs on as it is decoded)."""
+        ``LEAVES_AT_ONCE`` leaves in flight (listing, footer, row-group choice: small) and at most
+        ``PIECES_AT_ONCE`` pieces of row groups in memory (each up to ``hats.max_read_bytes``,
+        fetched, decoded and sent on before its slot is free)."""
         hats = self.config.hats
         label = selection.label
         route = self.hats_route
@@ -334,6 +337,7 @@ class ZtfSource(Source[ConeSearch | Selection]):
             "hats_plan", source=self.name, catalog=catalog.name, cones=len(selection.cones), pixels=len(plan)
         )
         slots = anyio.Semaphore(LEAVES_AT_ONCE)
+        pieces = anyio.Semaphore(PIECES_AT_ONCE)
 
         async def pixel(order: int, npix: int, which: list[int]) -> None:
             cones = [selection.cones[i] for i in which]
@@ -356,22 +360,24 @@ class ZtfSource(Source[ConeSearch | Selection]):
             for name in leaves:
                 provenance = Provenance(archive="irsa", url=route.url(name), service="s3", sample=self.sample)
                 try:
-                    async for table in read_leaf(reader, name, catalog, cones, selection, target=label):
-                        batch = await anyio.to_thread.run_sync(
-                            functools.partial(
-                                leaf_batch,
-                                table,
-                                catalog,
-                                cones,
-                                selection,
-                                provenance,
-                                utcnow(),
-                                target=label,
+                    tables = read_leaf(reader, name, catalog, cones, selection, target=label, pieces=pieces)
+                    async with contextlib.aclosing(tables):  # a failure frees the piece's slot at once
+                        async for table in tables:
+                            batch = await anyio.to_thread.run_sync(
+                                functools.partial(
+                                    leaf_batch,
+                                    table,
+                                    catalog,
+                                    cones,
+                                    selection,
+                                    provenance,
+                                    utcnow(),
+                                    target=label,
+                                )
                             )
-                        )
-                        del table
-                        for start in range(0, len(batch), BATCH_ROWS):
-                            await ctx.emit_batch(batch.slice(start, min(start + BATCH_ROWS, len(batch))))
+                            del table
+                            for start in range(0, len(batch), BATCH_ROWS):
+                                await ctx.emit_batch(batch.slice(start, min(start + BATCH_ROWS, len(batch))))
                 except (pa.ArrowException, ValueError, TypeError, KeyError, IndexError) as exc:
                     # a leaf whose columns are not the release's types: that pixel fails, not the run
                     raise ArchiveResponseError(
@@ -384,8 +390,11 @@ class ZtfSource(Source[ConeSearch | Selection]):
                 tg.start_soon(pixel, order, npix, which)
 
 
-#: leaves of the hats route read at once (each holds its decoded row groups in memory)
-LEAVES_AT_ONCE = 4
+#: leaves of the hats route in flight at once: each costs three round trips before its data
+#: (listing, footer, row groups), so many overlap; their data waits for a PIECES_AT_ONCE slot
+LEAVES_AT_ONCE = 16
+#: pieces of row groups (each up to hats.max_read_bytes) fetched or decoded at once: the memory bound
+PIECES_AT_ONCE = 4
 #: rows per batch sent downstream
 BATCH_ROWS = 8192
 #: the filter codes IRSA serves, as an Arrow value set. Built when the module is imported, that is
