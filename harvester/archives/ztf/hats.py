@@ -10,8 +10,9 @@ A harvest of a selection (cones, bands, an MJD range, a catflags mask):
 
 1. reads ``collection.properties`` (when the URL is a collection), ``hats.properties`` and
    ``partition_info.csv``: three small GETs;
-2. finds the pixels each cone touches with the ``hats`` library (its catalog model and cone
-   filter: the HEALPix arithmetic is theirs, not ours);
+2. finds the pixels each cone touches: the ``hats`` library's catalog model (properties, pixel
+   list) and mocpy's cone cells (a dependency of hats, vectorised over the cones): the HEALPix
+   arithmetic is theirs, not ours;
 3. per pixel, reads the leaf file's footer (one ranged GET of its tail), keeps the row groups whose
    ``_healpix_29`` and ``filterid`` statistics can hold a match, and fetches only the byte ranges
    of the needed columns of those row groups (neighbouring ranges merged): never a whole leaf,
