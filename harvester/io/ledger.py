@@ -46,6 +46,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
+import operator
 import os
 import shutil
 import sqlite3
@@ -91,7 +93,10 @@ LOCK_NAME = "lock"
 DAMAGED_DIR = "damaged"
 _PAGE = 2_000  # files per reconcile step (one thread call, one commit)
 _VERSION = "1"
-_BATCH = 500
+_BATCH = 500  # parameters per statement where keys are bound one by one
+#: a commit whose (file, target) runs average fewer keys than this (one record file per key) binds
+#: its keys row by row; longer runs (shards) go in as one JSON array per run (:func:`_each`)
+_RUN_KEYS = 32
 _ADOPT_BATCH = 20_000  # records adopted per ledger transaction
 _CACHE_KIB = 32_000  # the ledger connection's page cache
 
@@ -594,18 +599,14 @@ class Ledger:
                     "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                     (read.name, read.size, read.mtime_ns, read.sha256, "adopted", now),
                 ).lastrowid
-                texts = [key_text(k) for k in read.keys]
+                texts = sorted(key_text(k) for k in read.keys)
                 before = conn.total_changes
-                conn.executemany(
-                    "INSERT OR IGNORE INTO records VALUES (?, ?, NULL)", [(t, fid) for t in texts]
-                )
+                # the first file that holds a key keeps it (the others repeat it)
+                self._insert_keys("INSERT OR IGNORE INTO records", texts, fid, None)
                 adopted = conn.total_changes - before
                 found.adopted += adopted
                 found.repeated_on_disk += len(texts) - adopted
-                for i in range(0, len(texts), _BATCH):
-                    chunk = texts[i : i + _BATCH]
-                    q = ",".join("?" * len(chunk))
-                    conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk)  # noqa: S608
+                self._unlose(texts)
 
     def _keys_of(self, name: str, data: bytes) -> list[Key]:
         fields = self.model.key_fields
@@ -656,6 +657,12 @@ class Ledger:
     def _present_sync(self, keys: list[Key]) -> set[Key]:
         by_text = {key_text(k): k for k in keys}
         texts = list(by_text)
+        data = _each(texts)
+        if data is not None:  # one statement: SQLite walks the array and searches the key B-tree
+            rows = self.conn.execute(
+                "SELECT r.key FROM json_each(?) j JOIN records r ON r.key = j.value", (data,)
+            )
+            return {by_text[row[0]] for row in rows}
         found: set[Key] = set()
         for i in range(0, len(texts), _BATCH):
             chunk = texts[i : i + _BATCH]
@@ -685,19 +692,23 @@ class Ledger:
     ) -> int:
         conn = self.conn
         now = time.time()
+        # Entries come as the writer made them durable: runs of keys of one file and one target
+        # (a shard holds thousands). Each run is entered in one statement.
+        runs = [(place, [key_text(e[0]) for e in run]) for place, run in itertools.groupby(entries, _place)]
+        names = {name for (name, _), _ in runs}
         with self._transaction():
             # plain INSERT: a new file never replaces one the ledger lists (files are create-only)
             conn.executemany(
                 "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
             )
-            file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", {e[1] for e in entries})
-            missing = {e[1] for e in entries} - set(file_ids)
-            for name in sorted(missing):  # a record file already on disk that this run found present
+            file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", names)
+            # a record file already on disk that this run found present
+            for name in sorted(names - set(file_ids)):
                 fid = self._enter_existing(name, run_id, now)
                 if fid is not None:
                     file_ids[name] = fid
-            wkeys = {e[2] for e in entries if e[2] is not None}
+            wkeys = {w for (_, w), _ in runs if w is not None}
             if wkeys:
                 conn.executemany(
                     "INSERT OR IGNORE INTO targets (ns, wkey, label, watermark, run_id, at) "
@@ -707,23 +718,50 @@ class Ledger:
             target_ids = self._ids(
                 "SELECT id, wkey FROM targets WHERE ns = ? AND wkey IN ({})", wkeys, prefix=(self.ns,)
             )
-            rows = [
-                (key_text(k), file_ids[name], target_ids.get(w) if w is not None else None)
-                for k, name, w in entries
+            placed = [
+                (texts, file_ids[name], target_ids.get(w) if w is not None else None)
+                for (name, w), texts in runs
                 if name in file_ids
             ]
-            # in key order (stable: a key given twice keeps its last file): neighbouring keys share
-            # B-tree pages, ≈ 1.4× faster inserts into a large ledger
-            rows.sort(key=_first)
-            conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
-            refetched = 0
+            # A key given twice keeps its last file: runs go in in order, a later one replaces.
+            if len(placed) * _RUN_KEYS > len(entries):  # one record file per key: row by row
+                rows = [(t, fid, tid) for texts, fid, tid in placed for t in texts]
+                # in key order (stable): neighbouring keys share B-tree pages, ≈ 1.4× faster
+                rows.sort(key=_first)
+                conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
+            else:
+                for texts, fid, tid in placed:
+                    texts.sort()  # in key order, as above
+                    self._insert_keys("INSERT OR REPLACE INTO records", texts, fid, tid)
             if conn.execute("SELECT 1 FROM lost LIMIT 1").fetchone() is None:
                 return 0  # nothing lost: no key to look up
-            for i in range(0, len(rows), _BATCH):
-                chunk = [r[0] for r in rows[i : i + _BATCH]]
-                q = ",".join("?" * len(chunk))
-                refetched += conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk).rowcount  # noqa: S608
-        return refetched
+            return self._unlose([t for texts, _, _ in placed for t in texts])
+
+    def _insert_keys(self, insert: str, texts: list[str], fid: int | None, tid: int | None) -> None:
+        """``insert`` (``INSERT OR ...  INTO records``) the keys ``texts`` of one file and target:
+        one statement over a JSON array (no Python call per key), or row by row if it cannot be."""
+        data = _each(texts)
+        if data is None:
+            self.conn.executemany(f"{insert} VALUES (?, ?, ?)", [(t, fid, tid) for t in texts])
+        else:
+            self.conn.execute(f"{insert} SELECT value, ?, ? FROM json_each(?)", (fid, tid, data))  # noqa: S608
+
+    def _unlose(self, texts: list[str]) -> int:
+        """Strike keys back in the output off the lost list; return how many were on it."""
+        conn = self.conn
+        data = _each(texts)
+        if data is not None:
+            return int(
+                conn.execute(
+                    "DELETE FROM lost WHERE key IN (SELECT value FROM json_each(?))", (data,)
+                ).rowcount
+            )
+        back = 0
+        for i in range(0, len(texts), _BATCH):
+            chunk = texts[i : i + _BATCH]
+            q = ",".join("?" * len(chunk))
+            back += conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk).rowcount  # noqa: S608
+        return back
 
     def _enter_existing(self, name: str, run_id: str, now: float) -> int | None:
         path = self.folder / name
@@ -789,6 +827,19 @@ class Ledger:
 
 def _first(row: tuple[Any, ...]) -> Any:
     return row[0]
+
+
+#: an entry's (file name, watermark key): what a run of entries shares
+_place = operator.itemgetter(1, 2)
+
+
+def _each(texts: list[str]) -> str | None:
+    """Key texts as one JSON array, for SQLite's ``json_each`` to enter or look up in one statement
+    (bound one by one, each key costs a Python call into SQLite: ≈ 2× slower). None when a text
+    holds NUL, which ``json_each`` would cut short: those are bound one by one, as before, so a
+    key is the same text whichever way it went in."""
+    data = orjson.dumps(texts)
+    return None if b"\\u0000" in data else data.decode()
 
 
 def _ledger_error(path: Path, exc: sqlite3.Error) -> OutputError:
