@@ -178,3 +178,79 @@ async def test_record_files_one_key_each_and_odd_keys(tmp_path: Path) -> None:
         assert await ledger.commit(again, [info], RUN) == 3
         assert await ledger.pending_refetch() == 0
         assert await ledger.present(keys) == set(keys)
+
+
+#: the ledger as the version before the bulk commit made it (with its index of records by file)
+PREVIOUS_SCHEMA = """
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 BLOB NOT NULL, run_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE targets (
+    id INTEGER PRIMARY KEY, ns TEXT NOT NULL, wkey TEXT NOT NULL, label TEXT NOT NULL,
+    watermark REAL, run_id TEXT NOT NULL, at REAL NOT NULL, UNIQUE (ns, wkey));
+CREATE TABLE records (
+    key TEXT PRIMARY KEY, file INTEGER NOT NULL, target INTEGER) WITHOUT ROWID;
+CREATE INDEX records_by_file ON records (file);
+CREATE TABLE lost (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+INSERT INTO meta VALUES ('version', '1'), ('source', 'ztf');
+"""
+
+
+def previous_ledger(folder: Path, shards: dict[str, list[Key]]) -> None:
+    """A ledger written by the previous version: its schema, its rows bound one by one."""
+    path = ledger_path(folder)
+    path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(PREVIOUS_SCHEMA)
+        conn.execute(
+            "INSERT INTO targets (ns, wkey, label, watermark, run_id, at) "
+            "VALUES ('', 'a', 'a', 59000.0, ?, 0)",
+            (RUN,),
+        )
+        for name, keys in shards.items():
+            info = make_file(folder, name)
+            fid = conn.execute(
+                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, 0)",
+                (name, info.size, info.mtime_ns, bytes.fromhex(info.sha256), RUN),
+            ).lastrowid
+            conn.executemany("INSERT INTO records VALUES (?, ?, 1)", [(text(k), fid) for k in keys])
+        conn.commit()
+
+
+def has_file_index(folder: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(ledger_path(folder))) as conn:
+        return (
+            conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'records_by_file'").fetchone() is not None
+        )
+
+
+async def test_a_ledger_of_the_previous_version_opens_and_loses_exactly_a_deleted_shards_keys(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ztf"
+    folder.mkdir()
+    shards = {f"part-{RUN}-{i:05d}.jsonl": shard_keys(700, i * 1000) for i in range(1, 4)}
+    shards[f"part-{RUN}-00002.jsonl"].append(("a\x00b", "58000.5"))  # a NUL key bound by the old code
+    previous_ledger(folder, shards)
+    assert has_file_index(folder)
+    every = [k for keys in shards.values() for k in keys]
+    async with Ledger(folder, ZtfRecord) as ledger:
+        assert (await ledger.reconcile()).missing_on_disk == 0
+        assert not has_file_index(folder)  # dropped on open: commits no longer pay for it
+        assert await ledger.present([*every, ("x", "y")]) == set(every)
+    # a previous harvester opening it again builds its index again: both versions keep working
+    with contextlib.closing(sqlite3.connect(ledger_path(folder))) as conn:
+        conn.execute("CREATE INDEX IF NOT EXISTS records_by_file ON records (file)")
+        conn.commit()
+    (folder / f"part-{RUN}-00002.jsonl").unlink()
+    async with Ledger(folder, ZtfRecord) as ledger:
+        found = await ledger.reconcile()
+        lost = shards.pop(f"part-{RUN}-00002.jsonl")
+        assert found.missing_on_disk == len(lost) == 701 and found.watermarks_dropped == 1
+        assert await ledger.present(every) == set(every) - set(lost)
+        name = f"part-{RUN}-00009.jsonl"
+        info = make_file(folder, name)
+        assert await ledger.commit([(k, name, "a") for k in lost], [info], RUN) == len(lost)
+        assert await ledger.present(every) == set(every)
+        assert await ledger.pending_refetch() == 0
