@@ -849,8 +849,11 @@ def _each(texts: list[str]) -> str | None:
     """Key texts as one JSON array, for SQLite's ``json_each`` to enter or look up in one statement
     (bound one by one, each key costs a Python call into SQLite: ≈ 2× slower). None when a text
     holds NUL, which ``json_each`` would cut short: those are bound one by one, as before, so a
-    key is the same text whichever way it went in."""
-    data = orjson.dumps(texts)
+    key is the same text whichever way it went in (and so is one orjson refuses: a lone surrogate)."""
+    try:
+        data = orjson.dumps(texts)
+    except orjson.JSONEncodeError:
+        return None
     return None if b"\\u0000" in data else data.decode()
 
 
