@@ -46,6 +46,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
+import operator
 import os
 import shutil
 import sqlite3
@@ -91,10 +93,18 @@ LOCK_NAME = "lock"
 DAMAGED_DIR = "damaged"
 _PAGE = 2_000  # files per reconcile step (one thread call, one commit)
 _VERSION = "1"
-_BATCH = 500
+_BATCH = 500  # parameters per statement where keys are bound one by one
+#: a commit whose (file, target) runs average fewer keys than this (one record file per key) binds
+#: its keys row by row; longer runs (shards) go in as one JSON array per run (:func:`_each`)
+_RUN_KEYS = 32
 _ADOPT_BATCH = 20_000  # records adopted per ledger transaction
 _CACHE_KIB = 32_000  # the ledger connection's page cache
 
+# ``records`` has no index by file. Earlier versions had one (and build it again if they open
+# this ledger; this version drops it on open: the tables are the same, nothing else to migrate).
+# Every key of every commit paid for it (≈ 1.4× the inserts, twice the file, twice the
+# ``quick_check`` of every open), and only forgetting a lost file needs it: that finds the file's
+# keys in one pass over the records instead.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -105,7 +115,7 @@ CREATE TABLE IF NOT EXISTS targets (
     watermark REAL, run_id TEXT NOT NULL, at REAL NOT NULL, UNIQUE (ns, wkey));
 CREATE TABLE IF NOT EXISTS records (
     key TEXT PRIMARY KEY, file INTEGER NOT NULL, target INTEGER) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS records_by_file ON records (file);
+DROP INDEX IF EXISTS records_by_file;
 CREATE TABLE IF NOT EXISTS lost (key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 """
 
@@ -478,11 +488,11 @@ class Ledger:
             damaged.append((fid, name))
         if refreshed:
             self._write([("UPDATE files SET mtime_ns = ? WHERE id = ?", refreshed)])
-        for fid, name in damaged:
-            self._set_aside_file(name, found)  # first out of the way, then forgotten
-            forgotten, marks = self._forget([fid])
-            found.damaged += forgotten
-            found.watermarks_dropped += marks
+        for _, name in damaged:
+            self._set_aside_file(name, found)  # first out of the way, then forgotten (together)
+        forgotten, marks = self._forget([fid for fid, _ in damaged])
+        found.damaged += forgotten
+        found.watermarks_dropped += marks
         return int(rows[-1][0])
 
     def _adopt_page(self, found: Reconciled) -> bool:
@@ -521,38 +531,45 @@ class Ledger:
 
         A record knows the target that wrote it: that target's watermark (in both namespaces)
         is dropped. A record whose writer is unknown (adopted from disk) could belong to any
-        target: then every watermark of the folder is dropped."""
+        target: then every watermark of the folder is dropped.
+
+        Records are not indexed by file (a commit would pay for that index on every key, a lost
+        file is rare): the files' keys are found in one pass over the records, whatever the
+        number of files, and everything else looks them up by key."""
         if not file_ids:
             return 0, 0
         conn = self.conn
-        records = marks = 0
         now = time.time()
         with self._transaction():
-            for i in range(0, len(file_ids), _BATCH):
-                chunk = file_ids[i : i + _BATCH]
-                q = ",".join("?" * len(chunk))
-                orphans = conn.execute(
-                    f"SELECT 1 FROM records WHERE target IS NULL AND file IN ({q}) LIMIT 1",  # noqa: S608
-                    chunk,
-                ).fetchone()
-                if orphans is not None:
-                    marks += conn.execute(
-                        "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL"
-                    ).rowcount
-                else:
-                    marks += conn.execute(
-                        "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL AND wkey IN "  # noqa: S608
-                        "(SELECT t.wkey FROM targets t JOIN records r ON r.target = t.id "
-                        f"WHERE r.file IN ({q}))",
-                        chunk,
-                    ).rowcount
-                conn.execute(
-                    f"INSERT OR IGNORE INTO lost SELECT key, ? FROM records WHERE file IN ({q})",  # noqa: S608
-                    (now, *chunk),
-                )
-                records += conn.execute(f"DELETE FROM records WHERE file IN ({q})", chunk).rowcount  # noqa: S608
-                conn.execute(f"DELETE FROM files WHERE id IN ({q})", chunk)  # noqa: S608
-        return records, marks
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS gone (id INTEGER PRIMARY KEY)")
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS gone_keys "
+                "(key TEXT PRIMARY KEY, target INTEGER) WITHOUT ROWID"
+            )
+            conn.execute("DELETE FROM temp.gone")
+            conn.execute("DELETE FROM temp.gone_keys")
+            conn.executemany("INSERT OR IGNORE INTO temp.gone VALUES (?)", [(i,) for i in file_ids])
+            conn.execute(
+                "INSERT INTO temp.gone_keys SELECT key, target FROM records "
+                "WHERE file IN (SELECT id FROM temp.gone)"
+            )
+            if conn.execute("SELECT 1 FROM temp.gone_keys WHERE target IS NULL LIMIT 1").fetchone():
+                marks = conn.execute(
+                    "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL"
+                ).rowcount
+            else:
+                marks = conn.execute(
+                    "UPDATE targets SET watermark = NULL WHERE watermark IS NOT NULL AND wkey IN "
+                    "(SELECT wkey FROM targets WHERE id IN (SELECT target FROM temp.gone_keys))"
+                ).rowcount
+            conn.execute("INSERT OR IGNORE INTO lost SELECT key, ? FROM temp.gone_keys", (now,))
+            records = conn.execute(
+                "DELETE FROM records WHERE key IN (SELECT key FROM temp.gone_keys)"
+            ).rowcount
+            conn.execute("DELETE FROM files WHERE id IN (SELECT id FROM temp.gone)")
+            conn.execute("DELETE FROM temp.gone")
+            conn.execute("DELETE FROM temp.gone_keys")
+        return int(records), int(marks)
 
     def _set_aside_file(self, name: str, found: Reconciled) -> None:
         """Move a damaged file into ``.harvester/damaged/`` (never deleted: a person may want it)."""
@@ -594,18 +611,14 @@ class Ledger:
                     "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                     (read.name, read.size, read.mtime_ns, read.sha256, "adopted", now),
                 ).lastrowid
-                texts = [key_text(k) for k in read.keys]
+                texts = sorted(key_text(k) for k in read.keys)
                 before = conn.total_changes
-                conn.executemany(
-                    "INSERT OR IGNORE INTO records VALUES (?, ?, NULL)", [(t, fid) for t in texts]
-                )
+                # the first file that holds a key keeps it (the others repeat it)
+                self._insert_keys("INSERT OR IGNORE INTO records", texts, fid, None)
                 adopted = conn.total_changes - before
                 found.adopted += adopted
                 found.repeated_on_disk += len(texts) - adopted
-                for i in range(0, len(texts), _BATCH):
-                    chunk = texts[i : i + _BATCH]
-                    q = ",".join("?" * len(chunk))
-                    conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk)  # noqa: S608
+                self._unlose(texts)
 
     def _keys_of(self, name: str, data: bytes) -> list[Key]:
         if name.endswith(".parquet"):
@@ -644,6 +657,12 @@ class Ledger:
     def _present_sync(self, keys: list[Key]) -> set[Key]:
         by_text = {key_text(k): k for k in keys}
         texts = list(by_text)
+        data = _each(texts)
+        if data is not None:  # one statement: SQLite walks the array and searches the key B-tree
+            rows = self.conn.execute(
+                "SELECT r.key FROM json_each(?) j JOIN records r ON r.key = j.value", (data,)
+            )
+            return {by_text[row[0]] for row in rows}
         found: set[Key] = set()
         for i in range(0, len(texts), _BATCH):
             chunk = texts[i : i + _BATCH]
@@ -682,19 +701,23 @@ class Ledger:
     ) -> int:
         conn = self.conn
         now = time.time()
+        # Entries come as the writer made them durable: runs of keys of one file and one target
+        # (a shard holds thousands). Each run is entered in one statement.
+        runs = [(place, [key_text(e[0]) for e in run]) for place, run in itertools.groupby(entries, _place)]
+        names = {name for (name, _), _ in runs}
         with self._transaction():
             # plain INSERT: a new file never replaces one the ledger lists (files are create-only)
             conn.executemany(
                 "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
             )
-            file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", {e[1] for e in entries})
-            missing = {e[1] for e in entries} - set(file_ids)
-            for name in sorted(missing):  # a record file already on disk that this run found present
+            file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", names)
+            # a record file already on disk that this run found present
+            for name in sorted(names - set(file_ids)):
                 fid = self._enter_existing(name, run_id, now)
                 if fid is not None:
                     file_ids[name] = fid
-            wkeys = {e[2] for e in entries if e[2] is not None}
+            wkeys = {w for (_, w), _ in runs if w is not None}
             if wkeys:
                 conn.executemany(
                     "INSERT OR IGNORE INTO targets (ns, wkey, label, watermark, run_id, at) "
@@ -704,23 +727,50 @@ class Ledger:
             target_ids = self._ids(
                 "SELECT id, wkey FROM targets WHERE ns = ? AND wkey IN ({})", wkeys, prefix=(self.ns,)
             )
-            rows = [
-                (key_text(k), file_ids[name], target_ids.get(w) if w is not None else None)
-                for k, name, w in entries
+            placed = [
+                (texts, file_ids[name], target_ids.get(w) if w is not None else None)
+                for (name, w), texts in runs
                 if name in file_ids
             ]
-            # in key order (stable: a key given twice keeps its last file): neighbouring keys share
-            # B-tree pages, ≈ 1.4× faster inserts into a large ledger
-            rows.sort(key=_first)
-            conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
-            refetched = 0
+            # A key given twice keeps its last file: runs go in in order, a later one replaces.
+            if len(placed) * _RUN_KEYS > len(entries):  # one record file per key: row by row
+                rows = [(t, fid, tid) for texts, fid, tid in placed for t in texts]
+                # in key order (stable): neighbouring keys share B-tree pages, ≈ 1.4× faster
+                rows.sort(key=_first)
+                conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
+            else:
+                for texts, fid, tid in placed:
+                    texts.sort()  # in key order, as above
+                    self._insert_keys("INSERT OR REPLACE INTO records", texts, fid, tid)
             if conn.execute("SELECT 1 FROM lost LIMIT 1").fetchone() is None:
                 return 0  # nothing lost: no key to look up
-            for i in range(0, len(rows), _BATCH):
-                chunk = [r[0] for r in rows[i : i + _BATCH]]
-                q = ",".join("?" * len(chunk))
-                refetched += conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk).rowcount  # noqa: S608
-        return refetched
+            return self._unlose([t for texts, _, _ in placed for t in texts])
+
+    def _insert_keys(self, insert: str, texts: list[str], fid: int | None, tid: int | None) -> None:
+        """``insert`` (``INSERT OR ...  INTO records``) the keys ``texts`` of one file and target:
+        one statement over a JSON array (no Python call per key), or row by row if it cannot be."""
+        data = _each(texts)
+        if data is None:
+            self.conn.executemany(f"{insert} VALUES (?, ?, ?)", [(t, fid, tid) for t in texts])
+        else:
+            self.conn.execute(f"{insert} SELECT value, ?, ? FROM json_each(?)", (fid, tid, data))  # noqa: S608
+
+    def _unlose(self, texts: list[str]) -> int:
+        """Strike keys back in the output off the lost list; return how many were on it."""
+        conn = self.conn
+        data = _each(texts)
+        if data is not None:
+            return int(
+                conn.execute(
+                    "DELETE FROM lost WHERE key IN (SELECT value FROM json_each(?))", (data,)
+                ).rowcount
+            )
+        back = 0
+        for i in range(0, len(texts), _BATCH):
+            chunk = texts[i : i + _BATCH]
+            q = ",".join("?" * len(chunk))
+            back += conn.execute(f"DELETE FROM lost WHERE key IN ({q})", chunk).rowcount  # noqa: S608
+        return back
 
     def _enter_existing(self, name: str, run_id: str, now: float) -> int | None:
         path = self.folder / name
@@ -786,6 +836,22 @@ class Ledger:
 
 def _first(row: tuple[Any, ...]) -> Any:
     return row[0]
+
+
+#: an entry's (file name, watermark key): what a run of entries shares
+_place = operator.itemgetter(1, 2)
+
+
+def _each(texts: list[str]) -> str | None:
+    """Key texts as one JSON array, for SQLite's ``json_each`` to enter or look up in one statement
+    (bound one by one, each key costs a Python call into SQLite: ≈ 2× slower). None when a text
+    holds NUL, which ``json_each`` would cut short: those are bound one by one, as before, so a
+    key is the same text whichever way it went in (and so is one orjson refuses: a lone surrogate)."""
+    try:
+        data = orjson.dumps(texts)
+    except orjson.JSONEncodeError:
+        return None
+    return None if b"\\u0000" in data else data.decode()
 
 
 def _ledger_error(path: Path, exc: sqlite3.Error) -> OutputError:
