@@ -156,3 +156,27 @@ class LimiterRegistry:
 
     def __iter__(self) -> Iterator[Limiter]:
         return iter(self._limiters.values())
+
+
+class AmountBudget:
+    """How much of something (rows, bytes) is in flight. ``acquire(n)`` waits while ``n`` more
+    would exceed ``limit`` (unless nothing is in flight: an amount larger than the whole budget
+    still goes, alone); ``release(n)`` gives it back."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = anyio.Condition()
+
+    async def acquire(self, amount: int) -> None:
+        async with self._changed:
+            while self.used and self.used + amount > self.limit:
+                await self._changed.wait()
+            self.used += amount
+
+    async def release(self, amount: int) -> None:
+        if amount <= 0:
+            return
+        async with self._changed:
+            self.used = max(0, self.used - amount)
+            self._changed.notify_all()

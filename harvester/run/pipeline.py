@@ -37,6 +37,7 @@ from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, bud
 from harvester.io.batches import Batch
 from harvester.io.http import Http, HttpSession, HttpStats
 from harvester.io.ledger import FileInfo, Ledger
+from harvester.io.limiter import AmountBudget
 from harvester.io.state import StateStore
 from harvester.io.writers import (
     Item,
@@ -69,29 +70,11 @@ Flow = tuple[BaseRecord | Batch, str | None]
 ROWS_IN_FLIGHT = 65_536
 
 
-class RowBudget:
+class RowBudget(AmountBudget):
     """How many batch rows are on their way to the writer. A producer waits before sending a
     batch that would exceed ``limit`` (unless nothing is in flight: a batch larger than the
     whole budget still goes, alone); the dedup stage and the writer give rows back as they drop
     or write them."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._changed = anyio.Condition()
-
-    async def acquire(self, rows: int) -> None:
-        async with self._changed:
-            while self.used and self.used + rows > self.limit:
-                await self._changed.wait()
-            self.used += rows
-
-    async def release(self, rows: int) -> None:
-        if rows <= 0:
-            return
-        async with self._changed:
-            self.used = max(0, self.used - rows)
-            self._changed.notify_all()
 
 
 def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) -> Writer:

@@ -48,6 +48,7 @@ from harvester.archives.ztf.records import ZtfRecord
 from harvester.errors import ArchiveResponseError, ConfigError, HttpStatusError
 from harvester.io.arrow import arrow_schema
 from harvester.io.batches import Batch, batch_from_columns, constant
+from harvester.io.limiter import AmountBudget
 from harvester.io.s3 import ObjectReader, SparseFile, merge_ranges
 from harvester.records import Provenance
 
@@ -287,7 +288,7 @@ async def read_leaf(
     selection: Selection,
     *,
     target: str,
-    pieces: anyio.Semaphore | None = None,
+    in_flight: AmountBudget | None = None,
 ) -> AsyncGenerator[pa.Table, None]:
     """The rows of one leaf file that can match, in pieces of at most ``reader.max_bytes`` of
     Parquet: the footer first, then only the needed row groups' needed column chunks, fetched
@@ -315,16 +316,19 @@ async def read_leaf(
         raise ArchiveResponseError(f"{name}: unreadable Parquet footer ({exc})", target=target) from None
     columns = _columns(meta.schema.to_arrow_schema(), catalog, name, target)
     groups = await anyio.to_thread.run_sync(_row_groups, meta, catalog, cones, selection)
-    slot = pieces or anyio.Semaphore(1)
+    budget = in_flight or AmountBudget(reader.max_bytes)
     for piece, spans in _pieces(meta, groups, columns, reader.max_bytes, name, target):
-        async with slot:  # held until the caller has taken the piece's rows: the memory bound
+        ranges = merge_ranges(spans, gap=_gap(reader.max_bytes))
+        amount = sum(stop - start for start, stop in ranges)
+        await budget.acquire(amount)  # given back once the caller has taken the piece's rows
+        try:
             sparse = SparseFile(name, size, {first: tail})
 
             async def fetch(start: int, stop: int, sparse: SparseFile = sparse) -> None:
                 sparse.add(start, await reader.range(key, start, stop, target=target))
 
             async with anyio.create_task_group() as tg:
-                for start, stop in merge_ranges(spans, gap=_gap(reader.max_bytes)):
+                for start, stop in ranges:
                     tg.start_soon(fetch, start, stop)
 
             def decode(sparse: SparseFile = sparse, piece: list[int] = piece) -> pa.Table:
@@ -336,6 +340,9 @@ async def read_leaf(
                 raise ArchiveResponseError(f"{name}: unreadable row groups ({exc})", target=target) from None
             del sparse
             yield table
+        finally:
+            with anyio.CancelScope(shield=True):
+                await budget.release(amount)
 
 
 def _pieces(

@@ -52,6 +52,7 @@ from harvester.errors import ArchiveResponseError, ConfigError, HarvesterError
 from harvester.io.arrow import arrow_schema
 from harvester.io.batches import Batch, batch_from_columns, constant
 from harvester.io.http import snippet
+from harvester.io.limiter import AmountBudget
 from harvester.io.s3 import CloudRoute, ObjectReader, endpoint_from_env, split_s3_url
 from harvester.records import Provenance
 from harvester.settings import Settings
@@ -324,8 +325,8 @@ class ZtfSource(Source[ConeSearch | Selection]):
     async def _fetch_hats(self, selection: Selection, ctx: FetchContext) -> None:
         """The selection from the HATS catalog: its metadata, then every pixel any cone touches,
         ``LEAVES_AT_ONCE`` leaves in flight (listing, footer, row-group choice: small) and at most
-        ``PIECES_AT_ONCE`` pieces of row groups in memory (each up to ``hats.max_read_bytes``,
-        fetched, decoded and sent on before its slot is free)."""
+        ``BYTES_AT_ONCE`` of fetched row groups between their GET and the moment their rows are
+        sent on (many small pieces at once, a few large ones; each at most ``hats.max_read_bytes``)."""
         hats = self.config.hats
         label = selection.label
         route = self.hats_route
@@ -337,7 +338,7 @@ class ZtfSource(Source[ConeSearch | Selection]):
             "hats_plan", source=self.name, catalog=catalog.name, cones=len(selection.cones), pixels=len(plan)
         )
         slots = anyio.Semaphore(LEAVES_AT_ONCE)
-        pieces = anyio.Semaphore(PIECES_AT_ONCE)
+        in_flight = AmountBudget(max(BYTES_AT_ONCE, hats.max_read_bytes))
 
         async def pixel(order: int, npix: int, which: list[int]) -> None:
             cones = [selection.cones[i] for i in which]
@@ -360,7 +361,9 @@ class ZtfSource(Source[ConeSearch | Selection]):
             for name in leaves:
                 provenance = Provenance(archive="irsa", url=route.url(name), service="s3", sample=self.sample)
                 try:
-                    tables = read_leaf(reader, name, catalog, cones, selection, target=label, pieces=pieces)
+                    tables = read_leaf(
+                        reader, name, catalog, cones, selection, target=label, in_flight=in_flight
+                    )
                     async with contextlib.aclosing(tables):  # a failure frees the piece's slot at once
                         async for table in tables:
                             batch = await anyio.to_thread.run_sync(
@@ -391,10 +394,11 @@ class ZtfSource(Source[ConeSearch | Selection]):
 
 
 #: leaves of the hats route in flight at once: each costs three round trips before its data
-#: (listing, footer, row groups), so many overlap; their data waits for a PIECES_AT_ONCE slot
+#: (listing, footer, row groups), so many overlap; their data waits within BYTES_AT_ONCE
 LEAVES_AT_ONCE = 16
-#: pieces of row groups (each up to hats.max_read_bytes) fetched or decoded at once: the memory bound
-PIECES_AT_ONCE = 4
+#: bytes of fetched row groups (Parquet, compressed) held at once, from their GET until their rows
+#: are sent on: the hats route's memory bound (decoded, they take a few times more)
+BYTES_AT_ONCE = 512 * 1024**2
 #: rows per batch sent downstream
 BATCH_ROWS = 8192
 #: the filter codes IRSA serves, as an Arrow value set. Built when the module is imported, that is

@@ -12,9 +12,9 @@ baseline measured in the same run:
    ``ipac-irsa-ztf`` bucket). The cone (20.25°, −28.07°, 0.1667°) holds 78 objects, 2,438 epochs:
 
    - harvester: ``harvester.harvest("ztf")`` with ``route: hats``, the collection's URL and the
-     server as ``hats.endpoint_url``, ``format: parquet``, default settings otherwise (so the S3
-     host's default budget, 50 requests/s × 16); the Parquet files are read back afterwards and
-     must hold the 2,438 epochs of the 78 objects;
+     server as ``hats.endpoint_url``, ``format: parquet``, default settings otherwise (so the
+     bucket's default budget, ``data_sources.ztf.hats.rate_limit``); the Parquet files are read
+     back afterwards and must hold the 2,438 epochs of the 78 objects;
    - lsdb: ``lsdb.open_catalog(<catalog>, search_filter=lsdb.ConeSearch(...),
      storage_options={"anon": True, "client_kwargs": {"endpoint_url": ...}}).compute()`` (lsdb's
      default threaded scheduler, no progress bar): the NestedFrame must hold 78 rows and 2,438
@@ -31,22 +31,20 @@ baseline measured in the same run:
    goal): what the default budget's spacing of request starts costs on this cone. The server
    counts each client's requests.
 
-2. **1,000 ZTF objects through the hats route against the API route** at IRSA's default budget
-   (2 requests/s, 4 at once) with 150 ms latency (goal ≥ 100× faster). The fake archive runs on
-   loopback with ``latency_s`` = 150 ms on every request of both routes (no bandwidth cap): IRSA's
-   API as ``127.0.0.1``, its bucket, path-style, as ``localhost`` (another host, so its own
-   budget: the S3 default, 50 requests/s × 16). The cones are the 1,000 stars of the fake sky
-   nearest (150°, 30°) that hold exactly one ZTF object each (radius 0.0001° around the star: the
-   cone holds that object alone, so 1,000 cones are 1,000 objects); the fake data release gets
-   the pixels around them (``FakeArchive.hats_regions``). Both routes harvest the same cones
-   (``irsa.targets``, ``format: parquet``, all bands, all epochs); every answer is generated before
-   the clock starts. The API route at 2 requests/s needs about 500 s for 1,000 cones, so the full
-   run measures it on the first 100 cones and scales its time by 10 (said so in the table;
-   ``--api-cones N`` chooses N, 0 for all). ``--quick``: 50 cones, both routes on all of them,
-   nothing scaled. Both routes must return exactly the chosen objects, each with as many epochs
-   as the fake sky holds up to the archive's "today" (the fake release holds the fake API's
-   epochs), and IRSA's host must see no rate-limit violation.
-"""
+2. **1,000 ZTF objects through the hats route against the API route** at IRSA's default budget (2
+   requests/s, 4 at once) with 150 ms latency (goal ≥ 100× faster). The fake archive runs on loopback with
+   ``latency_s`` = 150 ms on every request of both routes (no bandwidth cap): IRSA's API as ``127.0.0.1``,
+   its bucket, path-style, as ``localhost`` (another host, so its own budget: the hats route's default,
+   ``data_sources.ztf.hats.rate_limit``). The cones are the 1,000 stars of the fake sky nearest (150°,
+   30°) that hold exactly one ZTF object each (radius 0.0001° around the star: the cone holds that object
+   alone, so 1,000 cones are 1,000 objects); the fake data release gets the pixels around them
+   (``FakeArchive.hats_regions``). Both routes harvest the same cones (``irsa.targets``, ``format:
+   parquet``, all bands, all epochs); every answer is generated before the clock starts. The API route at
+   2 requests/s needs about 500 s for 1,000 cones, so the full run measures it on the first 100 cones and
+   scales its time by 10 (said so in the table; ``--api-cones N`` chooses N, 0 for all). ``--quick``: 50
+   cones, both routes on all of them, nothing scaled. Both routes must return exactly the chosen objects,
+   each with as many epochs as the fake sky holds up to the archive's "today" (the fake release holds the
+   fake API's epochs), and IRSA's host must see no rate-limit violation."""
 
 from __future__ import annotations
 
@@ -75,7 +73,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import harvester
-from harvester.archives.common import s3_rate
+from harvester.archives.ztf.settings import ZtfHats
 from harvester.archives.ztf.source import LEAVES_AT_ONCE, ZtfSource, irsa_params
 from harvester.settings import Settings
 from harvester.testing import FakeArchive, running_server
@@ -91,7 +89,8 @@ CONE = (20.25, -28.07, 0.1667)  # the fixture README's cone: 78 objects, 2,438 e
 CONE_OBJECTS, CONE_EPOCHS = 78, 2438
 REPEATS = 3  # warm reads of goal 1, hats-route runs of goal 2
 FRESH_REPEATS = 5  # fresh processes of goal 1 (their times spread more: imports, page cache, load)
-FAST_S3 = {"requests_per_second": 1000.0, "max_concurrency": 16}
+FAST_S3 = {"requests_per_second": 1000.0, "max_concurrency": 32}
+DEFAULT_S3 = ZtfHats().rate_limit
 HARVESTER, LSDB, FAST = "harvester", "lsdb", "harvester, S3 at 1,000 req/s"
 
 REGION = (150.0, 30.0)  # goal 2's stars are the single-object stars nearest this position
@@ -395,8 +394,9 @@ def render_cone(result: ConeResult) -> tuple[list[str], list[Goal]]:
         "memory. Alternating runs, medians. *fresh*: a new `python -c` process timed end to end "
         "(interpreter, imports, the read, exit; after one untimed run of each, which fills the "
         "children's bytecode cache); *warm*: in this process, after one untimed run of each. "
-        "*import s* and *read s* are the child's own clocks. harvester runs at the S3 host's default "
-        "budget (50 requests/s × 16); the 1,000 req/s row is a diagnostic, not the goal. S3 requests "
+        "*import s* and *read s* are the child's own clocks. harvester runs at the hats route's default "
+        f"budget ({DEFAULT_S3.requests_per_second:g} requests/s × {DEFAULT_S3.max_concurrency}); the "
+        "1,000 req/s row is a diagnostic, not the goal. S3 requests "
         "as the server counted them (one run).",
         "",
         "| client | mode | wall s (median) | runs, s | import s | read s | objects | epochs | S3 requests "
@@ -618,7 +618,7 @@ def render_routes(result: RoutesResult) -> tuple[list[str], list[Goal]]:
     hats, api = result.hats_median, result.api
     scaled = api.cones < n
     spread = max(angular_sep_deg(*REGION, o.ra, o.dec) for o in result.objects)
-    budget = s3_rate()
+    budget = ZtfHats().rate_limit
     lines = [
         f"**2. {n:,} ZTF objects, hats route against API route**: {n:,} cones of radius {STAR_RADIUS:g}°, "
         f"each around a star of the fake sky that holds exactly one object (the nearest such stars to "
