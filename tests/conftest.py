@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,23 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "config").mkdir(exist_ok=True)
     shutil.copy(REPO / "config" / "base.yaml", tmp_path / "config" / "base.yaml")
     return tmp_path
+
+
+def public_bucket(url: str, bucket: str, objects: Mapping[str, bytes]) -> None:
+    """Create ``bucket`` on the S3 look-alike at ``url`` holding ``objects`` (key → bytes), the
+    bucket and every object public-read: moto answers anonymous reads only for those."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=bucket, ACL="public-read")
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ACL="public-read")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 import harvester
 from harvester.archives.tess.records import TessRecord
 from tests.archives.tess.scripted import FILES, KEYS, S58, S70, ScriptedArchive
+from tests.conftest import public_bucket
 
 
 class Split(httpx.AsyncBaseTransport):
@@ -35,18 +36,7 @@ class Split(httpx.AsyncBaseTransport):
 @pytest.fixture
 def stpubdata(s3_url: str) -> str:
     """A public-read ``stpubdata`` bucket on the moto server with both real light curves at their keys."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket="stpubdata", ACL="public-read")
-    for name in (S58, S70):
-        s3.put_object(Bucket="stpubdata", Key=KEYS[name], Body=FILES[name], ACL="public-read")
+    public_bucket(s3_url, "stpubdata", {KEYS[name]: FILES[name] for name in (S58, S70)})
     return s3_url
 
 

@@ -14,6 +14,7 @@ import pytest
 import harvester
 from harvester.testing._hats import load_folder
 from tests.archives.ztf.test_hats_route import COLLECTION, CONE, reference
+from tests.conftest import public_bucket
 
 PREFIX = "ztf/enhanced/dr5sample/lc/hats"
 
@@ -33,18 +34,7 @@ class Loopback(httpx.AsyncHTTPTransport):
 @pytest.fixture
 def bucket(s3_url: str) -> str:
     """The fixture, public-read, in ``ipac-irsa-ztf`` on the moto server; the server's URL."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    s3.create_bucket(Bucket="ipac-irsa-ztf", ACL="public-read")
-    for key, body in load_folder(COLLECTION, PREFIX).items():
-        s3.put_object(Bucket="ipac-irsa-ztf", Key=key, Body=body, ACL="public-read")
+    public_bucket(s3_url, "ipac-irsa-ztf", load_folder(COLLECTION, PREFIX))
     return s3_url
 
 

@@ -77,8 +77,10 @@ from harvester.archives.ztf.settings import ZtfHats
 from harvester.archives.ztf.source import LEAVES_AT_ONCE, ZtfSource, irsa_params
 from harvester.settings import Settings
 from harvester.testing import FakeArchive, running_server
+from harvester.testing._hats import load_folder
 from harvester.testing._irsa import ZtfObject, epochs_of, handle_irsa, objects_in_cone
 from harvester.testing._sky import angular_sep_deg
+from tests.conftest import public_bucket
 from tests.tools.bench.bench_ztf_rate import IRSA_PATH, LATENCY_S, Goal, Part, bench_settings, print_part
 
 FIXTURE = Path(__file__).resolve().parents[2] / "data" / "ztf_hats" / "ztf_dr5_sample_lc-hats"
@@ -129,7 +131,6 @@ class RequestCounter(logging.Handler):
 def moto_bucket() -> Iterator[tuple[str, RequestCounter]]:
     """A moto S3 server on 127.0.0.1 holding the fixture under ``PREFIX`` in a public-read bucket
     (objects public-read too: moto answers unsigned reads only then); its URL and request counter."""
-    import boto3
     from moto.server import ThreadedMotoServer
 
     counter = RequestCounter()
@@ -143,18 +144,7 @@ def moto_bucket() -> Iterator[tuple[str, RequestCounter]]:
     try:
         host, port = server.get_host_and_port()
         url = f"http://{host}:{port}"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=url,
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-            region_name="us-east-1",
-        )
-        s3.create_bucket(Bucket=BUCKET, ACL="public-read")
-        for path in sorted(FIXTURE.rglob("*")):
-            if path.is_file():
-                key = f"{PREFIX}/{path.relative_to(FIXTURE).as_posix()}"
-                s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes(), ACL="public-read")
+        public_bucket(url, BUCKET, load_folder(FIXTURE, PREFIX))
         yield url, counter
     finally:
         server.stop()
