@@ -97,16 +97,7 @@ class BaseRecord(BaseModel):
 
     def dedup_key(self) -> tuple[str, ...]:
         """The fields that identify this record within its source, as strings."""
-        parts = []
-        for name in self.key_fields:
-            value = getattr(self, name)
-            alternate = self.key_alternates.get(name) if value is None else None
-            parts.append(
-                key_part(value)
-                if alternate is None
-                else alternate_part(alternate, [getattr(self, a) for a in alternate])
-            )
-        return tuple(parts)
+        return key_of(type(self), self.__dict__)  # a model's field values, by name
 
 
 def key_columns(model: type[BaseRecord]) -> list[str]:

@@ -482,8 +482,9 @@ def leaf_batch(
     schema = arrow_schema(ZtfRecord)
     filterid = objects.column("filterid")
     codes = pc.cast(filterid, pa.int64())
-    if n and not pc.all(pc.is_in(codes, value_set=pa.array(list(FILTER_IDS), pa.int64()))).as_py():
-        bad = pc.filter(codes, pc.invert(pc.is_in(codes, value_set=pa.array(list(FILTER_IDS), pa.int64()))))
+    known = pc.is_in(codes, value_set=pa.array(list(FILTER_IDS), pa.int64()))
+    if n and not pc.all(known).as_py():
+        bad = pc.filter(codes, pc.invert(known))
         raise ArchiveResponseError(
             f"{name}: filterid {bad[0].as_py()} is not 1, 2 or 3 (zg, zr, zi)", target=target
         )

@@ -198,23 +198,26 @@ class ZtfSource(Source[ConeSearch | Selection]):
         selection of at least ``hats.auto_min_targets`` cones and the API below."""
         if self.route is not None:
             return targets
-        cones = self.cones()
-        threshold = self.config.hats.auto_min_targets
         route: Literal["api", "hats"]
         if any(len(key) > 1 and key[1].startswith("hmjd") for key in held):
             route, why = "hats", "the output holds data-release records"
         elif held:
             route, why = "api", "the output holds API records"
-        elif len(cones) >= threshold:
-            route, why = "hats", f"{len(cones)} cones, at least {threshold}"
         else:
-            route, why = "api", f"{len(cones)} cones, fewer than {threshold}"
+            route, why = self._by_size(len(self.cones()))
         if route == "hats" and not hats_available():
             route, why = "api", "the hats library is not installed (pip install 'harvester[hats]')"
         self.route, self.auto_reason = route, why
         log.info("route_chosen", source=self.name, route=route, reason=why)
         self._resolved = self.targets()
         return self._resolved
+
+    def _by_size(self, cones: int) -> tuple[Literal["api", "hats"], str]:
+        """``auto``'s rule for an empty output: hats from ``hats.auto_min_targets`` cones."""
+        threshold = self.config.hats.auto_min_targets
+        if cones >= threshold:
+            return "hats", f"{cones} cones, at least {threshold}"
+        return "api", f"{cones} cone{'s' if cones != 1 else ''}, fewer than {threshold}"
 
     def cones(self) -> list[ConeSearch]:
         """The configured cone-search targets (cone_search, targets, targets_file)."""
@@ -259,9 +262,9 @@ class ZtfSource(Source[ConeSearch | Selection]):
 
         cones = self.cones()
         if self.route is None:
-            big = len(cones) >= self.config.hats.auto_min_targets and hats_available()
-            self.route = "hats" if big else "api"
-            self.auto_reason = f"{len(cones)} cones, {'at least' if big else 'fewer than'} the threshold"
+            self.route, self.auto_reason = self._by_size(len(cones))
+            if self.route == "hats" and not hats_available():
+                self.route, self.auto_reason = "api", "the hats library is not installed"
         if self.route == "api":
             return cone_groups(cones, cell_deg)
         return pixel_groups(cones, cell_deg)
