@@ -178,12 +178,13 @@ def _properties(data: bytes, what: str, target: str) -> dict[str, str]:
     return {k: v for k, (v, _meta) in parsed.items()}
 
 
-async def _optional(reader: ObjectReader, key: str, target: str) -> bytes | None:
+async def _optional(reader: ObjectReader, key: str, target: str) -> bytes | int:
+    """The object, or the HTTP status (403 or 404) that says it cannot be read."""
     try:
         return await reader.get(key, target=target)
     except HttpStatusError as exc:
         if exc.status in (403, 404):  # a public bucket that hides its listing answers 403
-            return None
+            return exc.status
         raise
 
 
@@ -194,7 +195,7 @@ async def open_catalog(
     hats = await anyio.to_thread.run_sync(_hats)  # its first import takes seconds (numba): off the loop
     where = f"s3://{reader.route.bucket}/{prefix}"
     collection = await _optional(reader, f"{prefix}/collection.properties", target)
-    if collection is not None:
+    if not isinstance(collection, int):
         primary = _properties(collection, f"{where}/collection.properties", target).get(
             "hats_primary_table_url"
         )
@@ -204,20 +205,20 @@ async def open_catalog(
             )
         prefix = f"{prefix}/{primary.strip('/')}"
         where = f"s3://{reader.route.bucket}/{prefix}"
-    try:
-        text = await reader.get(f"{prefix}/hats.properties", target=target)
-    except HttpStatusError as exc:
-        if exc.status == 404:
-            raise ArchiveResponseError(
-                f"no HATS catalog at {where} (no hats.properties)", target=target
-            ) from None
-        if exc.status == 403:  # S3's answer for a missing key of a bucket that hides its listing, too
-            raise ArchiveResponseError(
-                f"no readable HATS catalog at {where}: hats.properties is forbidden (HTTP 403: missing, "
-                "or a private bucket; harvester reads anonymously)",
-                target=target,
-            ) from None
-        raise
+    text = await _optional(reader, f"{prefix}/hats.properties", target)
+    if isinstance(text, int):
+        forbidden = (
+            "hats.properties" if text == 403 else "collection.properties" if collection == 403 else None
+        )
+        if forbidden is None:
+            raise ArchiveResponseError(f"no HATS catalog at {where} (no hats.properties)", target=target)
+        # S3's answer for a missing key of a bucket that hides its listing, and for a private bucket
+        how = "with these credentials" if reader.route.signed else "anonymously (credentials: anonymous)"
+        raise ArchiveResponseError(
+            f"no readable HATS catalog at {where}: {forbidden} is forbidden (HTTP 403: missing, or not "
+            f"readable {how})",
+            target=target,
+        )
     props = _properties(text, f"{where}/hats.properties", target)
     try:
         info = hats.catalog.TableProperties(**props)
