@@ -13,7 +13,7 @@ and ``bytes=a-`` give 206 with ``Content-Range``) and by ``ListObjectsV2`` on th
   ``clrcoeff`` the API's float32 values. It covers the order-8 pixels within
   :data:`SKY_RADIUS_DEG` of the packaged sample cone and of any centre in
   ``FakeArchive.hats_regions``; leaves are built on first read. Beside the catalog, its object-id
-  index ``ztf_dr24_lc-hats_id_index`` (named by ``all_indexes`` in ``collection.properties``), in
+  index ``ztf_dr24_lc-hats_objectid`` (named by ``all_indexes`` in ``collection.properties``), in
   the layout hats-import writes (:func:`id_index_files`), built on first read of any of its files.
 - **Files put in** ``FakeArchive.bucket_files`` (key → bytes): a real catalog for tests
   (:func:`load_folder`).
@@ -43,7 +43,7 @@ __all__ = ["BUCKET", "ROUTES", "SKY_PREFIX", "SKY_RADIUS_DEG", "ZTF_ROUTES", "id
 BUCKET = "ipac-irsa-ztf"
 SKY_PREFIX = "ztf/enhanced/dr24/lc/hats"
 SKY_CATALOG = "ztf_dr24_lc-hats"
-SKY_INDEX = f"{SKY_CATALOG}_id_index"
+SKY_INDEX = f"{SKY_CATALOG}_objectid"  # hats-import's name for an index of objectid
 #: the packaged sample cone (harvester/defaults/targets.yaml), where the fake release always has data
 SAMPLE_CENTRE = (210.8023, 54.3489)
 SKY_RADIUS_DEG = 1.0
@@ -234,7 +234,7 @@ def _sky(seed: int, now_mjd: float, regions: tuple[tuple[float, float], ...]) ->
     info = "Norder,Npix\n" + "".join(f"{ORDER},{p}\n" for p in sorted(pixels))
     collection = (
         f"#HATS Collection\nobs_collection={SKY_CATALOG}\nhats_primary_table_url={SKY_CATALOG}\n"
-        f"all_indexes=objectid {SKY_INDEX}\ndefault_index=objectid\n"
+        f"all_indexes=objectid {SKY_INDEX}\n"
         "hats_builder=harvester fake archive\nhats_version=v1.0\n"
     )
     properties = (
