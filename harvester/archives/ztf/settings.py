@@ -192,7 +192,8 @@ class ZtfHats(Model):
         default=50,
         ge=1,
         description="`route: auto` takes the hats route for a first harvest of at least this many "
-        "cones (at IRSA's 2 requests/s, 50 cones are 25 s of API time; the catalog costs a few reads).",
+        "API requests, a cone or a batch of 200 object ids each (at IRSA's 2 requests/s, 50 are 25 s "
+        "of API time; the catalog costs a few reads).",
     )
     max_read_bytes: int = Field(
         default=256 * 1024**2,
@@ -215,7 +216,7 @@ class ZtfSettings(ArchiveSettings):
         description="Where light curves come from: `api`, IRSA's light-curve API (exact `mjd`, every "
         "column, incremental); `hats`, the data release's HATS Parquet on S3 (bulk, `hmjd`); "
         "`auto`, the route the output folder already holds, else hats for at least "
-        "`hats.auto_min_targets` cones and the API below (docs/sources.md).",
+        "`hats.auto_min_targets` API requests and the API below (docs/sources.md).",
     )
     irsa: IrsaSettings = Field(default_factory=IrsaSettings)
     hats: ZtfHats = Field(default_factory=ZtfHats, description="The hats route's catalog and budget.")
