@@ -85,6 +85,8 @@ MERGE_GAP = 1024 * 1024
 ARROW_HOLE = 8192
 #: cones planned per mocpy call
 PLAN_CHUNK = 10_000
+#: files of an object-id index read at once (each: a footer, then its needed row groups' ranges)
+INDEX_FILES_AT_ONCE = 16
 _RELEASE = re.compile(r"dr(\d+)", re.IGNORECASE)
 
 
@@ -385,7 +387,13 @@ async def locate_ids(
     located: dict[tuple[int, int], set[int]] = defaultdict(set)
     value_set = pa.array(wanted, pa.int64())
 
+    slots = anyio.Semaphore(INDEX_FILES_AT_ONCE)
+
     async def read(path: str) -> None:
+        async with slots:
+            await read_file(path)
+
+    async def read_file(path: str) -> None:
         tables = read_parquet(
             reader,
             f"{prefix}/dataset/{path}",

@@ -10,14 +10,10 @@ by id gives the records a cone around it gives.
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,7 +24,16 @@ from harvester.settings import load_settings
 from harvester.testing import FakeArchive
 from harvester.testing._hats import load_folder
 from harvester.testing._irsa import objects_in_cone
-from tests.archives.ztf.test_hats_route import CATALOG_URL, COLLECTION, CONE, PREFIX, reference, separation
+from tests.archives.ztf.test_hats_route import (
+    CATALOG_URL,
+    COLLECTION,
+    CONE,
+    PREFIX,
+    records,
+    reference,
+    separation,
+)
+from tests.archives.ztf.test_routes import offline_cli_records
 
 SAMPLE = {"ra": 210.8023, "dec": 54.3489, "radius": 0.02}
 INDEX = COLLECTION / "ztf_dr5_sample_lc-hats_objectid" / "dataset" / "index"
@@ -56,13 +61,6 @@ async def harvest(
         "ztf", output=out, transport=Spy(app=archive), data_sources={"ztf": {"irsa": query, **ztf}}
     )
     return report.sources["ztf"]
-
-
-def records(folder: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted(folder.glob("*.json*")):
-        out += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-    return out
 
 
 def epochs(folder: Path) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -360,23 +358,8 @@ async def test_offline_both_routes_give_an_objects_epochs_by_id(tmp_path: Path) 
 
 def test_the_cli_takes_ids_on_the_hats_route_offline(tmp_path: Path) -> None:
     ids = sample_ids()[:3]
-    done = subprocess.run(
-        [sys.executable, "-m", "harvester", "run", "--source", "ztf", "--route", "hats", "--offline"]
-        + [arg for oid in ids for arg in ("--irsa-id", str(oid))]
-        + ["--format", "jsonl"],
-        cwd=tmp_path,
-        env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    lines = offline_cli_records(
+        tmp_path, "--route", "hats", *(a for oid in ids for a in ("--irsa-id", str(oid)))
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = [
-        orjson.loads(line)
-        for p in (tmp_path / "data" / "raw" / "ztf").glob("part-*.jsonl")
-        for line in p.read_bytes().splitlines()
-    ]
-    assert (
-        lines and {int(r["object_id"]) for r in lines} == set(ids) and {r["route"] for r in lines} == {"hats"}
-    )
+    assert lines and {int(r["object_id"]) for r in lines} == set(ids)
+    assert {r["route"] for r in lines} == {"hats"}
