@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import functools
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     create_model,
@@ -237,6 +239,10 @@ class Settings(BaseSettings):
     # One SecretStr field per archive token (``ztf_api_token`` read from ZTF_API_TOKEN, ...), added
     # from the registry by _rebuild.
 
+    #: the ``AWS_*`` variables of the .env file (load_settings fills it): S3 routes read the
+    #: standard AWS variables from the environment over these, like every AWS tool
+    _aws_dotenv: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="before")
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
@@ -267,7 +273,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, _NoAws(dotenv_settings)]
         config = _config_path.get()
         if config is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
@@ -299,7 +305,15 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """The token values in force, for redaction and for scanning output in tests."""
         values = (getattr(self, field, None) for field in _token_fields())
-        return [t.get_secret_value() for t in values if isinstance(t, SecretStr) and t.get_secret_value()]
+        tokens = [t.get_secret_value() for t in values if isinstance(t, SecretStr) and t.get_secret_value()]
+        aws = self.aws_environ()
+        return tokens + [aws[name] for name in AWS_SECRET_VARIABLES if name in aws]
+
+    def aws_environ(self) -> dict[str, str]:
+        """The standard AWS variables in force (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+        ``AWS_PROFILE``, ...): the environment's, over the .env file's."""
+        environ = {k: v for k, v in os.environ.items() if k.startswith("AWS_") and v}
+        return {**self._aws_dotenv, **environ}
 
     def digest_dict(self) -> dict[str, Any]:
         """Settings as plain data without any secret, for manifests and READMEs."""
@@ -388,6 +402,35 @@ def packaged_targets() -> dict[str, Any]:
     return copy.deepcopy(blocks)
 
 
+class _NoAws(PydanticBaseSettingsSource):
+    """The .env layer without its ``AWS_*`` variables: they belong to the S3 routes
+    (:meth:`Settings.aws_environ`), not to a setting, and would be refused as unknown keys."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._inner().items() if not k.lower().startswith("aws_")}
+
+
+#: AWS variables that hold secrets: redacted from logs like the archive tokens
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _aws_dotenv(env_file: str | Path | None) -> dict[str, str]:
+    """The ``AWS_*`` variables set in ``env_file`` (when it exists)."""
+    if env_file is None or not Path(env_file).is_file():
+        return {}
+    from dotenv import dotenv_values  # pydantic-settings' own .env reader
+
+    values = dotenv_values(env_file, encoding="utf-8")
+    return {k: v for k, v in values.items() if k.startswith("AWS_") and v}
+
+
 def load_settings(
     config: str | Path | None = None,
     *,
@@ -418,6 +461,7 @@ def load_settings(
             sample = packaged_targets()
             with _layering(None, {"data_sources": {n: sample[n] for n in missing if n in sample}}):
                 settings = Settings(_env_file=env_file, **overrides)
+        settings._aws_dotenv = _aws_dotenv(env_file)
         return settings
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None

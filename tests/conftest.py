@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import orjson
 import pytest
 
 from harvester import archives
@@ -72,6 +74,39 @@ def public_bucket(url: str, bucket: str, objects: Mapping[str, bytes]) -> None:
     s3.create_bucket(Bucket=bucket, ACL="public-read")
     for key, body in objects.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body, ACL="public-read")
+
+
+def private_bucket(url: str, bucket: str, objects: Mapping[str, bytes]) -> tuple[str, str]:
+    """Create a private ``bucket`` (no public access) on the S3 look-alike at ``url`` holding
+    ``objects``, and an IAM user allowed to read it; the user's ``(access key id, secret)``.
+    With :func:`check_signatures`, moto then answers only requests signed with that key."""
+    import boto3
+
+    setup = {"endpoint_url": url, "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    s3 = boto3.client("s3", region_name="us-east-1", **setup)
+    s3.create_bucket(Bucket=bucket)
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    iam = boto3.client("iam", region_name="us-east-1", **setup)
+    user = f"reader-{bucket}-{uuid.uuid4().hex[:8]}"  # moto's IAM state is per process, not per server
+    iam.create_user(UserName=user)
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName=user, PolicyName="read", PolicyDocument=orjson.dumps(policy).decode())
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture
+def check_signatures(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it once buckets and users are set up: from then on the moto server checks every
+    request's AWS signature against its IAM users (moto skips authentication for its first
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` requests, by default all of them). Undone after the test."""
+    import moto.settings
+
+    def on() -> None:
+        monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+
+    return on
 
 
 @pytest.fixture

@@ -325,3 +325,30 @@ def test_a_mast_targets_file_is_read_with_mast_s_cone(tmp_path: Path) -> None:
     assert target.cone is not None and target.cone.radius == 0.2
     (unit,) = plan_units("mast", settings)
     assert [t["radius"] for t in unit.targets] == [0.2]
+
+
+def test_the_standard_aws_variables_come_from_the_environment_over_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 routes read AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... like every AWS tool, and from the
+    .env file too (under the environment); the secret ones are redacted like archive tokens."""
+    import os
+
+    from harvester.archives.ztf.source import ZtfSource
+
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    write(
+        tmp_path / ".env",
+        "AWS_ENDPOINT_URL=http://dotenv:9000\nAWS_ACCESS_KEY_ID=AKIADOTENV\nAWS_SECRET_ACCESS_KEY=dotenv-secret\n",
+    )
+    s = load_settings(data_sources={"ztf": {"route": "hats"}})
+    assert s.aws_environ() == {
+        "AWS_ENDPOINT_URL": "http://dotenv:9000",
+        "AWS_ACCESS_KEY_ID": "AKIADOTENV",
+        "AWS_SECRET_ACCESS_KEY": "dotenv-secret",
+    }
+    assert "dotenv-secret" in s.secrets() and "AKIADOTENV" not in s.secrets()
+    assert ZtfSource(s).hats_route.endpoint == "http://dotenv:9000"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env:9000")
+    assert ZtfSource(load_settings()).hats_route.endpoint == "http://env:9000"

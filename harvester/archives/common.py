@@ -18,7 +18,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -46,6 +46,7 @@ __all__ = [
     "Ra",
     "RateLimit",
     "Retries",
+    "S3Access",
     "Timeout",
     "ValidatedAs",
     "check_range",
@@ -205,6 +206,37 @@ def check_url(value: str) -> str:
 
 #: An archive endpoint: an http(s) URL, its trailing slash dropped (``base_url`` fields).
 HttpUrl = Annotated[str, AfterValidator(check_url)]
+
+
+class S3Access(Model):
+    """Where and how a bucket is read: the endpoint, and anonymous or signed requests. Shared by
+    every S3 route (``data_sources.tess.cloud``, ``data_sources.ztf.hats``)."""
+
+    endpoint_url: HttpUrl | None = Field(
+        default=None,
+        description="S3 endpoint for a mirror or a test server, read path-style "
+        "(`<endpoint>/<bucket>/<key>`); unset: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` if set, "
+        "else AWS (`https://<bucket>.s3.amazonaws.com/<key>`).",
+    )
+    credentials: Literal["anonymous", "aws"] = Field(
+        default="anonymous",
+        description="`anonymous`: unsigned requests (the archives' buckets are public). `aws`: every "
+        "request signed (AWS Signature Version 4) with the standard AWS credential chain "
+        "(`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, `AWS_PROFILE`, "
+        "~/.aws/credentials, SSO, an instance role), for a private mirror; needs "
+        "`pip install 'harvester[s3]'`. Keys are sent to this endpoint's host only, never logged.",
+    )
+    profile: str | None = Field(
+        default=None,
+        min_length=1,
+        description="`credentials: aws`: the named profile to use; unset: `AWS_PROFILE` or the default.",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]+$",
+        description="`credentials: aws`: the region requests are signed for; unset: `AWS_REGION`, "
+        "`AWS_DEFAULT_REGION` or the profile's, else us-east-1 (where both archives' buckets are).",
+    )
 
 
 def read_targets_file(path: Path, *, default_radius: float, cone: type[Cone]) -> list[Cone]:

@@ -19,7 +19,7 @@ import functools
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,16 @@ from harvester._version import __version__
 from harvester.errors import HttpStatusError, SizeLimitError, TerminalError, TransientError
 from harvester.io.limiter import LimiterRegistry
 
-__all__ = ["Http", "HttpSession", "HttpStats", "Response", "RetryPolicy", "parse_retry_after"]
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "Http",
+    "HttpSession",
+    "HttpStats",
+    "Response",
+    "RetryPolicy",
+    "Signer",
+    "parse_retry_after",
+]
 
 log = structlog.get_logger("harvester.http")
 
@@ -107,19 +116,32 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 _AUTH_EXTENSION = "harvester_auth"
 
+#: Signs one request in place (sets its ``Authorization`` and ``x-amz-*`` headers): an S3 route
+#: with credentials (:class:`harvester.io.s3.AwsSigner`).
+Signer = Callable[[httpx.Request], Awaitable[None]]
+#: What a session authenticates with: ``(host, Authorization header value or a signer)``.
+Auth = tuple[str, str | Signer]
+#: Headers that carry or reveal credentials: only ever sent to their session's own host.
+CREDENTIAL_HEADERS = ("authorization", "x-amz-security-token", "x-amz-date", "x-amz-content-sha256")
+
 
 async def _apply_token(request: httpx.Request) -> None:
-    """Attach a session's token to requests for its own host only, redirects included.
+    """Attach a session's credentials to requests for its own host only, redirects included.
 
-    The token travels in ``request.extensions`` (which httpx carries over to redirect requests)
-    as ``(host, header value)``; the header is set only when the request's host is that host, and
-    removed otherwise.
+    They travel in ``request.extensions`` (which httpx carries over to redirect requests) as
+    ``(host, header value or signer)``; the header is set (or the request signed, afresh for each
+    attempt and each redirect) only when the request's host is that host, and every credential
+    header is removed otherwise.
     """
     auth = request.extensions.get(_AUTH_EXTENSION)
     if auth is not None and request.url.host.lower() == auth[0]:
-        request.headers["Authorization"] = auth[1]
+        if isinstance(auth[1], str):
+            request.headers["Authorization"] = auth[1]
+        else:
+            await auth[1](request)
     else:
-        request.headers.pop("Authorization", None)
+        for name in CREDENTIAL_HEADERS:
+            request.headers.pop(name, None)
 
 
 @functools.cache
@@ -167,7 +189,7 @@ class Http:
         *,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
-        auth: tuple[str, str] | None = None,
+        auth: Auth | None = None,
         on_response: Callable[[HttpStats], None] | None = None,
     ) -> HttpSession:
         """A per-source view with its own retry policy, timeouts, token and counters.
@@ -187,7 +209,7 @@ class HttpSession:
         source: str,
         retry: RetryPolicy,
         timeouts: Timeouts,
-        auth: tuple[str, str] | None,
+        auth: Auth | None,
         on_response: Callable[[HttpStats], None] | None,
     ) -> None:
         self._http = http
@@ -207,6 +229,13 @@ class HttpSession:
         twin = HttpSession(self._http, self.source, self.retry, self.timeouts, None, self._on_response)
         twin.stats = self.stats
         twin._sleep = self._sleep
+        return twin
+
+    def signed(self, host: str, signer: Signer) -> HttpSession:
+        """The same session signing its requests to ``host`` with ``signer`` instead of sending
+        its token (an S3 route with credentials); requests to any other host carry neither."""
+        twin = self.anonymous()
+        twin._auth = (host.lower(), signer)
         return twin
 
     async def fetch(

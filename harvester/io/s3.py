@@ -1,4 +1,4 @@
-"""Anonymous reads of public S3 buckets through harvester's own HTTP session.
+"""Reads of S3 buckets through harvester's own HTTP session: anonymous, or signed for a private mirror.
 
 The archives publish their bulk data on public buckets (``../shared/docs/upstream-apis.md`` §4):
 MAST's TESS files in ``stpubdata``, IRSA's ZTF light curves as HATS Parquet in ``ipac-irsa-ztf``.
@@ -8,6 +8,9 @@ caps, the offline fake, respx in tests) and with no token (:meth:`HttpSession.an
 with an S3 library that would bypass all of that.
 
 - :class:`CloudRoute`: one bucket at one endpoint, and a key's URL.
+- :class:`AwsSigner`: AWS Signature Version 4 for ``credentials: aws`` (botocore signs, from the
+  standard credential chain); attached with :meth:`HttpSession.signed`, so the signature goes to
+  the bucket's host only.
 - :class:`ObjectReader`: a key's size and byte ranges (``Range: bytes=a-b``), and a prefix's keys
   (``ListObjectsV2``).
 - :class:`SparseFile`: the byte ranges already fetched of one object, as the seekable file
@@ -20,19 +23,29 @@ from __future__ import annotations
 import bisect
 import html
 import io
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
+
+import anyio
+import httpx
 
 from harvester.archives.common import check_url
 from harvester.errors import ArchiveResponseError, ConfigError
 from harvester.io.http import HttpSession
 
+if TYPE_CHECKING:
+    from harvester.archives.common import S3Access
+
 __all__ = [
     "ENDPOINT_VARIABLES",
+    "AwsSigner",
     "CloudRoute",
     "ObjectReader",
+    "S3Sessions",
     "SparseFile",
     "endpoint_from_env",
     "merge_ranges",
@@ -54,6 +67,9 @@ class CloudRoute:
 
     bucket: str
     endpoint: str | None = None  # None: AWS's public endpoint, virtual-hosted
+    #: requests are signed: keys are fully percent-encoded (``=`` as ``%3D``), the form a
+    #: signature's canonical request takes, so what is signed is exactly what is sent
+    signed: bool = False
 
     @property
     def base(self) -> str:
@@ -67,7 +83,13 @@ class CloudRoute:
 
     def url(self, key: str) -> str:
         """The anonymous GET URL of ``key``."""
-        return f"{self.base}/{quote(key, safe='/=')}"
+        return f"{self.base}/{quote(key, safe='/' if self.signed else '/=')}"
+
+    def list_url(self, params: Sequence[tuple[str, str]]) -> str:
+        """A bucket-level request (``ListObjectsV2``) with its query encoded as a signature's
+        canonical request has it (every reserved byte percent-encoded, a space as ``%20``)."""
+        query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+        return f"{self.base}/?{query}"
 
     def describe(self) -> str:
         """``s3://bucket`` and, for a configured endpoint, where: for logs and report lines."""
@@ -85,6 +107,112 @@ def endpoint_from_env(environ: Mapping[str, str]) -> str | None:
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
     return None
+
+
+class AwsSigner:
+    """Signs S3 requests with AWS Signature Version 4: botocore's ``S3SigV4Auth`` over credentials
+    from botocore's standard chain (environment, profile, SSO, instance role). Temporary
+    credentials are refreshed by botocore, on a worker thread (a refresh may be a network call).
+
+    What is signed: the method, the URL exactly as sent, ``Host``, ``Range`` when present and the
+    ``x-amz-*`` headers botocore adds. The secret never leaves this object; ``repr`` shows none.
+    """
+
+    def __init__(self, credentials: Any, region: str, *, where: str) -> None:
+        self._credentials = credentials
+        self.region = region
+        self.where = where  # "profile x" or "the environment": for messages, never the key
+
+    def __repr__(self) -> str:
+        return f"AwsSigner(region={self.region!r}, credentials from {self.where})"
+
+    async def __call__(self, request: httpx.Request) -> None:
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        credentials = self._credentials
+        if hasattr(credentials, "refresh_needed"):  # temporary credentials: botocore refreshes them
+            frozen = await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
+        else:
+            frozen = credentials.get_frozen_credentials()
+        headers = {"host": request.headers["host"]}
+        if "range" in request.headers:
+            headers["range"] = request.headers["range"]
+        signed = AWSRequest(method=request.method, url=str(request.url), headers=headers, data=b"")
+        S3SigV4Auth(frozen, "s3", self.region).add_auth(signed)
+        for name, value in signed.headers.items():
+            if name.lower() != "host":
+                request.headers[name] = value
+
+
+async def load_signer(access: S3Access, environ: Mapping[str, str], *, key: str) -> AwsSigner:
+    """The signer ``credentials: aws`` asks for, from botocore's credential chain (read on a
+    worker thread, within 30 s: an instance-role lookup is a network call). ConfigError, one
+    line naming ``key``, when botocore is missing, the profile is unknown or no credentials exist."""
+    try:
+        import botocore.credentials
+        import botocore.exceptions
+        import botocore.session
+    except ImportError:
+        raise ConfigError(f"{key}.credentials: aws needs botocore: pip install 'harvester[s3]'") from None
+
+    # botocore logs each request's canonical request and signature at DEBUG: never, here
+    logging.getLogger("botocore.auth").setLevel(max(logging.INFO, logging.getLogger("botocore.auth").level))
+
+    profile = access.profile or environ.get("AWS_PROFILE")
+    key_id, secret = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
+
+    def load() -> tuple[Any, str | None]:
+        session = botocore.session.Session(profile=profile)
+        region = session.get_config_variable("region")
+        if key_id and secret and access.profile is None:  # the variables (the .env file's too) win
+            token = environ.get("AWS_SESSION_TOKEN")
+            return botocore.credentials.Credentials(key_id, secret, token, method="env"), region
+        return session.get_credentials(), region
+
+    try:
+        with anyio.fail_after(30):
+            credentials, configured = await anyio.to_thread.run_sync(load, abandon_on_cancel=True)
+    except TimeoutError:
+        raise ConfigError(f"{key}.credentials: no AWS credentials found within 30 s") from None
+    except botocore.exceptions.BotoCoreError as exc:  # an unknown profile, a broken config file
+        raise ConfigError(f"{key}.credentials: {exc}") from None
+    if credentials is None:
+        raise ConfigError(
+            f"{key}.credentials is aws, but no AWS credentials were found (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or ~/.aws/credentials)"
+        )
+    region = (
+        access.region
+        or environ.get("AWS_REGION")
+        or environ.get("AWS_DEFAULT_REGION")
+        or configured
+        or "us-east-1"
+    )
+    where = f"profile {profile}" if profile else str(getattr(credentials, "method", "aws"))
+    return AwsSigner(credentials, region, where=where)
+
+
+class S3Sessions:
+    """How one S3 route reads during a run: anonymously (the session without its archive token),
+    or signing its requests to the bucket's host when ``access.credentials`` is ``aws`` (the
+    credentials are looked up once, at the first read)."""
+
+    def __init__(self, route: CloudRoute, access: S3Access, environ: Mapping[str, str], *, key: str) -> None:
+        self.route = route
+        self.access = access
+        self.key = key
+        self._environ = environ
+        self._signer: AwsSigner | None = None
+        self._lock = anyio.Lock()
+
+    async def session(self, base: HttpSession) -> HttpSession:
+        if self.access.credentials == "anonymous":
+            return base.anonymous()
+        async with self._lock:
+            if self._signer is None:
+                self._signer = await load_signer(self.access, self._environ, key=self.key)
+        return base.signed(self.route.host, self._signer)
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -173,7 +301,7 @@ class ObjectReader:
             if token is not None:
                 params.append(("continuation-token", token))
             response = await self.session.fetch(
-                "GET", self.route.base + "/", params=params, target=target, max_bytes=self.max_bytes
+                "GET", self.route.list_url(params), target=target, max_bytes=self.max_bytes
             )
             text = response.text
             if "<ListBucketResult" not in text:

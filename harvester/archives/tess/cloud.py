@@ -89,4 +89,4 @@ def cloud_route(config: TessSettings, environ: Mapping[str, str] | None = None) 
     endpoint = cloud.endpoint_url or endpoint_from_env(os.environ if environ is None else environ)
     if endpoint is None and (urlsplit(config.base_url).hostname or "").lower() != MAST_HOST:
         return None
-    return CloudRoute(cloud.bucket, endpoint)
+    return CloudRoute(cloud.bucket, endpoint, signed=cloud.credentials == "aws")

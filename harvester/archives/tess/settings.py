@@ -16,6 +16,7 @@ from harvester.archives.common import (
     Model,
     Ra,
     RateLimit,
+    S3Access,
     check_range,
     mast_rate,
     s3_rate,
@@ -47,7 +48,7 @@ class TessLightcurve(Model):
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-class TessCloud(Model):
+class TessCloud(S3Access):
     """Where TESS light curves are read from MAST's public S3 copy (``data_sources.tess.cloud``)."""
 
     enabled: bool = Field(
@@ -56,12 +57,6 @@ class TessCloud(Model):
         "(MAST over HTTPS otherwise, and whenever the S3 copy fails).",
     )
     bucket: str = Field(default="stpubdata", description="Bucket holding MAST's public TESS data.")
-    endpoint_url: HttpUrl | None = Field(
-        default=None,
-        description="S3 endpoint for a mirror or a test server, read path-style "
-        "(`<endpoint>/<bucket>/<key>`); unset: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` if set, "
-        "else AWS (`https://<bucket>.s3.amazonaws.com/<key>`).",
-    )
     rate_limit: RateLimit = Field(default_factory=s3_rate, description="The S3 host's budget.")
 
     @field_validator("bucket")

@@ -44,6 +44,7 @@ from harvester.errors import (
     HttpStatusError,
 )
 from harvester.io.http import HttpSession
+from harvester.io.s3 import S3Sessions
 from harvester.records import Provenance
 
 __all__ = ["TessSource", "TessTarget", "is_lightcurve_product", "read_tic_file"]
@@ -117,8 +118,14 @@ class TessSource(Source[TessTarget]):
         self._claimed: set[str] = set()  # dataURIs taken by some target in this run
         self._decoders = anyio.CapacityLimiter(self.config.decode_workers)
         #: The S3 route (None: MAST over HTTPS only); dropped for the run when its bucket is missing.
-        self.cloud: CloudRoute | None = cloud_route(self.config)
+        self.cloud: CloudRoute | None = cloud_route(self.config, self.settings.aws_environ())
+        self._s3 = None if self.cloud is None else self._s3_sessions(self.cloud)
         self._first_fallback: dict[str, str] = {}  # per kind of S3 fallback: its first product and cause
+
+    def _s3_sessions(self, route: CloudRoute) -> S3Sessions:
+        return S3Sessions(
+            route, self.config.cloud, self.settings.aws_environ(), key="data_sources.tess.cloud"
+        )
 
     @property
     def config(self) -> TessSettings:
@@ -250,19 +257,27 @@ class TessSource(Source[TessTarget]):
             light_curves=len(wanted),
             to_download=len(todo),
         )
+        s3 = None if self._s3 is None or not todo else await self._s3.session(ctx.session)
         async with anyio.create_task_group() as tg:
             for product, obs_id, uri in todo:
-                tg.start_soon(self._one_product, mast, ctx, label, product, obs_id, uri)
+                tg.start_soon(self._one_product, mast, s3, ctx, label, product, obs_id, uri)
 
     async def _one_product(
-        self, mast: MastClient, ctx: FetchContext, label: str, product: dict[str, Any], obs_id: str, uri: str
+        self,
+        mast: MastClient,
+        s3: HttpSession | None,
+        ctx: FetchContext,
+        label: str,
+        product: dict[str, Any],
+        obs_id: str,
+        uri: str,
     ) -> None:
         name = str(product.get("productFilename") or uri.rsplit("/", 1)[-1])
         try:
             decoded: DecodedLightCurve | None = None
-            key = product_key(product) if self.cloud is not None else None
-            if key is not None:
-                decoded, url = await self._from_cloud(ctx.session.anonymous(), label, name, key, product)
+            key = product_key(product) if self.cloud is not None and s3 is not None else None
+            if key is not None and s3 is not None:
+                decoded, url = await self._from_cloud(s3, label, name, key, product)
                 service = "s3"
             if decoded is None:
                 decoded = await self._from_mast(mast, label, name, uri)

@@ -193,12 +193,13 @@ def _properties(data: bytes, what: str, target: str) -> dict[str, str]:
     return {k: v for k, (v, _meta) in parsed.items()}
 
 
-async def _optional(reader: ObjectReader, key: str, target: str) -> bytes | None:
+async def _optional(reader: ObjectReader, key: str, target: str) -> bytes | int:
+    """The object, or the HTTP status (403 or 404) that says it cannot be read."""
     try:
         return await reader.get(key, target=target)
     except HttpStatusError as exc:
         if exc.status in (403, 404):  # a public bucket that hides its listing answers 403
-            return None
+            return exc.status
         raise
 
 
@@ -210,7 +211,7 @@ async def open_catalog(
     where = f"s3://{reader.route.bucket}/{prefix}"
     collection = await _optional(reader, f"{prefix}/collection.properties", target)
     id_index, no_index = None, f"{where} is a catalog, not a collection: it has no object-id index"
-    if collection is not None:
+    if not isinstance(collection, int):
         found = _properties(collection, f"{where}/collection.properties", target)
         primary = found.get("hats_primary_table_url")
         if not primary:
@@ -221,7 +222,7 @@ async def open_catalog(
         id_index = f"{prefix}/{index.strip('/')}" if index else None
         prefix = f"{prefix}/{primary.strip('/')}"
         where = f"s3://{reader.route.bucket}/{prefix}"
-    info = await _table_properties(reader, hats, prefix, "catalog", target)
+    info = await _table_properties(reader, hats, prefix, "catalog", target, collection=collection)
     listing = await reader.get(f"{prefix}/partition_info.csv", target=target)
 
     def build() -> Any:  # a release lists tens of thousands of pixels: parsed off the loop
@@ -251,23 +252,26 @@ async def open_catalog(
     )
 
 
-async def _table_properties(reader: ObjectReader, hats: Any, prefix: str, kind: str, target: str) -> Any:
-    """The ``hats.properties`` of the catalog (or index catalog) at ``prefix``, in hats' model."""
+async def _table_properties(
+    reader: ObjectReader, hats: Any, prefix: str, kind: str, target: str, *, collection: bytes | int = b""
+) -> Any:
+    """The ``hats.properties`` of the catalog (or index catalog) at ``prefix``, in hats' model;
+    ``collection`` is its collection's ``collection.properties`` or the status that refused it."""
     where = f"s3://{reader.route.bucket}/{prefix}"
-    try:
-        text = await reader.get(f"{prefix}/hats.properties", target=target)
-    except HttpStatusError as exc:
-        if exc.status == 404:
-            raise ArchiveResponseError(
-                f"no HATS {kind} at {where} (no hats.properties)", target=target
-            ) from None
-        if exc.status == 403:  # S3's answer for a missing key of a bucket that hides its listing, too
-            raise ArchiveResponseError(
-                f"no readable HATS {kind} at {where}: hats.properties is forbidden (HTTP 403: missing, "
-                "or a private bucket; harvester reads anonymously)",
-                target=target,
-            ) from None
-        raise
+    text = await _optional(reader, f"{prefix}/hats.properties", target)
+    if isinstance(text, int):
+        forbidden = (
+            "hats.properties" if text == 403 else "collection.properties" if collection == 403 else None
+        )
+        if forbidden is None:
+            raise ArchiveResponseError(f"no HATS {kind} at {where} (no hats.properties)", target=target)
+        # S3's answer for a missing key of a bucket that hides its listing, and for a private bucket
+        how = "with these credentials" if reader.route.signed else "anonymously (credentials: anonymous)"
+        raise ArchiveResponseError(
+            f"no readable HATS {kind} at {where}: {forbidden} is forbidden (HTTP 403: missing, or not "
+            f"readable {how})",
+            target=target,
+        )
     props = _properties(text, f"{where}/hats.properties", target)
     try:
         return hats.catalog.TableProperties(**props)

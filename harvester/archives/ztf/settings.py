@@ -14,6 +14,7 @@ from harvester.archives.common import (
     HttpUrl,
     Model,
     RateLimit,
+    S3Access,
     ValidatedAs,
     check_range,
 )
@@ -168,19 +169,13 @@ def _s3_url(value: str) -> str:
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
-class ZtfHats(Model):
+class ZtfHats(S3Access):
     """The ZTF data release as a HATS catalog on S3 (``data_sources.ztf.hats``): the hats route."""
 
     catalog_url: Annotated[str, AfterValidator(_s3_url)] = Field(
         default=DR24_LC_HATS,
         description="The light-curve HATS collection (a folder with collection.properties) or catalog "
         "(a folder with hats.properties), as s3://bucket/prefix. Default: IRSA's DR24.",
-    )
-    endpoint_url: HttpUrl | None = Field(
-        default=None,
-        description="S3 endpoint for a mirror or a test server, read path-style "
-        "(`<endpoint>/<bucket>/<key>`); unset: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` if set, "
-        "else AWS (`https://<bucket>.s3.amazonaws.com/<key>`).",
     )
     data_release: str | None = Field(
         default=None,

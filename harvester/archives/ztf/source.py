@@ -26,7 +26,6 @@ import csv
 import functools
 import io
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from harvester.io.arrow import arrow_schema
 from harvester.io.batches import Batch, batch_from_columns, constant
 from harvester.io.http import snippet
 from harvester.io.limiter import AmountBudget
-from harvester.io.s3 import CloudRoute, ObjectReader, endpoint_from_env, split_s3_url
+from harvester.io.s3 import CloudRoute, ObjectReader, S3Sessions, endpoint_from_env, split_s3_url
 from harvester.records import Provenance
 from harvester.settings import Settings
 
@@ -203,13 +202,18 @@ class ZtfSource(Source[Target]):
         #: the route this run takes; ``auto`` is decided in :meth:`plan`, once the output is known
         self.route: Literal["api", "hats"] | None = None if configured == "auto" else configured
         self.auto_reason: str | None = None
+        self._s3: S3Sessions | None = None
 
     @property
     def hats_route(self) -> CloudRoute:
         """The bucket and endpoint of the hats route's catalog."""
         hats = self.config.hats
         bucket, _prefix = split_s3_url(hats.catalog_url)
-        return CloudRoute(bucket, hats.endpoint_url or endpoint_from_env(os.environ))
+        return CloudRoute(
+            bucket,
+            hats.endpoint_url or endpoint_from_env(self.settings.aws_environ()),
+            signed=hats.credentials == "aws",
+        )
 
     def budgets(self) -> list[tuple[str, RateLimit]]:
         """IRSA's budget, and the S3 host's own when the hats route may be taken."""
@@ -421,7 +425,9 @@ class ZtfSource(Source[Target]):
         hats = self.config.hats
         label = selection.label
         route = self.hats_route
-        reader = ObjectReader(ctx.session.anonymous(), route, max_bytes=hats.max_read_bytes)
+        if self._s3 is None:
+            self._s3 = S3Sessions(route, hats, self.settings.aws_environ(), key="data_sources.ztf.hats")
+        reader = ObjectReader(await self._s3.session(ctx.session), route, max_bytes=hats.max_read_bytes)
         _bucket, prefix = split_s3_url(hats.catalog_url)
         catalog = await open_catalog(reader, prefix, data_release=hats.data_release, target=label)
         plan: dict[tuple[int, int], list[int]] = {}

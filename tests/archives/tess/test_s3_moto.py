@@ -3,6 +3,7 @@ from tests/data/tess under the stpubdata layout; MAST itself is scripted."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 import harvester
 from harvester.archives.tess.records import TessRecord
 from tests.archives.tess.scripted import FILES, KEYS, S58, S70, ScriptedArchive
-from tests.conftest import public_bucket
+from tests.conftest import private_bucket, public_bucket
 
 
 class Split(httpx.AsyncBaseTransport):
@@ -78,3 +79,28 @@ async def test_a_key_missing_from_the_bucket_comes_from_mast(
     assert src.written == 2 and len(mast.mast_downloads) == 1
     (line,) = src.warnings
     assert line.startswith(f"s3://stpubdata at {stpubdata}: 1 light curve had no object in the bucket")
+
+
+async def test_a_private_mirror_is_read_with_signed_requests_and_mast_sees_no_signature(
+    tmp_path: Path, s3_url: str, check_signatures: Callable[[], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cloud.credentials: aws``: moto checks every S3 request's signature against its IAM user;
+    the MAST token goes to MAST only and the AWS signature to the mirror only."""
+    key_id, secret = private_bucket(s3_url, "tess-mirror", {KEYS[name]: FILES[name] for name in (S58, S70)})
+    check_signatures()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("MAST_API_TOKEN", "mast-sekrit-789")
+    mast = ScriptedArchive(files=(S58, S70))
+    split = Split(s3_url, mast)
+    cloud = {"bucket": "tess-mirror", "endpoint_url": s3_url, "credentials": "aws"}
+    report = await harvester.harvest("tess", transport=split, output=tmp_path, **mast.tess(cloud=cloud))
+    src = report.sources["tess"]
+    assert (src.written, src.errors, src.warnings) == (2, [], [])
+    assert mast.mast_downloads == [] and len(split.s3_requests) == 2
+    for request in split.s3_requests:
+        assert request.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={key_id}/")
+    assert mast.requests and all(
+        r.headers.get("authorization") == "token mast-sekrit-789" and "x-amz-date" not in r.headers
+        for r in mast.requests
+    )
