@@ -408,23 +408,26 @@ async def locate_ids(
         )
         async with contextlib.aclosing(tables):
             async for table in tables:
-                try:
-                    hits = table.filter(
-                        pc.is_in(pc.cast(table.column(column), pa.int64()), value_set=value_set)
-                    )
+                try:  # an index row group can hold a million rows: off the loop
+                    hits = await anyio.to_thread.run_sync(_index_hits, table, column, value_set)
                 except (pa.ArrowException, ValueError, TypeError) as exc:
                     raise ArchiveResponseError(
                         f"{where}/dataset/{path}: not an object-id index ({exc})", target=target
                     ) from None
-                for oid, order, npix in zip(
-                    *(hits.column(c).to_pylist() for c in (column, "Norder", "Npix")), strict=True
-                ):
-                    located[(int(order), int(npix))].add(int(oid))
+                for oid, order, npix in hits:
+                    located[(order, npix)].add(oid)
 
     async with anyio.create_task_group() as tg:
         for path in files:
             tg.start_soon(read, path)
     return {pixel: sorted(found) for pixel, found in sorted(located.items())}
+
+
+def _index_hits(table: pa.Table, column: str, value_set: pa.Array) -> list[tuple[int, int, int]]:
+    """The rows of an index table whose id is wanted, as ``(id, Norder, Npix)``."""
+    hits = table.filter(pc.is_in(pc.cast(table.column(column), pa.int64()), value_set=value_set))
+    found = (hits.column(c).to_pylist() for c in (column, "Norder", "Npix"))
+    return [(int(oid), int(order), int(npix)) for oid, order, npix in zip(*found, strict=True)]
 
 
 def _index_files(meta: Any, column: str, wanted: np.ndarray[Any, Any]) -> list[str]:
