@@ -418,8 +418,10 @@ class ZtfSource(Source[Target]):
     async def _fetch_hats(self, selection: Selection, ctx: FetchContext) -> None:
         """The selection from the HATS catalog: its metadata, the pixels of the object ids (from
         the collection's id index; when it cannot be read, the ids fail as one part and the cones
-        are still read), then every pixel a cone touches or an id lives in,
-        ``LEAVES_AT_ONCE`` leaves in flight (listing, footer, row-group choice: small) and at most
+        are still read), then every pixel a cone touches or an id lives in, as many leaves in
+        flight as the bucket's budget lets requests be (``hats.rate_limit.max_concurrency``: a
+        leaf's listing, footer and row groups are one request after the other, so fewer would
+        leave the budget idle; each is small until its data) and at most
         ``BYTES_AT_ONCE`` of fetched row groups between their GET and the moment their rows are
         sent on (many small pieces at once, a few large ones; each at most ``hats.max_read_bytes``)."""
         hats = self.config.hats
@@ -433,7 +435,7 @@ class ZtfSource(Source[Target]):
         plan: dict[tuple[int, int], list[int]] = {}
         if selection.cones:
             plan = await anyio.to_thread.run_sync(catalog.plan, list(selection.cones), abandon_on_cancel=True)
-        slots = anyio.Semaphore(LEAVES_AT_ONCE)
+        slots = anyio.Semaphore(hats.rate_limit.max_concurrency)
         in_flight = AmountBudget(max(BYTES_AT_ONCE, hats.max_read_bytes))
         located: dict[tuple[int, int], list[int]] = {}
         if selection.object_ids:
@@ -508,9 +510,6 @@ class ZtfSource(Source[Target]):
                 tg.start_soon(pixel, order, npix)
 
 
-#: leaves of the hats route in flight at once: each costs three round trips before its data
-#: (listing, footer, row groups), so many overlap; their data waits within BYTES_AT_ONCE
-LEAVES_AT_ONCE = 16
 #: bytes of fetched row groups (Parquet, compressed) held at once, from their GET until their rows
 #: are sent on: the hats route's memory bound (decoded, they take a few times more)
 BYTES_AT_ONCE = 512 * 1024**2

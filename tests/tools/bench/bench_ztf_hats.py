@@ -74,7 +74,7 @@ import pyarrow.parquet as pq
 
 import harvester
 from harvester.archives.ztf.settings import ZtfHats
-from harvester.archives.ztf.source import LEAVES_AT_ONCE, ZtfSource, irsa_params
+from harvester.archives.ztf.source import ZtfSource, irsa_params
 from harvester.settings import Settings
 from harvester.testing import FakeArchive, running_server
 from harvester.testing._hats import load_folder
@@ -643,11 +643,11 @@ def render_routes(result: RoutesResult) -> tuple[list[str], list[Goal]]:
     )
     if hats.leaves:
         per_leaf = (hats.s3_requests - 3) / hats.leaves
-        waves = -(-hats.leaves // LEAVES_AT_ONCE)
+        waves = -(-hats.leaves // budget.max_concurrency)
         lines.append(
             f"- Floors of the hats route here: {per_leaf:.0f} sequential requests per leaf (folder "
-            f"listing, footer, row groups) with {LEAVES_AT_ONCE} leaves at once "
-            f"(`LEAVES_AT_ONCE`): {waves} waves × {per_leaf:.0f} × {result.latency_s * 1e3:.0f} ms "
+            f"listing, footer, row groups) with {budget.max_concurrency} leaves at once (the "
+            f"budget's `max_concurrency`): {waves} waves × {per_leaf:.0f} × {result.latency_s * 1e3:.0f} ms "
             f"≈ {waves * per_leaf * result.latency_s:.1f} s, plus 3 catalog reads; the S3 budget: "
             f"{hats.s3_requests} requests / {budget.requests_per_second:g} per s = "
             f"{hats.s3_requests / budget.requests_per_second:.1f} s."
