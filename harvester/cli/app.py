@@ -211,6 +211,7 @@ def cli_overrides(
     irsa_filter: list[str] | None = None,
     irsa_mjd_range: tuple[float, float] | None = None,
     route: str | None = None,
+    irsa_id: list[int] | None = None,
 ) -> dict[str, Any]:
     """CLI flags as the top settings layer; ``--irsa-*`` reach ``data_sources.ztf.irsa`` only."""
     overrides: dict[str, Any] = {}
@@ -226,8 +227,10 @@ def cli_overrides(
         overrides["log_format"] = log_format
     irsa: dict[str, Any] = {}
     cone = {k: v for k, v in (("ra", irsa_ra), ("dec", irsa_dec), ("radius", irsa_radius)) if v is not None}
-    if cone:  # the CLI cone replaces the configured ZTF targets (the original guide's --irsa-* override)
-        irsa.update(cone_search=cone, targets=[], targets_file=None)
+    if cone or irsa_id:  # the CLI's cone and ids replace the configured ZTF targets (the original
+        # guide's --irsa-* override): the cone, the ids, or both
+        irsa.update(cone_search=cone or None, targets=[], targets_file=None)
+        irsa.update(object_ids=list(irsa_id or []), object_ids_file=None)
     if irsa_filter:
         irsa["filters"] = irsa_filter
     if irsa_mjd_range is not None:

@@ -70,6 +70,10 @@ def run(
     irsa_filter: Annotated[
         list[str] | None, typer.Option("--irsa-filter", help="ZTF filter (zg, zr, zi); repeatable.")
     ] = None,
+    irsa_id: Annotated[
+        list[int] | None,
+        typer.Option("--irsa-id", help="ZTF object id (oid); repeatable. Replaces the configured targets."),
+    ] = None,
     irsa_mjd_range: Annotated[
         tuple[float, float] | None, typer.Option("--irsa-mjd-range", help="ZTF MJD range: START END.")
     ] = None,
@@ -89,10 +93,10 @@ def run(
     from harvester import api
     from harvester.settings import load_settings
 
-    irsa_flags = _irsa_flags_given(irsa_ra, irsa_dec, irsa_radius, irsa_filter, irsa_mjd_range)
+    irsa_flags = _irsa_flags_given(irsa_ra, irsa_dec, irsa_radius, irsa_filter, irsa_mjd_range, irsa_id)
     irsa_ignored = bool(irsa_flags) and source not in ("ztf", "all")
     if irsa_ignored:  # --irsa-* configure ZTF only: another source runs without them
-        irsa_ra = irsa_dec = irsa_radius = irsa_filter = irsa_mjd_range = None
+        irsa_ra = irsa_dec = irsa_radius = irsa_filter = irsa_mjd_range = irsa_id = None
     overrides = cli_overrides(
         output=output,
         limit=limit,
@@ -105,6 +109,7 @@ def run(
         irsa_filter=irsa_filter,
         irsa_mjd_range=irsa_mjd_range,
         route=route.value if route is not None else None,
+        irsa_id=irsa_id,
     )
     if executor is not None:
         overrides["executor"] = executor.value
@@ -150,6 +155,7 @@ def _irsa_flags_given(
     radius: float | None,
     filters: list[str] | None,
     mjd_range: tuple[float, float] | None,
+    ids: list[int] | None = None,
 ) -> list[str]:
     """The ``--irsa-*`` flags given on the command line, by name."""
     given = (
@@ -158,6 +164,7 @@ def _irsa_flags_given(
         ("--irsa-radius", radius is not None),
         ("--irsa-filter", bool(filters)),
         ("--irsa-mjd-range", mjd_range is not None),
+        ("--irsa-id", bool(ids)),
     )
     return [flag for flag, present in given if present]
 

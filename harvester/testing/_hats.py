@@ -12,7 +12,9 @@ and ``bytes=a-`` give 206 with ``Content-Range``) and by ``ListObjectsV2`` on th
   one sky: ``hmjd`` is the float32 of the API's ``hjd - 2400000.5``, ``mag``, ``magerr`` and
   ``clrcoeff`` the API's float32 values. It covers the order-8 pixels within
   :data:`SKY_RADIUS_DEG` of the packaged sample cone and of any centre in
-  ``FakeArchive.hats_regions``; leaves are built on first read.
+  ``FakeArchive.hats_regions``; leaves are built on first read. Beside the catalog, its object-id
+  index ``ztf_dr24_lc-hats_objectid`` (named by ``all_indexes`` in ``collection.properties``), in
+  the layout hats-import writes (:func:`id_index_files`), built on first read of any of its files.
 - **Files put in** ``FakeArchive.bucket_files`` (key → bytes): a real catalog for tests
   (:func:`load_folder`).
 """
@@ -36,11 +38,12 @@ from harvester.testing._irsa import ROUTES as IRSA_ROUTES
 if TYPE_CHECKING:
     from harvester.testing._archive import FakeArchive
 
-__all__ = ["BUCKET", "ROUTES", "SKY_PREFIX", "SKY_RADIUS_DEG", "ZTF_ROUTES", "load_folder"]
+__all__ = ["BUCKET", "ROUTES", "SKY_PREFIX", "SKY_RADIUS_DEG", "ZTF_ROUTES", "id_index_files", "load_folder"]
 
 BUCKET = "ipac-irsa-ztf"
 SKY_PREFIX = "ztf/enhanced/dr24/lc/hats"
 SKY_CATALOG = "ztf_dr24_lc-hats"
+SKY_INDEX = f"{SKY_CATALOG}_objectid"  # hats-import's name for an index of objectid
 #: the packaged sample cone (harvester/defaults/targets.yaml), where the fake release always has data
 SAMPLE_CENTRE = (210.8023, 54.3489)
 SKY_RADIUS_DEG = 1.0
@@ -55,6 +58,63 @@ def load_folder(folder: Path, prefix: str) -> dict[str, bytes]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
+
+
+def id_index_files(
+    name: str,
+    primary: str,
+    table: Any,
+    *,
+    rows_per_file: int,
+    row_group_size: int,
+    builder: str = "harvester fake archive",
+) -> dict[str, bytes]:
+    """An object-id index catalog's files (paths under its folder), in the layout hats-import's
+    index pipeline writes (``hats_import/index``): ``table``'s rows (``objectid``,
+    ``_healpix_29``, ``Norder``, ``Npix``) sorted by ``objectid`` in ``dataset/index/part.<i>.parquet``
+    (recorded as sorted, data pages of 16 KiB), ``dataset/_metadata`` listing every file's row
+    groups, ``dataset/_common_metadata`` and a ``hats.properties`` of type ``index``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = table.select(["objectid", "_healpix_29", "Norder", "Npix"]).sort_by("objectid")
+    table = table.cast(
+        pa.schema(
+            [
+                ("objectid", pa.int64()),
+                ("_healpix_29", pa.int64()),
+                ("Norder", pa.uint8()),
+                ("Npix", pa.uint64()),
+            ]
+        )
+    )
+    files: dict[str, bytes] = {}
+    collected: list[Any] = []
+    sorting = pq.SortingColumn.from_ordering(table.schema, [("objectid", "ascending")])
+    for i, start in enumerate(range(0, max(table.num_rows, 1), rows_per_file)):
+        part = f"index/part.{i}.parquet"
+        sink = io.BytesIO()
+        pq.write_table(
+            table.slice(start, rows_per_file),
+            sink,
+            row_group_size=row_group_size,
+            data_page_size=16 * 1024,
+            sorting_columns=sorting,
+            metadata_collector=collected,
+        )
+        collected[-1].set_file_path(part)
+        files[f"dataset/{part}"] = sink.getvalue()
+    for meta_name, collector in (("_metadata", collected), ("_common_metadata", None)):
+        sink = io.BytesIO()
+        pq.write_metadata(table.schema, sink, metadata_collector=collector)
+        files[f"dataset/{meta_name}"] = sink.getvalue()
+    properties = (
+        f"#HATS catalog\nobs_collection={name}\ndataproduct_type=index\nhats_nrows={table.num_rows}\n"
+        f"hats_primary_table_url={primary}\nhats_index_column=objectid\nhats_builder={builder}\n"
+        "hats_version=v1.0\n"
+    )
+    files["hats.properties"] = properties.encode()
+    return files
 
 
 def _key(req: FakeRequest) -> str:
@@ -122,6 +182,8 @@ def _lookup(archive: FakeArchive, key: str) -> bytes | None:
     rest = key[len(SKY_PREFIX) + 1 :]
     if rest in sky.meta:
         return sky.meta[rest]
+    if rest.startswith(SKY_INDEX + "/"):
+        return _index(archive.seed, tuple(archive.hats_regions)).get(rest[len(SKY_INDEX) + 1 :])
     for pixel in sky.pixels & {_pixel_of(rest)}:
         return _leaf(archive.seed, archive.now_mjd, pixel)
     return None
@@ -144,6 +206,7 @@ def _keys(archive: FakeArchive, prefix: str) -> list[str]:
     if (SKY_PREFIX + "/").startswith(prefix) or prefix.startswith(SKY_PREFIX + "/"):
         sky = _sky(archive.seed, archive.now_mjd, tuple(archive.hats_regions))
         keys += [f"{SKY_PREFIX}/{k}" for k in sky.meta]
+        keys += [f"{SKY_PREFIX}/{SKY_INDEX}/{k}" for k in _index(archive.seed, tuple(archive.hats_regions))]
         keys += [f"{SKY_PREFIX}/{_leaf_key(p)}" for p in sorted(sky.pixels)]
     return keys
 
@@ -171,6 +234,7 @@ def _sky(seed: int, now_mjd: float, regions: tuple[tuple[float, float], ...]) ->
     info = "Norder,Npix\n" + "".join(f"{ORDER},{p}\n" for p in sorted(pixels))
     collection = (
         f"#HATS Collection\nobs_collection={SKY_CATALOG}\nhats_primary_table_url={SKY_CATALOG}\n"
+        f"all_indexes=objectid {SKY_INDEX}\n"
         "hats_builder=harvester fake archive\nhats_version=v1.0\n"
     )
     properties = (
@@ -186,21 +250,61 @@ def _sky(seed: int, now_mjd: float, regions: tuple[tuple[float, float], ...]) ->
     return _Sky(pixels, meta)
 
 
+@lru_cache(maxsize=8)
+def _index(seed: int, regions: tuple[tuple[float, float], ...]) -> dict[str, bytes]:
+    """The fake release's object-id index: every object of every pixel (the epochs do not matter)."""
+    import pyarrow as pa
+    from hats.pixel_math.healpix_shim import order2resol
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    # every pixel lies within its region's radius plus two pixel widths of the region's centre
+    reach = SKY_RADIUS_DEG + 2 * float(order2resol(ORDER, arcmin=True)) / 60.0
+    found = {o.oid: o for c in (SAMPLE_CENTRE, *regions) for o in objects_in_cone(seed, c[0], c[1], reach)}
+    objects = [found[oid] for oid in sorted(found)]
+    pixels = _pixels_of(objects)
+    keep = np.isin(pixels, np.array(sorted(_sky(seed, 0.0, regions).pixels), dtype=np.int64))
+    objects = [o for o, kept in zip(objects, keep, strict=True) if kept]
+    ra = np.array([o.ra for o in objects], dtype=np.float32).astype(np.float64)  # as the leaves store them
+    dec = np.array([o.dec for o in objects], dtype=np.float32).astype(np.float64)
+    table = pa.table(
+        {
+            "objectid": [o.oid for o in objects],
+            "_healpix_29": compute_spatial_index(ra, dec),
+            "Norder": np.full(len(objects), ORDER),
+            "Npix": pixels[keep],
+        }
+    )
+    return id_index_files(SKY_INDEX, SKY_CATALOG, table, rows_per_file=4096, row_group_size=256)
+
+
+def _pixel_objects(seed: int, pixel: int) -> list[Any]:
+    """The fake sky's objects whose position lies in an order-8 pixel."""
+    from hats.pixel_math.healpix_shim import order2resol
+
+    lon, lat = _pixel_centre(pixel)
+    reach = float(order2resol(ORDER, arcmin=True)) / 60.0 * 1.5  # degrees: all of the pixel
+    near = objects_in_cone(seed, lon, lat, reach)
+    return [o for o, p in zip(near, _pixels_of(near), strict=True) if p == pixel]
+
+
+def _pixels_of(objects: list[Any]) -> np.ndarray[Any, Any]:
+    """Each object's order-8 pixel (NESTED), from its position."""
+    from hats.pixel_math.healpix_shim import radec2pix
+
+    if not objects:
+        return np.zeros(0, dtype=np.int64)
+    ra, dec = np.array([o.ra for o in objects]), np.array([o.dec for o in objects])
+    return np.asarray(radec2pix(ORDER, ra, dec), dtype=np.int64)
+
+
 @lru_cache(maxsize=256)
 def _leaf(seed: int, now_mjd: float, pixel: int) -> bytes:
     """One order-8 pixel of the fake release, as DR24 writes a leaf."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from hats.pixel_math.healpix_shim import order2resol, radec2pix
     from hats.pixel_math.spatial_index import compute_spatial_index
 
-    lon, lat = _pixel_centre(pixel)
-    reach = float(order2resol(ORDER, arcmin=True)) / 60.0 * 1.5  # degrees: all of the pixel
-    objects = [
-        o
-        for o in objects_in_cone(seed, lon, lat, reach)
-        if int(radec2pix(ORDER, np.array([o.ra]), np.array([o.dec]))[0]) == pixel
-    ]
+    objects = _pixel_objects(seed, pixel)
     rows: dict[str, list[Any]] = {
         k: [] for k in ("objectid", "filterid", "fieldid", "rcid", "objra", "objdec", "nepochs")
     }

@@ -76,8 +76,20 @@ def test_bad_input_is_one_line_exit_2_nothing_written(project: Path, args: list[
     assert not (project / "data").exists()
 
 
+def test_irsa_ids_replace_the_configured_targets() -> None:
+    irsa = cli_overrides(irsa_id=[686103400067717, 686103400067718])["data_sources"]["ztf"]["irsa"]
+    assert irsa == {
+        "cone_search": None,
+        "targets": [],
+        "targets_file": None,
+        "object_ids": [686103400067717, 686103400067718],
+        "object_ids_file": None,
+    }
+
+
 def test_irsa_overrides_reach_ztf_only() -> None:
-    """--irsa-* flags become data_sources.ztf.irsa settings only; the cone replaces any targets list."""
+    """--irsa-* flags become data_sources.ztf.irsa settings only; the cone replaces any targets list
+    (and object ids)."""
     overrides = cli_overrides(irsa_ra=1.0, irsa_dec=2.0, irsa_filter=["zr"], irsa_mjd_range=(1.0, 2.0))
     assert overrides == {
         "data_sources": {
@@ -86,6 +98,8 @@ def test_irsa_overrides_reach_ztf_only() -> None:
                     "cone_search": {"ra": 1.0, "dec": 2.0},
                     "targets": [],
                     "targets_file": None,
+                    "object_ids": [],
+                    "object_ids_file": None,
                     "filters": ["zr"],
                     "mjd_range": [1.0, 2.0],
                 }

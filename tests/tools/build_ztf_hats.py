@@ -11,8 +11,9 @@ collection ``OUT_DIR/ztf_dr5_sample_lc-hats`` in the shape of IRSA's DR24 light-
   write. The values are the source's, bit for bit;
 * a catalog cut into HEALPix leaves by hats-import, the tool that writes HATS (the format of IRSA's
   collections), with IRSA's leaf layout ``dataset/Norder=k/Dir=d/Npix=n/part0.snappy.parquet``, and a
-  10 arcsec margin cache. No object-id index: hats-import's index pipeline refuses Python 3.11 with any
-  dask other than 2025.3.x.
+  10 arcsec margin cache;
+* an object-id index in hats-import's layout, written by :mod:`tests.tools.build_ztf_hats_index`
+  (hats-import's index pipeline refuses Python 3.11 with any dask other than 2025.3.x).
 
 The run is in-process (one dask worker thread) and deterministic: two runs differ only in the
 ``hats_creation_date`` line (UTC, to the minute) of ``collection.properties`` and of each catalog's
@@ -38,6 +39,8 @@ from hats.loaders.read_hats import read_hats
 from hats_import.catalog.file_readers.parquet import ParquetPyarrowReader
 from hats_import.collection.arguments import CollectionArguments
 from hats_import.pipeline import pipeline_with_client
+
+from tests.tools.build_ztf_hats_index import add_index
 
 COLLECTION = "ztf_dr5_sample_lc-hats"
 SCALARS = ("objectid", "filterid", "fieldid", "rcid", "objra", "objdec", "nepochs")
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         pq.write_table(nest(source), nested)
         build(nested, out_dir, work)
     relocate_margin(out_dir / COLLECTION)
+    add_index(out_dir)
     check(source, out_dir / COLLECTION)
     report(source, out_dir / COLLECTION)
 

@@ -28,11 +28,13 @@ bucket's own budget, retries, timeouts and size caps; no token is ever sent to S
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import re
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,6 +61,7 @@ __all__ = [
     "Selection",
     "hats_available",
     "leaf_batch",
+    "locate_ids",
     "open_catalog",
     "pixel_groups",
     "read_leaf",
@@ -69,6 +72,8 @@ FILTER_IDS = {1: "zg", 2: "zr", 3: "zi"}
 #: the per-epoch columns of a light curve in the data release
 EPOCH_COLUMNS = ("hmjd", "mag", "magerr", "clrcoeff", "catflags")
 _OBJECT_COLUMNS = ("objectid", "filterid", "fieldid", "rcid")
+#: the release's object id column, the one its id index covers
+ID_COLUMN = "objectid"
 #: bytes read from a leaf's end first: its footer, in one request for any ordinary leaf. Also what
 #: pyarrow's reader reads first from a file's end (its default footer read size), so it must stay
 #: at least 64 KiB: pyarrow then never asks for a byte before the fetched ranges.
@@ -80,6 +85,8 @@ MERGE_GAP = 1024 * 1024
 ARROW_HOLE = 8192
 #: cones planned per mocpy call
 PLAN_CHUNK = 10_000
+#: files of an object-id index read at once (each: a footer, then its needed row groups' ranges)
+INDEX_FILES_AT_ONCE = 16
 _RELEASE = re.compile(r"dr(\d+)", re.IGNORECASE)
 
 
@@ -110,10 +117,14 @@ class Selection:
     bands: frozenset[int] = frozenset()  # filter ids; empty: all
     mjd_range: tuple[float | None, float | None] = (None, None)
     bad_catflags_mask: int = 0
+    object_ids: tuple[int, ...] = ()  # sorted, found through the collection's object-id index
 
     @property
     def label(self) -> str:
-        return f"hats: {len(self.cones)} cone{'s' if len(self.cones) != 1 else ''}"
+        parts = [f"{len(self.cones)} cone{'s' if len(self.cones) != 1 else ''}"] if self.cones else []
+        if self.object_ids:
+            parts.append(f"{len(self.object_ids)} object id{'s' if len(self.object_ids) != 1 else ''}")
+        return f"hats: {', '.join(parts) or '0 cones'}"
 
 
 @dataclass
@@ -128,6 +139,10 @@ class HatsCatalog:
     npix_suffix: str
     data_release: str
     catalog: Any = field(repr=False)  # hats.catalog.Catalog (in memory: its pixel tree)
+    #: the object-id index catalog's key prefix (a collection's ``all_indexes`` entry for
+    #: ``objectid``), or why there is none: one line for the error of an id selection
+    id_index: str | None = None
+    no_index: str = ""
 
     def leaf_key(self, order: int, pixel: int) -> str:
         """The key of a pixel's leaf (a file, or a folder of files when ``npix_suffix`` is ``/``)."""
@@ -195,36 +210,19 @@ async def open_catalog(
     hats = await anyio.to_thread.run_sync(_hats)  # its first import takes seconds (numba): off the loop
     where = f"s3://{reader.route.bucket}/{prefix}"
     collection = await _optional(reader, f"{prefix}/collection.properties", target)
+    id_index, no_index = None, f"{where} is a catalog, not a collection: it has no object-id index"
     if not isinstance(collection, int):
-        primary = _properties(collection, f"{where}/collection.properties", target).get(
-            "hats_primary_table_url"
-        )
+        found = _properties(collection, f"{where}/collection.properties", target)
+        primary = found.get("hats_primary_table_url")
         if not primary:
             raise ArchiveResponseError(
                 f"{where}: collection.properties names no hats_primary_table_url", target=target
             )
+        index, no_index = _id_index(hats, found, f"{where}/collection.properties")
+        id_index = f"{prefix}/{index.strip('/')}" if index else None
         prefix = f"{prefix}/{primary.strip('/')}"
         where = f"s3://{reader.route.bucket}/{prefix}"
-    text = await _optional(reader, f"{prefix}/hats.properties", target)
-    if isinstance(text, int):
-        forbidden = (
-            "hats.properties" if text == 403 else "collection.properties" if collection == 403 else None
-        )
-        if forbidden is None:
-            raise ArchiveResponseError(f"no HATS catalog at {where} (no hats.properties)", target=target)
-        # S3's answer for a missing key of a bucket that hides its listing, and for a private bucket
-        how = "with these credentials" if reader.route.signed else "anonymously (credentials: anonymous)"
-        raise ArchiveResponseError(
-            f"no readable HATS catalog at {where}: {forbidden} is forbidden (HTTP 403: missing, or not "
-            f"readable {how})",
-            target=target,
-        )
-    props = _properties(text, f"{where}/hats.properties", target)
-    try:
-        info = hats.catalog.TableProperties(**props)
-    except Exception as exc:  # pydantic's ValidationError, as hats raises it
-        first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise ArchiveResponseError(f"{where}/hats.properties: {first[0].strip()}", target=target) from None
+    info = await _table_properties(reader, hats, prefix, "catalog", target, collection=collection)
     listing = await reader.get(f"{prefix}/partition_info.csv", target=target)
 
     def build() -> Any:  # a release lists tens of thousands of pixels: parsed off the loop
@@ -249,7 +247,58 @@ async def open_catalog(
         npix_suffix=str(getattr(info, "npix_suffix", None) or ".parquet"),
         data_release=release,
         catalog=catalog,
+        id_index=id_index,
+        no_index=no_index,
     )
+
+
+async def _table_properties(
+    reader: ObjectReader, hats: Any, prefix: str, kind: str, target: str, *, collection: bytes | int = b""
+) -> Any:
+    """The ``hats.properties`` of the catalog (or index catalog) at ``prefix``, in hats' model;
+    ``collection`` is its collection's ``collection.properties`` or the status that refused it."""
+    where = f"s3://{reader.route.bucket}/{prefix}"
+    text = await _optional(reader, f"{prefix}/hats.properties", target)
+    if isinstance(text, int):
+        forbidden = (
+            "hats.properties" if text == 403 else "collection.properties" if collection == 403 else None
+        )
+        if forbidden is None:
+            raise ArchiveResponseError(f"no HATS {kind} at {where} (no hats.properties)", target=target)
+        # S3's answer for a missing key of a bucket that hides its listing, and for a private bucket
+        how = "with these credentials" if reader.route.signed else "anonymously (credentials: anonymous)"
+        raise ArchiveResponseError(
+            f"no readable HATS {kind} at {where}: {forbidden} is forbidden (HTTP 403: missing, or not "
+            f"readable {how})",
+            target=target,
+        )
+    props = _properties(text, f"{where}/hats.properties", target)
+    try:
+        return hats.catalog.TableProperties(**props)
+    except Exception as exc:  # pydantic's ValidationError, as hats raises it
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise ArchiveResponseError(f"{where}/hats.properties: {first[0].strip()}", target=target) from None
+
+
+def _id_index(hats: Any, props: dict[str, str], where: str) -> tuple[str | None, str]:
+    """The folder of a collection's object-id index (its ``all_indexes`` entry for ``objectid``,
+    else its ``default_index``'s), read with hats' own rules; or None and why there is none."""
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+
+    keys = ("all_indexes", "default_index")
+    given = {k: props[k] for k in keys if props.get(k)}
+    if "all_indexes" not in given:
+        return None, f"{where} lists no object-id index (no all_indexes)"
+    try:
+        parsed = CollectionProperties(obs_collection="-", hats_primary_table_url="-", **given)
+    except Exception as exc:  # pydantic's ValidationError, as hats raises it
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        return None, f"{where}: {first[0].strip()}"
+    indexes = parsed.all_indexes or {}
+    folder = indexes.get(ID_COLUMN) or (indexes.get(parsed.default_index) if parsed.default_index else None)
+    if not folder:
+        return None, f"{where} lists no index of {ID_COLUMN} (all_indexes: {', '.join(indexes)})"
+    return folder, ""
 
 
 def _partition_info(data: bytes, what: str, target: str) -> list[Any]:
@@ -278,22 +327,154 @@ def pixel_groups(cones: Sequence[ConeSearch], cell_deg: float) -> list[tuple[str
     return [(unit, tuple(groups[unit])) for unit in sorted(groups)]
 
 
+# -- object ids -------------------------------------------------------------------------------------
+
+
+async def locate_ids(
+    reader: ObjectReader,
+    catalog: HatsCatalog,
+    ids: Sequence[int],
+    *,
+    target: str,
+    in_flight: AmountBudget | None = None,
+) -> dict[tuple[int, int], list[int]]:
+    """The catalog's pixels holding ``ids`` (sorted), each with its ids, from the collection's
+    object-id index: the index's ``hats.properties`` (its id column), the footer of its
+    ``dataset/_metadata`` (every index file's row groups with their id min/max: the index is
+    sorted by id), then only the id, ``Norder`` and ``Npix`` columns of the row groups whose
+    range can hold a wanted id (hats' ``IndexCatalog.loc_partitions``, by ranged reads). Ids the
+    index lacks are not in the release: they find no pixel."""
+    if catalog.id_index is None:
+        raise ArchiveResponseError(
+            f"object ids need the release's object-id index: {catalog.no_index}; select by cone, "
+            "or take route: api",
+            target=target,
+        )
+    prefix = catalog.id_index
+    where = f"s3://{reader.route.bucket}/{prefix}"
+    hats = _hats()
+    info = await _table_properties(reader, hats, prefix, "index catalog", target)
+    column = str(info.indexing_column or "")
+    if column != ID_COLUMN:
+        raise ArchiveResponseError(
+            f"{where}/hats.properties: an index of {column or 'no column'} (hats_index_column), not "
+            f"of {ID_COLUMN}",
+            target=target,
+        )
+    wanted = np.asarray(sorted(set(ids)), dtype=np.int64)
+    try:
+        *_, meta = await _footer(reader, f"{prefix}/dataset/_metadata", target=target)
+    except HttpStatusError as exc:
+        if exc.status not in (403, 404):
+            raise
+        raise ArchiveResponseError(
+            f"{where}: no dataset/_metadata (the index's list of row groups)", target=target
+        ) from None
+    files = await anyio.to_thread.run_sync(_index_files, meta, column, wanted)
+
+    def columns(schema: pa.Schema) -> list[str]:
+        missing = [c for c in (column, "Norder", "Npix") if c not in schema.names]
+        if missing:
+            raise ArchiveResponseError(f"{where}: an index file lacks {', '.join(missing)}", target=target)
+        return [column, "Norder", "Npix"]
+
+    def groups(meta: Any) -> list[int]:
+        found = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        at = found.index(column) if column in found else None
+        return [
+            g
+            for g in range(meta.num_row_groups)
+            if meta.row_group(g).num_rows
+            and (at is None or _holds(meta.row_group(g).column(at).statistics, wanted))
+        ]
+
+    located: dict[tuple[int, int], set[int]] = defaultdict(set)
+    value_set = pa.array(wanted, pa.int64())
+
+    slots = anyio.Semaphore(INDEX_FILES_AT_ONCE)
+
+    async def read(path: str) -> None:
+        async with slots:
+            await read_file(path)
+
+    async def read_file(path: str) -> None:
+        tables = read_parquet(
+            reader,
+            f"{prefix}/dataset/{path}",
+            columns=columns,
+            groups=groups,
+            target=target,
+            in_flight=in_flight,
+        )
+        async with contextlib.aclosing(tables):
+            async for table in tables:
+                try:  # an index row group can hold a million rows: off the loop
+                    hits = await anyio.to_thread.run_sync(_index_hits, table, column, value_set)
+                except (pa.ArrowException, ValueError, TypeError) as exc:
+                    raise ArchiveResponseError(
+                        f"{where}/dataset/{path}: not an object-id index ({exc})", target=target
+                    ) from None
+                for oid, order, npix in hits:
+                    located[(order, npix)].add(oid)
+
+    async with anyio.create_task_group() as tg:
+        for path in files:
+            tg.start_soon(read, path)
+    return {pixel: sorted(found) for pixel, found in sorted(located.items())}
+
+
+def _index_hits(table: pa.Table, column: str, value_set: pa.Array) -> list[tuple[int, int, int]]:
+    """The rows of an index table whose id is wanted, as ``(id, Norder, Npix)``."""
+    hits = table.filter(pc.is_in(pc.cast(table.column(column), pa.int64()), value_set=value_set))
+    found = (hits.column(c).to_pylist() for c in (column, "Norder", "Npix"))
+    return [(int(oid), int(order), int(npix)) for oid, order, npix in zip(*found, strict=True)]
+
+
+def _index_files(meta: Any, column: str, wanted: np.ndarray[Any, Any]) -> list[str]:
+    """The index files (paths under ``dataset/``) with a row group that can hold a wanted id,
+    from ``_metadata``'s row groups and their statistics."""
+    names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    at = names.index(column) if column in names else None
+    files: dict[str, None] = {}
+    for g in range(meta.num_row_groups):
+        chunk = meta.row_group(g).column(at or 0)
+        if chunk.file_path and (at is None or _holds(chunk.statistics, wanted)):
+            files[chunk.file_path] = None
+    return list(files)
+
+
 # -- one leaf ---------------------------------------------------------------------------------------
 
 
-async def read_leaf(
+def read_leaf(
     reader: ObjectReader,
     key: str,
     catalog: HatsCatalog,
     cones: Sequence[ConeSearch],
     selection: Selection,
     *,
+    ids: Sequence[int] = (),
     target: str,
     in_flight: AmountBudget | None = None,
 ) -> AsyncGenerator[pa.Table, None]:
-    """The rows of one leaf file that can match, in pieces of at most ``reader.max_bytes`` of
-    Parquet: the footer first, then only the needed row groups' needed column chunks, fetched
-    a piece at a time and decoded on a worker thread. The rows still need :func:`leaf_batch`."""
+    """The rows of one leaf file that can match a cone or one of ``ids`` (sorted), in pieces of
+    at most ``reader.max_bytes`` of Parquet: the footer first, then only the needed row groups'
+    needed column chunks, fetched a piece at a time and decoded on a worker thread. The rows
+    still need :func:`leaf_batch`."""
+    name = f"s3://{reader.route.bucket}/{key}"
+    return read_parquet(
+        reader,
+        key,
+        columns=lambda schema: _columns(schema, catalog, name, target),
+        groups=functools.partial(_row_groups, catalog=catalog, cones=cones, selection=selection, ids=ids),
+        target=target,
+        in_flight=in_flight,
+    )
+
+
+async def _footer(reader: ObjectReader, key: str, *, target: str) -> tuple[int, int, bytes, Any]:
+    """A Parquet object's size, its fetched tail (offset, bytes: the whole footer) and its
+    metadata: one ranged GET of its last ``TAIL_BYTES``, a second for a larger footer."""
     name = f"s3://{reader.route.bucket}/{key}"
     try:
         size, first, tail = await reader.tail(key, TAIL_BYTES, target=target)
@@ -315,10 +496,27 @@ async def read_leaf(
         meta = await anyio.to_thread.run_sync(pq.read_metadata, SparseFile(name, size, {first: tail}))
     except (pa.ArrowException, OSError) as exc:
         raise ArchiveResponseError(f"{name}: unreadable Parquet footer ({exc})", target=target) from None
-    columns = _columns(meta.schema.to_arrow_schema(), catalog, name, target)
-    groups = await anyio.to_thread.run_sync(_row_groups, meta, catalog, cones, selection)
+    return size, first, tail, meta
+
+
+async def read_parquet(
+    reader: ObjectReader,
+    key: str,
+    *,
+    columns: Callable[[pa.Schema], list[str]],
+    groups: Callable[[Any], list[int]],
+    target: str,
+    in_flight: AmountBudget | None = None,
+) -> AsyncGenerator[pa.Table, None]:
+    """The ``columns`` (chosen from the file's schema) of the row groups ``groups`` chooses from
+    its footer (on a worker thread), in pieces of at most ``reader.max_bytes``, each held within
+    ``in_flight`` until the caller has taken its rows."""
+    name = f"s3://{reader.route.bucket}/{key}"
+    size, first, tail, meta = await _footer(reader, key, target=target)
+    wanted = columns(meta.schema.to_arrow_schema())
+    chosen = await anyio.to_thread.run_sync(groups, meta)
     budget = in_flight or AmountBudget(reader.max_bytes)
-    for piece, spans in _pieces(meta, groups, columns, reader.max_bytes, name, target):
+    for piece, spans in _pieces(meta, chosen, wanted, reader.max_bytes, name, target):
         ranges = merge_ranges(spans, gap=_gap(reader.max_bytes))
         amount = sum(stop - start for start, stop in ranges)
         await budget.acquire(amount)  # given back once the caller has taken the piece's rows
@@ -333,7 +531,7 @@ async def read_leaf(
                     tg.start_soon(fetch, start, stop)
 
             def decode(sparse: SparseFile = sparse, piece: list[int] = piece) -> pa.Table:
-                return pq.ParquetFile(sparse).read_row_groups(piece, columns=columns)
+                return pq.ParquetFile(sparse).read_row_groups(piece, columns=wanted)
 
             try:
                 table = await anyio.to_thread.run_sync(decode)
@@ -405,30 +603,42 @@ def _columns(schema: pa.Schema, catalog: HatsCatalog, name: str, target: str) ->
 
 
 def _row_groups(
-    meta: Any, catalog: HatsCatalog, cones: Sequence[ConeSearch], selection: Selection
+    meta: Any,
+    *,
+    catalog: HatsCatalog,
+    cones: Sequence[ConeSearch],
+    selection: Selection,
+    ids: Sequence[int] = (),
 ) -> list[int]:
-    """The row groups whose statistics allow a row in a cone and a wanted band (all of them when
-    a leaf has no statistics)."""
+    """The row groups whose statistics allow a row in a cone or of a wanted id (``_healpix_29``,
+    ``objectid``), and of a wanted band (all of them when a leaf has no statistics)."""
     from astropy import units
     from mocpy import MOC  # a dependency of hats: HEALPix ranges of the cones at order 29
 
-    moc = MOC.from_cones(
-        lon=np.array([c.ra for c in cones]) * units.deg,
-        lat=np.array([c.dec for c in cones]) * units.deg,
-        radius=np.array([c.radius for c in cones]) * units.deg,
-        max_depth=14,
-        union_strategy="small_cones",
-    )
-    ranges = np.asarray(moc.to_depth29_ranges, dtype=np.uint64)
+    ranges = np.zeros((0, 2), dtype=np.uint64)
+    if cones:
+        moc = MOC.from_cones(
+            lon=np.array([c.ra for c in cones]) * units.deg,
+            lat=np.array([c.dec for c in cones]) * units.deg,
+            radius=np.array([c.radius for c in cones]) * units.deg,
+            max_depth=14,
+            union_strategy="small_cones",
+        )
+        ranges = np.asarray(moc.to_depth29_ranges, dtype=np.uint64)
+    wanted = np.asarray(ids, dtype=np.int64)
     names = [meta.schema.column(i).path for i in range(meta.num_columns)]
     hp = names.index(catalog.healpix_column) if catalog.healpix_column in names else None
+    oid = names.index(ID_COLUMN) if ID_COLUMN in names else None
     band = names.index("filterid") if "filterid" in names else None
     keep = []
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         if group.num_rows == 0:
             continue
-        if hp is not None and not _overlaps(group.column(hp).statistics, ranges):
+        in_cone = bool(cones) and (hp is None or _overlaps(group.column(hp).statistics, ranges))
+        if not in_cone and not (
+            len(wanted) and (oid is None or _holds(group.column(oid).statistics, wanted))
+        ):
             continue
         if band is not None and selection.bands:
             stats = group.column(band).statistics
@@ -440,6 +650,14 @@ def _row_groups(
                 continue
         keep.append(g)
     return keep
+
+
+def _holds(stats: Any, ids: np.ndarray[Any, Any]) -> bool:
+    """Whether a column chunk's min/max statistics allow one of ``ids`` (sorted)."""
+    if stats is None or not stats.has_min_max:
+        return True
+    i = int(np.searchsorted(ids, int(stats.min), side="left"))  # first id at or above the minimum
+    return i < len(ids) and int(ids[i]) <= int(stats.max)
 
 
 def _overlaps(stats: Any, ranges: np.ndarray[Any, Any]) -> bool:
@@ -459,14 +677,18 @@ def leaf_batch(
     fetched_at: datetime,
     *,
     target: str,
+    ids: Sequence[int] = (),
 ) -> Batch:
-    """One leaf's matching epochs as ZtfRecord rows: objects inside a cone and of a wanted band,
-    epochs inside the MJD range (on ``hmjd``) with no masked catflags bit, in the leaf's order."""
+    """One leaf's matching epochs as ZtfRecord rows: objects inside a cone or of a wanted id, and
+    of a wanted band; epochs inside the MJD range (on ``hmjd``) with no masked catflags bit, in
+    the leaf's order."""
     name = provenance.url
     if table.num_rows:
         ra = table.column(catalog.ra_column).to_numpy(zero_copy_only=False).astype(np.float64)
         dec = table.column(catalog.dec_column).to_numpy(zero_copy_only=False).astype(np.float64)
         inside = _in_cones(ra, dec, cones)
+        if ids:
+            inside |= np.isin(table.column(ID_COLUMN).to_numpy(zero_copy_only=False), np.asarray(ids))
         if selection.bands:
             inside &= np.isin(table.column("filterid").to_numpy(zero_copy_only=False), list(selection.bands))
         table = table.filter(pa.array(inside))

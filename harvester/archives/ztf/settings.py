@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,8 +18,18 @@ from harvester.archives.common import (
     ValidatedAs,
     check_range,
 )
+from harvester.errors import ConfigError
 
-__all__ = ["DR24_LC_HATS", "MAX_IRSA_RADIUS_DEG", "IrsaCone", "IrsaSettings", "ZtfHats", "ZtfSettings"]
+__all__ = [
+    "DR24_LC_HATS",
+    "MAX_IRSA_RADIUS_DEG",
+    "IrsaCone",
+    "IrsaSettings",
+    "ObjectId",
+    "ZtfHats",
+    "ZtfSettings",
+    "read_object_ids_file",
+]
 
 #: IRSA's ZTF DR24 light curves as a HATS collection (upstream-apis.md §4.1), anonymous.
 DR24_LC_HATS = "s3://ipac-irsa-ztf/ztf/enhanced/dr24/lc/hats"
@@ -42,6 +53,45 @@ class IrsaCone(ConeSearch):
 # Typed ConeSearch for readers, validated as IrsaCone (a bad radius is reported at its own key).
 IrsaConeField = Annotated[ConeSearch, ValidatedAs(IrsaCone)]
 
+#: a ZTF object id: the API's ``oid``, the release's ``objectid`` (int64 there), 15 or 16 digits
+ObjectId = Annotated[int, Field(gt=0, le=2**63 - 1)]
+#: the header names a CSV of object ids may give its id column (ztfquery's and IRSA's ``oid``, the
+#: data release's ``objectid``, harvester's own records' ``object_id``)
+OBJECT_ID_COLUMNS = ("oid", "objectid", "object_id")
+
+
+def read_object_ids_file(path: Path) -> list[int]:
+    """The ids of an object-ids file: one id a line (blank lines and ``#`` comments skipped), or a
+    CSV whose header names an ``oid``, ``objectid`` or ``object_id`` column; ConfigError naming
+    the line of any bad id."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            lines = [(n, line.strip()) for n, line in enumerate(fh.read().splitlines(), start=1)]
+    except FileNotFoundError:
+        raise ConfigError(f"object ids file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read object ids file ({exc})") from None
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    if lines and not lines[0][1].isdigit():  # a header: the file is a CSV
+        header = [h.strip().lower() for h in next(csv.reader([lines[0][1]]))]
+        column = next((header.index(c) for c in OBJECT_ID_COLUMNS if c in header), None)
+        if column is None:
+            raise ConfigError(
+                f"{path}: line {lines[0][0]}: an object ids file is one id a line, or a CSV with an "
+                f"oid or objectid column; got {lines[0][1][:80]!r}"
+            )
+        try:
+            rows = [(n, next(csv.reader([line]))) for n, line in lines[1:]]
+        except csv.Error as exc:
+            raise ConfigError(f"{path}: not CSV ({exc})") from None
+        lines = [(n, cells[column].strip() if column < len(cells) else "") for n, cells in rows]
+    ids = []
+    for n, text in lines:
+        if not text.isdigit() or not 0 < int(text) <= 2**63 - 1:
+            raise ConfigError(f"{path}: line {n}: {text[:40]!r} is not a ZTF object id (a positive integer)")
+        ids.append(int(text))
+    return ids
+
 
 class IrsaSettings(Model):
     """The IRSA ZTF light-curve API query (``data_sources.ztf.irsa``)."""
@@ -61,6 +111,17 @@ class IrsaSettings(Model):
     )
     targets_file: Path | None = Field(
         default=None, description="CSV of targets with columns name, ra, dec[, radius]."
+    )
+    object_ids: list[ObjectId] = Field(
+        default_factory=list,
+        description="ZTF object ids (IRSA's `oid`, the release's `objectid`), inline; one object is "
+        "one filter, field and CCD quadrant. Asked 200 to a request (IRSA `ID`); `filters` are "
+        "applied to the answer, as IRSA takes no band with `ID`.",
+    )
+    object_ids_file: Path | None = Field(
+        default=None,
+        description="More object ids: a file of one id a line (`#` comments), or a CSV with an "
+        "`oid`, `objectid` or `object_id` column (e.g. a ztfquery or IRSA objects table).",
     )
     default_radius: float = Field(
         default=0.0014,
@@ -92,7 +153,13 @@ class IrsaSettings(Model):
 
     def names_targets(self) -> bool:
         """Whether these settings name any target (the ZTF source refuses to run without one)."""
-        return self.cone_search is not None or bool(self.targets) or self.targets_file is not None
+        return (
+            self.cone_search is not None
+            or bool(self.targets)
+            or self.targets_file is not None
+            or bool(self.object_ids)
+            or self.object_ids_file is not None
+        )
 
 
 def _s3_url(value: str) -> str:
@@ -120,7 +187,8 @@ class ZtfHats(S3Access):
         default=50,
         ge=1,
         description="`route: auto` takes the hats route for a first harvest of at least this many "
-        "cones (at IRSA's 2 requests/s, 50 cones are 25 s of API time; the catalog costs a few reads).",
+        "API requests, a cone or a batch of 200 object ids each (at IRSA's 2 requests/s, 50 are 25 s "
+        "of API time; the catalog costs a few reads).",
     )
     max_read_bytes: int = Field(
         default=256 * 1024**2,
@@ -143,7 +211,7 @@ class ZtfSettings(ArchiveSettings):
         description="Where light curves come from: `api`, IRSA's light-curve API (exact `mjd`, every "
         "column, incremental); `hats`, the data release's HATS Parquet on S3 (bulk, `hmjd`); "
         "`auto`, the route the output folder already holds, else hats for at least "
-        "`hats.auto_min_targets` cones and the API below (docs/sources.md).",
+        "`hats.auto_min_targets` API requests and the API below (docs/sources.md).",
     )
     irsa: IrsaSettings = Field(default_factory=IrsaSettings)
     hats: ZtfHats = Field(default_factory=ZtfHats, description="The hats route's catalog and budget.")

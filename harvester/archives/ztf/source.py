@@ -1,9 +1,10 @@
 """ZTF light curves from the IRSA light-curve API (``nph_light_curves``).
 
-One GET per cone-search target::
+One GET per cone-search target, and one per batch of up to ``ID_CHUNK`` object ids::
 
     GET {base_url}?POS=CIRCLE ra dec radius&BANDNAME=g,r&TIME=a b&BAD_CATFLAGS_MASK=m
                    [&COLLECTION=ztf_drN]&FORMAT=CSV
+    GET {base_url}?ID=oid1&ID=oid2&…&TIME=a b&BAD_CATFLAGS_MASK=m[&COLLECTION=ztf_drN]&FORMAT=CSV
 
 Facts this module relies on (../shared/docs/upstream-apis.md §1, kept in docs/sources.md):
 
@@ -14,6 +15,8 @@ Facts this module relies on (../shared/docs/upstream-apis.md §1, kept in docs/s
   The body is therefore validated (a CSV whose header holds the IRSA column set) before any row
   is parsed; anything else is an :class:`~harvester.errors.ArchiveResponseError` for the target.
 - A header-only CSV is an empty result: zero records, not an error.
+- ``ID`` is repeated for several objects, and IRSA takes no ``BAND``, ``BANDNAME``, ``NOBS_MIN``
+  or ``MAG`` with it: an id batch's answer is filtered to the wanted bands here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import functools
 import io
 import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -41,12 +46,13 @@ from harvester.archives.ztf.hats import (
     Selection,
     hats_available,
     leaf_batch,
+    locate_ids,
     open_catalog,
     pixel_groups,
     read_leaf,
 )
 from harvester.archives.ztf.records import ZtfRecord
-from harvester.archives.ztf.settings import IrsaCone, ZtfSettings
+from harvester.archives.ztf.settings import IrsaCone, ZtfSettings, read_object_ids_file
 from harvester.errors import ArchiveResponseError, ConfigError, HarvesterError
 from harvester.io.arrow import arrow_schema
 from harvester.io.batches import Batch, batch_from_columns, constant
@@ -56,7 +62,16 @@ from harvester.io.s3 import CloudRoute, ObjectReader, S3Sessions, endpoint_from_
 from harvester.records import Provenance
 from harvester.settings import Settings
 
-__all__ = ["IRSA_COLUMNS", "ZtfSource", "irsa_params", "parse_irsa_batch", "parse_irsa_csv"]
+__all__ = [
+    "ID_CHUNK",
+    "IRSA_COLUMNS",
+    "ObjectIds",
+    "ZtfSource",
+    "id_chunks",
+    "irsa_params",
+    "parse_irsa_batch",
+    "parse_irsa_csv",
+]
 
 log = structlog.get_logger("harvester.ztf")
 
@@ -111,6 +126,33 @@ _QUERY_STATUS = re.compile(
 _TITLE = re.compile(rb"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 
 
+#: object ids per API request. A bulk client found about 350 repeated ``ID`` the most a request
+#: takes (upstream-apis.md §1.2); 200 stays well below it, keeps the URL near 4 KB (each
+#: ``ID=<15 digits>&`` is 19 bytes) under the common 8 KB request-line limit, and a batch's answer
+#: (200 light curves) far under ``max_response_bytes``.
+ID_CHUNK = 200
+
+
+@dataclass(frozen=True)
+class ObjectIds:
+    """One API request's object ids (sorted): a target of its own, with its own watermark."""
+
+    ids: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        if len(self.ids) == 1:
+            return f"oid {self.ids[0]}"
+        return f"oids {self.ids[0]}..{self.ids[-1]} ({len(self.ids)})"
+
+
+def id_chunks(ids: list[int]) -> list[ObjectIds]:
+    """The ids, sorted and without repeats, in requests of ``ID_CHUNK``: the same ids always make
+    the same requests (their labels and watermarks), in a local run and in work units alike."""
+    unique = sorted(set(ids))
+    return [ObjectIds(tuple(unique[i : i + ID_CHUNK])) for i in range(0, len(unique), ID_CHUNK)]
+
+
 def time_window(irsa: Any, since: float | None) -> tuple[float | None, float | None]:
     """The MJD window asked of IRSA: the configured ``mjd_range``, narrowed to ``since``."""
     lo, hi = irsa.mjd_range if irsa.mjd_range is not None else (None, None)
@@ -119,14 +161,20 @@ def time_window(irsa: Any, since: float | None) -> tuple[float | None, float | N
     return lo, hi
 
 
-def irsa_params(cone: ConeSearch, irsa: Any, *, since: float | None = None) -> list[tuple[str, str]]:
-    """The IRSA query parameters for one cone, in a stable order.
+def irsa_params(
+    target: ConeSearch | ObjectIds, irsa: Any, *, since: float | None = None
+) -> list[tuple[str, str]]:
+    """The IRSA query parameters for one cone or id batch, in a stable order.
 
-    ``since`` (an MJD, from the watermark minus the overlap) narrows TIME to newer epochs.
+    ``since`` (an MJD, from the watermark minus the overlap) narrows TIME to newer epochs. An id
+    batch sends no BANDNAME (IRSA refuses it with ID): :meth:`ZtfSource.fetch` keeps the bands.
     """
-    params = [("POS", f"CIRCLE {cone.ra!r} {cone.dec!r} {cone.radius!r}")]
-    if irsa.filters:
-        params.append(("BANDNAME", ",".join(BANDNAME[f] for f in irsa.filters)))
+    if isinstance(target, ObjectIds):
+        params = [("ID", str(oid)) for oid in target.ids]
+    else:
+        params = [("POS", f"CIRCLE {target.ra!r} {target.dec!r} {target.radius!r}")]
+        if irsa.filters:
+            params.append(("BANDNAME", ",".join(BANDNAME[f] for f in irsa.filters)))
     lo, hi = time_window(irsa, since)
     if lo is not None or hi is not None:
         params.append(("TIME", f"{'-Inf' if lo is None else repr(lo)} {'Inf' if hi is None else repr(hi)}"))
@@ -137,9 +185,13 @@ def irsa_params(cone: ConeSearch, irsa: Any, *, since: float | None = None) -> l
     return params
 
 
-class ZtfSource(Source[ConeSearch | Selection]):
-    """Cone searches against the IRSA ZTF light-curve API (``route: api``), or the same selection
-    read from the data release's HATS catalog on S3 (``route: hats``, :mod:`.hats`)."""
+#: a ZTF target: a cone or an id batch on the API route, the whole selection on the hats route
+Target = ConeSearch | ObjectIds | Selection
+
+
+class ZtfSource(Source[Target]):
+    """Cone searches and object ids against the IRSA ZTF light-curve API (``route: api``), or the
+    same selection read from the data release's HATS catalog on S3 (``route: hats``, :mod:`.hats`)."""
 
     name = "ztf"
     watermark_field = "mjd"
@@ -179,23 +231,24 @@ class ZtfSource(Source[ConeSearch | Selection]):
     def base_url(self) -> str:
         return self.config.irsa.base_url
 
-    def targets(self) -> list[ConeSearch | Selection]:
-        cones = self.cones()
+    def targets(self) -> list[Target]:
+        cones, ids = self.selected()
         if self.route == "hats" and not hats_available():
             raise ConfigError(
                 "data_sources.ztf.route: the hats route needs the hats library: pip install 'harvester[hats]'"
             )
-        return [self.selection(cones)] if self.route == "hats" else list(cones)
+        if self.route == "hats":
+            return [self.selection(cones, ids)]
+        return [*cones, *id_chunks(ids)]
 
-    def selection(self, cones: list[ConeSearch]) -> Selection:
+    def selection(self, cones: list[ConeSearch], ids: list[int] | None = None) -> Selection:
         irsa = self.config.irsa
         lo, hi = time_window(irsa, None)
         bands = frozenset(k for k, code in FILTER_IDS.items() if code in irsa.filters)
-        return Selection(tuple(cones), bands, (lo, hi), irsa.bad_catflags_mask)
+        unique = tuple(sorted(set(ids or ())))
+        return Selection(tuple(cones), bands, (lo, hi), irsa.bad_catflags_mask, unique)
 
-    async def plan(
-        self, targets: list[ConeSearch | Selection], *, held: list[tuple[str, ...]]
-    ) -> list[ConeSearch | Selection]:
+    async def plan(self, targets: list[Target], *, held: list[tuple[str, ...]]) -> list[Target]:
         """``route: auto``, decided (docs/sources.md, "ZTF routes"): the route of the records the
         output already holds (a release epoch's key is ``(object_id, "hmjd…")``, an API epoch's
         ``(object_id, mjd)``), so a folder never mixes the two; for an empty output, hats for a
@@ -208,7 +261,7 @@ class ZtfSource(Source[ConeSearch | Selection]):
         elif held:
             route, why = "api", "the output holds API records"
         else:
-            route, why = self._by_size(len(self.cones()))
+            route, why = self._by_size(*self.selected())
         if route == "hats" and not hats_available():
             route, why = "api", "the hats library is not installed (pip install 'harvester[hats]')"
         self.route, self.auto_reason = route, why
@@ -216,12 +269,29 @@ class ZtfSource(Source[ConeSearch | Selection]):
         self._resolved = self.targets()
         return self._resolved
 
-    def _by_size(self, cones: int) -> tuple[Literal["api", "hats"], str]:
-        """``auto``'s rule for an empty output: hats from ``hats.auto_min_targets`` cones."""
+    def _by_size(self, cones: list[ConeSearch], ids: list[int]) -> tuple[Literal["api", "hats"], str]:
+        """``auto``'s rule for an empty output: hats from ``hats.auto_min_targets`` API requests
+        (a cone is one, a batch of ``ID_CHUNK`` ids another)."""
         threshold = self.config.hats.auto_min_targets
-        if cones >= threshold:
-            return "hats", f"{cones} cones, at least {threshold}"
-        return "api", f"{cones} cone{'s' if cones != 1 else ''}, fewer than {threshold}"
+        asked = f"{len(cones)} cone{'s' if len(cones) != 1 else ''}"
+        requests = len(cones)
+        if ids:
+            batches = len(id_chunks(ids))
+            asked += f" and {batches} id batch{'es' if batches != 1 else ''}"
+            requests += batches
+        if requests >= threshold:
+            return "hats", f"{asked}, at least {threshold}"
+        return "api", f"{asked}, fewer than {threshold}"
+
+    def selected(self) -> tuple[list[ConeSearch], list[int]]:
+        """The configured cones and object ids; ConfigError when there are neither."""
+        cones, ids = self.cones(), self.object_ids()
+        if not cones and not ids:
+            raise ConfigError(
+                "data_sources.ztf.irsa: no targets: set cone_search, targets, targets_file, object_ids "
+                "or object_ids_file"
+            )
+        return cones, ids
 
     def cones(self) -> list[ConeSearch]:
         """The configured cone-search targets (cone_search, targets, targets_file)."""
@@ -234,11 +304,17 @@ class ZtfSource(Source[ConeSearch | Selection]):
             found.extend(
                 read_targets_file(irsa.targets_file, default_radius=irsa.default_radius, cone=IrsaCone)
             )
-        if not found:
-            raise ConfigError("data_sources.ztf.irsa: no targets: set cone_search, targets or targets_file")
         return found
 
-    def label(self, target: ConeSearch | Selection) -> str:
+    def object_ids(self) -> list[int]:
+        """The configured object ids (object_ids, object_ids_file), in the order given."""
+        irsa = self.config.irsa
+        ids = list(irsa.object_ids)
+        if irsa.object_ids_file is not None:
+            ids.extend(read_object_ids_file(irsa.object_ids_file))
+        return ids
+
+    def label(self, target: Target) -> str:
         return target.label
 
     def describe_query(self) -> dict[str, Any]:
@@ -254,47 +330,56 @@ class ZtfSource(Source[ConeSearch | Selection]):
             "bad_catflags_mask": irsa.bad_catflags_mask,
             "collection": irsa.collection or "latest public release",
             # "targets" is not part of a target's watermark key: the pipeline adds the list
-            "targets": {"targets_file": str(irsa.targets_file) if irsa.targets_file else None},
+            "targets": {
+                "targets_file": str(irsa.targets_file) if irsa.targets_file else None,
+                **({"object_ids_file": str(irsa.object_ids_file)} if irsa.object_ids_file else {}),
+            },
         }
 
     def unit_groups(self, *, cell_deg: float, tic_buckets: int) -> list[tuple[str, tuple[Any, ...]]]:
         """API route: cones by sky cell of ``cell_deg``. Hats route: cones by the HEALPix pixel
         of their centre at the order whose pixels are nearest ``cell_deg`` (HATS' own tiling, so a
-        unit's cones share leaves), ids ``hpx<order>-<pixel>``. ``auto`` is decided here for a
-        distributed run, by the size rule alone (the units' outputs are not known yet)."""
+        unit's cones share leaves), ids ``hpx<order>-<pixel>``. Object ids, on either route: one
+        unit per request's batch (:func:`id_chunks`), id ``oids-<first id>``, so a unit asks what
+        a local run asks. ``auto`` is decided here for a distributed run, by the size rule alone
+        (the units' outputs are not known yet)."""
         from harvester.executors.units import cone_groups
 
-        cones = self.cones()
+        cones, ids = self.selected()
         if self.route is None:
-            self.route, self.auto_reason = self._by_size(len(cones))
+            self.route, self.auto_reason = self._by_size(cones, ids)
             if self.route == "hats" and not hats_available():
                 self.route, self.auto_reason = "api", "the hats library is not installed"
-        if self.route == "api":
-            return cone_groups(cones, cell_deg)
-        return pixel_groups(cones, cell_deg)
+        groups = cone_groups(cones, cell_deg) if self.route == "api" else pixel_groups(cones, cell_deg)
+        groups += [(f"oids-{chunk.ids[0]}", chunk.ids) for chunk in id_chunks(ids)]
+        return sorted(groups)
 
     def narrow(self, data_sources: Any, targets: tuple[Any, ...]) -> None:
+        """A unit's targets: cones as plain dicts, object ids as integers."""
         irsa = data_sources.ztf.irsa
-        irsa.cone_search, irsa.targets_file = None, None
-        irsa.targets = [IrsaCone.model_validate(t) for t in targets]
+        irsa.cone_search, irsa.targets_file, irsa.object_ids_file = None, None, None
+        irsa.targets = [IrsaCone.model_validate(t) for t in targets if isinstance(t, dict)]
+        irsa.object_ids = [int(t) for t in targets if not isinstance(t, dict)]
         if self.route is not None:  # every unit takes the route the plan decided
             data_sources.ztf.route = self.route
 
     def clear_targets(self, data_sources: Any) -> None:
         ztf = data_sources.ztf.model_copy(deep=False)
-        ztf.irsa = ztf.irsa.model_copy(update={"cone_search": None, "targets": [], "targets_file": None})
+        cleared: dict[str, Any] = {"cone_search": None, "targets": [], "targets_file": None}
+        ztf.irsa = ztf.irsa.model_copy(update=cleared | {"object_ids": [], "object_ids_file": None})
         data_sources.ztf = ztf
 
-    def requested(self, target: ConeSearch | Selection, watermark: float | None) -> dict[str, Any]:
+    def requested(self, target: Target, watermark: float | None) -> dict[str, Any]:
         if isinstance(target, Selection):
             lo, hi = target.mjd_range
             asked = {"route": "hats", "hmjd_from": lo, "hmjd_to": hi, "cones": len(target.cones)}
+            asked |= {"object_ids": len(target.object_ids)} if target.object_ids else {}
             return asked | ({"route_chosen_because": self.auto_reason} if self.auto_reason else {})
         since = None if watermark is None else watermark - self.config.overlap_days
         lo, hi = time_window(self.config.irsa, since)
         return {"mjd_from": lo, "mjd_to": hi, "incremental": since is not None}
 
-    async def fetch(self, target: ConeSearch | Selection, ctx: FetchContext) -> None:
+    async def fetch(self, target: Target, ctx: FetchContext) -> None:
         if isinstance(target, Selection):
             await self._fetch_hats(target, ctx)
             return
@@ -321,6 +406,7 @@ class ZtfSource(Source[ConeSearch | Selection]):
                 provenance,
                 fetched_at,
                 data_release=irsa.collection,
+                bands=irsa.filters if isinstance(target, ObjectIds) else None,
             )
         )
         del response  # parsed: the body is not needed while the records travel
@@ -330,10 +416,12 @@ class ZtfSource(Source[ConeSearch | Selection]):
             await ctx.emit_batch(batch.slice(start, min(start + BATCH_ROWS, len(batch))))
 
     async def _fetch_hats(self, selection: Selection, ctx: FetchContext) -> None:
-        """The selection from the HATS catalog: its metadata, then every pixel any cone touches,
-        as many leaves in flight as the bucket's budget lets requests be (``hats.rate_limit.
-        max_concurrency``: a leaf's listing, footer and row groups are one request after the other,
-        so fewer would leave the budget idle; each is small until its data) and at most
+        """The selection from the HATS catalog: its metadata, the pixels of the object ids (from
+        the collection's id index; when it cannot be read, the ids fail as one part and the cones
+        are still read), then every pixel a cone touches or an id lives in, as many leaves in
+        flight as the bucket's budget lets requests be (``hats.rate_limit.max_concurrency``: a
+        leaf's listing, footer and row groups are one request after the other, so fewer would
+        leave the budget idle; each is small until its data) and at most
         ``BYTES_AT_ONCE`` of fetched row groups between their GET and the moment their rows are
         sent on (many small pieces at once, a few large ones; each at most ``hats.max_read_bytes``)."""
         hats = self.config.hats
@@ -344,23 +432,40 @@ class ZtfSource(Source[ConeSearch | Selection]):
         reader = ObjectReader(await self._s3.session(ctx.session), route, max_bytes=hats.max_read_bytes)
         _bucket, prefix = split_s3_url(hats.catalog_url)
         catalog = await open_catalog(reader, prefix, data_release=hats.data_release, target=label)
-        plan = await anyio.to_thread.run_sync(catalog.plan, list(selection.cones), abandon_on_cancel=True)
-        log.info(
-            "hats_plan", source=self.name, catalog=catalog.name, cones=len(selection.cones), pixels=len(plan)
-        )
+        plan: dict[tuple[int, int], list[int]] = {}
+        if selection.cones:
+            plan = await anyio.to_thread.run_sync(catalog.plan, list(selection.cones), abandon_on_cancel=True)
         slots = anyio.Semaphore(hats.rate_limit.max_concurrency)
         in_flight = AmountBudget(max(BYTES_AT_ONCE, hats.max_read_bytes))
+        located: dict[tuple[int, int], list[int]] = {}
+        if selection.object_ids:
+            try:
+                located = await locate_ids(
+                    reader, catalog, selection.object_ids, target=label, in_flight=in_flight
+                )
+            except HarvesterError as exc:
+                ctx.fail("object ids", exc.message, exc.transient)
+        pixels = sorted(plan.keys() | located.keys())
+        log.info(
+            "hats_plan",
+            source=self.name,
+            catalog=catalog.name,
+            cones=len(selection.cones),
+            object_ids=len(selection.object_ids),
+            pixels=len(pixels),
+        )
 
-        async def pixel(order: int, npix: int, which: list[int]) -> None:
-            cones = [selection.cones[i] for i in which]
+        async def pixel(order: int, npix: int) -> None:
+            cones = [selection.cones[i] for i in plan.get((order, npix), [])]
+            ids = located.get((order, npix), [])
             part = f"Norder={order}/Npix={npix}"
             async with slots:
                 try:
-                    await leaf(catalog.leaf_key(order, npix), cones)
+                    await leaf(catalog.leaf_key(order, npix), cones, ids)
                 except HarvesterError as exc:
                     ctx.fail(part, exc.message, exc.transient)
 
-        async def leaf(key: str, cones: list[ConeSearch]) -> None:
+        async def leaf(key: str, cones: list[ConeSearch], ids: list[int]) -> None:
             leaves = [key]
             if key.endswith("/"):  # DR24's layout: a folder of Parquet files
                 leaves = [k for k in await reader.list(key, target=label) if k.endswith(".parquet")]
@@ -373,7 +478,7 @@ class ZtfSource(Source[ConeSearch | Selection]):
                 provenance = Provenance(archive="irsa", url=route.url(name), service="s3", sample=self.sample)
                 try:
                     tables = read_leaf(
-                        reader, name, catalog, cones, selection, target=label, in_flight=in_flight
+                        reader, name, catalog, cones, selection, ids=ids, target=label, in_flight=in_flight
                     )
                     async with contextlib.aclosing(tables):  # a failure frees the piece's slot at once
                         async for table in tables:
@@ -387,6 +492,7 @@ class ZtfSource(Source[ConeSearch | Selection]):
                                     provenance,
                                     utcnow(),
                                     target=label,
+                                    ids=ids,
                                 )
                             )
                             del table
@@ -400,8 +506,8 @@ class ZtfSource(Source[ConeSearch | Selection]):
                     ) from None
 
         async with anyio.create_task_group() as tg:
-            for (order, npix), which in plan.items():
-                tg.start_soon(pixel, order, npix, which)
+            for order, npix in pixels:
+                tg.start_soon(pixel, order, npix)
 
 
 #: bytes of fetched row groups (Parquet, compressed) held at once, from their GET until their rows
@@ -423,8 +529,10 @@ def parse_irsa_batch(
     fetched_at: datetime,
     *,
     data_release: str | None = None,
+    bands: Sequence[str] | None = None,
 ) -> Batch:
-    """An IRSA body as one :class:`Batch` of :class:`ZtfRecord` rows.
+    """An IRSA body as one :class:`Batch` of :class:`ZtfRecord` rows (of ``bands`` only, when
+    given: an id query's, which IRSA cannot filter by band).
 
     The CSV is parsed by pyarrow's vectorised reader with an explicit type per column and checked
     column by column (oid all digits, mjd present and finite, filtercode zg/zr/zi, non-finite
@@ -439,6 +547,9 @@ def parse_irsa_batch(
         batch = _rows_batch(rows, provenance, fetched_at)
     else:
         batch = _columns_batch(table, provenance, fetched_at)
+    if bands:
+        wanted = pc.is_in(batch.table.column("filter"), pa.array(list(bands)))
+        batch = Batch(ZtfRecord, batch.table.filter(wanted))
     if data_release is None:
         return batch
     column = constant(data_release, len(batch), arrow_schema(ZtfRecord).field("data_release").type)

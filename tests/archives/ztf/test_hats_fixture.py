@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hats.catalog.catalog_collection import CatalogCollection
+from hats.catalog.index.index_catalog import IndexCatalog
 from hats.catalog.margin_cache.margin_catalog import MarginCatalog
 from hats.loaders.read_hats import read_hats
 
@@ -77,7 +78,25 @@ def test_hats_opens_the_collection_with_its_catalog_and_default_margin() -> None
     assert isinstance(margin, MarginCatalog)
     assert margin.catalog_info.margin_threshold == 10.0
     assert margin.catalog_info.total_rows == read_all(MARGIN).num_rows
-    assert opened.all_indexes is None  # no object-id index (see the README)
+    assert opened.all_indexes == {"objectid": "ztf_dr5_sample_lc-hats_objectid"}
+
+
+def test_hats_finds_every_objects_leaf_with_the_object_id_index() -> None:
+    """The index (written by tests/tools/build_ztf_hats_index.py, see the README) is hats' own
+    IndexCatalog: loc_partitions gives each object's leaf, and its files are sorted by objectid."""
+    index_dir = collection().get_index_dir_for_field("objectid")
+    assert index_dir is not None
+    index = read_hats(index_dir)
+    assert isinstance(index, IndexCatalog) and index.catalog_info.indexing_column == "objectid"
+    for (order, pixel), path in leaves(CATALOG).items():
+        ids = pq.read_table(path, columns=["objectid"]).column("objectid").to_pylist()
+        assert [(int(p.order), int(p.pixel)) for p in index.loc_partitions(ids)] == [(order, pixel)]
+    rows = pa.concat_tables(
+        pq.read_table(p) for p in sorted((Path(str(index_dir)) / "dataset").rglob("*.parquet"))
+    )
+    assert rows.num_rows == ROWS and rows.column("objectid").to_pylist() == sorted(
+        rows.column("objectid").to_pylist()
+    )
 
 
 def test_the_catalog_holds_every_row_once_in_the_leaf_of_its_healpix_29() -> None:

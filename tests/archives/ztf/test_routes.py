@@ -121,8 +121,8 @@ def test_a_bad_catalog_url_is_named() -> None:
         load_settings(None, data_sources={"ztf": {"hats": {"catalog_url": "https://example.org/hats"}}})
 
 
-def test_the_cli_runs_the_hats_route_offline_from_any_folder(tmp_path: Path) -> None:
-    env = {**os.environ, "COLUMNS": "80", "NO_COLOR": "1"}
+def offline_cli_records(folder: Path, *args: str) -> list[dict[str, Any]]:
+    """``harvester run --source ztf --offline --format jsonl ARGS`` in ``folder``: the records it wrote."""
     done = subprocess.run(
         [
             sys.executable,
@@ -131,25 +131,28 @@ def test_the_cli_runs_the_hats_route_offline_from_any_folder(tmp_path: Path) -> 
             "run",
             "--source",
             "ztf",
-            "--route",
-            "hats",
             "--offline",
             "--format",
             "jsonl",
+            *args,
         ],
-        cwd=tmp_path,
-        env=env,
+        cwd=folder,
+        env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = [
+    return [
         orjson.loads(line)
-        for p in (tmp_path / "data" / "raw" / "ztf").glob("part-*.jsonl")
+        for p in (folder / "data" / "raw" / "ztf").glob("part-*.jsonl")
         for line in p.read_bytes().splitlines()
     ]
+
+
+def test_the_cli_runs_the_hats_route_offline_from_any_folder(tmp_path: Path) -> None:
+    lines = offline_cli_records(tmp_path, "--route", "hats")
     assert lines and {r["route"] for r in lines} == {"hats"} and all(r["provenance"]["sample"] for r in lines)
     readme = (tmp_path / "data" / "raw" / "ztf" / "README.md").read_text()
     assert '"route": "hats"' in readme
