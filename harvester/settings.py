@@ -291,7 +291,9 @@ class Settings(BaseSettings):
         # Pickled (to a Dask worker, a Prefect task) as its values plus the archives' entries:
         # the receiving process registers any archive it lacks, then validates the values, so the
         # per-archive blocks come back as the same models.
-        return (_unpickle, (self.model_dump(round_trip=True), archives.specs()))
+        # The .env file's AWS variables travel too: a worker has no such file, and its S3 routes
+        # must read the mirror (and sign for it) as the driver does.
+        return (_unpickle, (self.model_dump(round_trip=True), archives.specs(), dict(self._aws_dotenv)))
 
     def token(self, archive: str) -> SecretStr | None:
         """The token archive ``archive`` sends: the first of its variables that is set (TESS:
@@ -320,12 +322,16 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json", exclude=set(_token_fields()))
 
 
-def _unpickle(data: dict[str, Any], specs: tuple[archives.ArchiveSpec, ...]) -> Settings:
+def _unpickle(
+    data: dict[str, Any], specs: tuple[archives.ArchiveSpec, ...], aws_dotenv: dict[str, str] | None = None
+) -> Settings:
     known = set(archives.names())
     for spec in specs:
         if spec.name not in known:
             archives.register(spec)
-    return Settings.model_validate(data)
+    settings = Settings.model_validate(data)
+    settings._aws_dotenv = dict(aws_dotenv or {})
+    return settings
 
 
 def _token_field(env: str) -> str:

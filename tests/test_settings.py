@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -358,5 +359,7 @@ def test_the_standard_aws_variables_come_from_the_environment_over_dotenv(
     }
     assert "dotenv-secret" in s.secrets() and "AKIADOTENV" not in s.secrets()
     assert ZtfSource(s).hats_route.endpoint == "http://dotenv:9000"
+    shipped = pickle.loads(pickle.dumps(s))  # noqa: S301  (to a Dask worker or a Prefect task: no .env there)
+    assert shipped.aws_environ() == s.aws_environ() and shipped.secrets() == s.secrets()
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env:9000")
     assert ZtfSource(load_settings()).hats_route.endpoint == "http://env:9000"

@@ -34,7 +34,7 @@ import anyio
 import httpx
 
 from harvester.archives.common import check_url
-from harvester.errors import ArchiveResponseError, ConfigError
+from harvester.errors import ArchiveResponseError, ConfigError, TerminalError
 from harvester.io.http import HttpSession
 
 if TYPE_CHECKING:
@@ -118,10 +118,12 @@ class AwsSigner:
     ``x-amz-*`` headers botocore adds. The secret never leaves this object; ``repr`` shows none.
     """
 
-    def __init__(self, credentials: Any, region: str, *, where: str) -> None:
+    def __init__(self, credentials: Any, region: str, *, where: str, key: str = "credentials") -> None:
         self._credentials = credentials
         self.region = region
-        self.where = where  # "profile x" or "the environment": for messages, never the key
+        self.where = where  # "profile x" or "env": for messages, never the key
+        self.key = key  # the setting that asked for signing, for messages
+        self._token: str | None = None  # the session token last registered for redaction
 
     def __repr__(self) -> str:
         return f"AwsSigner(region={self.region!r}, credentials from {self.where})"
@@ -129,12 +131,25 @@ class AwsSigner:
     async def __call__(self, request: httpx.Request) -> None:
         from botocore.auth import S3SigV4Auth
         from botocore.awsrequest import AWSRequest
+        from botocore.exceptions import BotoCoreError
 
         credentials = self._credentials
-        if hasattr(credentials, "refresh_needed"):  # temporary credentials: botocore refreshes them
-            frozen = await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
-        else:
-            frozen = credentials.get_frozen_credentials()
+        try:
+            if hasattr(credentials, "refresh_needed"):  # temporary credentials: botocore refreshes them
+                frozen = await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
+            else:
+                frozen = credentials.get_frozen_credentials()
+        except BotoCoreError as exc:  # an expired SSO session, a failed credential_process or role
+            cause = " ".join(str(exc).split())
+            raise TerminalError(
+                f"{self.key}: AWS credentials from {self.where} could not be refreshed ({cause})",
+                target=str(request.url.host),
+            ) from None
+        if frozen.token and frozen.token != self._token:  # a profile's, SSO's or a role's session
+            from harvester.display.logs import register_secrets  # token: redacted like env secrets
+
+            register_secrets((frozen.secret_key, frozen.token))
+            self._token = frozen.token
         headers = {"host": request.headers["host"]}
         if "range" in request.headers:
             headers["range"] = request.headers["range"]
@@ -190,7 +205,7 @@ async def load_signer(access: S3Access, environ: Mapping[str, str], *, key: str)
         or "us-east-1"
     )
     where = f"profile {profile}" if profile else str(getattr(credentials, "method", "aws"))
-    return AwsSigner(credentials, region, where=where)
+    return AwsSigner(credentials, region, where=where, key=f"{key}.credentials")
 
 
 class S3Sessions:

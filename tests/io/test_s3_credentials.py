@@ -12,7 +12,8 @@ import pytest
 from botocore.credentials import Credentials
 
 from harvester.archives.common import S3Access
-from harvester.errors import ConfigError
+from harvester.display.logs import redact
+from harvester.errors import ConfigError, TerminalError
 from harvester.io.http import CREDENTIAL_HEADERS, Http
 from harvester.io.limiter import LimiterRegistry
 from harvester.io.s3 import AwsSigner, CloudRoute, S3Sessions, load_signer
@@ -93,6 +94,7 @@ async def test_the_signature_goes_to_the_bucket_host_only_redirects_included() -
     assert first.headers["x-amz-security-token"] == "session-token-secret"
     assert not any(name in second.headers for name in CREDENTIAL_HEADERS)
     assert "irsa-sekrit" not in repr([dict(r.headers) for r in seen])
+    assert redact("echoed: session-token-secret") == "echoed: [redacted]"  # a role's token, too
 
 
 async def test_the_environment_s_credentials_and_region_are_used(
@@ -147,3 +149,49 @@ async def test_botocore_never_logs_a_signature(
     await signer(request)
     signature = request.headers["authorization"].rsplit("Signature=", 1)[1]
     assert signature not in caplog.text and EXAMPLE_SECRET not in caplog.text
+
+
+async def test_a_redirect_to_cleartext_or_another_port_of_the_same_host_carries_no_credentials() -> None:
+    seen: list[httpx.Request] = []
+
+    def archive(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.scheme == "https" and request.url.path == "/b/key":
+            return httpx.Response(301, headers={"Location": "http://mirror.example:8080/b/other"})
+        return httpx.Response(200, content=b"ok")
+
+    limiters = LimiterRegistry()
+    limiters.register("mirror.example", 100, 4)
+    signer = AwsSigner(
+        Credentials(EXAMPLE_KEY_ID, EXAMPLE_SECRET, token="session-token"), "us-east-1", where="t"
+    )
+    async with Http(limiters, transport=httpx.MockTransport(archive)) as http:
+        session = http.session("ztf").signed("mirror.example", signer)
+        await session.fetch("GET", "https://mirror.example/b/key", target="t")
+    first, second = seen
+    assert "authorization" in first.headers and first.headers["x-amz-security-token"] == "session-token"
+    assert not any(name in second.headers for name in CREDENTIAL_HEADERS)
+
+
+async def test_credentials_that_cannot_be_refreshed_fail_the_request_in_one_line() -> None:
+    from botocore.exceptions import CredentialRetrievalError
+
+    class Expired:
+        """Temporary credentials whose refresh fails (an expired SSO session)."""
+
+        def refresh_needed(self) -> bool:
+            return True
+
+        def get_frozen_credentials(self) -> object:
+            raise CredentialRetrievalError(provider="sso", error_msg="session expired\nrun aws sso login")
+
+    signer = AwsSigner(
+        Expired(), "us-east-1", where="profile mirror", key="data_sources.ztf.hats.credentials"
+    )
+    with pytest.raises(TerminalError) as caught:
+        await signer(httpx.Request("GET", "https://mirror.example/b/key"))
+    message = caught.value.message
+    assert message.startswith(
+        "data_sources.ztf.hats.credentials: AWS credentials from profile mirror could not"
+    )
+    assert "session expired run aws sso login" in message and "\n" not in message

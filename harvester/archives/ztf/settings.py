@@ -60,19 +60,24 @@ ObjectId = Annotated[int, Field(gt=0, le=2**63 - 1)]
 OBJECT_ID_COLUMNS = ("oid", "objectid", "object_id")
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes ``²`` and other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
 def read_object_ids_file(path: Path) -> list[int]:
     """The ids of an object-ids file: one id a line (blank lines and ``#`` comments skipped), or a
     CSV whose header names an ``oid``, ``objectid`` or ``object_id`` column; ConfigError naming
     the line of any bad id."""
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's CSV starts with a BOM
             lines = [(n, line.strip()) for n, line in enumerate(fh.read().splitlines(), start=1)]
     except FileNotFoundError:
         raise ConfigError(f"object ids file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read object ids file ({exc})") from None
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
-    if lines and not lines[0][1].isdigit():  # a header: the file is a CSV
+    if lines and not _digits(lines[0][1]):  # a header: the file is a CSV
         header = [h.strip().lower() for h in next(csv.reader([lines[0][1]]))]
         column = next((header.index(c) for c in OBJECT_ID_COLUMNS if c in header), None)
         if column is None:
@@ -87,7 +92,7 @@ def read_object_ids_file(path: Path) -> list[int]:
         lines = [(n, cells[column].strip() if column < len(cells) else "") for n, cells in rows]
     ids = []
     for n, text in lines:
-        if not text.isdigit() or not 0 < int(text) <= 2**63 - 1:
+        if not _digits(text) or not 0 < int(text) <= 2**63 - 1:
             raise ConfigError(f"{path}: line {n}: {text[:40]!r} is not a ZTF object id (a positive integer)")
         ids.append(int(text))
     return ids

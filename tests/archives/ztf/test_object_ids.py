@@ -179,6 +179,7 @@ def test_a_bad_id_is_one_line_naming_its_key() -> None:
         "686103400067717\n# a comment\n\n686103400067718\n",
         "oid,ra,dec\n686103400067717,1.0,2.0\n686103400067718,1.0,2.0\n",
         "name,objectid\na,686103400067717\nb,686103400067718\n",
+        "\ufeffoid,ra\n686103400067717,1\n686103400067718,2\n",  # a spreadsheet's CSV, with its BOM
     ],
 )
 def test_an_ids_file_is_one_id_a_line_or_a_csv_with_an_oid_column(tmp_path: Path, text: str) -> None:
@@ -196,6 +197,8 @@ def test_an_ids_file_is_one_id_a_line_or_a_csv_with_an_oid_column(tmp_path: Path
             "line 1: an object ids file is one id a line, or a CSV with an oid or objectid",
         ),
         ("oid,ra\n686103400067717,1\n,2\n", "line 3: '' is not a ZTF object id"),
+        ("686103400067717\n\u00b2\n", "line 2: '\u00b2' is not a ZTF object id"),  # a digit to isdigit()
+        ("686103400067717\n\u0661\u0662\u0663\n", "line 2: '\u0661\u0662\u0663' is not a ZTF object id"),
     ],
 )
 def test_a_bad_ids_file_is_one_line_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
