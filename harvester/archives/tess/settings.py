@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,9 +44,6 @@ class TessLightcurve(Model):
     )
 
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
 class TessCloud(S3Access):
     """Where TESS light curves are read from MAST's public S3 copy (``data_sources.tess.cloud``)."""
 
@@ -62,7 +58,13 @@ class TessCloud(S3Access):
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str) -> str:
-        if not _BUCKET.fullmatch(value) or ".." in value:
+        from harvester.io.s3 import split_s3_url
+
+        try:  # one rule for a bucket's name, the one s3:// URLs are checked by
+            bucket, prefix = split_s3_url(f"s3://{value}")
+        except ValueError:
+            bucket, prefix = "", ""
+        if bucket != value or prefix:
             raise ValueError(f"must be an S3 bucket name (3-63 of a-z, 0-9, '.', '-'), got {value!r}")
         return value
 
