@@ -191,7 +191,7 @@ async def load_signer(access: S3Access, environ: Mapping[str, str], *, key: str)
     except TimeoutError:
         raise ConfigError(f"{key}.credentials: no AWS credentials found within 30 s") from None
     except botocore.exceptions.BotoCoreError as exc:  # an unknown profile, a broken config file
-        raise ConfigError(f"{key}.credentials: {exc}") from None
+        raise ConfigError(f"{key}.credentials: {' '.join(str(exc).split())}") from None
     if credentials is None:
         raise ConfigError(
             f"{key}.credentials is aws, but no AWS credentials were found (set AWS_ACCESS_KEY_ID and "
@@ -204,7 +204,8 @@ async def load_signer(access: S3Access, environ: Mapping[str, str], *, key: str)
         or configured
         or "us-east-1"
     )
-    where = f"profile {profile}" if profile else str(getattr(credentials, "method", "aws"))
+    method = str(getattr(credentials, "method", "aws"))
+    where = f"profile {profile}" if profile and method != "env" else method
     return AwsSigner(credentials, region, where=where, key=f"{key}.credentials")
 
 
