@@ -29,6 +29,7 @@ __all__ = [
     "alternate_part",
     "key_columns",
     "key_digest",
+    "key_from_text",
     "key_of",
     "key_part",
     "key_text",
@@ -133,12 +134,20 @@ def key_of(model: type[BaseRecord], data: Mapping[str, Any]) -> tuple[str, ...]:
 def key_digest(key: tuple[str, ...]) -> bytes:
     """A 128-bit digest of a dedup key, for sets of seen keys (~100 bytes per key with its set slot,
     against ~220 for the tuple of strings); a collision needs ~10^19 keys before it is likely."""
-    return hashlib.blake2b("\x1f".join(key).encode(), digest_size=16).digest()
+    return hashlib.blake2b(key_text(key).encode(), digest_size=16).digest()
+
+
+_KEY_SEPARATOR = "\x1f"  # the unit separator: never part of a key part's text
 
 
 def key_text(key: tuple[str, ...]) -> str:
     """A dedup key as one text value (unit separator between parts), as the stores index it."""
-    return "\x1f".join(key)
+    return _KEY_SEPARATOR.join(key)
+
+
+def key_from_text(text: str) -> tuple[str, ...]:
+    """The dedup key :func:`key_text` made ``text`` of."""
+    return tuple(text.split(_KEY_SEPARATOR))
 
 
 def key_part(value: object) -> str:
@@ -164,5 +173,5 @@ def stable_id(key: tuple[str, ...]) -> str:
     readable = _SAFE.sub("-", raw).strip(".-") or "x"
     if readable == raw and len(raw) <= _MAX_READABLE and ".." not in raw:
         return raw
-    digest = hashlib.sha256("\x1f".join(key).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    digest = hashlib.sha256(key_text(key).encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{readable[:_MAX_READABLE].replace('..', '-')}-{digest}"

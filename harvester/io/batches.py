@@ -279,12 +279,12 @@ def parquet_keys(model: type[BaseRecord], data: bytes) -> list[Key]:
     import pyarrow.parquet as pq
 
     try:
-        names = pq.read_schema(pa.BufferReader(data)).names
+        parquet = pq.ParquetFile(pa.BufferReader(data))  # its footer, read once
+        names = parquet.schema_arrow.names
         expected = arrow_schema(model).names
         if names != expected[: len(names)] or any(f not in names for f in model.key_fields):
             raise ValueError("not this model's columns")
-        wanted = [c for c in key_columns(model) if c in names]
-        table = pq.read_table(pa.BufferReader(data), columns=wanted)
+        table = parquet.read(columns=[c for c in key_columns(model) if c in names])
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(str(exc)) from None
     return Batch(model, table).keys

@@ -115,7 +115,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 _AUTH_EXTENSION = "harvester_auth"
-_ORIGIN_EXTENSION = "harvester_origin"
 
 #: Signs one request in place (sets its ``Authorization`` and ``x-amz-*`` headers): an S3 route
 #: with credentials (:class:`harvester.io.s3.AwsSigner`).
@@ -130,20 +129,21 @@ async def _apply_token(request: httpx.Request) -> None:
     """Attach a session's credentials to requests for its own host only, redirects included.
 
     They travel in ``request.extensions`` (which httpx carries over to redirect requests) as
-    ``(host, header value or signer)``; the header is set (or the request signed, afresh for each
-    attempt and each redirect) only when the request's host is that host and its scheme and port
-    are the first request's, and every credential header is removed otherwise.
+    ``((host, header value or signer), the first request's (scheme, host, port))``. The header is
+    set (or the request signed, afresh for each attempt and each redirect) only when the request's
+    host is that host and its scheme and port are the first request's; every credential header is
+    removed otherwise.
     """
-    auth = request.extensions.get(_AUTH_EXTENSION)
-    origin = request.extensions.get(_ORIGIN_EXTENSION)
+    carried = request.extensions.get(_AUTH_EXTENSION)
     here = (request.url.scheme, request.url.host.lower(), request.url.port)
     # the session's host, and the first request's scheme and port: a redirect to http:// or to
     # another port of the same host carries no credentials (no downgrade to cleartext)
-    if auth is not None and here[1] == auth[0] and (origin is None or here == origin):
-        if isinstance(auth[1], str):
-            request.headers["Authorization"] = auth[1]
+    if carried is not None and here[1] == carried[0][0] and here == carried[1]:
+        value = carried[0][1]
+        if isinstance(value, str):
+            request.headers["Authorization"] = value
         else:
-            await auth[1](request)
+            await value(request)
     else:
         for name in CREDENTIAL_HEADERS:
             request.headers.pop(name, None)
@@ -311,12 +311,8 @@ class HttpSession:
             timeout=httpx.Timeout(self.timeouts.read_s, connect=self.timeouts.connect_s),
         )
         if self._auth:  # httpx carries extensions over to redirect requests: the origin stays the first's
-            request.extensions[_AUTH_EXTENSION] = self._auth
-            request.extensions[_ORIGIN_EXTENSION] = (
-                request.url.scheme,
-                request.url.host.lower(),
-                request.url.port,
-            )
+            origin = (request.url.scheme, request.url.host.lower(), request.url.port)
+            request.extensions[_AUTH_EXTENSION] = (self._auth, origin)
         host = request.url.host
         limiter = self._http.limiters.get(host)
         if limiter is None:

@@ -67,7 +67,7 @@ from harvester.errors import OutputError
 from harvester.io.batches import parquet_keys
 from harvester.io.files import make_folder, output_error, temp_path
 from harvester.io.readers import is_record_file
-from harvester.records import BaseRecord, key_text, stable_id
+from harvester.records import BaseRecord, key_from_text, key_text, stable_id
 
 __all__ = [
     "LEDGER_DIR",
@@ -680,7 +680,7 @@ class Ledger:
 
         def query() -> list[Key]:
             rows = self.conn.execute("SELECT key FROM records LIMIT ?", (n,)).fetchall()
-            return [tuple(str(row[0]).split("\x1f")) for row in rows]
+            return [key_from_text(str(row[0])) for row in rows]
 
         return await self._run(query)
 

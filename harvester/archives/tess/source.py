@@ -119,13 +119,12 @@ class TessSource(Source[TessTarget]):
         self._decoders = anyio.CapacityLimiter(self.config.decode_workers)
         #: The S3 route (None: MAST over HTTPS only); dropped for the run when its bucket is missing.
         self.cloud: CloudRoute | None = cloud_route(self.config, self.settings.aws_environ())
-        self._s3 = None if self.cloud is None else self._s3_sessions(self.cloud)
+        self._s3 = None
+        if self.cloud is not None:
+            self._s3 = S3Sessions(
+                self.cloud, self.config.cloud, self.settings.aws_environ(), key="data_sources.tess.cloud"
+            )
         self._first_fallback: dict[str, str] = {}  # per kind of S3 fallback: its first product and cause
-
-    def _s3_sessions(self, route: CloudRoute) -> S3Sessions:
-        return S3Sessions(
-            route, self.config.cloud, self.settings.aws_environ(), key="data_sources.tess.cloud"
-        )
 
     @property
     def config(self) -> TessSettings:
@@ -275,8 +274,8 @@ class TessSource(Source[TessTarget]):
         name = str(product.get("productFilename") or uri.rsplit("/", 1)[-1])
         try:
             decoded: DecodedLightCurve | None = None
-            key = product_key(product) if self.cloud is not None and s3 is not None else None
-            if key is not None and s3 is not None:
+            # s3 is None when the run has no S3 route; self.cloud turns None if the bucket is gone
+            if s3 is not None and self.cloud is not None and (key := product_key(product)) is not None:
                 decoded, url = await self._from_cloud(s3, label, name, key, product)
                 service = "s3"
             if decoded is None:

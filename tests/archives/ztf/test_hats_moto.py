@@ -132,3 +132,25 @@ def assert_the_cone_was_written(report: harvester.RunReport, output: Path) -> No
         for r in map(orjson.loads, p.read_bytes().splitlines())
     }
     assert got == {key: values["mag"] for key, values in reference([CONE]).items()}
+
+
+async def test_a_wrong_secret_is_refused_by_the_mirror_in_one_line(
+    tmp_path: Path,
+    s3_url: str,
+    check_signatures: Callable[[], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The signature really is checked: the right key id with a wrong secret is refused
+    (moto's SignatureDoesNotMatch), reported in one line, and nothing is written."""
+    key_id, _secret = private_bucket(s3_url, "ztf-mirror", load_folder(COLLECTION, PREFIX))
+    check_signatures()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    report = await harvester.harvest(
+        "ztf", output=tmp_path, format="jsonl", data_sources=mirror(s3_url, "aws")
+    )
+    src = report.sources["ztf"]
+    assert src.written == 0 and not list((tmp_path / "ztf").glob("part-*"))
+    (failure,) = src.errors
+    assert "HTTP 403" in failure.cause and "not readable with these credentials" in failure.cause
+    assert "\n" not in failure.cause and "not-the-secret" not in failure.cause
