@@ -517,6 +517,9 @@ class _ForwardWriter:
     async def open(self) -> None:
         return None
 
+    def prepare(self, batch: Batch) -> None:
+        return None
+
     async def write(self, items: list[Item]) -> WriteResult:
         for record, _ in items:
             await self._send.send(record)

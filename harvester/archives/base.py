@@ -83,8 +83,8 @@ class FetchContext:
     - ``emit``: send one validated record downstream (awaits when the pipeline is busy).
     - ``emit_batch``: send many records at once as a :class:`~harvester.io.batches.Batch` (the
       columnar path: an Arrow table in the record model's schema, no model per row).
-    - ``is_present``: whether a record with this dedup key is already in the output, so a source
-      can skip expensive work (a FITS download) for data it already has.
+    - ``present``: which of these dedup keys the output already holds (one lookup for many keys),
+      so a source can skip expensive work (a FITS download) for data it already has.
     - ``fail``: report a failure of one part of a target (a product) without failing the rest.
     - ``watermark``: the highest ``watermark_field`` value harvested for this target and query by
       an earlier run (None on a first run or with ``--full``): ask the archive only for newer data.
@@ -93,7 +93,7 @@ class FetchContext:
     session: HttpSession
     emit: Callable[[BaseRecord], Awaitable[None]]
     emit_batch: Callable[[Batch], Awaitable[None]]
-    is_present: Callable[[tuple[str, ...]], Awaitable[bool]]
+    present: Callable[[list[tuple[str, ...]]], Awaitable[set[tuple[str, ...]]]]
     fail: Callable[[str, str, bool], None]
     watermark: float | None = None
 

@@ -42,12 +42,20 @@ class Batch:
     """Records of one model as one Arrow table of the model's flat schema, with their dedup keys
     (worked out once, from the key columns)."""
 
-    __slots__ = ("_keys", "model", "table")
+    __slots__ = ("_json", "_keys", "model", "table")
 
-    def __init__(self, model: type[BaseRecord], table: pa.Table, keys: list[Key] | None = None) -> None:
+    def __init__(
+        self,
+        model: type[BaseRecord],
+        table: pa.Table,
+        keys: list[Key] | None = None,
+        json: tuple[bytes, Any] | None = None,
+    ) -> None:
         self.model = model
         self.table = table
         self._keys = keys
+        #: the JSON text once worked out (:meth:`encode_json`), with the end of each line
+        self._json = json
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -78,18 +86,31 @@ class Batch:
         ]
 
     def take(self, rows: Sequence[int]) -> Batch:
-        """The rows at ``rows`` (in that order), keys kept."""
+        """The rows at ``rows`` (in that order), keys kept, and the JSON text too when ``rows``
+        go up (the dedup stage's positions do)."""
         if len(rows) == len(self) and all(i == k for k, i in enumerate(rows)):
             return self
+        import numpy as np
         import pyarrow as pa
 
         keys = self.keys
-        return Batch(self.model, self.table.take(pa.array(rows, pa.int64())), [keys[i] for i in rows])
+        picked = np.asarray(rows, np.int64)
+        json = None
+        if self._json is not None and (len(picked) < 2 or bool(np.all(np.diff(picked) > 0))):
+            json = _take_lines(*self._json, picked)
+        return Batch(self.model, self.table.take(pa.array(picked)), [keys[i] for i in rows], json)
 
     def slice(self, start: int, stop: int) -> Batch:
-        """Rows ``start`` to ``stop`` (not included)."""
+        """Rows ``start`` to ``stop`` (not included), with their keys and JSON text if known."""
+        stop = max(start, min(stop, len(self)))
         keys = None if self._keys is None else self._keys[start:stop]
-        return Batch(self.model, self.table.slice(start, stop - start), keys)
+        json = None
+        if self._json is not None:
+            text, ends = self._json
+            first = int(ends[start - 1]) + 1 if start else 0
+            last = int(ends[stop - 1]) + 1 if stop else 0
+            json = (text[first:last], ends[start:stop] - first)
+        return Batch(self.model, self.table.slice(start, stop - start), keys, json)
 
     def column_max(self, name: str) -> float | None:
         """The largest value of a numeric column (None when it is empty or all null)."""
@@ -104,14 +125,39 @@ class Batch:
 
         Written by polars' ndjson writer (columnar, in Rust) from a table shaped like the model
         (``provenance`` as a struct, times as their ISO text); tested value for value against
-        orjson, which writes the record files of the record-at-a-time path."""
+        orjson, which writes the record files of the record-at-a-time path. Worked out once
+        (:meth:`encode_json`) and kept: slices of this batch share it."""
+        if self._json is None:
+            self.encode_json()
+            assert self._json is not None
+        return self._json[0]
+
+    @property
+    def json_ready(self) -> bool:
+        """Whether :meth:`json_text` is already worked out."""
+        return self._json is not None
+
+    def encode_json(self) -> None:
+        """Work out :meth:`json_text` now and keep it, with where each line ends, so slices of
+        this batch (a shard's worth) cut the text instead of encoding again. The pipeline calls
+        it on a worker thread before the writer needs it."""
+        if self._json is not None:
+            return
+        import numpy as np
+
         if not len(self):
-            return b""
+            self._json = (b"", np.zeros(0, np.int64))
+            return
         import polars as pl
 
         sink = io.BytesIO()
         pl.from_arrow(_json_table(self.model, self.table)).write_ndjson(sink)  # type: ignore[union-attr]
-        return sink.getvalue()
+        text = sink.getvalue()
+        # polars escapes a newline inside a value: every b"\n" ends a record
+        ends = np.flatnonzero(np.frombuffer(text, np.uint8) == 0x0A)
+        if len(ends) != len(self):
+            raise ValueError(f"{self!r}: the JSON text has {len(ends)} lines for {len(self)} records")
+        self._json = (text, ends)
 
     def json_lines(self) -> list[bytes]:
         """Each record as compact JSON (no newline), as :meth:`json_text` writes it."""
@@ -130,6 +176,18 @@ class Batch:
     def records(self) -> list[BaseRecord]:
         """The validated models (slow: one model per row; for notebooks and ``stream()``)."""
         return [self.model.model_validate(row) for row in self.rows()]
+
+
+def _take_lines(text: bytes, ends: Any, rows: Any) -> tuple[bytes, Any]:
+    """The lines ``rows`` (increasing) of ``text`` whose lines end at ``ends``, with their ends."""
+    import numpy as np
+
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1  # each line with its newline
+    keep = np.zeros(len(ends), bool)
+    keep[rows] = True
+    picked = np.frombuffer(text, np.uint8)[np.repeat(keep, lengths)].tobytes()
+    return picked, np.cumsum(lengths[rows]) - 1
 
 
 def _key_strings(values: list[Any]) -> list[str]:

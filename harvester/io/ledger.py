@@ -687,23 +687,34 @@ class Ledger:
     # -- commit ----------------------------------------------------------------------------------
 
     async def commit(
-        self, entries: Sequence[tuple[Key, str, str | None]], files: Sequence[FileInfo], run_id: str
+        self,
+        entries: Sequence[tuple[Key, str, str | None]],
+        files: Sequence[FileInfo],
+        run_id: str,
+        runs: Sequence[tuple[str, str | None, Sequence[Key]]] = (),
     ) -> int:
         """Enter ``files`` (now in place) and ``entries`` (key, file name, watermark key of the
-        target that emitted it); return how many of the keys this folder had lost (records
-        harvested again)."""
-        if not entries and not files:
+        target that emitted it), then ``runs`` (file name, watermark key, keys: a shard's
+        records, without a tuple per record); return how many of the keys this folder had lost
+        (records harvested again)."""
+        if not entries and not files and not runs:
             return 0
-        return await self._run(self._commit_sync, list(entries), list(files), run_id)
+        return await self._run(self._commit_sync, list(entries), list(files), run_id, list(runs))
 
     def _commit_sync(
-        self, entries: list[tuple[Key, str, str | None]], files: list[FileInfo], run_id: str
+        self,
+        entries: list[tuple[Key, str, str | None]],
+        files: list[FileInfo],
+        run_id: str,
+        given: list[tuple[str, str | None, Sequence[Key]]],
     ) -> int:
         conn = self.conn
         now = time.time()
         # Entries come as the writer made them durable: runs of keys of one file and one target
         # (a shard holds thousands). Each run is entered in one statement.
         runs = [(place, [key_text(e[0]) for e in run]) for place, run in itertools.groupby(entries, _place)]
+        runs += [((name, wkey), list(map(key_text, keys))) for name, wkey, keys in given]
+        entries_n = sum(len(texts) for _, texts in runs)
         names = {name for (name, _), _ in runs}
         with self._transaction():
             # plain INSERT: a new file never replaces one the ledger lists (files are create-only)
@@ -733,7 +744,7 @@ class Ledger:
                 if name in file_ids
             ]
             # A key given twice keeps its last file: runs go in in order, a later one replaces.
-            if len(placed) * _RUN_KEYS > len(entries):  # one record file per key: row by row
+            if len(placed) * _RUN_KEYS > entries_n:  # one record file per key: row by row
                 rows = [(t, fid, tid) for texts, fid, tid in placed for t in texts]
                 # in key order (stable): neighbouring keys share B-tree pages, ≈ 1.4× faster
                 rows.sort(key=_first)

@@ -82,20 +82,25 @@ Item = tuple[BaseRecord, str | None]
 Key = tuple[str, ...]
 #: A record now in the output: (dedup key, file name, watermark key of its target).
 Entry = tuple[Key, str, str | None]
+#: Records now in one file, all from one target: (file name, watermark key, their dedup keys).
+Run = tuple[str, str | None, Sequence[Key]]
 
 
 @dataclass
 class WriteResult:
     """What one write (or the final flush) did.
 
-    ``durable`` holds the records that are now in the output (newly written or already there):
-    only these may be committed to the ledger. ``files`` describes every file created (name,
-    size, modification time, sha256), for the ledger and the run manifest.
+    ``durable`` holds the records that are now in the output (newly written or already there),
+    one entry each (record files), and ``runs`` the same for shards, a run of keys per file and
+    target (no tuple per record): only these may be committed to the ledger. ``files``
+    describes every file created (name, size, modification time, sha256), for the ledger and
+    the run manifest.
     """
 
     written: int = 0
     present: int = 0
     durable: list[Entry] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
     files: list[FileInfo] = field(default_factory=list)
     #: Set when the output failed part-way: what came before it is durable and listed above.
     error: OutputError | None = None
@@ -107,6 +112,12 @@ class Writer(Protocol):
     folder: Path | None
 
     async def open(self) -> None: ...
+
+    def prepare(self, batch: Batch) -> None:
+        """Work done on a batch before it reaches :meth:`write_batch`, on a worker thread of the
+        stage before the writer (the JSON text, for the JSON layouts), so that it overlaps with
+        the writer's disk work. Must not depend on what was written before."""
+        ...
 
     async def write(self, items: list[Item]) -> WriteResult:
         """Write a batch of records the output does not hold yet."""
@@ -145,6 +156,9 @@ class NullWriter:
     async def open(self) -> None:
         return None
 
+    def prepare(self, batch: Batch) -> None:
+        return None
+
     async def write(self, items: list[Item]) -> WriteResult:
         return WriteResult()
 
@@ -164,6 +178,9 @@ class JsonFilesWriter:
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+
+    def prepare(self, batch: Batch) -> None:
+        batch.encode_json()
 
     async def write(self, items: list[Item]) -> WriteResult:
         entries = [(r.dedup_key(), r, w) for r, w in items]
@@ -271,16 +288,25 @@ class _ShardWriter:
         self._run_id = run_id
         self._shard_records = shard_records
         self._seq = 0
-        self._pending: list[tuple[tuple[str, ...], str | None]] = []
+        #: the buffered records' keys, in order: runs of one target's keys
+        self._pending: list[tuple[str | None, Sequence[Key]]] = []
+        self._buffered = 0
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
+
+    def prepare(self, batch: Batch) -> None:
+        return None
 
     def _add(self, record: BaseRecord) -> None:
         raise NotImplementedError
 
     def _add_batch(self, batch: Batch) -> None:
         raise NotImplementedError
+
+    def _cheap(self, batch: Batch) -> bool:
+        """Whether :meth:`_add_batch` is only a copy or a reference for ``batch``."""
+        return False
 
     def _encode(self) -> bytes:
         """The buffered records as one shard's bytes; the buffer is emptied."""
@@ -292,9 +318,10 @@ class _ShardWriter:
             # Records the output holds never reach the writer (the ledger filters them), nor do
             # this run's duplicates (the dedup stage drops them): memory stays bounded by the shard.
             self._add(record)
-            self._pending.append((record.dedup_key(), wkey))
+            self._pending.append((wkey, [record.dedup_key()]))
+            self._buffered += 1
             result.written += 1
-            if len(self._pending) >= self._shard_records:
+            if self._buffered >= self._shard_records:
                 await self._flush(result)
         return result
 
@@ -302,26 +329,31 @@ class _ShardWriter:
         result = WriteResult()
         start = 0
         while start < len(batch):
-            stop = min(len(batch), start + self._shard_records - len(self._pending))
+            stop = min(len(batch), start + self._shard_records - self._buffered)
             part = batch.slice(start, stop)
-            await anyio.to_thread.run_sync(self._add_batch, part)
-            self._pending.extend((key, wkey) for key in part.keys)
+            if self._cheap(part):  # no encoding left to do: not worth a thread
+                self._add_batch(part)
+            else:
+                await anyio.to_thread.run_sync(self._add_batch, part)
+            self._pending.append((wkey, part.keys))
+            self._buffered += len(part)
             result.written += len(part)
             start = stop
-            if len(self._pending) >= self._shard_records:
+            if self._buffered >= self._shard_records:
                 await self._flush(result)
         return result
 
     async def _flush(self, result: WriteResult) -> None:
-        if not self._pending:
+        if not self._buffered:
             return
-        keys, self._pending = self._pending, []
+        pending, self._pending, self._buffered = self._pending, [], 0
         self._seq += 1
         path = self._folder / f"part-{self._run_id}-{self._seq:05d}.{self.suffix}"
         info = await anyio.to_thread.run_sync(self._write, path)
         # only now, after the rename, are these records durable
         name = path.name
-        result.durable.extend((key, name, wkey) for key, wkey in keys)
+        for wkey, keys in itertools.groupby(pending, key=_first):
+            result.runs.append((name, wkey, [k for _, run in keys for k in run]))
         result.files.append(info)
 
     def _write(self, path: Path) -> FileInfo:
@@ -345,12 +377,18 @@ class JsonlWriter(_ShardWriter):
         # (kilobytes for a short record), so a list of them costs ~10x the shard's size.
         self._buffer = bytearray()
 
+    def prepare(self, batch: Batch) -> None:
+        batch.encode_json()
+
     def _add(self, record: BaseRecord) -> None:
         self._buffer += dumps_record(record)
         self._buffer += b"\n"
 
     def _add_batch(self, batch: Batch) -> None:
         self._buffer += batch.json_text()
+
+    def _cheap(self, batch: Batch) -> bool:
+        return batch.json_ready
 
     def _encode(self) -> bytes:
         data, self._buffer = bytes(self._buffer), bytearray()
@@ -379,6 +417,9 @@ class ParquetWriter(_ShardWriter):
         self._table_records()
         self._tables.append(batch.table)
 
+    def _cheap(self, batch: Batch) -> bool:
+        return not self._records
+
     def _table_records(self) -> None:
         from harvester.io.arrow import records_table
 
@@ -394,6 +435,10 @@ class ParquetWriter(_ShardWriter):
         self._table_records()
         tables, self._tables = self._tables, []
         return parquet_bytes(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
 
 
 def _write_shard(path: Path, data: bytes) -> FileInfo:

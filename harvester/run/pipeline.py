@@ -2,17 +2,23 @@
 
 ::
 
-    targets ──> N producer tasks ──(stream)──> dedup + limit ──(stream)──> writer (batches, threads)
-                (source.fetch, limited
-                 and retried by the HTTP
-                 session)
+    targets ──> N producer tasks ──(stream)──> dedup + limit ──(stream)──> writer ──(stream)──> ledger commit
+                (source.fetch, limited              (batches, threads)   (shard files)     (keys of durable
+                 and retried by the HTTP                                                     files, in order)
+                 session; a batch's JSON
+                 text encoded here)
 
 - Producers: a pool of worker tasks takes targets one by one; a failed target is recorded with
   its cause and the others go on.
 - Dedup: an in-memory set of dedup keys drops duplicates within the run (overlapping cones return
   the same epochs); ``limit`` caps the unique records passed on and then cancels the producers,
   so fetching stops once enough records are in hand.
-- Writer: takes what is buffered as one batch and writes it on a worker thread.
+- Writer: takes what is buffered as one batch and writes it on a worker thread. The work a
+  writer can do on a batch ahead of time (:meth:`Writer.prepare`: the JSON text) is done by the
+  producer that emitted it, on a worker thread, so producers encode in parallel.
+- Ledger commit: a task of its own enters the keys of each durable file while the writer goes
+  on with the next one (at most ``COMMITS_IN_FLIGHT`` waiting), shielded so that what was
+  written is committed even when the run is cancelled.
 
 Each stream is bounded, so a slow disk slows the fetchers instead of filling memory.
 """
@@ -36,7 +42,7 @@ from harvester.display.schema import source_readme
 from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, budget_lost
 from harvester.io.batches import Batch
 from harvester.io.http import Http, HttpSession, HttpStats
-from harvester.io.ledger import FileInfo, Ledger
+from harvester.io.ledger import Ledger
 from harvester.io.limiter import AmountBudget
 from harvester.io.state import StateStore
 from harvester.io.writers import (
@@ -151,12 +157,11 @@ class OutputState:
             self._empty_at_start = await self.ledger.count() == 0
         return set() if self._empty_at_start else await self.ledger.present(keys)
 
-    async def commit(
-        self, entries: list[tuple[tuple[str, ...], str, str | None]], files: list[FileInfo], run_id: str
-    ) -> int:
+    async def commit(self, result: WriteResult, run_id: str) -> int:
+        """Enter what ``result`` made durable; how many of its keys the folder had lost."""
         if self.ledger is None:
             return 0
-        return await self.ledger.commit(entries, files, run_id)
+        return await self.ledger.commit(result.durable, result.files, run_id, result.runs)
 
     async def watermarks(self) -> dict[str, float]:
         if self.ledger is None or not self.incremental:
@@ -354,7 +359,7 @@ async def _close(writer: Writer, report: SourceReport, state: OutputState | None
         report.written += result.written
         report.files.extend((f.name, f.sha256) for f in result.files)
         if state is not None:
-            report.refetched += await state.commit(result.durable, result.files, run_id)
+            report.refetched += await state.commit(result, run_id)
     except OutputError as exc:
         output_failed(report, exc)
 
@@ -393,8 +398,8 @@ class _Jobs:
                 for _ in range(workers):
                     tg.start_soon(worker)
 
-    async def is_present(self, key: tuple[str, ...]) -> bool:
-        return self.state is not None and bool(await self.state.seen([key]))
+    async def present(self, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        return await self.state.seen(keys) if self.state is not None else set()
 
     async def fetch_target(self, target: Any) -> None:
         source, report = self.source, self.report
@@ -419,6 +424,12 @@ class _Jobs:
                 if value is not None and (run.high is None or value > run.high):
                     run.high = value
             await self.budget.acquire(len(batch))
+            # the writer's own work on the batch (its JSON text), done here on a worker thread:
+            # each producer prepares its own batches, in parallel, ahead of the writer
+            if len(batch) >= _THREAD_ROWS:
+                await anyio.to_thread.run_sync(self.writer.prepare, batch)
+            else:
+                self.writer.prepare(batch)
             await self.send.send((batch, wkey))
 
         def fail(part: str, cause: str, transient: bool) -> None:
@@ -439,7 +450,7 @@ class _Jobs:
             session=self.session,
             emit=emit,
             emit_batch=emit_batch,
-            is_present=self.is_present,
+            present=self.present,
             fail=fail,
             watermark=self.marks.get(wkey) if wkey else None,
         )
@@ -499,7 +510,9 @@ async def _dedup(
                     report.limit_reached = True
                     producers.cancel()
     finally:
-        seen.close()
+        # a run's worth of keys freed on a worker thread: the writer's last flush goes on meanwhile
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(seen.close)
 
 
 async def _admit(
@@ -528,6 +541,10 @@ async def _admit(
     return payload, wkey
 
 
+#: write results waiting for their ledger commit (the next shard is written meanwhile)
+COMMITS_IN_FLIGHT = 2
+
+
 async def _write(
     recv: MemoryObjectReceiveStream[Flow],
     writer: Writer,
@@ -540,14 +557,47 @@ async def _write(
     """Write batches; with a ledger, skip keys the output already holds and commit new ones.
 
     Keys are committed to the ledger only after the writer says their records are durable (file
-    renamed into place), never before. An output failure (full disk, read-only folder) stops the whole source:
-    it is recorded and the pipeline is cancelled, keeping everything already written.
+    renamed into place), never before, by a task of their own: the next shard is encoded and
+    written while the last one's keys go in. An output failure (full disk, read-only folder)
+    stops the whole source: it is recorded and the pipeline is cancelled, keeping everything
+    already written.
     """
-    try:
-        await _write_batches(recv, writer, report, state, run_id, budget)
-    except OutputError as exc:
-        output_failed(report, exc)
-        pipeline.cancel()
+    send, results = anyio.create_memory_object_stream[WriteResult](COMMITS_IN_FLIGHT)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_commit_results, results, report, state, run_id, pipeline)
+        try:
+            async with send:
+                await _write_batches(recv, writer, report, state, send, budget)
+        except OutputError as exc:
+            output_failed(report, exc)
+            pipeline.cancel()
+
+
+async def _commit_results(
+    results: MemoryObjectReceiveStream[WriteResult],
+    report: SourceReport,
+    state: OutputState | None,
+    run_id: str,
+    pipeline: anyio.CancelScope,
+) -> None:
+    """Enter each write's durable records in the ledger, in the order they were written.
+
+    Shielded: a cancellation (shutdown grace over) still commits the few results already
+    handed over (at most ``COMMITS_IN_FLIGHT``), then ends when the writer's side closes, so
+    files and their keys land together. After a failed commit the rest are drained, not entered.
+    """
+    failed = False
+    with anyio.CancelScope(shield=True):
+        async with results:
+            async for result in results:
+                if state is None or failed:
+                    continue
+                try:
+                    report.refetched += await state.commit(result, run_id)
+                except OutputError as exc:
+                    failed = True
+                    output_failed(report, exc)
+                    pipeline.cancel()
 
 
 async def _write_batches(
@@ -555,7 +605,7 @@ async def _write_batches(
     writer: Writer,
     report: SourceReport,
     state: OutputState | None,
-    run_id: str,
+    commits: MemoryObjectSendStream[WriteResult],
     budget: RowBudget,
 ) -> None:
     async with recv:
@@ -569,16 +619,20 @@ async def _write_batches(
             records: list[Item] = [(r, w) for r, w in pending if isinstance(r, BaseRecord)]
             batches = [(b, w) for b, w in pending if isinstance(b, Batch)]
             if records:
-                await _write_records(records, writer, report, state, run_id)
+                await _write_records(records, writer, report, state, commits)
             for batch, wkey in batches:
                 try:
-                    await _write_batch(batch, wkey, writer, report, state, run_id)
+                    await _write_batch(batch, wkey, writer, report, state, commits)
                 finally:
                     await budget.release(len(batch))
 
 
 async def _write_records(
-    batch: list[Item], writer: Writer, report: SourceReport, state: OutputState | None, run_id: str
+    batch: list[Item],
+    writer: Writer,
+    report: SourceReport,
+    state: OutputState | None,
+    commits: MemoryObjectSendStream[WriteResult],
 ) -> None:
     if state is not None:
         known = await state.held_before([r.dedup_key() for r, _ in batch])
@@ -589,7 +643,7 @@ async def _write_records(
     # waits for this bounded step instead of leaving files whose keys are not committed.
     with anyio.CancelScope(shield=True):
         result = await writer.write(batch)
-        await _settle(result, report, state, run_id)
+        await _settle(result, report, commits)
 
 
 async def _write_batch(
@@ -598,7 +652,7 @@ async def _write_batch(
     writer: Writer,
     report: SourceReport,
     state: OutputState | None,
-    run_id: str,
+    commits: MemoryObjectSendStream[WriteResult],
 ) -> None:
     if state is not None:
         known = await state.held_before(batch.keys)
@@ -610,15 +664,19 @@ async def _write_batch(
             batch = batch.take(rows)
     with anyio.CancelScope(shield=True):  # as above: files and keys land together
         result = await writer.write_batch(batch, wkey)
-        await _settle(result, report, state, run_id)
+        await _settle(result, report, commits)
 
 
-async def _settle(result: WriteResult, report: SourceReport, state: OutputState | None, run_id: str) -> None:
+async def _settle(
+    result: WriteResult, report: SourceReport, commits: MemoryObjectSendStream[WriteResult]
+) -> None:
+    """Count what a write did and hand its durable records to the commit stage (the part before
+    an output failure included), then raise that failure."""
     report.written += result.written
     report.already_present += result.present
     report.files.extend((f.name, f.sha256) for f in result.files)
-    if state is not None:
-        report.refetched += await state.commit(result.durable, result.files, run_id)
+    if result.durable or result.runs or result.files:
+        await commits.send(result)
     if result.error is not None:
         raise result.error
 

@@ -122,6 +122,27 @@ def test_keys_take_and_slice_follow_the_rows() -> None:
     assert batch.column_max("catflags") == 2.0
 
 
+def test_json_worked_out_once_is_cut_for_slices_and_kept_rows() -> None:
+    """The writer's JSON text is encoded once, ahead of the writer; a shard's slice and the rows
+    the dedup stage keeps cut that text, line for line what encoding them afresh gives (strings
+    with escaped newlines included)."""
+    records = ztf_records(300, 6)
+    batch = as_batch(records)
+    batch.encode_json()
+    assert batch.json_ready
+    for start, stop in [(0, 0), (0, 1), (3, 17), (17, 17), (100, len(records)), (0, len(records))]:
+        part = batch.slice(start, stop)
+        assert part.json_ready
+        assert part.json_text() == b"".join(dumps_record(r) + b"\n" for r in records[start:stop])
+    rows = [0, 2, 3, 7, 11, len(records) - 1]
+    kept = batch.take(rows)
+    assert kept.json_ready and kept.json_lines() == [dumps_record(records[i]) for i in rows]
+    assert kept.slice(1, 4).json_text() == b"".join(dumps_record(records[i]) + b"\n" for i in rows[1:4])
+    shuffled = batch.take([5, 2])  # not in order: encoded again when asked
+    assert not shuffled.json_ready
+    assert shuffled.json_lines() == [dumps_record(records[5]), dumps_record(records[2])]
+
+
 def test_another_model_s_batch_writes_its_own_fields() -> None:
     """Nothing in a batch is ZTF's: a MAST record's columns go the same way."""
     fields = dict.fromkeys(MastRecord.model_fields)  # every field null but those given

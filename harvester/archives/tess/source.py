@@ -224,7 +224,9 @@ class TessSource(Source[TessTarget]):
             ctx.session, tess.base_url, pagesize=tess.pagesize, poll_budget_s=tess.poll_budget_s
         )
         label = target.label
-        params: dict[str, Any] = {"columns": "*", "filters": self.filters(target)}
+        # Only the obsids are used (the product list carries the rest): asking for that one
+        # column keeps the answer ~40x smaller than every CAOM column (MAST projects "columns").
+        params: dict[str, Any] = {"columns": "obsid", "filters": self.filters(target)}
         service = SERVICE_FILTERED
         if target.cone is not None:
             service = SERVICE_POSITION
@@ -238,16 +240,17 @@ class TessSource(Source[TessTarget]):
             return
         products = await mast.products(obsids, target=label, batch_size=tess.products_batch_size)
         wanted = [p for p in products if is_lightcurve_product(p, tess.cadence)]
-        todo = []
+        claimed = []
         for product in wanted:
             uri = str(product.get("dataURI") or "")
-            obs_id = _obs_id(product)
             if not uri or uri in self._claimed:
                 continue
             self._claimed.add(uri)
-            if await ctx.is_present((obs_id,)):
-                continue
-            todo.append((product, obs_id, uri))
+            claimed.append((product, _obs_id(product), uri))
+        # one lookup for the whole product list (one per product cost a worker-thread round trip
+        # each before the first download could start)
+        held = await ctx.present([(obs_id,) for _, obs_id, _ in claimed])
+        todo = [item for item in claimed if (item[1],) not in held]
         log.info(
             "products_selected",
             source=self.name,

@@ -27,7 +27,7 @@ import functools
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -400,6 +400,7 @@ class ZtfSource(Source[Target]):
         size = len(response.content)
         batch = await anyio.to_thread.run_sync(
             functools.partial(
+                _with_keys,
                 parse_irsa_batch,
                 response.content,
                 label,
@@ -484,6 +485,7 @@ class ZtfSource(Source[Target]):
                         async for table in tables:
                             batch = await anyio.to_thread.run_sync(
                                 functools.partial(
+                                    _with_keys,
                                     leaf_batch,
                                     table,
                                     catalog,
@@ -520,6 +522,14 @@ BATCH_ROWS = 8192
 #: imports pandas when it is installed (0.3-1 s holding the GIL), which must not stall fetching.
 _BANDS = pa.array(list(BANDNAME))
 _NULLS = ["", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE"]
+
+
+def _with_keys(build: Callable[..., Batch], *args: Any, **kwargs: Any) -> Batch:
+    """``build(...)``'s batch with its dedup keys worked out on the same worker thread: the
+    dedup stage (one task for the whole source) then only looks them up."""
+    batch = build(*args, **kwargs)
+    batch.keys  # noqa: B018 (computed and kept by the property)
+    return batch
 
 
 def parse_irsa_batch(

@@ -92,8 +92,8 @@ async def test_a_missing_bucket_turns_the_route_off_for_the_run() -> None:
     async def emit_batch(batch: Batch) -> None:
         records.extend(batch.records())
 
-    async def absent(key: tuple[str, ...]) -> bool:
-        return False
+    async def absent(keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+        return set()
 
     def fail(part: str, cause: str, transient: bool) -> None:
         pytest.fail(f"{part}: {cause}")
@@ -103,7 +103,7 @@ async def test_a_missing_bucket_turns_the_route_off_for_the_run() -> None:
             session=http.session("tess", **source.session_options()),
             emit=emit,
             emit_batch=emit_batch,
-            is_present=absent,
+            present=absent,
             fail=fail,
         )
         for target in source.resolved():  # one TIC after the other

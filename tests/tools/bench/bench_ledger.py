@@ -123,9 +123,9 @@ async def build(folder: Path, layout: str, n: int) -> None:
         for start in range(0, n, BATCH):
             items: list[Item] = [(ztf_record(k), _wkey(k)) for k in range(start, min(n, start + BATCH))]
             result = await writer.write(items)
-            await ledger.commit(result.durable, result.files, RUN_ID)
+            await ledger.commit(result.durable, result.files, RUN_ID, result.runs)
         result = await writer.close()
-        await ledger.commit(result.durable, result.files, RUN_ID)
+        await ledger.commit(result.durable, result.files, RUN_ID, result.runs)
         marks = {
             _wkey(k): (_wkey(k), 58000.0 + n * 0.001)
             for k in range(0, min(n, TARGETS * PER_OBJECT), PER_OBJECT)
