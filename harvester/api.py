@@ -520,6 +520,9 @@ class _ForwardWriter:
     def prepare(self, batch: Batch) -> None:
         return None
 
+    def defer_shards(self) -> bool:
+        return False
+
     async def write(self, items: list[Item]) -> WriteResult:
         for record, _ in items:
             await self._send.send(record)

@@ -49,7 +49,7 @@ class Batch:
         model: type[BaseRecord],
         table: pa.Table,
         keys: list[Key] | None = None,
-        json: tuple[bytes, Any] | None = None,
+        json: tuple[bytes | memoryview, Any] | None = None,
     ) -> None:
         self.model = model
         self.table = table
@@ -88,13 +88,13 @@ class Batch:
     def take(self, rows: Sequence[int]) -> Batch:
         """The rows at ``rows`` (in that order), keys kept, and the JSON text too when ``rows``
         go up (the dedup stage's positions do)."""
-        if len(rows) == len(self) and all(i == k for k, i in enumerate(rows)):
-            return self
         import numpy as np
         import pyarrow as pa
 
-        keys = self.keys
         picked = np.asarray(rows, np.int64)
+        if len(picked) == len(self) and bool(np.all(picked == np.arange(len(self)))):
+            return self
+        keys = self.keys
         json = None
         if self._json is not None and (len(picked) < 2 or bool(np.all(np.diff(picked) > 0))):
             json = _take_lines(*self._json, picked)
@@ -109,7 +109,7 @@ class Batch:
             text, ends = self._json
             first = int(ends[start - 1]) + 1 if start else 0
             last = int(ends[stop - 1]) + 1 if stop else 0
-            json = (text[first:last], ends[start:stop] - first)
+            json = (memoryview(text)[first:last], ends[start:stop] - first)  # a view: no copy
         return Batch(self.model, self.table.slice(start, stop - start), keys, json)
 
     def column_max(self, name: str) -> float | None:
@@ -127,6 +127,10 @@ class Batch:
         (``provenance`` as a struct, times as their ISO text); tested value for value against
         orjson, which writes the record files of the record-at-a-time path. Worked out once
         (:meth:`encode_json`) and kept: slices of this batch share it."""
+        return bytes(self.json_buffer())
+
+    def json_buffer(self) -> bytes | memoryview:
+        """:meth:`json_text` without a copy: a slice's text is a view into its batch's."""
         if self._json is None:
             self.encode_json()
             assert self._json is not None
@@ -178,7 +182,7 @@ class Batch:
         return [self.model.model_validate(row) for row in self.rows()]
 
 
-def _take_lines(text: bytes, ends: Any, rows: Any) -> tuple[bytes, Any]:
+def _take_lines(text: bytes | memoryview, ends: Any, rows: Any) -> tuple[bytes, Any]:
     """The lines ``rows`` (increasing) of ``text`` whose lines end at ``ends``, with their ends."""
     import numpy as np
 

@@ -32,7 +32,7 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +57,7 @@ __all__ = [
     "JsonlWriter",
     "NullWriter",
     "ParquetWriter",
+    "Shard",
     "WriteResult",
     "Writer",
     "dumps_record",
@@ -102,8 +103,27 @@ class WriteResult:
     durable: list[Entry] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     files: list[FileInfo] = field(default_factory=list)
+    #: Full shards handed back unwritten, for the caller to :meth:`Shard.persist` (only from a
+    #: writer asked to, by :meth:`Writer.defer_shards`); their records are not durable yet.
+    shards: list[Shard] = field(default_factory=list)
     #: Set when the output failed part-way: what came before it is durable and listed above.
     error: OutputError | None = None
+
+
+@dataclass
+class Shard:
+    """A full shard cut from a writer's buffer, under its own name: :meth:`persist` encodes and
+    writes it (create-only, durable) on any thread, in any order with other shards."""
+
+    path: Path
+    encode: Callable[[], list[bytes | memoryview]]
+    #: its records' keys: (file name, watermark key, keys)
+    runs: list[Run]
+
+    def persist(self) -> WriteResult:
+        """Write the shard; what that made durable."""
+        info = _write_shard(self.path, self.encode())
+        return WriteResult(runs=self.runs, files=[info])
 
 
 class Writer(Protocol):
@@ -112,6 +132,12 @@ class Writer(Protocol):
     folder: Path | None
 
     async def open(self) -> None: ...
+
+    def defer_shards(self) -> bool:
+        """Ask the writer to hand full shards back (:attr:`WriteResult.shards`) instead of
+        writing them, so the caller can write several at once; whether it will (a writer of
+        one file per record has no shards). :meth:`close` still writes the last one itself."""
+        ...
 
     def prepare(self, batch: Batch) -> None:
         """Work done on a batch before it reaches :meth:`write_batch`, on a worker thread of the
@@ -159,6 +185,9 @@ class NullWriter:
     def prepare(self, batch: Batch) -> None:
         return None
 
+    def defer_shards(self) -> bool:
+        return False
+
     async def write(self, items: list[Item]) -> WriteResult:
         return WriteResult()
 
@@ -181,6 +210,9 @@ class JsonFilesWriter:
 
     def prepare(self, batch: Batch) -> None:
         batch.encode_json()
+
+    def defer_shards(self) -> bool:
+        return False
 
     async def write(self, items: list[Item]) -> WriteResult:
         entries = [(r.dedup_key(), r, w) for r, w in items]
@@ -238,18 +270,21 @@ def _tmp_name(path: str) -> str:
     return os.path.join(folder, f".{name}.{_tmp_token[1]}-{next(_tmp_names)}{TMP_SUFFIX}")
 
 
-def _create_once(path: Path | str, data: bytes, *, durable: bool = False) -> os.stat_result | None:
-    """Write ``data`` to ``path`` atomically and only once: the new file's status, or None if the
-    path already exists (nothing changed). ``durable``: on disk (file, then folder entry) before
-    this returns."""
+def _create_once(
+    path: Path | str, data: bytes | Sequence[bytes | memoryview], *, durable: bool = False
+) -> os.stat_result | None:
+    """Write ``data`` (bytes, or pieces written one after the other) to ``path`` atomically and
+    only once: the new file's status, or None if the path already exists (nothing changed).
+    ``durable``: on disk (file, then folder entry) before this returns."""
     path = os.fspath(path)
     tmp = _tmp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for piece in [data] if isinstance(data, bytes) else data:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
             if durable:
                 os.fsync(fd)
             stat = os.fstat(fd)
@@ -291,12 +326,17 @@ class _ShardWriter:
         #: the buffered records' keys, in order: runs of one target's keys
         self._pending: list[tuple[str | None, Sequence[Key]]] = []
         self._buffered = 0
+        self._defer = False
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(_prepare_folder, self._folder)
 
     def prepare(self, batch: Batch) -> None:
         return None
+
+    def defer_shards(self) -> bool:
+        self._defer = True
+        return True
 
     def _add(self, record: BaseRecord) -> None:
         raise NotImplementedError
@@ -308,8 +348,9 @@ class _ShardWriter:
         """Whether :meth:`_add_batch` is only a copy or a reference for ``batch``."""
         return False
 
-    def _encode(self) -> bytes:
-        """The buffered records as one shard's bytes; the buffer is emptied."""
+    def _cut(self) -> Callable[[], list[bytes | memoryview]]:
+        """Take the buffered records out (the buffer is emptied); the function that encodes
+        them as one shard's bytes, in pieces, on any thread."""
         raise NotImplementedError
 
     async def write(self, items: list[Item]) -> WriteResult:
@@ -322,7 +363,7 @@ class _ShardWriter:
             self._buffered += 1
             result.written += 1
             if self._buffered >= self._shard_records:
-                await self._flush(result)
+                await self._flush(result, defer=self._defer)
         return result
 
     async def write_batch(self, batch: Batch, wkey: str | None) -> WriteResult:
@@ -340,24 +381,24 @@ class _ShardWriter:
             result.written += len(part)
             start = stop
             if self._buffered >= self._shard_records:
-                await self._flush(result)
+                await self._flush(result, defer=self._defer)
         return result
 
-    async def _flush(self, result: WriteResult) -> None:
+    async def _flush(self, result: WriteResult, *, defer: bool = False) -> None:
         if not self._buffered:
             return
         pending, self._pending, self._buffered = self._pending, [], 0
         self._seq += 1
         path = self._folder / f"part-{self._run_id}-{self._seq:05d}.{self.suffix}"
-        info = await anyio.to_thread.run_sync(self._write, path)
-        # only now, after the rename, are these records durable
-        name = path.name
-        for wkey, keys in itertools.groupby(pending, key=_first):
-            result.runs.append((name, wkey, [k for _, run in keys for k in run]))
-        result.files.append(info)
-
-    def _write(self, path: Path) -> FileInfo:
-        return _write_shard(path, self._encode())
+        runs: list[Run] = [(path.name, wkey, keys) for wkey, keys in pending]
+        shard = Shard(path, self._cut(), runs)
+        if defer:
+            result.shards.append(shard)
+            return
+        # only after persist (the rename) are these records durable
+        done = await anyio.to_thread.run_sync(shard.persist)
+        result.runs.extend(done.runs)
+        result.files.extend(done.files)
 
     async def close(self) -> WriteResult:
         result = WriteResult()
@@ -373,8 +414,10 @@ class JsonlWriter(_ShardWriter):
 
     def __init__(self, folder: Path, model: type[BaseRecord], *, run_id: str, shard_records: int) -> None:
         super().__init__(folder, model, run_id=run_id, shard_records=shard_records)
-        # One growing buffer per shard: orjson's bytes objects keep their whole working buffer
-        # (kilobytes for a short record), so a list of them costs ~10x the shard's size.
+        # The shard's text in pieces, written as they are: a batch's text (or a view into it)
+        # as it came, and one growing buffer for records given one by one (orjson's bytes
+        # objects keep their whole working buffer, so a list of them costs ~10x their size).
+        self._pieces: list[bytes | memoryview] = []
         self._buffer = bytearray()
 
     def prepare(self, batch: Batch) -> None:
@@ -385,14 +428,21 @@ class JsonlWriter(_ShardWriter):
         self._buffer += b"\n"
 
     def _add_batch(self, batch: Batch) -> None:
-        self._buffer += batch.json_text()
+        self._close_buffer()
+        self._pieces.append(batch.json_buffer())
+
+    def _close_buffer(self) -> None:
+        if self._buffer:
+            self._pieces.append(bytes(self._buffer))
+            self._buffer = bytearray()
 
     def _cheap(self, batch: Batch) -> bool:
         return batch.json_ready
 
-    def _encode(self) -> bytes:
-        data, self._buffer = bytes(self._buffer), bytearray()
-        return data
+    def _cut(self) -> Callable[[], list[bytes | memoryview]]:
+        self._close_buffer()
+        pieces, self._pieces = self._pieces, []
+        return lambda: pieces
 
 
 class ParquetWriter(_ShardWriter):
@@ -427,23 +477,29 @@ class ParquetWriter(_ShardWriter):
             self._tables.append(records_table(self._records, self._schema))
             self._records = []
 
-    def _encode(self) -> bytes:
-        import pyarrow as pa
+    def _cut(self) -> Callable[[], list[bytes | memoryview]]:
+        tables, records, schema = self._tables, self._records, self._schema
+        self._tables, self._records = [], []
 
-        from harvester.io.arrow import parquet_bytes
+        def encode() -> list[bytes | memoryview]:
+            import pyarrow as pa
 
-        self._table_records()
-        tables, self._tables = self._tables, []
-        return parquet_bytes(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            from harvester.io.arrow import parquet_bytes, records_table
+
+            if records:  # records given one by one come after the tables (see _add_batch)
+                tables.append(records_table(records, schema))
+            return [parquet_bytes(pa.concat_tables(tables) if len(tables) > 1 else tables[0])]
+
+        return encode
 
 
-def _first(pair: tuple[Any, Any]) -> Any:
-    return pair[0]
-
-
-def _write_shard(path: Path, data: bytes) -> FileInfo:
-    """A complete, durable shard under a name no other file has (create-only, like records)."""
-    stat = _create_once(path, data, durable=True)
+def _write_shard(path: Path, pieces: list[bytes | memoryview]) -> FileInfo:
+    """A complete, durable shard under a name no other file has (create-only, like records),
+    written from its pieces as they are (no copy into one buffer)."""
+    stat = _create_once(path, pieces, durable=True)
     if stat is None:
         raise OutputError(f"cannot write {path}: a shard of that name exists (never overwritten)")
-    return FileInfo(path.name, stat.st_size, stat.st_mtime_ns, hashlib.sha256(data).hexdigest())
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return FileInfo(path.name, stat.st_size, stat.st_mtime_ns, digest.hexdigest())

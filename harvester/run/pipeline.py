@@ -51,6 +51,7 @@ from harvester.io.writers import (
     JsonlWriter,
     NullWriter,
     ParquetWriter,
+    Shard,
     Writer,
     WriteResult,
     write_text_atomic,
@@ -533,7 +534,7 @@ async def _admit(
     if not rows:
         return None  # all seen before, or the limit was reached (draining what was in flight)
     report.records += len(rows)
-    if isinstance(payload, Batch):
+    if isinstance(payload, Batch) and len(rows) < len(payload):  # all kept: the positions are 0..n-1
         payload = payload.take(rows)
     if keep_sample and report.sample_record is None:
         first = payload.slice(0, 1).records()[0] if isinstance(payload, Batch) else payload
@@ -543,6 +544,8 @@ async def _admit(
 
 #: write results waiting for their ledger commit (the next shard is written meanwhile)
 COMMITS_IN_FLIGHT = 2
+#: shards encoded and written at once (one encodes while another waits on the disk)
+PERSIST_LANES = 2
 
 
 async def _write(
@@ -563,14 +566,50 @@ async def _write(
     already written.
     """
     send, results = anyio.create_memory_object_stream[WriteResult](COMMITS_IN_FLIGHT)
+    # a full shard waits for a free lane (no buffer): at most PERSIST_LANES shards in the air
+    shards, to_persist = anyio.create_memory_object_stream[Shard](0)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_commit_results, results, report, state, run_id, pipeline)
+        if writer.defer_shards():
+            for _ in range(PERSIST_LANES):
+                tg.start_soon(_persist_shards, to_persist.clone(), send.clone(), report, pipeline)
+        to_persist.close()
         try:
-            async with send:
-                await _write_batches(recv, writer, report, state, send, budget)
+            async with send, shards:
+                await _write_batches(recv, writer, report, state, send, shards, budget)
         except OutputError as exc:
             output_failed(report, exc)
             pipeline.cancel()
+
+
+async def _persist_shards(
+    shards: MemoryObjectReceiveStream[Shard],
+    commits: MemoryObjectSendStream[WriteResult],
+    report: SourceReport,
+    pipeline: anyio.CancelScope,
+) -> None:
+    """One lane writing full shards (encode, create-only file, fsync) on a worker thread, then
+    handing what they made durable to the commit stage. Lanes run side by side: one shard is
+    encoded while another waits on the disk.
+
+    Shielded like the commit stage: a shard handed over is written even when the run is
+    cancelled (a cancelled run's buffered records are written too, by the writer's close).
+    After an output failure the rest are drained, not written."""
+    failed = False
+    with anyio.CancelScope(shield=True):
+        async with shards, commits:
+            async for shard in shards:
+                if failed:
+                    continue
+                try:
+                    result = await anyio.to_thread.run_sync(shard.persist)
+                except OutputError as exc:
+                    failed = True
+                    output_failed(report, exc)
+                    pipeline.cancel()
+                    continue
+                report.files.extend((f.name, f.sha256) for f in result.files)
+                await commits.send(result)
 
 
 async def _commit_results(
@@ -606,6 +645,7 @@ async def _write_batches(
     report: SourceReport,
     state: OutputState | None,
     commits: MemoryObjectSendStream[WriteResult],
+    shards: MemoryObjectSendStream[Shard],
     budget: RowBudget,
 ) -> None:
     async with recv:
@@ -619,10 +659,10 @@ async def _write_batches(
             records: list[Item] = [(r, w) for r, w in pending if isinstance(r, BaseRecord)]
             batches = [(b, w) for b, w in pending if isinstance(b, Batch)]
             if records:
-                await _write_records(records, writer, report, state, commits)
+                await _write_records(records, writer, report, state, commits, shards)
             for batch, wkey in batches:
                 try:
-                    await _write_batch(batch, wkey, writer, report, state, commits)
+                    await _write_batch(batch, wkey, writer, report, state, commits, shards)
                 finally:
                     await budget.release(len(batch))
 
@@ -633,6 +673,7 @@ async def _write_records(
     report: SourceReport,
     state: OutputState | None,
     commits: MemoryObjectSendStream[WriteResult],
+    shards: MemoryObjectSendStream[Shard],
 ) -> None:
     if state is not None:
         known = await state.held_before([r.dedup_key() for r, _ in batch])
@@ -643,7 +684,7 @@ async def _write_records(
     # waits for this bounded step instead of leaving files whose keys are not committed.
     with anyio.CancelScope(shield=True):
         result = await writer.write(batch)
-        await _settle(result, report, commits)
+        await _settle(result, report, commits, shards)
 
 
 async def _write_batch(
@@ -653,6 +694,7 @@ async def _write_batch(
     report: SourceReport,
     state: OutputState | None,
     commits: MemoryObjectSendStream[WriteResult],
+    shards: MemoryObjectSendStream[Shard],
 ) -> None:
     if state is not None:
         known = await state.held_before(batch.keys)
@@ -664,19 +706,25 @@ async def _write_batch(
             batch = batch.take(rows)
     with anyio.CancelScope(shield=True):  # as above: files and keys land together
         result = await writer.write_batch(batch, wkey)
-        await _settle(result, report, commits)
+        await _settle(result, report, commits, shards)
 
 
 async def _settle(
-    result: WriteResult, report: SourceReport, commits: MemoryObjectSendStream[WriteResult]
+    result: WriteResult,
+    report: SourceReport,
+    commits: MemoryObjectSendStream[WriteResult],
+    shards: MemoryObjectSendStream[Shard],
 ) -> None:
-    """Count what a write did and hand its durable records to the commit stage (the part before
-    an output failure included), then raise that failure."""
+    """Count what a write did, hand its durable records to the commit stage (the part before
+    an output failure included) and its full shards to the persist lanes, then raise that
+    failure."""
     report.written += result.written
     report.already_present += result.present
     report.files.extend((f.name, f.sha256) for f in result.files)
     if result.durable or result.runs or result.files:
         await commits.send(result)
+    for shard in result.shards:
+        await shards.send(shard)
     if result.error is not None:
         raise result.error
 

@@ -427,7 +427,7 @@ async def test_fallback_after_an_output_failure_never_overwrites_a_shard(
     calls = {"n": 0}
     real = writers._write_shard
 
-    def failing(path: Path, data: bytes) -> Any:
+    def failing(path: Path, data: list[bytes | memoryview]) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise harvester.OutputError(f"cannot write to {path.parent}: no space left on device")

@@ -573,8 +573,14 @@ def _fast_table(content: bytes) -> Any:
     head, newline, _rest = content.partition(b"\n")
     if not newline or b'"' in head or head.lstrip()[:1] == b"<":
         return None
-    if b"(" in content or b"0x" in content or b"0X" in content:
-        return None  # nan(...) and 0x.. numbers: pyarrow takes cells the row parser refuses
+    # nan(...) and 0x.. numbers: pyarrow takes cells the row parser refuses. One-byte searches
+    # first (memchr: ~20x faster than looking for "0x" in a body of digits); the header has x's.
+    start = len(head)
+    if b"(" in content or (
+        (content.find(b"x", start) >= 0 or content.find(b"X", start) >= 0)
+        and (b"0x" in content or b"0X" in content)
+    ):
+        return None
     try:
         header = [h.strip().lower() for h in head.decode("utf-8").rstrip("\r").split(",")]
     except UnicodeDecodeError:
