@@ -134,20 +134,25 @@ def key_of(model: type[BaseRecord], data: Mapping[str, Any]) -> tuple[str, ...]:
 def key_digest(key: tuple[str, ...]) -> bytes:
     """A 128-bit digest of a dedup key, for sets of seen keys (~100 bytes per key with its set slot,
     against ~220 for the tuple of strings); a collision needs ~10^19 keys before it is likely."""
-    return hashlib.blake2b(key_text(key).encode(), digest_size=16).digest()
+    return text_digest(key_text(key))
 
 
-_KEY_SEPARATOR = "\x1f"  # the unit separator: never part of a key part's text
+def text_digest(text: str) -> bytes:
+    """:func:`key_digest` of the key whose :func:`key_text` is ``text``."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+KEY_SEPARATOR = "\x1f"  # the unit separator: never part of a key part's text
 
 
 def key_text(key: tuple[str, ...]) -> str:
     """A dedup key as one text value (unit separator between parts), as the stores index it."""
-    return _KEY_SEPARATOR.join(key)
+    return KEY_SEPARATOR.join(key)
 
 
 def key_from_text(text: str) -> tuple[str, ...]:
     """The dedup key :func:`key_text` made ``text`` of."""
-    return tuple(text.split(_KEY_SEPARATOR))
+    return tuple(text.split(KEY_SEPARATOR))
 
 
 def key_part(value: object) -> str:

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from harvester.io.arrow import arrow_schema
-from harvester.records import BaseRecord, alternate_part, key_columns, key_part
+from harvester.records import (
+    KEY_SEPARATOR,
+    BaseRecord,
+    alternate_part,
+    key_columns,
+    key_from_text,
+    key_part,
+    key_text,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,7 +50,7 @@ class Batch:
     """Records of one model as one Arrow table of the model's flat schema, with their dedup keys
     (worked out once, from the key columns)."""
 
-    __slots__ = ("_json", "_keys", "model", "table")
+    __slots__ = ("_json", "_keys", "_texts", "model", "table")
 
     def __init__(
         self,
@@ -50,10 +58,13 @@ class Batch:
         table: pa.Table,
         keys: list[Key] | None = None,
         json: tuple[bytes | memoryview, Any] | None = None,
+        texts: list[str] | None = None,
     ) -> None:
         self.model = model
         self.table = table
         self._keys = keys
+        #: the keys' text form (:func:`harvester.records.key_text`), once worked out
+        self._texts = texts
         #: the JSON text once worked out (:meth:`encode_json`), with the end of each line
         self._json = json
 
@@ -67,9 +78,23 @@ class Batch:
     def keys(self) -> list[Key]:
         """Each row's dedup key, as :meth:`BaseRecord.dedup_key` gives it for the same record."""
         if self._keys is None:
-            parts = [self._key_part(name) for name in self.model.key_fields]
-            self._keys = list(zip(*parts, strict=True))
+            if self._texts is not None:
+                self._keys = list(map(key_from_text, self._texts))
+            else:
+                parts = [self._key_part(name) for name in self.model.key_fields]
+                self._keys = list(zip(*parts, strict=True))
         return self._keys
+
+    @property
+    def key_texts(self) -> list[str]:
+        """Each row's dedup key as one text (:func:`harvester.records.key_text`): what the
+        pipeline's dedup stage and the ledger work on. Built column by column (polars joins
+        the key columns) when every key part is a string, an integer or a double that Python
+        prints without an exponent; otherwise from :attr:`keys`."""
+        if self._texts is None:
+            texts = None if self._keys is not None else _vector_key_texts(self.model, self.table)
+            self._texts = texts if texts is not None else list(map(key_text, self.keys))
+        return self._texts
 
     def _key_part(self, name: str) -> list[str]:
         column = self.table.column(name)
@@ -94,23 +119,25 @@ class Batch:
         picked = np.asarray(rows, np.int64)
         if len(picked) == len(self) and bool(np.all(picked == np.arange(len(self)))):
             return self
-        keys = self.keys
+        keys = None if self._keys is None else [self._keys[i] for i in rows]
+        texts = self.key_texts
         json = None
         if self._json is not None and (len(picked) < 2 or bool(np.all(np.diff(picked) > 0))):
             json = _take_lines(*self._json, picked)
-        return Batch(self.model, self.table.take(pa.array(picked)), [keys[i] for i in rows], json)
+        return Batch(self.model, self.table.take(pa.array(picked)), keys, json, [texts[i] for i in rows])
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``start`` to ``stop`` (not included), with their keys and JSON text if known."""
         stop = max(start, min(stop, len(self)))
         keys = None if self._keys is None else self._keys[start:stop]
+        texts = None if self._texts is None else self._texts[start:stop]
         json = None
         if self._json is not None:
             text, ends = self._json
             first = int(ends[start - 1]) + 1 if start else 0
             last = int(ends[stop - 1]) + 1 if stop else 0
             json = (memoryview(text)[first:last], ends[start:stop] - first)  # a view: no copy
-        return Batch(self.model, self.table.slice(start, stop - start), keys, json)
+        return Batch(self.model, self.table.slice(start, stop - start), keys, json, texts)
 
     def column_max(self, name: str) -> float | None:
         """The largest value of a numeric column (None when it is empty or all null)."""
@@ -180,6 +207,47 @@ class Batch:
     def records(self) -> list[BaseRecord]:
         """The validated models (slow: one model per row; for notebooks and ``stream()``)."""
         return [self.model.model_validate(row) for row in self.rows()]
+
+
+def _vector_key_texts(model: type[BaseRecord], table: pa.Table) -> list[str] | None:
+    """The key texts of ``table``'s rows joined by polars, or None when a key part could print
+    otherwise than :func:`harvester.records.key_part` does: a null (an alternate stands in), a
+    type other than string, integer or float64, or a double outside [1e-4, 1e16) or zero (where
+    Python's ``repr`` takes an exponent or a sign that polars writes another way; inside that
+    range both write the shortest digits that read back exactly, tested on random doubles)."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not table.num_rows:
+        return []
+    columns: dict[str, Any] = {}
+    parts = []
+    for i, name in enumerate(model.key_fields):
+        column = table.column(name)
+        kind = column.type
+        if column.null_count:
+            return None
+        if pa.types.is_floating(kind):
+            if kind != pa.float64():
+                return None
+            size = pc.abs(column)
+            inside = pc.and_(pc.greater_equal(size, 1e-4), pc.less(size, 1e16))
+            if not pc.all(inside).as_py():  # also false for NaN
+                return None
+            parts.append(pl.col(f"k{i}").cast(pl.String))
+        elif pa.types.is_integer(kind):
+            parts.append(pl.col(f"k{i}").cast(pl.String))
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            if pc.any(pc.match_substring(column, KEY_SEPARATOR)).as_py():
+                return None  # the text would not split back into the same parts
+            parts.append(pl.col(f"k{i}"))
+        else:
+            return None
+        columns[f"k{i}"] = column
+    frame = pl.from_arrow(pa.table(columns))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(pl.concat_str(parts, separator=KEY_SEPARATOR)).to_series().to_list()
 
 
 def _take_lines(text: bytes | memoryview, ends: Any, rows: Any) -> tuple[bytes, Any]:

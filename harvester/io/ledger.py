@@ -650,25 +650,29 @@ class Ledger:
 
     async def present(self, keys: Sequence[Key]) -> set[Key]:
         """The subset of ``keys`` that the output holds."""
-        if not keys:
-            return set()
-        return await self._run(self._present_sync, list(keys))
-
-    def _present_sync(self, keys: list[Key]) -> set[Key]:
         by_text = {key_text(k): k for k in keys}
-        texts = list(by_text)
+        return {by_text[t] for t in await self.present_texts(list(by_text))}
+
+    async def present_texts(self, texts: Sequence[str]) -> set[str]:
+        """The subset of ``texts`` (keys as :func:`harvester.records.key_text` writes them)
+        that the output holds."""
+        if not texts:
+            return set()
+        return await self._run(self._present_sync, list(dict.fromkeys(texts)))
+
+    def _present_sync(self, texts: list[str]) -> set[str]:
         data = _each(texts)
         if data is not None:  # one statement: SQLite walks the array and searches the key B-tree
             rows = self.conn.execute(
                 "SELECT r.key FROM json_each(?) j JOIN records r ON r.key = j.value", (data,)
             )
-            return {by_text[row[0]] for row in rows}
-        found: set[Key] = set()
+            return {row[0] for row in rows}
+        found: set[str] = set()
         for i in range(0, len(texts), _BATCH):
             chunk = texts[i : i + _BATCH]
             q = ",".join("?" * len(chunk))
             rows = self.conn.execute(f"SELECT key FROM records WHERE key IN ({q})", chunk)  # noqa: S608
-            found.update(by_text[row[0]] for row in rows)
+            found.update(row[0] for row in rows)
         return found
 
     async def count(self) -> int:
@@ -691,12 +695,12 @@ class Ledger:
         entries: Sequence[tuple[Key, str, str | None]],
         files: Sequence[FileInfo],
         run_id: str,
-        runs: Sequence[tuple[str, str | None, Sequence[Key]]] = (),
+        runs: Sequence[tuple[str, str | None, Sequence[str]]] = (),
     ) -> int:
         """Enter ``files`` (now in place) and ``entries`` (key, file name, watermark key of the
-        target that emitted it), then ``runs`` (file name, watermark key, keys: a shard's
-        records, without a tuple per record); return how many of the keys this folder had lost
-        (records harvested again)."""
+        target that emitted it), then ``runs`` (file name, watermark key, the keys' texts: a
+        shard's records, without a tuple per record); return how many of the keys this folder
+        had lost (records harvested again)."""
         if not entries and not files and not runs:
             return 0
         return await self._run(self._commit_sync, list(entries), list(files), run_id, list(runs))
@@ -706,14 +710,14 @@ class Ledger:
         entries: list[tuple[Key, str, str | None]],
         files: list[FileInfo],
         run_id: str,
-        given: list[tuple[str, str | None, Sequence[Key]]],
+        given: list[tuple[str, str | None, Sequence[str]]],
     ) -> int:
         conn = self.conn
         now = time.time()
         # Entries come as the writer made them durable: runs of keys of one file and one target
         # (a shard holds thousands). Each run is entered in one statement.
         runs = [(place, [key_text(e[0]) for e in run]) for place, run in itertools.groupby(entries, _place)]
-        runs += [((name, wkey), list(map(key_text, keys))) for name, wkey, keys in given]
+        runs += [((name, wkey), list(texts)) for name, wkey, texts in given]  # copies: sorted below
         entries_n = sum(len(texts) for _, texts in runs)
         names = {name for (name, _), _ in runs}
         with self._transaction():

@@ -50,7 +50,7 @@ from harvester.io.files import (
     write_text_atomic,
 )
 from harvester.io.ledger import FileInfo
-from harvester.records import BaseRecord, stable_id
+from harvester.records import BaseRecord, key_text, stable_id
 
 __all__ = [
     "JsonFilesWriter",
@@ -83,8 +83,9 @@ Item = tuple[BaseRecord, str | None]
 Key = tuple[str, ...]
 #: A record now in the output: (dedup key, file name, watermark key of its target).
 Entry = tuple[Key, str, str | None]
-#: Records now in one file, all from one target: (file name, watermark key, their dedup keys).
-Run = tuple[str, str | None, Sequence[Key]]
+#: Records now in one file, all from one target: (file name, watermark key, their dedup keys'
+#: texts, :func:`harvester.records.key_text`).
+Run = tuple[str, str | None, Sequence[str]]
 
 
 @dataclass
@@ -323,8 +324,8 @@ class _ShardWriter:
         self._run_id = run_id
         self._shard_records = shard_records
         self._seq = 0
-        #: the buffered records' keys, in order: runs of one target's keys
-        self._pending: list[tuple[str | None, Sequence[Key]]] = []
+        #: the buffered records' keys (their texts), in order: runs of one target's keys
+        self._pending: list[tuple[str | None, Sequence[str]]] = []
         self._buffered = 0
         self._defer = False
 
@@ -359,7 +360,7 @@ class _ShardWriter:
             # Records the output holds never reach the writer (the ledger filters them), nor do
             # this run's duplicates (the dedup stage drops them): memory stays bounded by the shard.
             self._add(record)
-            self._pending.append((wkey, [record.dedup_key()]))
+            self._pending.append((wkey, [key_text(record.dedup_key())]))
             self._buffered += 1
             result.written += 1
             if self._buffered >= self._shard_records:
@@ -376,7 +377,7 @@ class _ShardWriter:
                 self._add_batch(part)
             else:
                 await anyio.to_thread.run_sync(self._add_batch, part)
-            self._pending.append((wkey, part.keys))
+            self._pending.append((wkey, part.key_texts))
             self._buffered += len(part)
             result.written += len(part)
             start = stop

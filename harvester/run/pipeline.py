@@ -56,7 +56,7 @@ from harvester.io.writers import (
     WriteResult,
     write_text_atomic,
 )
-from harvester.records import BaseRecord
+from harvester.records import BaseRecord, key_text
 from harvester.run.report import SourceReport, TargetFailure
 from harvester.run.seen import SeenKeys
 from harvester.settings import Settings
@@ -148,15 +148,15 @@ class OutputState:
         """The keys the output holds now (this run's records included)."""
         return await self.ledger.present(keys) if self.ledger is not None else set()
 
-    async def held_before(self, keys: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
-        """The keys the output held before this run. For keys the run's dedup stage passed on,
+    async def held_before(self, keys: list[str]) -> set[str]:
+        """The keys (their texts) the output held before this run. For keys the run's dedup stage passed on,
         that is the same as :meth:`seen` (a key it passed on is new to this run), and an output
         that held nothing when the run began needs no lookup at all."""
         if self.ledger is None:
             return set()
         if self._empty_at_start is None:
             self._empty_at_start = await self.ledger.count() == 0
-        return set() if self._empty_at_start else await self.ledger.present(keys)
+        return set() if self._empty_at_start else await self.ledger.present_texts(keys)
 
     async def commit(self, result: WriteResult, run_id: str) -> int:
         """Enter what ``result`` made durable; how many of its keys the folder had lost."""
@@ -523,13 +523,13 @@ async def _admit(
     payload, wkey = item
     room = None if limit is None else max(0, limit - report.records)
     if isinstance(payload, Batch):
-        keys = payload.keys
+        keys = payload.key_texts
         if len(keys) >= _THREAD_ROWS:
             rows, duplicates = await anyio.to_thread.run_sync(seen.admit, keys, room)
         else:
             rows, duplicates = seen.admit(keys, room)
     else:
-        rows, duplicates = seen.admit([payload.dedup_key()], room)
+        rows, duplicates = seen.admit([key_text(payload.dedup_key())], room)
     report.duplicates += duplicates
     if not rows:
         return None  # all seen before, or the limit was reached (draining what was in flight)
@@ -676,10 +676,11 @@ async def _write_records(
     shards: MemoryObjectSendStream[Shard],
 ) -> None:
     if state is not None:
-        known = await state.held_before([r.dedup_key() for r, _ in batch])
+        texts = [key_text(r.dedup_key()) for r, _ in batch]
+        known = await state.held_before(texts)
         if known:
-            report.already_present += sum(1 for r, _ in batch if r.dedup_key() in known)
-            batch = [item for item in batch if item[0].dedup_key() not in known]
+            report.already_present += sum(1 for t in texts if t in known)
+            batch = [item for item, t in zip(batch, texts, strict=True) if t not in known]
     # A batch's files and their keys land together: a cancellation (shutdown grace over)
     # waits for this bounded step instead of leaving files whose keys are not committed.
     with anyio.CancelScope(shield=True):
@@ -697,9 +698,9 @@ async def _write_batch(
     shards: MemoryObjectSendStream[Shard],
 ) -> None:
     if state is not None:
-        known = await state.held_before(batch.keys)
+        known = await state.held_before(batch.key_texts)
         if known:
-            rows = [i for i, key in enumerate(batch.keys) if key not in known]
+            rows = [i for i, key in enumerate(batch.key_texts) if key not in known]
             report.already_present += len(batch) - len(rows)
             if not rows:
                 return

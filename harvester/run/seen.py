@@ -1,7 +1,8 @@
 """The dedup keys a run has passed on, with memory that does not grow with the run.
 
 Overlapping cones return the same epochs, so a run drops records whose key it already passed on.
-Up to ``memory_keys`` keys are held in memory as they are (a set of tuples: ~200 bytes a key, and
+Keys come in their text form (:func:`harvester.records.key_text`, one string a key). Up to
+``memory_keys`` of them are held in memory as they are (a set of strings: ~120 bytes a key, and
 no hashing beyond Python's own); beyond that every key moves, as a 16-byte digest, to a temporary
 SQLite file (a B-tree on disk, a few MB of page cache), so a run of 10 million records holds no
 more keys in memory than one of 200,000.
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from harvester.errors import OutputError
-from harvester.records import key_digest
+from harvester.records import text_digest
 
 __all__ = ["MEMORY_KEYS", "SeenKeys"]
 
-Key = tuple[str, ...]
+#: a dedup key's text (:func:`harvester.records.key_text`)
+Key = str
 
 #: keys held in memory before the index moves to disk (≈ 40 MB)
 MEMORY_KEYS = 200_000
@@ -60,7 +62,7 @@ class SeenKeys:
             self._spill()
         if self._db is None:
             return self._admit(keys, self._memory, room)
-        digests = [key_digest(k) for k in keys]
+        digests = [text_digest(k) for k in keys]
         kept, duplicates = self._admit(digests, self._known(digests), room)
         self._remember({digests[i] for i in kept})
         return kept, duplicates
@@ -111,7 +113,7 @@ class SeenKeys:
                 "CREATE TABLE seen (k BLOB PRIMARY KEY) WITHOUT ROWID;"
             )
             with db:
-                db.executemany("INSERT INTO seen VALUES (?)", sorted((key_digest(k),) for k in self._memory))
+                db.executemany("INSERT INTO seen VALUES (?)", sorted((text_digest(k),) for k in self._memory))
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise self._error(exc) from None

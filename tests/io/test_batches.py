@@ -14,7 +14,7 @@ from harvester.archives.ztf.records import ZtfRecord
 from harvester.io.arrow import arrow_schema, records_table
 from harvester.io.batches import Batch
 from harvester.io.writers import dumps_record
-from harvester.records import BaseRecord, Provenance
+from harvester.records import BaseRecord, Provenance, key_text
 
 EXTREMES = [
     0.0,
@@ -141,6 +141,32 @@ def test_json_worked_out_once_is_cut_for_slices_and_kept_rows() -> None:
     shuffled = batch.take([5, 2])  # not in order: encoded again when asked
     assert not shuffled.json_ready
     assert shuffled.json_lines() == [dumps_record(records[5]), dumps_record(records[2])]
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_key_texts_joined_by_column_are_the_records_key_texts(seed: int) -> None:
+    """Random doubles (each batch of 500 holding an exponent-sized value or not), MJD-like
+    values, integral floats and odd strings: the texts built column by column, where they are,
+    equal :func:`key_text` of each record's key, and read back as the same keys."""
+    rng = random.Random(seed)
+    records = ztf_records(3_000, seed)
+    for start in range(0, len(records), 500):
+        part = records[start : start + 500]
+        batch = as_batch(part)
+        assert batch.key_texts == [key_text(r.dedup_key()) for r in part]
+        assert as_batch(part).keys == [r.dedup_key() for r in part]
+    mjds = [round(rng.uniform(58000, 61000), rng.randrange(0, 10)) for _ in range(2_000)]
+    plain = [
+        r.model_copy(update={"mjd": m, "object_id": str(i)}) for i, (r, m) in enumerate(zip(records, mjds))
+    ]
+    batch = as_batch(plain)
+    assert batch.key_texts == [key_text(r.dedup_key()) for r in plain]
+    texts = as_batch(plain).key_texts
+    assert as_batch(plain).take(list(range(0, 2_000, 3))).key_texts == texts[::3]
+    assert batch.slice(10, 20).key_texts == texts[10:20]
+    separator = plain[0].model_copy(update={"object_id": "a\x1fb"})  # cannot be split back: per row
+    assert as_batch([separator]).key_texts == [key_text(separator.dedup_key())]
+    assert as_batch([separator]).keys == [separator.dedup_key()]
 
 
 def test_another_model_s_batch_writes_its_own_fields() -> None:

@@ -232,11 +232,11 @@ async def test_dedup_keys_past_the_memory_threshold_move_to_disk_with_the_same_o
 
 def test_seen_keys_spill_to_a_temporary_file_and_forget_it_on_close() -> None:
     keys = SeenKeys(memory_keys=3)
-    assert keys.admit([("a",), ("b",), ("a",)]) == ([0, 1], 1)
+    assert keys.admit(["a", "b", "a"]) == ([0, 1], 1)
     assert not keys.on_disk
-    assert keys.admit([("c",), ("d",), ("b",)]) == ([0, 1], 1)  # 5 keys > 3: moved to disk
+    assert keys.admit(["c", "d", "b"]) == ([0, 1], 1)  # 5 keys > 3: moved to disk
     assert keys.on_disk and len(keys) == 4
-    assert keys.admit([("d",), ("e",), ("e",)]) == ([1], 2)
+    assert keys.admit(["d", "e", "e"]) == ([1], 2)
     assert keys._folder is not None
     folder = Path(keys._folder.name)
     assert folder.exists()
@@ -246,8 +246,8 @@ def test_seen_keys_spill_to_a_temporary_file_and_forget_it_on_close() -> None:
 
 def test_seen_keys_stop_at_the_room_left_and_still_count_duplicates() -> None:
     keys = SeenKeys()
-    assert keys.admit([("a",), ("b",), ("c",)], room=2) == ([0, 1], 0)
-    assert keys.admit([("a",), ("c",), ("d",)], room=1) == ([1], 1)  # "c" was not remembered
+    assert keys.admit(["a", "b", "c"], room=2) == ([0, 1], 0)
+    assert keys.admit(["a", "c", "d"], room=1) == ([1], 1)  # "c" was not remembered
     assert len(keys) == 3
 
 
@@ -309,13 +309,13 @@ async def test_a_first_harvest_asks_the_ledger_nothing_and_a_rerun_finds_everyth
     from harvester.io.ledger import Ledger
 
     asked: list[int] = []
-    present = Ledger.present
+    present = Ledger.present_texts
 
-    async def counting(self: Ledger, keys: Any) -> Any:
-        asked.append(len(keys))
-        return await present(self, keys)
+    async def counting(self: Ledger, texts: Any) -> Any:
+        asked.append(len(texts))
+        return await present(self, texts)
 
-    monkeypatch.setattr(Ledger, "present", counting)
+    monkeypatch.setattr(Ledger, "present_texts", counting)
     await golden_harvest(tmp_path, "jsonl")
     assert asked == []
     report = await harvester.harvest(

@@ -528,7 +528,7 @@ def _with_keys(build: Callable[..., Batch], *args: Any, **kwargs: Any) -> Batch:
     """``build(...)``'s batch with its dedup keys worked out on the same worker thread: the
     dedup stage (one task for the whole source) then only looks them up."""
     batch = build(*args, **kwargs)
-    batch.keys  # noqa: B018 (computed and kept by the property)
+    batch.key_texts  # noqa: B018 (computed and kept by the property)
     return batch
 
 
