@@ -157,7 +157,8 @@ def test_key_texts_joined_by_column_are_the_records_key_texts(seed: int) -> None
         assert as_batch(part).keys == [r.dedup_key() for r in part]
     mjds = [round(rng.uniform(58000, 61000), rng.randrange(0, 10)) for _ in range(2_000)]
     plain = [
-        r.model_copy(update={"mjd": m, "object_id": str(i)}) for i, (r, m) in enumerate(zip(records, mjds))
+        r.model_copy(update={"mjd": m, "object_id": str(i)})
+        for i, (r, m) in enumerate(zip(records[: len(mjds)], mjds, strict=True))
     ]
     batch = as_batch(plain)
     assert batch.key_texts == [key_text(r.dedup_key()) for r in plain]
