@@ -2,11 +2,10 @@
 
 ::
 
-    targets ──> N producer tasks ──(stream)──> dedup + limit ──(stream)──> writer ──(stream)──> ledger commit
-                (source.fetch, limited              (batches, threads)   (shard files)     (keys of durable
-                 and retried by the HTTP                                                     files, in order)
-                 session; a batch's JSON
-                 text encoded here)
+    targets ──> N producers ──> dedup + limit ──> writer ──> persist lanes ──> ledger commit
+                (fetch, limited,                  (cuts      (PERSIST_LANES     (keys of
+                 retried; a batch's                shards)    shards written     durable files)
+                 JSON encoded here)                           side by side)
 
 - Producers: a pool of worker tasks takes targets one by one; a failed target is recorded with
   its cause and the others go on.
