@@ -50,6 +50,7 @@ from harvester.io.files import (
     write_text_atomic,
 )
 from harvester.io.ledger import FileInfo
+from harvester.io.limiter import on_cpu
 from harvester.records import BaseRecord, key_text, stable_id
 
 __all__ = [
@@ -376,7 +377,7 @@ class _ShardWriter:
             if self._cheap(part):  # no encoding left to do: not worth a thread
                 self._add_batch(part)
             else:
-                await anyio.to_thread.run_sync(self._add_batch, part)
+                await on_cpu(self._add_batch, part)
             self._pending.append((wkey, part.key_texts))
             self._buffered += len(part)
             result.written += len(part)

@@ -42,7 +42,7 @@ from harvester.errors import BudgetUnavailable, HarvesterError, OutputError, bud
 from harvester.io.batches import Batch
 from harvester.io.http import Http, HttpSession, HttpStats
 from harvester.io.ledger import Ledger
-from harvester.io.limiter import AmountBudget
+from harvester.io.limiter import AmountBudget, on_cpu
 from harvester.io.state import StateStore
 from harvester.io.writers import (
     Item,
@@ -429,7 +429,7 @@ class _Jobs:
             # the writer's own work on the batch (its JSON text), done here on a worker thread:
             # each producer prepares its own batches, in parallel, ahead of the writer
             if len(batch) >= _THREAD_ROWS:
-                await anyio.to_thread.run_sync(self.writer.prepare, batch)
+                await on_cpu(self.writer.prepare, batch)
             else:
                 self.writer.prepare(batch)
             await self.send.send((batch, wkey))
@@ -526,7 +526,7 @@ async def _admit(
     if isinstance(payload, Batch):
         keys = payload.key_texts
         if len(keys) >= _THREAD_ROWS:
-            rows, duplicates = await anyio.to_thread.run_sync(seen.admit, keys, room)
+            rows, duplicates = await on_cpu(seen.admit, keys, room)
         else:
             rows, duplicates = seen.admit(keys, room)
     else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ import httpx
 import pytest
 
 import harvester
+from harvester.archives.ztf import source as ztf_source
 from harvester.errors import OutputError
+from harvester.io import limiter
 from harvester.io.ledger import ledger_path
 from harvester.io.writers import Shard, WriteResult
 from harvester.testing import FakeArchive
@@ -137,3 +141,42 @@ async def test_a_cancelled_run_writes_and_commits_the_shards_already_cut(
     assert again.ok and again.sources["ztf"].adopted == 0
     got = [{k: v for k, v in r.items() if k != "fetched_at"} for r in written(folder, "jsonl")]
     assert by_key(got) == by_key(golden())
+
+
+async def test_a_fast_archive_is_parsed_on_at_most_one_thread_per_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Responses that arrive together wait for a core rather than each waking a thread of its own
+    (more threads than cores finish no sooner, and each keeps a heap of its own)."""
+    monkeypatch.setattr(limiter, "cpu_cores", lambda: 1)
+    parse = ztf_source.parse_irsa_batch
+    busy = peak = 0
+    lock = threading.Lock()
+
+    def slow_parse(*args: Any, **kwargs: Any) -> Any:
+        nonlocal busy, peak
+        with lock:
+            busy += 1
+            peak = max(peak, busy)
+        time.sleep(0.05)  # long enough for the other responses to arrive meanwhile
+        try:
+            return parse(*args, **kwargs)
+        finally:
+            with lock:
+                busy -= 1
+
+    monkeypatch.setattr(ztf_source, "parse_irsa_batch", slow_parse)
+    cones = [{"ra": 210.8 + 0.1 * i, "dec": 54.35, "radius": 0.02} for i in range(12)]
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.ASGITransport(app=FakeArchive()),
+        output=tmp_path,
+        data_sources={
+            "ztf": {
+                "irsa": {"targets": cones, "mjd_range": None, "filters": []},
+                "rate_limit": {"requests_per_second": 1000, "max_concurrency": 8},
+            }
+        },
+    )
+    assert report.ok and report.sources["ztf"].targets_ok == 12
+    assert peak == 1

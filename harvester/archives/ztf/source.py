@@ -57,7 +57,7 @@ from harvester.errors import ArchiveResponseError, ConfigError, HarvesterError
 from harvester.io.arrow import arrow_schema
 from harvester.io.batches import Batch, batch_from_columns, constant
 from harvester.io.http import snippet
-from harvester.io.limiter import AmountBudget
+from harvester.io.limiter import AmountBudget, on_cpu
 from harvester.io.s3 import CloudRoute, ObjectReader, S3Sessions, endpoint_from_env, split_s3_url
 from harvester.records import Provenance
 from harvester.settings import Settings
@@ -398,7 +398,7 @@ class ZtfSource(Source[Target]):
         provenance = Provenance(archive="irsa", url=response.url, sample=self.sample)
         fetched_at = utcnow()
         size = len(response.content)
-        batch = await anyio.to_thread.run_sync(
+        batch = await on_cpu(
             functools.partial(
                 _with_keys,
                 parse_irsa_batch,
@@ -483,7 +483,7 @@ class ZtfSource(Source[Target]):
                     )
                     async with contextlib.aclosing(tables):  # a failure frees the piece's slot at once
                         async for table in tables:
-                            batch = await anyio.to_thread.run_sync(
+                            batch = await on_cpu(
                                 functools.partial(
                                     _with_keys,
                                     leaf_batch,
