@@ -25,10 +25,10 @@ Each stream is bounded, so a slow disk slows the fetchers instead of filling mem
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import structlog
@@ -67,6 +67,8 @@ log = structlog.get_logger("harvester.run")
 WRITE_BATCH = 256
 #: a batch of at least this many rows is deduplicated on a worker thread
 _THREAD_ROWS = 256
+
+T = TypeVar("T")
 
 #: What travels between the stages: one record or a batch, with the watermark key of the target
 #: that emitted it (or None).
@@ -591,26 +593,19 @@ async def _persist_shards(
 ) -> None:
     """One lane writing full shards (encode, create-only file, fsync) on a worker thread, then
     handing what they made durable to the commit stage. Lanes run side by side: one shard is
-    encoded while another waits on the disk.
+    encoded while another waits on the disk. Shielded like the commit stage (:func:`_drain`):
+    a shard handed over is written even when the run is cancelled (a cancelled run's buffered
+    records are written too, by the writer's close)."""
 
-    Shielded like the commit stage: a shard handed over is written even when the run is
-    cancelled (a cancelled run's buffered records are written too, by the writer's close).
-    After an output failure the rest are drained, not written."""
-    failed = False
-    with anyio.CancelScope(shield=True):
-        async with shards, commits:
-            async for shard in shards:
-                if failed:
-                    continue
-                try:
-                    result = await anyio.to_thread.run_sync(shard.persist)
-                except OutputError as exc:
-                    failed = True
-                    output_failed(report, exc)
-                    pipeline.cancel()
-                    continue
-                report.files.extend((f.name, f.sha256) for f in result.files)
-                await commits.send(result)
+    async def persist(shard: Shard) -> None:
+        result = await anyio.to_thread.run_sync(shard.persist)
+        report.files.extend((f.name, f.sha256) for f in result.files)
+        await commits.send(result)
+
+    try:
+        await _drain(shards, persist, report, pipeline)
+    finally:
+        commits.close()
 
 
 async def _commit_results(
@@ -621,19 +616,34 @@ async def _commit_results(
     pipeline: anyio.CancelScope,
 ) -> None:
     """Enter each write's durable records in the ledger, in the order they were written.
+    Shielded (:func:`_drain`): a cancellation (shutdown grace over) still commits the few
+    results already handed over (at most ``COMMITS_IN_FLIGHT``), then ends when the writer's
+    side closes, so files and their keys land together."""
 
-    Shielded: a cancellation (shutdown grace over) still commits the few results already
-    handed over (at most ``COMMITS_IN_FLIGHT``), then ends when the writer's side closes, so
-    files and their keys land together. After a failed commit the rest are drained, not entered.
-    """
+    async def commit(result: WriteResult) -> None:
+        if state is not None:
+            report.refetched += await state.commit(result, run_id)
+
+    await _drain(results, commit, report, pipeline)
+
+
+async def _drain(
+    items: MemoryObjectReceiveStream[T],
+    step: Callable[[T], Awaitable[None]],
+    report: SourceReport,
+    pipeline: anyio.CancelScope,
+) -> None:
+    """``step`` for each item until the sending side closes, shielded from cancellation: what
+    was handed over is finished. The first output failure is recorded and cancels the
+    pipeline; the items after it are drained, not stepped."""
     failed = False
     with anyio.CancelScope(shield=True):
-        async with results:
-            async for result in results:
-                if state is None or failed:
+        async with items:
+            async for item in items:
+                if failed:
                     continue
                 try:
-                    report.refetched += await state.commit(result, run_id)
+                    await step(item)
                 except OutputError as exc:
                     failed = True
                     output_failed(report, exc)
