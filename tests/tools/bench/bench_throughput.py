@@ -219,7 +219,9 @@ def stages(archive: Any, settings: Settings) -> list[Throughput]:
         Throughput("fetch only (in-process archive, bodies)", n, fetch_s),
         parse,
         _timed(
-            "columnar: Batch.keys (dedup keys from the key columns)", n, lambda: [b.keys for b in batches]
+            "columnar: Batch.key_texts (dedup keys' text, joined column by column)",
+            n,
+            lambda: [b.key_texts for b in batches],
         ),
         _timed("columnar: Batch.json_lines (the jsonl text)", n, lambda: [b.json_lines() for b in batches]),
         _timed(
