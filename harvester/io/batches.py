@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import io
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -207,6 +209,28 @@ class Batch:
     def records(self) -> list[BaseRecord]:
         """The validated models (slow: one model per row; for notebooks and ``stream()``)."""
         return [self.model.model_validate(row) for row in self.rows()]
+
+
+def keep_ctrl_c_from_polars() -> None:
+    """Import polars and leave Ctrl-C to the run's own handler.
+
+    polars hooks SIGINT when first imported (chained to the handler already there) and then
+    raises KeyboardInterrupt inside whatever query runs next, on any thread. In a run that is a
+    worker thread encoding a batch or a shard: a run cancelled by Ctrl-C would print that thread's
+    traceback and lose the shard a persist lane was writing. The run's own handler (asyncio's,
+    the daemon's) already cancels it cleanly, and harvester's queries take milliseconds, so the
+    Python-level handler is installed again (``signal.signal`` with the handler Python has on
+    record), which removes the hook. Only the main thread may set handlers: elsewhere (a Dask
+    worker's thread) this only imports polars. Called when a run builds its sources, before
+    anything runs concurrently; idempotent.
+    """
+    import polars  # noqa: F401
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is not None:  # None: not installed from Python, nothing to put back
+        signal.signal(signal.SIGINT, handler)
 
 
 def _vector_key_texts(model: type[BaseRecord], table: pa.Table) -> list[str] | None:

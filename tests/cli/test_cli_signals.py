@@ -88,3 +88,38 @@ def test_signal_cancels_the_run_with_a_manifest_and_one_line(
     assert data["run_id"] in plain[0] and str(manifest) in plain[0]
     assert len(archive.requests) < 40  # stopped early: not every cone was asked
     assert stdout == ""
+
+
+CTRL_C_DURING_ENCODING = """
+import json, os, signal, threading, time
+handled = []
+signal.signal(signal.SIGINT, lambda *args: handled.append("run's handler"))
+from harvester.io.batches import keep_ctrl_c_from_polars
+keep_ctrl_c_from_polars()
+import polars as pl
+outcome = []
+def encode():
+    try:
+        for _ in range(60):
+            pl.DataFrame({"a": range(200_000)}).write_ndjson()
+        outcome.append("encoded")
+    except BaseException as exc:
+        outcome.append(type(exc).__name__)
+worker = threading.Thread(target=encode)
+worker.start()
+time.sleep(0.2)
+os.kill(os.getpid(), signal.SIGINT)
+worker.join()
+print(json.dumps({"handled": handled, "outcome": outcome}))
+"""
+
+
+def test_ctrl_c_goes_to_the_runs_handler_not_into_a_thread_encoding_with_polars() -> None:
+    """polars hooks SIGINT when imported and raises KeyboardInterrupt in the next query on any
+    thread: in a run, a worker thread encoding a batch or a persist lane writing a shard. The run
+    keeps Ctrl-C to itself: its handler is called, and the encoding finishes."""
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_DURING_ENCODING], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == {"handled": ["run's handler"], "outcome": ["encoded"]}

@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 import anyio
-import polars  # noqa: F401  (writes a batch's JSON: imported with the source, see _BANDS)
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
