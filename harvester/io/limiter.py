@@ -21,9 +21,9 @@ chooses the implementation by overriding :meth:`LimiterRegistry.create`.
 
 :func:`on_cpu` runs the record path's CPU work (parsing a response, encoding a batch, checking its
 keys) on a worker thread, at most one per core at a time for the whole event loop. More threads
-than cores would not finish sooner, and each one a fast archive wakes costs memory: glibc gives a
-busy thread its own heap, which keeps what it freed (a warm fake archive on loopback peaked
-≈ 130 MB higher with eight parse threads than with two, at the same speed).
+than cores would not finish sooner, and each one a fast archive wakes costs memory that outlasts
+the burst (the allocators keep heaps and caches per thread): a warm fake archive on loopback
+peaked ≈ 130 MB higher with eight parse threads than with two, at the same speed.
 """
 
 from __future__ import annotations
