@@ -31,7 +31,7 @@ from harvester import archives
 from harvester.archives.base import Source
 from harvester.display.logs import configure_logging, register_secrets
 from harvester.errors import ConfigError, HarvesterError, OutputError
-from harvester.io.batches import Batch, keep_ctrl_c_from_polars
+from harvester.io.batches import Batch
 from harvester.io.http import Http
 from harvester.io.ledger import Ledger
 from harvester.io.limiter import LimiterRegistry
@@ -172,9 +172,6 @@ def _check_units(settings: Settings, *, dry_run: bool) -> None:
 
 
 def _build_sources(names: list[str], settings: Settings, *, sample: bool) -> list[Source[Any]]:
-    # the record path writes JSON with polars: imported now, before anything runs concurrently,
-    # and kept from taking Ctrl-C away from the run
-    keep_ctrl_c_from_polars()
     built = [archives.source_class(name)(settings, sample=sample) for name in names]
     for source in built:
         source.resolved()  # every target now: bad input fails before anything is fetched or written

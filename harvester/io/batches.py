@@ -221,8 +221,9 @@ def keep_ctrl_c_from_polars() -> None:
     the daemon's) already cancels it cleanly, and harvester's queries take milliseconds, so the
     Python-level handler is installed again (``signal.signal`` with the handler Python has on
     record), which removes the hook. Only the main thread may set handlers: elsewhere (a Dask
-    worker's thread) this only imports polars. Called when a run builds its sources, before
-    anything runs concurrently; idempotent.
+    worker's thread) this only imports polars. Called when the ZTF source is imported (the one
+    source whose records travel as batches), that is when a run builds its sources, before
+    anything runs concurrently; runs of the other sources never import polars. Idempotent.
     """
     import polars  # noqa: F401
 

@@ -123,3 +123,41 @@ def test_ctrl_c_goes_to_the_runs_handler_not_into_a_thread_encoding_with_polars(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == {"handled": ["run's handler"], "outcome": ["encoded"]}
+
+
+TESS_AND_MAST_RUN = """
+import json, sys
+import anyio, httpx
+import harvester
+from harvester.testing import FakeArchive
+
+async def main():
+    return await harvester.harvest(
+        ["tess", "mast"],
+        transport=httpx.ASGITransport(app=FakeArchive()),
+        output=sys.argv[1],
+        data_sources={
+            "tess": {"base_url": "http://mast.test", "query": {"tic_ids": [261136679]}},
+            "mast": {
+                "base_url": "http://mast.test",
+                "query": {"cone_search": {"ra": 210.8023, "dec": 54.3489, "radius": 0.1}},
+            },
+        },
+    )
+
+report = anyio.run(main)
+print(json.dumps({"ok": report.ok, "polars": "polars" in sys.modules}))
+"""
+
+
+def test_a_run_without_ztf_does_not_import_polars(tmp_path: Path) -> None:
+    """Only the ZTF source writes with polars (and takes Ctrl-C back from it): a TESS or MAST run
+    does not pay its import (about half a second here) before its first request."""
+    done = subprocess.run(
+        [sys.executable, "-c", TESS_AND_MAST_RUN, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"ok": True, "polars": False}

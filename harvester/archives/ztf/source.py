@@ -54,7 +54,7 @@ from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.settings import IrsaCone, ZtfSettings, read_object_ids_file
 from harvester.errors import ArchiveResponseError, ConfigError, HarvesterError
 from harvester.io.arrow import arrow_schema
-from harvester.io.batches import Batch, batch_from_columns, constant
+from harvester.io.batches import Batch, batch_from_columns, constant, keep_ctrl_c_from_polars
 from harvester.io.http import snippet
 from harvester.io.limiter import AmountBudget, on_cpu
 from harvester.io.s3 import CloudRoute, ObjectReader, S3Sessions, endpoint_from_env, split_s3_url
@@ -520,6 +520,9 @@ BATCH_ROWS = 8192
 #: when a run builds its sources, before any request: pyarrow's first array from Python objects
 #: imports pandas when it is installed (0.3-1 s holding the GIL), which must not stall fetching.
 _BANDS = pa.array(list(BANDNAME))
+# polars writes the batches' JSON: imported with the source too (when a run builds its sources,
+# before any request), and kept from taking Ctrl-C away from the run
+keep_ctrl_c_from_polars()
 _NULLS = ["", "nan", "NaN", "NAN", "null", "NULL", "Null", "none", "None", "NONE"]
 
 
