@@ -123,8 +123,6 @@ async def test_a_cancelled_run_writes_and_commits_the_shards_already_cut(
 
     def slow(self: Shard) -> WriteResult:
         anyio.from_thread.run_sync(started.set)
-        import time
-
         time.sleep(0.05)  # a slow disk: the cancellation lands while shards are in the lanes
         return persist(self)
 
@@ -147,7 +145,7 @@ async def test_a_fast_archive_is_parsed_on_at_most_one_thread_per_core(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Responses that arrive together wait for a core rather than each waking a thread of its own
-    (more threads than cores finish no sooner, and each keeps a heap of its own)."""
+    (more threads than cores finish no sooner, and each keeps memory after the burst)."""
     monkeypatch.setattr(limiter, "cpu_cores", lambda: 1)
     parse = ztf_source.parse_irsa_batch
     busy = peak = 0
