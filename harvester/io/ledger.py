@@ -716,17 +716,21 @@ class Ledger:
         now = time.time()
         # Entries come as the writer made them durable: runs of keys of one file and one target
         # (a shard holds thousands). Each run is entered in one statement.
-        runs = [(place, [key_text(e[0]) for e in run]) for place, run in itertools.groupby(entries, _place)]
+        # Record files (one key each: the first two differ) skip the grouping; a run per key
+        # would be entered the same way, only slower for shards.
+        if len({e[1] for e in entries[:2]}) == len(entries[:2]) == 2:
+            runs = [((name, wkey), [key_text(key)]) for key, name, wkey in entries]
+        else:
+            grouped = itertools.groupby(entries, _place)
+            runs = [(place, [key_text(e[0]) for e in run]) for place, run in grouped]
         runs += [((name, wkey), list(texts)) for name, wkey, texts in given]  # copies: sorted below
         entries_n = sum(len(texts) for _, texts in runs)
         names = {name for (name, _), _ in runs}
         with self._transaction():
-            # plain INSERT: a new file never replaces one the ledger lists (files are create-only)
-            conn.executemany(
-                "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
-                [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
-            )
-            file_ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", names)
+            file_ids = self._insert_files(files, run_id, now)
+            listed = names - file_ids.keys()
+            if listed:
+                file_ids.update(self._ids("SELECT id, name FROM files WHERE name IN ({})", listed))
             # a record file already on disk that this run found present
             for name in sorted(names - set(file_ids)):
                 fid = self._enter_existing(name, run_id, now)
@@ -760,6 +764,24 @@ class Ledger:
             if conn.execute("SELECT 1 FROM lost LIMIT 1").fetchone() is None:
                 return 0  # nothing lost: no key to look up
             return self._unlose([t for texts, _, _ in placed for t in texts])
+
+    def _insert_files(self, files: list[FileInfo], run_id: str, now: float) -> dict[str, int]:
+        """Enter new files (a plain INSERT: a new file never replaces one the ledger lists, files
+        are create-only); their ids by name. SQLite gives each new row the largest id so far
+        plus one, so a batch's ids follow on from the largest before it; checked, and looked up
+        instead if they do not (ids at their maximum make SQLite pick free ones at random)."""
+        if not files:
+            return {}
+        conn = self.conn
+        before = int(conn.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0])
+        conn.executemany(
+            "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
+        )
+        after = int(conn.execute("SELECT max(id) FROM files").fetchone()[0])
+        if after - before == len(files):
+            return {f.name: before + 1 + i for i, f in enumerate(files)}
+        return self._ids("SELECT id, name FROM files WHERE name IN ({})", {f.name for f in files})
 
     def _insert_keys(self, insert: str, texts: list[str], fid: int | None, tid: int | None) -> None:
         """``insert`` (``INSERT OR ...  INTO records``) the keys ``texts`` of one file and target:

@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import itertools
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import anyio
 import orjson
@@ -230,12 +232,14 @@ class JsonFilesWriter:
         """Each entry's file: (dedup key, the record or its JSON, watermark key)."""
         result = WriteResult()
         folder = os.fspath(self._folder)
+        # one temporary name for this call: each file leaves it (renamed or removed) before the next
+        tmp = _tmp_name(os.path.join(folder, "record"))
         for key, record, wkey in entries:
             name = f"record_{stable_id(key)}.json"
             data = (record if isinstance(record, bytes) else dumps_record(record)) + b"\n"
+            where = os.path.join(folder, name)
             try:
-                stat = _create_once(os.path.join(folder, name), data)
-                where = os.path.join(folder, name)
+                stat = _create_once(where, data, tmp=tmp)
                 if stat is None and not os.path.isfile(where):
                     raise OutputError(f"cannot write {where}: something that is not a file is in the way")
             except OSError as exc:
@@ -273,13 +277,19 @@ def _tmp_name(path: str) -> str:
 
 
 def _create_once(
-    path: Path | str, data: bytes | Sequence[bytes | memoryview], *, durable: bool = False
+    path: Path | str,
+    data: bytes | Sequence[bytes | memoryview],
+    *,
+    durable: bool = False,
+    tmp: str | None = None,
 ) -> os.stat_result | None:
     """Write ``data`` (bytes, or pieces written one after the other) to ``path`` atomically and
     only once: the new file's status, or None if the path already exists (nothing changed).
-    ``durable``: on disk (file, then folder entry) before this returns."""
+    ``durable``: on disk (file, then folder entry) before this returns. ``tmp``: the hidden
+    temporary name to write first (next to ``path``; free again when this returns), else one
+    of its own."""
     path = os.fspath(path)
-    tmp = _tmp_name(path)
+    tmp = tmp or _tmp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
@@ -292,24 +302,80 @@ def _create_once(
             stat = os.fstat(fd)
         finally:
             os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic and create-only: fails if the record exists
-        except FileExistsError:
+        if not _move_once(tmp, path):
             return None
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-                raise
-            if os.path.lexists(path):  # a filesystem without hard links: fall back to rename
-                return None
-            os.replace(tmp, path)
         if durable:
             fsync_folder(Path(path).parent)
         return stat
     except OSError as exc:
-        raise output_error(Path(path).parent, exc) from None
-    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise output_error(Path(path).parent, exc) from None
+
+
+def _move_once(tmp: str, path: str) -> bool:
+    """Give the finished file ``tmp`` the name ``path`` unless that name exists (then False,
+    and ``tmp`` is removed): atomic and create-only. One ``renameat2(RENAME_NOREPLACE)`` where
+    the system has it, else a hard link and an unlink, else (no hard links) a checked rename."""
+    moved = _rename_noreplace(tmp, path)
+    if moved is not None:
+        if not moved:
+            os.unlink(tmp)
+        return moved
+    try:
+        os.link(tmp, path)  # atomic and create-only: fails if the record exists
+    except FileExistsError:
+        os.unlink(tmp)
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(path):  # a filesystem without hard links: fall back to rename
+            os.unlink(tmp)
+            return False
+        os.replace(tmp, path)
+        return True
+    os.unlink(tmp)
+    return True
+
+
+_RENAME_NOREPLACE = 1  # <linux/fs.h>
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """The C library's ``renameat2`` (Linux, glibc 2.28 or later), or None. The standard
+    library has no create-only rename; ctypes calls release the GIL like ``os`` calls do."""
+    if sys.platform != "linux":
+        return None
+    import ctypes  # only here: ctypes costs start-up time no other command needs
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return cast("Callable[..., int]", fn)
+
+
+def _rename_noreplace(tmp: str, path: str) -> bool | None:
+    """Rename ``tmp`` to ``path`` unless ``path`` exists: True if renamed, False if it exists,
+    None if this system or filesystem cannot (the caller links instead)."""
+    fn = _renameat2()
+    if fn is None:
+        return None
+    if fn(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_NOREPLACE) == 0:
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        return False
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return None  # kernel or filesystem without RENAME_NOREPLACE (or a sandbox refusing it)
+    raise OSError(err, os.strerror(err), path)
 
 
 class _ShardWriter:

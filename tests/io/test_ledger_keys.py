@@ -254,3 +254,23 @@ async def test_a_ledger_of_the_previous_version_opens_and_loses_exactly_a_delete
         assert await ledger.commit([(k, name, "a") for k in lost], [info], RUN) == len(lost)
         assert await ledger.present(every) == set(every)
         assert await ledger.pending_refetch() == 0
+
+
+async def test_record_files_keep_their_keys_when_sqlite_picks_file_ids_at_random(tmp_path: Path) -> None:
+    """New files' ids follow on from the largest id, which the commit relies on to skip looking
+    them up; once the largest id is taken, SQLite picks free ids at random and the commit must
+    look them up instead. Either way each key is attributed to its own file."""
+    folder = tmp_path / "ztf"
+    folder.mkdir()
+    keys = shard_keys(6, 0)
+    names = [f"record_{k[0]}_{k[1]}.json" for k in keys]
+    async with Ledger(folder, ZtfRecord) as ledger:
+        infos = [make_file(folder, n) for n in names]
+        await ledger.commit([(k, n, "w") for k, n in zip(keys[:3], names[:3], strict=True)], infos[:3], RUN)
+        ledger.conn.execute(
+            "INSERT INTO files (id, name, size, mtime_ns, sha256, run_id, at) "
+            "VALUES (9223372036854775807, 'top', 0, 0, x'00', ?, 0)",
+            (RUN,),
+        )
+        await ledger.commit([(k, n, "w") for k, n in zip(keys[3:], names[3:], strict=True)], infos[3:], RUN)
+    assert rows(folder) == {text(k): (n, "w") for k, n in zip(keys, names, strict=True)}

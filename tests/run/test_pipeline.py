@@ -202,6 +202,83 @@ def test_stale_temporary_files_are_cleaned_and_never_counted(tmp_path: Path) -> 
     assert os.listdir(folder) == []
 
 
+@pytest.mark.parametrize("route", ["create-only rename", "hard link"])
+async def test_a_record_file_is_created_once_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """Both ways a record file gets its name (``renameat2(RENAME_NOREPLACE)``, or a hard link
+    where the system lacks it) create it whole and only once: a file already under the name is
+    left as it was and counted present, and no temporary file stays behind."""
+    from harvester.io import writers
+    from harvester.io.writers import JsonFilesWriter
+    from tests.display.test_tables import ztf as record
+
+    if route == "hard link":
+        monkeypatch.setattr(writers, "_rename_noreplace", lambda tmp, path: None)
+    folder = tmp_path / "ztf"
+    writer = JsonFilesWriter(folder)
+    await writer.open()
+    first, second = record(58000.1), record(58000.2)
+    taken = writers.record_path(folder, second)
+    taken.write_bytes(b"someone else's\n")
+    result = await writer.write([(first, "w"), (second, "w")])
+    assert (result.written, result.present, result.error) == (1, 1, None)
+    assert writers.record_path(folder, first).read_bytes() == writers.dumps_record(first) + b"\n"
+    assert taken.read_bytes() == b"someone else's\n"
+    assert sorted(os.listdir(folder)) == sorted([writers.record_path(folder, first).name, taken.name])
+
+
+def test_the_create_only_rename_is_available_and_never_replaces(tmp_path: Path) -> None:
+    """On Linux the writer names files with one ``renameat2(RENAME_NOREPLACE)``: it moves a file
+    to a free name, and refuses (False) a taken one, leaving both files untouched."""
+    from harvester.io.writers import _rename_noreplace
+
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    assert _rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c")) is True
+    assert _rename_noreplace(str(tmp_path / "b"), str(tmp_path / "c")) is False
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"b": b"b", "c": b"a"}
+
+
+async def test_record_files_and_their_ledger_rows_are_made_one_after_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-record files: each write's keys go into the ledger before the next write begins
+    (side by side, the two slowed each other down; docs/design.md). A slow commit makes any
+    overlap certain."""
+    import time
+
+    from harvester.io.ledger import Ledger
+    from harvester.io.writers import JsonFilesWriter
+
+    spans: list[tuple[str, float, float]] = []
+
+    def timed(name: str, fn: Any) -> Any:
+        def run(*args: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return fn(*args)
+            finally:
+                spans.append((name, start, time.monotonic()))
+
+        return run
+
+    write, commit = JsonFilesWriter._write_sync, Ledger._commit_sync
+    monkeypatch.setattr(JsonFilesWriter, "_write_sync", lambda self, e: timed("write", write)(self, e))
+
+    def slow_commit(self: Ledger, *args: Any) -> Any:
+        time.sleep(0.05)
+        return commit(self, *args)
+
+    monkeypatch.setattr(Ledger, "_commit_sync", lambda self, *a: timed("commit", slow_commit)(self, *a))
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    assert report.sources["ztf"].written == 30 and len(record_files(tmp_path)) == 30
+    writes = [(a, b) for name, a, b in spans if name == "write"]
+    commits = [(a, b) for name, a, b in spans if name == "commit"]
+    assert len(writes) > 1 and len(commits) >= len(writes)
+    assert not any(w0 < c1 and c0 < w1 for w0, w1 in writes for c0, c1 in commits)
+
+
 async def test_fallback_uses_the_real_archive_paths_even_with_a_custom_base_url(tmp_path: Path) -> None:
     """A dead custom IRSA mirror falls back to sample data served for IRSA's own path."""
     overrides = ztf(base_url="http://mirror.example/irsa/lc")
@@ -219,11 +296,20 @@ async def test_fallback_uses_the_real_archive_paths_even_with_a_custom_base_url(
 
 class _DiskLog:
     """What reached the disk, in order: ``("sync", path)`` per fsync, ``("name", path)`` when a
-    file becomes visible under its final name (link or rename)."""
+    file becomes visible under its final name (create-only rename, link or rename)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from harvester.io import writers
+
         self.events: list[tuple[str, str]] = []
         fsync, link, replace = os.fsync, os.link, os.replace
+        rename_noreplace = writers._rename_noreplace
+
+        def logged_rename_noreplace(src: str, dst: str) -> bool | None:
+            moved = rename_noreplace(src, dst)
+            if moved:
+                self.events.append(("name", dst))
+            return moved
 
         def logged_fsync(fd: int) -> None:
             self.events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -240,6 +326,7 @@ class _DiskLog:
         monkeypatch.setattr(os, "fsync", logged_fsync)
         monkeypatch.setattr(os, "link", logged_link)
         monkeypatch.setattr(os, "replace", logged_replace)
+        monkeypatch.setattr(writers, "_rename_noreplace", logged_rename_noreplace)
 
     def flushed_then_named(self, path: Path) -> bool:
         """``path``'s bytes were synced before it got its name, and its folder's entry after."""
