@@ -35,7 +35,7 @@ A ledger that is locked, cannot be opened or was written by a newer harvester is
 rebuilt over.
 
 While a run writes a folder it holds ``.harvester/lock``: a second run on the same folder is
-refused in one line. Order of effects: a file is in place (linked, create-only) before its records
+refused in one line. Order of effects: a file is in place (named create-only) before its records
 are committed here, so the ledger never lists a file that was not written; a kill between the two
 leaves a file the next run adopts. The ledger uses SQLite's rollback journal (not WAL), so a
 closed ledger is one file.
@@ -716,8 +716,8 @@ class Ledger:
         now = time.time()
         # Entries come as the writer made them durable: runs of keys of one file and one target
         # (a shard holds thousands). Each run is entered in one statement.
-        # Record files (one key each: the first two differ) skip the grouping; a run per key
-        # would be entered the same way, only slower for shards.
+        # Record files (one key each; told by the first two entries) skip the grouping. A run per
+        # key is entered the same way as a longer run, only slower: a wrong guess costs time only.
         if len({e[1] for e in entries[:2]}) == len(entries[:2]) == 2:
             runs = [((name, wkey), [key_text(key)]) for key, name, wkey in entries]
         else:

@@ -3,8 +3,8 @@
 Outputs past one machine are idempotent, not renamed (S3 has no atomic rename):
 
 - a local path (or ``file://`` URL) uses the pipeline's own create-only write: a hidden temporary
-  file, flushed to disk, hard-linked into place (atomic, and it fails if the name exists), then
-  the folder flushed;
+  file, flushed to disk, given its name by a create-only rename or hard link (atomic, and it
+  fails if the name exists), then the folder flushed;
 - any other fsspec URL writes with ``pipe_file(..., mode="create")``; s3fs sends
   ``If-None-Match: *`` so S3 (and moto) answer 412 when the key exists, which s3fs raises as
   ``FileExistsError``. A single PUT never leaves a partial object.

@@ -3,21 +3,22 @@
 Three layouts under ``<output>/<source>/``:
 
 - ``json`` (default): ``record_<stable id>.json``, one record per file. Each file is written to a
-  hidden temporary file in the same folder and then *linked* into place, which is atomic and
-  create-only: a reader never sees a partial file, and an existing record is never overwritten.
-  A record whose file already exists counts as ``already_present`` and is not written again, so a
-  rerun writes nothing.
+  hidden temporary file in the same folder and then given its name by a create-only rename (or a
+  hard link where the system has no such rename), which is atomic and create-only: a reader never
+  sees a partial file, and an existing record is never overwritten. A record whose file already
+  exists counts as ``already_present`` and is not written again, so a rerun writes nothing.
 - ``jsonl``: ``part-<run id>-<seq>.jsonl`` shards of ``jsonl_shard_records`` lines.
 - ``parquet``: ``part-<run id>-<seq>.parquet`` shards of as many rows, typed and compressed, with
   the record model's schema (:mod:`harvester.io.arrow`).
 
-A shard is built in memory, written to a hidden temporary file and linked into place when full
+A shard is built in memory, written to a hidden temporary file and named the same way when full
 or at the end of the run, so every visible shard is complete.
 
 Writers do not decide what is already in the output: the output's ledger does
 (:mod:`harvester.io.ledger`), and the pipeline hands a writer only records the ledger lacks. The
 per-record writer still creates each file only once, so even two processes racing on one folder
-never overwrite a record.
+never overwrite a record (except on a filesystem without hard links or a create-only rename,
+see :func:`_move_once`).
 
 A kill at any moment leaves at most hidden ``.*.tmp`` files, which the next writer removes.
 All file I/O runs on worker threads: the event loop never blocks on the disk.
@@ -286,10 +287,11 @@ def _create_once(
     """Write ``data`` (bytes, or pieces written one after the other) to ``path`` atomically and
     only once: the new file's status, or None if the path already exists (nothing changed).
     ``durable``: on disk (file, then folder entry) before this returns. ``tmp``: the hidden
-    temporary name to write first (next to ``path``; free again when this returns), else one
-    of its own."""
+    temporary name to write first (next to ``path``; free again when this returns, whatever
+    happened), else one of its own."""
     path = os.fspath(path)
     tmp = tmp or _tmp_name(path)
+    named = False  # tmp is gone: renamed, or removed because the record exists
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
@@ -302,26 +304,33 @@ def _create_once(
             stat = os.fstat(fd)
         finally:
             os.close(fd)
-        if not _move_once(tmp, path):
+        moved = _move_once(tmp, path, stat.st_dev)
+        named = True
+        if not moved:
             return None
         if durable:
             fsync_folder(Path(path).parent)
         return stat
     except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
         raise output_error(Path(path).parent, exc) from None
+    finally:
+        if not named:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
-def _move_once(tmp: str, path: str) -> bool:
-    """Give the finished file ``tmp`` the name ``path`` unless that name exists (then False,
-    and ``tmp`` is removed): atomic and create-only. One ``renameat2(RENAME_NOREPLACE)`` where
-    the system has it, else a hard link and an unlink, else (no hard links) a checked rename."""
-    moved = _rename_noreplace(tmp, path)
+def _move_once(tmp: str, path: str, device: int) -> bool:
+    """Give the finished file ``tmp`` (on ``device``) the name ``path`` unless that name exists
+    (then False, and ``tmp`` is removed): atomic and create-only. One
+    ``renameat2(RENAME_NOREPLACE)`` where the system has it, else a hard link and an unlink.
+    A filesystem without hard links gets a rename after an existence check: atomic, but two
+    processes racing on one name there could both succeed (the later one's file wins)."""
+    moved = None if device in _NO_RENAMEAT2 else _rename_noreplace(tmp, path)
     if moved is not None:
         if not moved:
             os.unlink(tmp)
         return moved
+    _NO_RENAMEAT2.add(device)
     try:
         os.link(tmp, path)  # atomic and create-only: fails if the record exists
     except FileExistsError:
@@ -341,6 +350,8 @@ def _move_once(tmp: str, path: str) -> bool:
 
 _RENAME_NOREPLACE = 1  # <linux/fs.h>
 _AT_FDCWD = -100
+#: devices whose filesystem refused a create-only rename: the hard link is used there at once
+_NO_RENAMEAT2: set[int] = set()
 
 
 @functools.cache
@@ -366,11 +377,15 @@ def _rename_noreplace(tmp: str, path: str) -> bool | None:
     fn = _renameat2()
     if fn is None:
         return None
-    if fn(_AT_FDCWD, os.fsencode(tmp), _AT_FDCWD, os.fsencode(path), _RENAME_NOREPLACE) == 0:
-        return True
     import ctypes
 
-    err = ctypes.get_errno()
+    src, dst = os.fsencode(tmp), os.fsencode(path)
+    while fn(_AT_FDCWD, src, _AT_FDCWD, dst, _RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno() or errno.EIO
+        if err != errno.EINTR:  # os calls retry an interrupted call; a ctypes call does not
+            break
+    else:
+        return True
     if err == errno.EEXIST:
         return False
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):

@@ -15,9 +15,10 @@
 - Writer: takes what is buffered as one batch and writes it on a worker thread. The work a
   writer can do on a batch ahead of time (:meth:`Writer.prepare`: the JSON text) is done by the
   producer that emitted it, on a worker thread, so producers encode in parallel.
-- Ledger commit: a task of its own enters the keys of each durable file while the writer goes
+- Ledger commit: a task of its own enters the keys of each durable shard while the writer goes
   on with the next one (at most ``COMMITS_IN_FLIGHT`` waiting), shielded so that what was
-  written is committed even when the run is cancelled.
+  written is committed even when the run is cancelled. Per-record files' keys are entered in
+  the writer's turn, after each write (:class:`_CommitNow`).
 
 Each stream is bounded, so a slow disk slows the fetchers instead of filling memory.
 """
@@ -563,7 +564,7 @@ async def _write(
     """Write batches; with a ledger, skip keys the output already holds and commit new ones.
 
     Keys are committed to the ledger only after the writer says their records are durable (file
-    linked into place), never before. Shards' keys go in by a task of their own: the next shard
+    given its name, create-only), never before. Shards' keys go in by a task of their own: the next shard
     is encoded and written while the last one's keys go in. Record files' keys go in right after
     each write, before the next (:class:`_CommitNow`). An output failure (full disk, read-only
     folder) stops the whole source: it is recorded and the pipeline is cancelled, keeping
@@ -756,7 +757,11 @@ async def _settle(
     report.already_present += result.present
     report.files.extend((f.name, f.sha256) for f in result.files)
     if result.durable or result.runs or result.files:
-        await commits.send(result)
+        try:
+            await commits.send(result)
+        except OutputError:
+            if result.error is None:
+                raise  # else the write's own failure (below) is the cause to report
     for shard in result.shards:
         await shards.send(shard)
     if result.error is not None:

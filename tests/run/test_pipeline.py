@@ -208,24 +208,115 @@ async def test_a_record_file_is_created_once_and_whole(
 ) -> None:
     """Both ways a record file gets its name (``renameat2(RENAME_NOREPLACE)``, or a hard link
     where the system lacks it) create it whole and only once: a file already under the name is
-    left as it was and counted present, and no temporary file stays behind."""
+    left as it was and counted present, the records after it are written (the temporary name is
+    free again), and no temporary file stays behind."""
     from harvester.io import writers
     from harvester.io.writers import JsonFilesWriter
     from tests.display.test_tables import ztf as record
 
-    if route == "hard link":
-        monkeypatch.setattr(writers, "_rename_noreplace", lambda tmp, path: None)
+    renamed: list[bool | None] = []
+    rename_noreplace = writers._rename_noreplace
+
+    def spy(tmp: str, path: str) -> bool | None:
+        renamed.append(None if route == "hard link" else rename_noreplace(tmp, path))
+        return renamed[-1]
+
+    monkeypatch.setattr(writers, "_rename_noreplace", spy)
+    monkeypatch.setattr(writers, "_NO_RENAMEAT2", set())  # the refusal below is remembered per device
     folder = tmp_path / "ztf"
     writer = JsonFilesWriter(folder)
     await writer.open()
-    first, second = record(58000.1), record(58000.2)
-    taken = writers.record_path(folder, second)
-    taken.write_bytes(b"someone else's\n")
-    result = await writer.write([(first, "w"), (second, "w")])
-    assert (result.written, result.present, result.error) == (1, 1, None)
-    assert writers.record_path(folder, first).read_bytes() == writers.dumps_record(first) + b"\n"
-    assert taken.read_bytes() == b"someone else's\n"
-    assert sorted(os.listdir(folder)) == sorted([writers.record_path(folder, first).name, taken.name])
+    taken, first, second = record(58000.1), record(58000.2), record(58000.3)
+    writers.record_path(folder, taken).write_bytes(b"someone else's\n")
+    result = await writer.write([(taken, "w"), (first, "w"), (second, "w")])
+    assert (result.written, result.present, result.error) == (2, 1, None)
+    # a refusal is remembered: the other files go straight to the link
+    assert renamed == ([None] if route == "hard link" else [False, True, True])
+    for r in (first, second):
+        assert writers.record_path(folder, r).read_bytes() == writers.dumps_record(r) + b"\n"
+    assert writers.record_path(folder, taken).read_bytes() == b"someone else's\n"
+    assert sorted(os.listdir(folder)) == sorted(
+        writers.record_path(folder, r).name for r in (taken, first, second)
+    )
+
+
+def _failing_renameat2(code: int, calls: list[int]) -> Any:
+    """A stand-in for the C library's ``renameat2`` that fails with ``code``."""
+    import ctypes
+
+    def renameat2(*args: Any) -> int:
+        calls.append(code)
+        ctypes.set_errno(code)
+        return -1
+
+    return lambda: renameat2
+
+
+async def test_a_filesystem_refusing_the_create_only_rename_gets_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``EINVAL`` (a filesystem without ``RENAME_NOREPLACE``) falls back to a hard link, and the
+    writer remembers it for that filesystem: the next files go straight to the link."""
+    import errno
+
+    from harvester.io import writers
+    from harvester.io.writers import JsonFilesWriter
+    from tests.display.test_tables import ztf as record
+
+    calls: list[int] = []
+    monkeypatch.setattr(writers, "_renameat2", _failing_renameat2(errno.EINVAL, calls))
+    monkeypatch.setattr(writers, "_NO_RENAMEAT2", set())
+    writer = JsonFilesWriter(tmp_path / "ztf")
+    await writer.open()
+    records = [record(58000.1), record(58000.2), record(58000.3)]
+    result = await writer.write([(r, "w") for r in records])
+    assert (result.written, result.error, calls) == (3, None, [errno.EINVAL])
+    assert sorted(os.listdir(tmp_path / "ztf")) == sorted(
+        writers.record_path(tmp_path / "ztf", r).name for r in records
+    )
+
+
+async def test_a_failing_create_only_rename_is_one_line_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other failure of the rename (here ``EACCES``) is the output's one-line error naming the
+    folder; the temporary file is removed, and nothing is counted written."""
+    import errno
+
+    from harvester.io import writers
+    from harvester.io.writers import JsonFilesWriter
+    from tests.display.test_tables import ztf as record
+
+    monkeypatch.setattr(writers, "_renameat2", _failing_renameat2(errno.EACCES, []))
+    monkeypatch.setattr(writers, "_NO_RENAMEAT2", set())
+    writer = JsonFilesWriter(tmp_path / "ztf")
+    await writer.open()
+    result = await writer.write([(record(58000.1), "w")])
+    assert result.error is not None and result.written == 0 and not result.durable
+    assert result.error.message == f"cannot write to {tmp_path / 'ztf'}: permission denied"
+    assert os.listdir(tmp_path / "ztf") == []
+
+
+async def test_a_ledger_failure_after_record_files_fails_the_source_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-record files commit in the writer's turn: a ledger that cannot be written fails the
+    source with one line naming the ledger, and no file is written after the failed commit."""
+    import sqlite3
+
+    from harvester.io.ledger import Ledger
+
+    def full(self: Ledger, *args: Any) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Ledger, "_commit_sync", full)
+    report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
+    src = report.sources["ztf"]
+    assert src.status == "failed" and report.exit_code == 1
+    assert [e.cause for e in src.errors if e.target == "(output)"] == [
+        f"cannot write to {tmp_path / 'ztf'}: database or disk is full (ledger ledger.sqlite)"
+    ]
+    assert 0 < len(record_files(tmp_path)) == src.written < 30
 
 
 def test_the_create_only_rename_is_available_and_never_replaces(tmp_path: Path) -> None:
