@@ -564,22 +564,23 @@ async def _write(
     """Write batches; with a ledger, skip keys the output already holds and commit new ones.
 
     Keys are committed to the ledger only after the writer says their records are durable (file
-    given its name, create-only), never before. Shards' keys go in by a task of their own: the next shard
-    is encoded and written while the last one's keys go in. Record files' keys go in right after
-    each write, before the next (:class:`_CommitNow`). An output failure (full disk, read-only
-    folder) stops the whole source: it is recorded and the pipeline is cancelled, keeping
-    everything already written.
+    given its name, create-only), never before. Shards' keys go in by a task of their own: the
+    next shard is encoded and written while the last one's keys go in. Record files' keys go in
+    right after each write, before the next (:class:`_CommitNow`). An output failure (full disk,
+    read-only folder) stops the whole source: it is recorded and the pipeline is cancelled,
+    keeping everything already written.
     """
     send, results = anyio.create_memory_object_stream[WriteResult](COMMITS_IN_FLIGHT)
     # a full shard waits for a free lane (no buffer): at most PERSIST_LANES shards in the air
     shards, to_persist = anyio.create_memory_object_stream[Shard](0)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_commit_results, results, report, state, run_id, pipeline)
         commits: _Commits = send
         if writer.defer_shards():
+            tg.start_soon(_commit_results, results, report, state, run_id, pipeline)
             for _ in range(PERSIST_LANES):
                 tg.start_soon(_persist_shards, to_persist.clone(), send.clone(), report, pipeline)
         else:
+            results.close()  # no shards: nothing for a commit task to wait for
             commits = _CommitNow(report, state, run_id)
         to_persist.close()
         try:
