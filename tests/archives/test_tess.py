@@ -15,7 +15,11 @@ from astropy.io import fits
 
 import harvester
 from harvester.archives.tess.records import TessRecord
-from harvester.archives.tess.source import is_lightcurve_product, read_tic_file
+from harvester.archives.tess.source import (
+    is_lightcurve_product,
+    lightcurve_from_observation,
+    read_tic_file,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "tess"
 LC_NAME = "tess2022302161335-s0058-0000000021132157-0247-s_lc.fits"
@@ -43,7 +47,10 @@ def envelope(rows: list[dict[str, Any]]) -> dict[str, Any]:
 class ScriptedMast:
     """A MAST that knows one TESS observation of TIC 21132157 (sector 58) and serves the real file."""
 
-    def __init__(self, download: Callable[[int], bytes] | None = None) -> None:
+    def __init__(
+        self, download: Callable[[int], bytes] | None = None, *, data_url: str | None = None
+    ) -> None:
+        self.data_url = data_url  # the observation row's dataURL; None: the row has no such column
         self.requests: list[httpx.Request] = []
         self.invokes: list[dict[str, Any]] = []
         self.downloads = 0
@@ -67,6 +74,7 @@ class ScriptedMast:
                             "obs_collection": "TESS",
                             "_selected_": None,
                         }
+                        | ({} if self.data_url is None else {"dataURL": self.data_url})
                     ]
                     if names == ["21132157"]
                     else []
@@ -164,6 +172,73 @@ async def test_query_shape_follows_the_mast_api(tmp_path: Path) -> None:
         "sequence_number": ["58"],
     }
     assert second["service"] == "Mast.Caom.Products" and second["params"] == {"obsid": "70000000058"}
+
+
+def same_record(path: Path) -> dict[str, Any]:
+    """A written record without the one field that differs between runs (when it was fetched)."""
+    data = json.loads(path.read_bytes())
+    data.pop("fetched_at")
+    return data
+
+
+async def test_a_2min_light_curve_named_in_dataurl_skips_the_product_list(tmp_path: Path) -> None:
+    """An observation whose dataURL is its SPOC light curve is downloaded from that URI with no
+    Mast.Caom.Products request, and written exactly as the product-list route writes it."""
+    listed, direct = ScriptedMast(), ScriptedMast(data_url=f"mast:TESS/product/{LC_NAME}")
+    for mast, out in ((listed, tmp_path / "listed"), (direct, tmp_path / "direct")):
+        report = await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=out, **tess())
+        assert report.sources["tess"].written == 1, report.sources["tess"].errors
+    assert [i["service"] for i in listed.invokes] == ["Mast.Caom.Filtered", "Mast.Caom.Products"]
+    assert [i["service"] for i in direct.invokes] == ["Mast.Caom.Filtered"]
+    assert direct.invokes[0]["params"]["columns"] == "obsid,dataURL"
+    assert direct.requests[-1].url.params["uri"] == f"mast:TESS/product/{LC_NAME}"
+    name = f"record_{OBS_ID}.json"
+    assert same_record(tmp_path / "direct" / "tess" / name) == same_record(tmp_path / "listed" / "tess" / name)
+
+
+@pytest.mark.parametrize(
+    ("data_url", "cadence", "cloud"),
+    [
+        pytest.param(None, "2min", False, id="no-dataURL"),
+        pytest.param("mast:HLSP/tess-spoc/s0058/hlsp_tess-spoc_tess_phot_x_lc.fits", "2min", False, id="hlsp"),
+        pytest.param(f"mast:TESS/product/{LC_NAME}", "20s", False, id="20-second"),
+        pytest.param(f"mast:TESS/product/{LC_NAME}", "2min", True, id="s3-needs-size"),
+    ],
+)
+async def test_other_observations_still_go_through_the_product_list(
+    tmp_path: Path, data_url: str | None, cadence: str, cloud: bool
+) -> None:
+    """No SPOC 2-minute dataURL, the 20-s cadence, or the S3 route (which checks each object
+    against the listed size): the product list is asked for, as before."""
+    mast = ScriptedMast(data_url=data_url)
+    config = tess()
+    config["data_sources"]["tess"] |= {
+        "cadence": cadence,
+        "cloud": {"enabled": cloud, "endpoint_url": "http://127.0.0.1:9"} if cloud else {"enabled": False},
+    }
+    await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path, **config)
+    assert [i["service"] for i in mast.invokes] == ["Mast.Caom.Filtered", "Mast.Caom.Products"]
+
+
+def test_only_a_spoc_2min_light_curve_uri_is_taken_from_an_observation() -> None:
+    """dataURL is trusted only for ``mast:TESS/product/<SPOC 2-min file>``."""
+    row = {"obsid": "70000000058", "dataURL": f"mast:TESS/product/{LC_NAME}"}
+    assert lightcurve_from_observation(row) == {
+        "productFilename": LC_NAME,
+        "dataURI": f"mast:TESS/product/{LC_NAME}",
+        "obsID": "70000000058",
+    }
+    fast = LC_NAME.replace("-s_lc.fits", "-a_fast-lc.fits")
+    for other in (
+        None,
+        "",
+        f"mast:TESS/product/{fast}",
+        f"mast:TESS/product/{LC_NAME.replace('_lc', '_tp')}",
+        f"mast:HLSP/tess-spoc/{LC_NAME}",
+        f"mast:TESS/product/sub/{LC_NAME}",
+        "mast:TESS/product/hlsp_tess-spoc_tess_phot_0000000021132157-s0058_tess_v1_lc.fits",
+    ):
+        assert lightcurve_from_observation({"obsid": "1", "dataURL": other}) is None, other
 
 
 async def test_position_query_uses_filtered_position(tmp_path: Path) -> None:

@@ -5,9 +5,12 @@ For each target (a TIC id, a cone, or the configured filters alone):
 1. ``Mast.Caom.Filtered`` (``Mast.Caom.Filtered.Position`` for a cone) with obs_collection TESS,
    dataproduct_type timeseries, the target's ``target_name`` (a TIC id, never zero-padded:
    lightkurve#1073), sectors (``sequence_number``), t_min/t_max ranges and any extra filters.
-2. ``Mast.Caom.Products`` for the obsids found, in batches of ≤ 500.
-3. Keep light-curve products: ``productSubGroupDescription`` LC with a ``_lc.fits`` name for the
-   2-minute cadence, FAST-LC with ``_fast-lc.fits`` for 20 s.
+2. For the 2-minute cadence over HTTPS, an observation whose ``dataURL`` is a SPOC light curve
+   (``mast:TESS/product/<obs_id>_lc.fits``) is downloaded from that URI straight away. Every other
+   observation (20 s, a row without such a dataURL, and all of them when the S3 route needs the
+   product list's ``size``) goes to ``Mast.Caom.Products``, in batches of ≤ 500.
+3. From a product list, keep light-curve products: ``productSubGroupDescription`` LC with a
+   ``_lc.fits`` name for the 2-minute cadence, FAST-LC with ``_fast-lc.fits`` for 20 s.
 4. Download each (concurrently, under the host's limits, with a size cap), verify it is a
    complete FITS file, retry a corrupt download once, then report it. A SPOC light curve with a
    cloud copy is read from MAST's public S3 bucket first (:mod:`.cloud`: the key from the
@@ -22,6 +25,7 @@ Products already in the output (same ``obs_id``) are not downloaded again.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -47,12 +51,20 @@ from harvester.io.http import HttpSession
 from harvester.io.s3 import S3Sessions
 from harvester.records import Provenance
 
-__all__ = ["TessSource", "TessTarget", "is_lightcurve_product", "read_tic_file"]
+__all__ = [
+    "TessSource",
+    "TessTarget",
+    "is_lightcurve_product",
+    "lightcurve_from_observation",
+    "read_tic_file",
+]
 
 log = structlog.get_logger("harvester.tess")
 
 SERVICE_FILTERED = "Mast.Caom.Filtered"
 SERVICE_POSITION = "Mast.Caom.Filtered.Position"
+#: a SPOC 2-minute light curve's file name (``tess<time>-sNNNN-<16-digit TIC>-NNNN-<cr>_lc.fits``)
+_SPOC_LC = re.compile(r"tess\d{13}-s\d{4}-\d{16}-\d{4}-[xsab]_lc\.fits")
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,21 @@ def is_lightcurve_product(row: dict[str, Any], cadence: str) -> bool:
     if cadence == "20s":
         return group == "FAST-LC" and name.endswith("fast-lc.fits")
     return group == "LC" and name.endswith("_lc.fits")
+
+
+def lightcurve_from_observation(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The 2-minute SPOC light curve an observation row names in ``dataURL``, shaped as the product
+    list's row for it (``productFilename``, ``dataURI``, ``obsID``); None when the row names no
+    such file (no dataURL, another collection's URI, a 20-s or HLSP file).
+
+    MAST's CAOM ``dataURL`` of a TESS SPOC timeseries observation is its light curve,
+    ``mast:TESS/product/<obs_id>_lc.fits``: the same URI the product list gives as ``dataURI``.
+    """
+    uri = str(row.get("dataURL") or "")
+    prefix, _, name = uri.rpartition("/")
+    if prefix != "mast:TESS/product" or _SPOC_LC.fullmatch(name) is None:
+        return None
+    return {"productFilename": name, "dataURI": uri, "obsID": row["obsid"]}
 
 
 def read_tic_file(path: Path) -> list[str]:
@@ -224,9 +251,12 @@ class TessSource(Source[TessTarget]):
             ctx.session, tess.base_url, pagesize=tess.pagesize, poll_budget_s=tess.poll_budget_s
         )
         label = target.label
-        # Only the obsids are used (the product list carries the rest): asking for that one
-        # column keeps the answer ~40x smaller than every CAOM column (MAST projects "columns").
-        params: dict[str, Any] = {"columns": "obsid", "filters": self.filters(target)}
+        # Only the obsids (and, where the light curve can be taken from it, dataURL) are used:
+        # asking for those columns keeps the answer far smaller than every CAOM column (MAST
+        # projects "columns").
+        direct_ok = tess.cadence == "2min" and self.cloud is None
+        columns = "obsid,dataURL" if direct_ok else "obsid"
+        params: dict[str, Any] = {"columns": columns, "filters": self.filters(target)}
         service = SERVICE_FILTERED
         if target.cone is not None:
             service = SERVICE_POSITION
@@ -234,12 +264,24 @@ class TessSource(Source[TessTarget]):
         result = await mast.query(service, params, target=label)
         if result.shortfall:
             self.notes.warnings.append(f"{label}: {result.shortfall}")
-        obsids = [str(r["obsid"]) for r in result.rows if r.get("obsid") is not None]
-        if not obsids:
+        rows = [r for r in result.rows if r.get("obsid") is not None]
+        if not rows:
             log.info("fetched", source=self.name, target=label, observations=0, records=0)
             return
-        products = await mast.products(obsids, target=label, batch_size=tess.products_batch_size)
-        wanted = [p for p in products if is_lightcurve_product(p, tess.cadence)]
+        # A 2-minute SPOC observation names its light curve in dataURL: those skip the product
+        # list (one round trip less before the first download). The rest, every row for 20 s,
+        # and every row when the S3 route needs the listed size, go through Mast.Caom.Products.
+        wanted: list[dict[str, Any]] = []
+        listed: list[str] = []
+        for row in rows:
+            product = lightcurve_from_observation(row) if direct_ok else None
+            if product is None:
+                listed.append(str(row["obsid"]))
+            else:
+                wanted.append(product)
+        if listed:
+            products = await mast.products(listed, target=label, batch_size=tess.products_batch_size)
+            wanted.extend(p for p in products if is_lightcurve_product(p, tess.cadence))
         claimed = []
         for product in wanted:
             uri = str(product.get("dataURI") or "")
@@ -255,7 +297,8 @@ class TessSource(Source[TessTarget]):
             "products_selected",
             source=self.name,
             target=label,
-            observations=len(obsids),
+            observations=len(rows),
+            listed=len(listed),
             light_curves=len(wanted),
             to_download=len(todo),
         )

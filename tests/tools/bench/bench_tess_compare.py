@@ -147,7 +147,7 @@ def run_harvester(archive: FakeArchive, url: str, tics: list[int]) -> ClientRun:
         raise RuntimeError(f"tess harvest did not succeed: {src.status} {src.errors[:2]}")
     requests, violations = counter.delta()
     return ClientRun(
-        "harvester", wall, src.written, requests, violations, "query + products + download + JSON"
+        "harvester", wall, src.written, requests, violations, "query (dataURL) + download + JSON"
     )
 
 
