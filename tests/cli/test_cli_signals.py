@@ -43,6 +43,13 @@ def config(folder: Path, url: str) -> Path:
     return path
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """The child starts with SIGINT at its default, as from a terminal. A test run started in the
+    background by a script (``pytest &``) has SIGINT ignored, and a child inherits that: Python
+    then keeps it ignored, as it should for such a job, and the SIGINT case would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("signum", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")]
 )
@@ -70,6 +77,7 @@ def test_signal_cancels_the_run_with_a_manifest_and_one_line(
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + 30
     while not archive.requests and proc.poll() is None and time.monotonic() < deadline:
