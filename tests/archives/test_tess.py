@@ -176,7 +176,7 @@ async def test_query_shape_follows_the_mast_api(tmp_path: Path) -> None:
 
 def same_record(path: Path) -> dict[str, Any]:
     """A written record without the one field that differs between runs (when it was fetched)."""
-    data = json.loads(path.read_bytes())
+    data: dict[str, Any] = json.loads(path.read_bytes())
     data.pop("fetched_at")
     return data
 
