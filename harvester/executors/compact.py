@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from harvester import archives
 from harvester.errors import ConfigError, OutputError
-from harvester.io.arrow import arrow_schema, records_table
+from harvester.io.arrow import arrow_schema, parquet_options, records_table
 from harvester.io.files import TMP_SUFFIX, fsync_folder, fsync_path, make_folder, output_error
 from harvester.io.objectstore import ObjectStore
 from harvester.records import BaseRecord, key_digest
@@ -133,7 +133,7 @@ def compact(source: str, root: str, output: Path) -> tuple[int, int]:
         raise output_error(output.parent, exc) from None
     tmp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
             chunk: list[BaseRecord] = []
             group: list[pa.RecordBatch] = []
             chunk_size = group_size = 0

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["arrow_schema", "flat_row", "nested_row", "parquet_bytes", "records_table"]
+__all__ = ["arrow_schema", "flat_row", "nested_row", "parquet_bytes", "parquet_options", "records_table"]
 
 
 @functools.cache
@@ -108,13 +108,30 @@ def _column_paths(model: type[BaseModel]) -> list[tuple[str, tuple[str, str | No
     return paths
 
 
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """How harvester writes Parquet (shards, unit objects, ``compact``): zstd, and dictionary
+    encoding for the string columns only.
+
+    pyarrow's default dictionary-encodes every column. On ZTF's numbers (magnitudes, times,
+    coordinates: nearly all distinct) that only costs: a 35,581-row batch encoded in 52 ms into
+    4.55 MB with it, 22 ms into 3.52 MB without it on the numeric columns. Strings (object ids,
+    filters, provenance, often one value a batch) keep it. Numbers are written PLAIN, the encoding
+    every Parquet reader takes.
+    """
+    import pyarrow as pa
+
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    return {"compression": "zstd", "use_dictionary": strings}
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
-    """A table as one zstd-compressed Parquet file, in memory (a folder's shard, a unit's object)."""
+    """A table as one Parquet file (:func:`parquet_options`), in memory (a folder's shard, a unit's
+    object)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, **parquet_options(table.schema))
     return bytes(sink.getvalue().to_pybytes())
 
 

@@ -18,12 +18,17 @@ no measurement pays for the writeback of the one before it. Measured:
 3. **where the time goes**: each stage of the columnar record path timed alone on the same bodies
    (fetch, vectorised parse and checks, dedup keys, JSON text, Parquet encoding), next to the
    record-at-a-time path it replaced (row parser, model validation, ``dump``), in records per second.
+
+Each of the six writes in 1 and 2 runs five times, interleaved round by round, and its median run
+is reported with the slowest and the fastest: this machine's disk and CPU have slow and fast
+minutes, which a single run would take for the harvester's own.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, MutableMapping
@@ -41,7 +46,7 @@ import pyarrow.parquet as pq
 import harvester
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.source import ZtfSource, irsa_params, parse_irsa_batch, parse_irsa_csv
-from harvester.io.arrow import arrow_schema
+from harvester.io.arrow import arrow_schema, parquet_bytes, parquet_options
 from harvester.io.batches import Batch
 from harvester.io.readers import iter_shard_records
 from harvester.io.writers import dumps_record
@@ -56,6 +61,7 @@ PARQUET_GOAL = 300_000
 JSONL_GOAL = 200_000
 JSONL_SHARE_GOAL = 1 / 3  # of the bare orjson loop, in the same run
 FILES_SHARE_GOAL = 0.7  # of the bare per-file loop, in the same run
+REPEATS = 5  # of each write, interleaved; the median is reported
 BIG_RADIUS = 0.1667
 
 
@@ -83,10 +89,21 @@ class Throughput:
     what: str
     records: int
     seconds: float
+    #: records/s of the slowest and the fastest repetition, when this is the median of several
+    spread: tuple[float, float] | None = None
+    runs: int = 1
 
     @property
     def per_s(self) -> float:
         return self.records / self.seconds
+
+
+def median_of(runs: list[Throughput]) -> Throughput:
+    """The repetition with the median time, carrying the range of all of them."""
+    ordered = sorted(runs, key=lambda t: t.seconds)
+    middle = ordered[len(ordered) // 2]
+    spread = (ordered[-1].per_s, ordered[0].per_s)
+    return Throughput(middle.what, middle.records, middle.seconds, spread, runs=len(runs))
 
 
 class Replayed:
@@ -142,8 +159,8 @@ def end_to_end(app: Any, cones: list[dict[str, float]], fmt: str, folder: Path) 
     return Throughput(f"harvester → {layout}", src.written, seconds)
 
 
-def bare_writes(records: list[dict[str, Any]], folder: Path) -> list[Throughput]:
-    """The same records written by a bare orjson loop: per-record files, then one jsonl file."""
+def bare_files(records: list[dict[str, Any]], folder: Path) -> Throughput:
+    """The same records written by a bare orjson loop, one file per record (no atomicity)."""
     files = folder / "files"
     files.mkdir(parents=True)
     settle_disk()
@@ -151,24 +168,30 @@ def bare_writes(records: list[dict[str, Any]], folder: Path) -> list[Throughput]
     for k, data in enumerate(records):
         with open(files / f"record_{k:08d}.json", "wb") as fh:
             fh.write(orjson.dumps(data) + b"\n")
-    per_file = time.perf_counter() - start
+    return Throughput("bare orjson loop → per-record files", len(records), time.perf_counter() - start)
+
+
+def bare_jsonl(records: list[dict[str, Any]], folder: Path) -> Throughput:
+    """The same records written by a bare orjson loop into one jsonl file."""
+    folder.mkdir(parents=True)
     settle_disk()
     start = time.perf_counter()
     with open(folder / "all.jsonl", "wb") as fh:
         for data in records:
             fh.write(orjson.dumps(data) + b"\n")
-    jsonl = time.perf_counter() - start
+    return Throughput("bare orjson loop → one jsonl file", len(records), time.perf_counter() - start)
+
+
+def bare_parquet(records: list[dict[str, Any]], folder: Path) -> Throughput:
+    """The same rows as one Parquet file written by pyarrow (the writer's schema and options)."""
+    folder.mkdir(parents=True)
     schema = arrow_schema(ZtfRecord)
     settle_disk()
     start = time.perf_counter()
     rows = [_flat(d) for d in records]
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "all.parquet", compression="zstd")
-    parquet = time.perf_counter() - start
-    return [
-        Throughput("bare orjson loop → per-record files", len(records), per_file),
-        Throughput("bare orjson loop → one jsonl file", len(records), jsonl),
-        Throughput("bare pyarrow loop → one Parquet file", len(records), parquet),
-    ]
+    table = pa.Table.from_pylist(rows, schema=schema)
+    pq.write_table(table, folder / "all.parquet", **parquet_options(schema))
+    return Throughput("bare pyarrow loop → one Parquet file", len(records), time.perf_counter() - start)
 
 
 def _flat(data: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +250,7 @@ def stages(archive: Any, settings: Settings) -> list[Throughput]:
         _timed(
             "columnar: Parquet encode (zstd, in memory)",
             n,
-            lambda: [pq.write_table(b.table, pa.BufferOutputStream(), compression="zstd") for b in batches],
+            lambda: [parquet_bytes(b.table) for b in batches],
         ),
         _timed("row path: parse_irsa_csv (CSV → typed dicts)", n, parse_rows),
         _timed(
@@ -239,21 +262,34 @@ def stages(archive: Any, settings: Settings) -> list[Throughput]:
     ]
 
 
-def measure(n_cones: int) -> tuple[list[Throughput], list[Throughput], list[Throughput]]:
+def measure(
+    n_cones: int, repeats: int = REPEATS
+) -> tuple[list[Throughput], list[Throughput], list[Throughput]]:
+    """Each of the six writes ``repeats`` times, interleaved round by round (so a slow minute of
+    the machine falls on all of them alike), each reported as its median repetition."""
     archive = Replayed(FakeArchive())
     cones = big_cones(n_cones)
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         root = Path(tmp)
         end_to_end(archive, cones, "jsonl", root / "warm")  # records every answer; not timed
-        ours = [
-            end_to_end(archive, cones, "jsonl", root / "jsonl"),
-            end_to_end(archive, cones, "json", root / "json"),
-            end_to_end(archive, cones, "parquet", root / "parquet"),
+        records = list(iter_shard_records(root / "warm" / "raw" / "ztf"))
+        writes: list[Callable[[Path], Throughput]] = [
+            lambda folder: end_to_end(archive, cones, "jsonl", folder),
+            lambda folder: end_to_end(archive, cones, "json", folder),
+            lambda folder: end_to_end(archive, cones, "parquet", folder),
+            lambda folder: bare_files(records, folder),
+            lambda folder: bare_jsonl(records, folder),
+            lambda folder: bare_parquet(records, folder),
         ]
-        records = list(iter_shard_records(root / "jsonl" / "raw" / "ztf"))
-        limit = bare_writes(records, root / "bare")
+        runs: list[list[Throughput]] = [[] for _ in writes]
+        for round_ in range(repeats):
+            for k, write in enumerate(writes):
+                folder = root / f"w{k}-{round_}"
+                runs[k].append(write(folder))
+                shutil.rmtree(folder)  # untimed: the next write starts from the same disk
         parts = stages(archive, ztf_settings(root / "stages", cones, "jsonl"))
-    return ours, limit, parts
+    medians = [median_of(r) for r in runs]
+    return medians[:3], medians[3:], parts
 
 
 def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughput]) -> Part:
@@ -262,11 +298,15 @@ def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughp
         "budget 1000 req/s × 4, state store on; every answer recorded by an untimed harvest "
         "and replayed byte for byte (the fake archive's CPU is not the harvester's).",
         "",
-        "| what | records | seconds | records/s |",
-        "| --- | --- | --- | --- |",
+        f"Each write ran {ours[0].runs} times, interleaved with the others round by round; the "
+        "median run is shown, with the slowest and the fastest.",
+        "",
+        "| what | records | seconds | records/s | slowest – fastest |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for t in [*ours, *limit]:
-        lines.append(f"| {t.what} | {t.records:,} | {t.seconds:.2f} | {t.per_s:,.0f} |")
+        spread = f"{t.spread[0]:,.0f} – {t.spread[1]:,.0f}" if t.spread else "–"
+        lines.append(f"| {t.what} | {t.records:,} | {t.seconds:.2f} | {t.per_s:,.0f} | {spread} |")
     json_ratio = limit[0].per_s / ours[1].per_s
     jsonl_ratio = limit[1].per_s / ours[0].per_s
     parquet_ratio = limit[2].per_s / ours[2].per_s
