@@ -6,6 +6,7 @@ is always the one the code validates against.
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 from datetime import datetime
@@ -46,7 +47,10 @@ def schema_rows(model: type[BaseRecord]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+@functools.cache
 def schema_markdown(model: type[BaseRecord]) -> str:
+    """A record model's fields as a Markdown table (worked out once per model: each run's README
+    repeats it, and building the JSON schema takes milliseconds)."""
     lines = ["| field | type | unit | meaning |", "| --- | --- | --- | --- |"]
     for name, kind, unit, desc in schema_rows(model):
         lines.append(f"| `{name}` | {kind} | {unit or '—'} | {desc.replace('|', '/')} |")

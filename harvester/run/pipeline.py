@@ -797,7 +797,11 @@ async def _write_readme(
     for key in ("sample_record", "output"):
         counts.pop(key, None)
     try:
-        text = source_readme(source.name, readme_query(source, runs), counts, utcnow())
-        await anyio.to_thread.run_sync(write_text_atomic, folder / "README.md", text)
+        query, when = readme_query(source, runs), utcnow()
+
+        def write() -> None:
+            write_text_atomic(folder / "README.md", source_readme(source.name, query, counts, when))
+
+        await anyio.to_thread.run_sync(write)
     except (OSError, HarvesterError) as exc:
         report.warnings.append(f"could not write README: {exc}")
