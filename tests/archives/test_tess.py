@@ -48,9 +48,16 @@ class ScriptedMast:
     """A MAST that knows one TESS observation of TIC 21132157 (sector 58) and serves the real file."""
 
     def __init__(
-        self, download: Callable[[int], bytes] | None = None, *, data_url: str | None = None
+        self,
+        download: Callable[[int], bytes] | None = None,
+        *,
+        data_url: str | None = None,
+        twin: bool = False,
     ) -> None:
         self.data_url = data_url  # the observation row's dataURL; None: the row has no such column
+        #: a second observation row (obsid 70000000059, no dataURL) whose product list names the
+        #: same light curve, as MAST's duplicate products across obsids do
+        self.twin = twin
         self.requests: list[httpx.Request] = []
         self.invokes: list[dict[str, Any]] = []
         self.downloads = 0
@@ -76,6 +83,7 @@ class ScriptedMast:
                         }
                         | ({} if self.data_url is None else {"dataURL": self.data_url})
                     ]
+                    + ([{"obsid": 70000000059, "obs_id": OBS_ID, "_selected_": None}] if self.twin else [])
                     if names == ["21132157"]
                     else []
                 )
@@ -218,6 +226,28 @@ async def test_other_observations_still_go_through_the_product_list(
     }
     await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path, **config)
     assert [i["service"] for i in mast.invokes] == ["Mast.Caom.Filtered", "Mast.Caom.Products"]
+    direct_possible = cadence == "2min" and not cloud
+    assert mast.invokes[0]["params"]["columns"] == ("obsid,dataURL" if direct_possible else "obsid")
+
+
+async def test_a_batch_lists_only_the_rows_without_a_light_curve_uri(tmp_path: Path) -> None:
+    """One row names its light curve, the other does not: only the other is listed, and its
+    product (the same file, as duplicates across obsids are) is downloaded once, not twice."""
+    mast = ScriptedMast(data_url=f"mast:TESS/product/{LC_NAME}", twin=True)
+    report = await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path, **tess())
+    assert report.sources["tess"].written == 1, report.sources["tess"].errors
+    assert mast.invokes[1]["service"] == "Mast.Caom.Products"
+    assert mast.invokes[1]["params"] == {"obsid": "70000000059"}
+    assert mast.downloads == 1
+
+
+async def test_a_rerun_on_the_dataurl_route_downloads_nothing(tmp_path: Path) -> None:
+    """A light curve taken from dataURL and already in the output is not downloaded again."""
+    mast = ScriptedMast(data_url=f"mast:TESS/product/{LC_NAME}")
+    for _ in range(2):
+        report = await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path, **tess())
+    assert mast.downloads == 1 and report.sources["tess"].written == 0
+    assert [i["service"] for i in mast.invokes] == ["Mast.Caom.Filtered"] * 2
 
 
 def test_only_a_spoc_2min_light_curve_uri_is_taken_from_an_observation() -> None:

@@ -43,11 +43,14 @@ def config(folder: Path, url: str) -> Path:
     return path
 
 
-def _ctrl_c_as_in_a_terminal() -> None:
-    """The child starts with SIGINT at its default, as from a terminal. A test run started in the
-    background by a script (``pytest &``) has SIGINT ignored, and a child inherits that: Python
-    then keeps it ignored, as it should for such a job, and the SIGINT case would test nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+#: ``python -m harvester`` with SIGINT at Python's default, as from a terminal. A test run started
+#: in the background by a script (``pytest &``) has SIGINT ignored, and a child inherits that:
+#: Python then keeps it ignored, as it should for such a job, and the SIGINT case would test
+#: nothing. (Set in the child itself: ``preexec_fn`` is unsafe with the archive's server thread.)
+AS_FROM_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('harvester', run_name='__main__', alter_sys=True)"
+)
 
 
 @pytest.mark.parametrize(
@@ -63,8 +66,8 @@ def test_signal_cancels_the_run_with_a_manifest_and_one_line(
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "harvester",
+            "-c",
+            AS_FROM_A_TERMINAL,
             "run",
             "--source",
             "ztf",
@@ -77,7 +80,6 @@ def test_signal_cancels_the_run_with_a_manifest_and_one_line(
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + 30
     while not archive.requests and proc.poll() is None and time.monotonic() < deadline:

@@ -24,6 +24,7 @@ from harvester.io.objectstore import ObjectStore
 from harvester.io.writers import dumps_record
 from harvester.records import BaseRecord, Provenance
 from tests.display.test_tables import FETCHED, tess, ztf
+from tests.io.test_parquet import assert_harvester_encoding
 
 
 def mast_record() -> MastRecord:
@@ -62,6 +63,15 @@ def test_tess_light_curves_become_list_columns_that_round_trip_exactly(tmp_path:
     assert "provenance_url" in table.column_names and "provenance" not in table.column_names
     assert table.column("flux_err").to_pylist()[0][1] is None
     assert table.to_pylist() == [flat_row(c) for c in curves]
+
+
+def test_compact_writes_as_the_shards_do(tmp_path: Path) -> None:
+    """zstd, a dictionary for string columns only (list columns of numbers included)."""
+    commit_unit(tmp_path / "out", "tess", "b07", [tess(261136679, 50)])
+    commit_unit(tmp_path / "out", "ztf", "c1", [ztf(58000.1), ztf(58000.2)])
+    for source in ("tess", "ztf"):
+        compact(source, str(tmp_path / "out"), tmp_path / f"{source}.parquet")
+        assert_harvester_encoding(tmp_path / f"{source}.parquet")
 
 
 def test_a_column_null_in_every_row_keeps_its_model_type(tmp_path: Path) -> None:

@@ -71,6 +71,19 @@ def test_a_shard_carries_the_record_model_s_schema_with_units(tmp_path: Path) ->
     assert lengths == tess.column("n_points").to_pylist()  # one row per light curve, whole
 
 
+def assert_harvester_encoding(path: Path) -> None:
+    """Every column chunk of ``path`` is zstd, with a dictionary exactly when it holds strings."""
+    meta = pq.read_metadata(path)
+    schema = pq.read_schema(path)
+    for g in range(meta.num_row_groups):
+        for i in range(meta.num_columns):
+            column = meta.row_group(g).column(i)
+            dictionary = "RLE_DICTIONARY" in column.encodings or "PLAIN_DICTIONARY" in column.encodings
+            top = column.path_in_schema.split(".")[0]
+            assert dictionary == (schema.field(top).type == pa.string()), column
+            assert column.compression == "ZSTD", column
+
+
 def test_shards_dictionary_encode_strings_only_and_read_in_polars_and_nested_pandas(tmp_path: Path) -> None:
     """Numbers are written PLAIN (a dictionary of nearly distinct magnitudes only costs time and
     bytes), strings with a dictionary; polars and nested-pandas (a pandas frame) read the shard as
@@ -81,14 +94,7 @@ def test_shards_dictionary_encode_strings_only_and_read_in_polars_and_nested_pan
     report = harvester.harvest_sync("ztf", offline=True, output=tmp_path, format="parquet")
     assert report.ok
     (shard,) = sorted((tmp_path / "ztf").glob("part-*.parquet"))
-    meta = pq.read_metadata(shard)
-    group = meta.row_group(0)
-    schema = pq.read_schema(shard)
-    for i in range(meta.num_columns):
-        column = group.column(i)
-        dictionary = "RLE_DICTIONARY" in column.encodings or "PLAIN_DICTIONARY" in column.encodings
-        assert dictionary == (schema.field(column.path_in_schema).type == pa.string()), column
-        assert column.compression == "ZSTD"
+    assert_harvester_encoding(shard)
     table = pq.read_table(shard)
     assert polars.read_parquet(shard).to_arrow().cast(table.schema).equals(table)
     frame = nested_pandas.read_parquet(str(shard))
