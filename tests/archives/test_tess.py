@@ -245,7 +245,9 @@ async def test_a_rerun_on_the_dataurl_route_downloads_nothing(tmp_path: Path) ->
     """A light curve taken from dataURL and already in the output is not downloaded again."""
     mast = ScriptedMast(data_url=f"mast:TESS/product/{LC_NAME}")
     for _ in range(2):
-        report = await harvester.harvest("tess", transport=httpx.MockTransport(mast), output=tmp_path, **tess())
+        report = await harvester.harvest(
+            "tess", transport=httpx.MockTransport(mast), output=tmp_path, **tess()
+        )
     assert mast.downloads == 1 and report.sources["tess"].written == 0
     assert [i["service"] for i in mast.invokes] == ["Mast.Caom.Filtered"] * 2
 
@@ -269,6 +271,7 @@ def test_only_a_spoc_2min_light_curve_uri_is_taken_from_an_observation() -> None
         "mast:TESS/product/hlsp_tess-spoc_tess_phot_0000000021132157-s0058_tess_v1_lc.fits",
     ):
         assert lightcurve_from_observation({"obsid": "1", "dataURL": other}) is None, other
+    assert lightcurve_from_observation({"dataURL": f"mast:TESS/product/{LC_NAME}"}) is None  # no obsid
 
 
 async def test_position_query_uses_filtered_position(tmp_path: Path) -> None:

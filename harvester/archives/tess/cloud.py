@@ -39,6 +39,8 @@ from harvester.io.s3 import ENDPOINT_VARIABLES, CloudRoute, endpoint_from_env
 __all__ = [
     "ENDPOINT_VARIABLES",
     "MAST_HOST",
+    "PRODUCT_PREFIX",
+    "SPOC_NAME",
     "CloudRoute",
     "cloud_route",
     "product_key",
@@ -47,9 +49,10 @@ __all__ = [
 
 #: MAST's own host: the bucket is MAST's copy of what this host serves.
 MAST_HOST = "mast.stsci.edu"
-_PRODUCT_PREFIX = "mast:TESS/product/"
-# tess{yyyydddhhmmss}-s{sctr}-{tid:016d}-{scid}-{cr}_lc.fits, or ..._fast-lc.fits (upstream-apis.md §3.5)
-_SPOC_NAME = re.compile(r"^tess\d{13}-s(\d{4})-(\d{16})-\d{4}-[xsab]_(?:fast-)?lc\.fits$")
+#: the URI of a TESS mission product: this prefix, then the product's file name
+PRODUCT_PREFIX = "mast:TESS/product/"
+#: tess{yyyydddhhmmss}-s{sctr}-{tid:016d}-{scid}-{cr}_lc.fits, or ..._fast-lc.fits (upstream-apis.md §3.5)
+SPOC_NAME = re.compile(r"^tess\d{13}-s(\d{4})-(\d{16})-\d{4}-[xsab]_(?:fast-)?lc\.fits$")
 
 
 def s3_key(tic_id: int, sector: int, filename: str) -> str:
@@ -66,9 +69,9 @@ def product_key(product: Mapping[str, Any]) -> str | None:
     in the SPOC layout by a ``mast:TESS/product/<file name>`` URI (not an HLSP, not another
     collection) is in the bucket's ``tess/public/tid`` tree. TIC id and sector come from the name."""
     name = str(product.get("productFilename") or "")
-    if str(product.get("dataURI") or "") != _PRODUCT_PREFIX + name:
+    if str(product.get("dataURI") or "") != PRODUCT_PREFIX + name:
         return None
-    match = _SPOC_NAME.fullmatch(name)
+    match = SPOC_NAME.fullmatch(name)
     if match is None:
         return None
     sector, tic = int(match.group(1)), int(match.group(2))

@@ -25,7 +25,6 @@ Products already in the output (same ``obs_id``) are not downloaded again.
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -37,7 +36,7 @@ from harvester.archives.base import FetchContext, Source, utcnow
 from harvester.archives.common import RateLimit
 from harvester.archives.mast_invoke import MastClient, discrete, position, value_range
 from harvester.archives.spoc_fits import DecodedLightCurve, decode_lightcurve_async
-from harvester.archives.tess.cloud import CloudRoute, cloud_route, product_key
+from harvester.archives.tess.cloud import PRODUCT_PREFIX, SPOC_NAME, CloudRoute, cloud_route, product_key
 from harvester.archives.tess.records import TessRecord
 from harvester.archives.tess.settings import TessSettings
 from harvester.errors import (
@@ -63,8 +62,6 @@ log = structlog.get_logger("harvester.tess")
 
 SERVICE_FILTERED = "Mast.Caom.Filtered"
 SERVICE_POSITION = "Mast.Caom.Filtered.Position"
-#: a SPOC 2-minute light curve's file name (``tess<time>-sNNNN-<16-digit TIC>-NNNN-<cr>_lc.fits``)
-_SPOC_LC = re.compile(r"tess\d{13}-s\d{4}-\d{16}-\d{4}-[xsab]_lc\.fits")
 
 
 @dataclass(frozen=True)
@@ -97,16 +94,16 @@ def is_lightcurve_product(row: dict[str, Any], cadence: str) -> bool:
 def lightcurve_from_observation(row: dict[str, Any]) -> dict[str, Any] | None:
     """The 2-minute SPOC light curve an observation row names in ``dataURL``, shaped as the product
     list's row for it (``productFilename``, ``dataURI``, ``obsID``); None when the row names no
-    such file (no dataURL, another collection's URI, a 20-s or HLSP file).
+    such file (no dataURL, another collection's URI, a 20-s or HLSP file) or no ``obsid``.
 
     MAST's CAOM ``dataURL`` of a TESS SPOC timeseries observation is its light curve,
     ``mast:TESS/product/<obs_id>_lc.fits``: the same URI the product list gives as ``dataURI``.
     """
-    uri = str(row.get("dataURL") or "")
-    prefix, _, name = uri.rpartition("/")
-    if prefix != "mast:TESS/product" or _SPOC_LC.fullmatch(name) is None:
+    uri, obsid = str(row.get("dataURL") or ""), row.get("obsid")
+    name = uri.removeprefix(PRODUCT_PREFIX)
+    if obsid is None or name == uri or SPOC_NAME.fullmatch(name) is None or name.endswith("fast-lc.fits"):
         return None
-    return {"productFilename": name, "dataURI": uri, "obsID": row["obsid"]}
+    return {"productFilename": name, "dataURI": uri, "obsID": obsid}
 
 
 def read_tic_file(path: Path) -> list[str]:
@@ -180,7 +177,8 @@ class TessSource(Source[TessTarget]):
         cone = (query.ra, query.dec, query.radius) if query.ra is not None else None
         if tics:
             # One MAST query names up to tic_batch_size TIC ids (MAST takes a list of values), so
-            # metadata costs two requests per batch rather than per star, within MAST's budget.
+            # metadata costs one or two requests per batch (two when some row's light curve must
+            # come from the product list) rather than per star, within MAST's budget.
             unique = list(dict.fromkeys(tics))
             size = query.tic_batch_size
             return [
