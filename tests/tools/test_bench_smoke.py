@@ -140,3 +140,23 @@ def test_startup_part_times_fresh_processes() -> None:
     title, body, goals = bench_startup.run(quick=True)
     assert "part 10" in title and body.count("\n| ") >= 6
     assert [what for what, *_ in goals] == ["`import harvester` (bare interpreter)", "`harvester --help`"]
+
+
+def test_part_4_judges_no_share_of_a_baseline_whose_runs_disagree() -> None:
+    """Medians of interleaved runs; a per-file share against a bare loop whose runs differ more
+    than 1.5x (the disk's throttled and free minutes) is reported inconclusive, not met."""
+    from tests.tools.bench.bench_throughput import Throughput, median_of, render
+
+    def runs(what: str, *seconds: float) -> Throughput:
+        return median_of([Throughput(what, 100_000, s) for s in seconds])
+
+    ours = [runs("jsonl", 0.5, 0.4, 0.45), runs("json", 5.0, 5.0, 5.0), runs("parquet", 0.3, 0.3, 0.3)]
+    steady = runs("bare files", 4.0, 4.1, 4.2)
+    assert steady.seconds == 4.1 and steady.runs == 3
+    shaky = runs("bare files", 2.0, 4.1, 19.0)
+    rest = [runs("bare jsonl", 0.2, 0.2, 0.2), runs("bare parquet", 1.0, 1.0, 1.0)]
+    for bare, met in ((steady, True), (shaky, False)):
+        _, body, goals = render(ours, [bare, *rest], [])
+        (files,) = [g for g in goals if "per-record" in g[0]]
+        assert files[3] is met and ("inconclusive" in files[1]) is not met
+        assert "slowest – fastest" in body
