@@ -71,6 +71,13 @@ class SeenKeys:
     def _admit(items: Sequence[Any], known: set[Any], room: int | None) -> tuple[list[int], int]:
         """Positions of the items new to ``known`` (added to it), at most ``room``, and the
         count of the others."""
+        if room is None or room >= len(items):
+            # the common case, all new (cones that do not overlap): set operations in C, ~3x
+            # faster than the loop below, which holds the GIL for each key
+            fresh = set(items)
+            if len(fresh) == len(items) and fresh.isdisjoint(known):
+                known |= fresh
+                return list(range(len(items))), 0
         kept: list[int] = []
         duplicates = 0
         for i, item in enumerate(items):

@@ -244,6 +244,15 @@ def test_seen_keys_spill_to_a_temporary_file_and_forget_it_on_close() -> None:
     assert not folder.exists()
 
 
+def test_seen_keys_pass_new_keys_whole_and_catch_repeats_within_and_across_batches() -> None:
+    keys = SeenKeys()
+    assert keys.admit(["a", "b", "c"]) == ([0, 1, 2], 0)
+    assert keys.admit(["d", "e"], room=2) == ([0, 1], 0)
+    assert keys.admit(["f", "g", "f"]) == ([0, 1], 1)  # a repeat inside the batch
+    assert keys.admit(["h", "a"]) == ([0], 1)  # a key of an earlier batch
+    assert len(keys) == 8
+
+
 def test_seen_keys_stop_at_the_room_left_and_still_count_duplicates() -> None:
     keys = SeenKeys()
     assert keys.admit(["a", "b", "c"], room=2) == ([0, 1], 0)
