@@ -78,6 +78,8 @@ Flow = tuple[BaseRecord | Batch, str | None]
 #: item, so this keeps memory bounded when the disk is slower than the archive). Two of ZTF's
 #: 8,192-row slices: with the stages overlapping, a larger window (65,536 until #17's second
 #: round) only held more memory (part 6: ≈ 100 MB more at peak) and was no faster (part 4).
+#: A producer encodes its slice before it waits for room (the encoding would otherwise wait for
+#: the writer, one slice at a time): each producer may hold one encoded slice beyond this.
 ROWS_IN_FLIGHT = 16_384
 
 
@@ -428,13 +430,14 @@ class _Jobs:
                 value = batch.column_max(field_name)
                 if value is not None and (run.high is None or value > run.high):
                     run.high = value
-            await self.budget.acquire(len(batch))
             # the writer's own work on the batch (its JSON text), done here on a worker thread:
-            # each producer prepares its own batches, in parallel, ahead of the writer
+            # each producer prepares its own batches, in parallel, ahead of the writer, and
+            # before it waits for room (one batch a producer beyond the budget)
             if len(batch) >= _THREAD_ROWS:
                 await on_cpu(self.writer.prepare, batch)
             else:
                 self.writer.prepare(batch)
+            await self.budget.acquire(len(batch))
             await self.send.send((batch, wkey))
 
         def fail(part: str, cause: str, transient: bool) -> None:
@@ -529,7 +532,9 @@ async def _admit(
     if isinstance(payload, Batch):
         keys = payload.key_texts
         if len(keys) >= _THREAD_ROWS:
-            rows, duplicates = await on_cpu(seen.admit, keys, room)
+            # not behind the producers' CPU work (cpu slots): a slice's keys take a millisecond,
+            # and the writer waits for them
+            rows, duplicates = await anyio.to_thread.run_sync(seen.admit, keys, room)
         else:
             rows, duplicates = seen.admit(keys, room)
     else:
