@@ -151,10 +151,10 @@ class Batch:
         """Every record as one line of compact JSON (with a final newline), byte for byte what
         ``dumps_record`` writes for each model: the same field order, numbers, escapes and times.
 
-        Written by polars' JSON encoder (columnar, in Rust; the one its ndjson writer uses) from
-        a table shaped like the model
-        (``provenance`` as a struct, times as their ISO text); tested value for value against
-        orjson, which writes the record files of the record-at-a-time path. Worked out once
+        Written by polars' JSON encoder (``struct.json_encode``: columnar, in Rust) from a table
+        shaped like the model (``provenance`` as a struct, times as their ISO text); tested value
+        for value against orjson, which writes the record files of the record-at-a-time path.
+        Worked out once
         (:meth:`encode_json`) and kept: slices of this batch share it."""
         return bytes(self.json_buffer())
 
