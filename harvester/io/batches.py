@@ -154,8 +154,7 @@ class Batch:
         Written by polars' JSON encoder (``struct.json_encode``: columnar, in Rust) from a table
         shaped like the model (``provenance`` as a struct, times as their ISO text); tested value
         for value against orjson, which writes the record files of the record-at-a-time path.
-        Worked out once
-        (:meth:`encode_json`) and kept: slices of this batch share it."""
+        Worked out once (:meth:`encode_json`) and kept: slices of this batch share it."""
         return bytes(self.json_buffer())
 
     def json_buffer(self) -> bytes | memoryview:
