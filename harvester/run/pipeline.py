@@ -79,15 +79,23 @@ Flow = tuple[BaseRecord | Batch, str | None]
 #: 8,192-row slices: with the stages overlapping, a larger window (65,536 until #17's second
 #: round) only held more memory (part 6: ≈ 100 MB more at peak) and was no faster (part 4).
 #: A producer encodes its slice before it waits for room (the encoding would otherwise wait for
-#: the writer, one slice at a time): each producer may hold one encoded slice beyond this.
+#: the writer, one slice at a time), ``AHEAD`` slices at most across all producers.
 ROWS_IN_FLIGHT = 16_384
+#: batches prepared for the writer (their JSON text) while they wait for room in the budget
+AHEAD = 2
 
 
 class RowBudget(AmountBudget):
     """How many batch rows are on their way to the writer. A producer waits before sending a
     batch that would exceed ``limit`` (unless nothing is in flight: a batch larger than the
     whole budget still goes, alone); the dedup stage and the writer give rows back as they drop
-    or write them."""
+    or write them. ``ahead``: held while a batch is prepared and waits for room, so that at
+    most ``AHEAD`` batches are prepared beyond the budget (memory stays bounded whatever the
+    number of producers)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.ahead = anyio.Semaphore(AHEAD)
 
 
 def make_writer(settings: Settings, source: str, *, run_id: str, dry_run: bool) -> Writer:
@@ -431,13 +439,14 @@ class _Jobs:
                 if value is not None and (run.high is None or value > run.high):
                     run.high = value
             # the writer's own work on the batch (its JSON text), done here on a worker thread:
-            # each producer prepares its own batches, in parallel, ahead of the writer, and
-            # before it waits for room (one batch a producer beyond the budget)
-            if len(batch) >= _THREAD_ROWS:
-                await on_cpu(self.writer.prepare, batch)
-            else:
-                self.writer.prepare(batch)
-            await self.budget.acquire(len(batch))
+            # producers prepare their batches in parallel, ahead of the writer, and before they
+            # wait for room (AHEAD batches at most beyond the budget)
+            async with self.budget.ahead:
+                if len(batch) >= _THREAD_ROWS:
+                    await on_cpu(self.writer.prepare, batch)
+                else:
+                    self.writer.prepare(batch)
+                await self.budget.acquire(len(batch))
             await self.send.send((batch, wkey))
 
         def fail(part: str, cause: str, transient: bool) -> None:

@@ -310,6 +310,55 @@ async def test_a_tiny_row_budget_changes_nothing_in_the_output(
     assert got == by_key(golden())
 
 
+@pytest.mark.parametrize("ahead", [1, 2])
+async def test_batches_prepared_ahead_of_the_row_budget_are_bounded_across_producers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: int
+) -> None:
+    """Producers encode a batch before they wait for room, but never more than ``AHEAD`` of
+    them at once, however many producers wait: memory stays bounded."""
+    monkeypatch.setattr(pipeline, "ROWS_IN_FLIGHT", 5)
+    monkeypatch.setattr(pipeline, "AHEAD", ahead)
+    monkeypatch.setattr(ztf_source, "BATCH_ROWS", 3)
+    waiting, most = [0], [0]
+    prepare, acquire = pipeline.JsonlWriter.prepare, RowBudget.acquire
+
+    def counted_prepare(self: Any, batch: Any) -> None:
+        prepare(self, batch)
+        waiting[0] += 1
+        most[0] = max(most[0], waiting[0])
+
+    async def counted_acquire(self: RowBudget, amount: int) -> None:
+        await acquire(self, amount)
+        waiting[0] -= 1
+
+    write_batch = pipeline._write_batch
+
+    async def slow_write_batch(*args: Any) -> None:  # a slow disk: producers wait for room
+        await anyio.sleep(0.02)
+        await write_batch(*args)
+
+    monkeypatch.setattr(pipeline.JsonlWriter, "prepare", counted_prepare)
+    monkeypatch.setattr(RowBudget, "acquire", counted_acquire)
+    monkeypatch.setattr(pipeline, "_write_batch", slow_write_batch)
+    # 6 producers: 6 targets over the same objects (the later copies are dropped as duplicates)
+    cones = [{"ra": 210.8023, "dec": 54.3489, "radius": 0.02 + 0.001 * i} for i in range(6)]
+    report = await harvester.harvest(
+        "ztf",
+        transport=httpx.ASGITransport(app=FakeArchive()),
+        output=tmp_path,
+        format="jsonl",
+        data_sources={
+            "ztf": {
+                "irsa": {"targets": cones, "mjd_range": None, "filters": []},
+                "rate_limit": {"requests_per_second": 1000, "max_concurrency": 8},
+            }
+        },
+    )
+    source = report.sources["ztf"]
+    assert report.ok and source.written == source.records > 0
+    assert most[0] == ahead  # prepared, not yet let in: one per producer (6) without the bound
+
+
 async def test_a_first_harvest_asks_the_ledger_nothing_and_a_rerun_finds_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
