@@ -439,8 +439,9 @@ class _Jobs:
                 if value is not None and (run.high is None or value > run.high):
                     run.high = value
             # the writer's own work on the batch (its JSON text), done here on a worker thread:
-            # producers prepare their batches in parallel, ahead of the writer, and before they
-            # wait for room (AHEAD batches at most beyond the budget)
+            # producers prepare their batches ahead of the writer, before they wait for room
+            # (AHEAD batches at most beyond the budget, per source run; encodes were bounded
+            # by the budget, two slices, before too)
             async with self.budget.ahead:
                 if len(batch) >= _THREAD_ROWS:
                     await on_cpu(self.writer.prepare, batch)

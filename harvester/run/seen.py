@@ -73,7 +73,7 @@ class SeenKeys:
         count of the others."""
         if room is None or room >= len(items):
             # the common case, all new (cones that do not overlap): set operations in C, ~3x
-            # faster than the loop below, which holds the GIL for each key
+            # faster than the loop below (a batch with a repeat pays for both)
             fresh = set(items)
             if len(fresh) == len(items) and fresh.isdisjoint(known):
                 known |= fresh

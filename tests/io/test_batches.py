@@ -104,6 +104,12 @@ def test_json_of_a_batch_is_dumps_record_for_any_double_string_and_time(seed: in
     batch = as_batch(records)
     assert batch.json_lines() == [dumps_record(r) for r in records]
     assert batch.json_text() == b"".join(dumps_record(r) + b"\n" for r in records)
+    # the writers' view of the text behaves as bytes (unsigned), non-ASCII bytes included
+    assert (
+        batch.json_buffer() == batch.json_text()
+        and batch.slice(1, 3).json_buffer() == batch.slice(1, 3).json_text()
+    )
+    assert max(batch.json_buffer()) > 127
 
 
 def test_a_batch_reads_back_as_the_same_models() -> None:
