@@ -30,7 +30,7 @@ from harvester.archives.ztf import source as ztf_source
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.archives.ztf.source import IRSA_COLUMNS, parse_irsa_batch, parse_irsa_csv
 from harvester.errors import ArchiveResponseError
-from harvester.io.writers import dumps_record
+from harvester.io.writers import JsonlWriter, dumps_record
 from harvester.records import Provenance
 from harvester.run import pipeline, seen
 from harvester.run.pipeline import RowBudget
@@ -320,7 +320,7 @@ async def test_batches_prepared_ahead_of_the_row_budget_are_bounded_across_produ
     monkeypatch.setattr(pipeline, "AHEAD", ahead)
     monkeypatch.setattr(ztf_source, "BATCH_ROWS", 3)
     waiting, most = [0], [0]
-    prepare, acquire = pipeline.JsonlWriter.prepare, RowBudget.acquire
+    prepare, acquire = JsonlWriter.prepare, RowBudget.acquire
 
     def counted_prepare(self: Any, batch: Any) -> None:
         prepare(self, batch)
@@ -337,7 +337,7 @@ async def test_batches_prepared_ahead_of_the_row_budget_are_bounded_across_produ
         await anyio.sleep(0.02)
         await write_batch(*args)
 
-    monkeypatch.setattr(pipeline.JsonlWriter, "prepare", counted_prepare)
+    monkeypatch.setattr(JsonlWriter, "prepare", counted_prepare)
     monkeypatch.setattr(RowBudget, "acquire", counted_acquire)
     monkeypatch.setattr(pipeline, "_write_batch", slow_write_batch)
     # 6 producers: 6 targets over the same objects (the later copies are dropped as duplicates)
