@@ -195,10 +195,8 @@ class Batch:
             lines = lines.combine_chunks()
         if lines.type != pa.large_string():
             lines = lines.cast(pa.large_string())
-        if len(lines) != len(self) or lines.null_count:
-            raise ValueError(
-                f"{self!r}: the JSON text has {len(lines) - lines.null_count} lines for {len(self)} records"
-            )
+        if lines.null_count:  # one line a row, from the same frame: only a null can be missing
+            raise ValueError(f"{self!r}: {lines.null_count} records have no JSON text")
         _, offsets, data = lines.buffers()
         bounds = np.frombuffer(offsets, np.int64, count=len(lines) + 1, offset=8 * lines.offset)
         first = int(bounds[0])

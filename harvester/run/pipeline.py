@@ -79,7 +79,7 @@ Flow = tuple[BaseRecord | Batch, str | None]
 #: 8,192-row slices: with the stages overlapping, a larger window (65,536 until #17's second
 #: round) only held more memory (part 6: ≈ 100 MB more at peak) and was no faster (part 4).
 #: A producer encodes its slice before it waits for room (the encoding would otherwise wait for
-#: the writer, one slice at a time), ``AHEAD`` slices at most across all producers.
+#: the writer, one slice at a time), ``AHEAD`` slices at most across a source run's producers.
 ROWS_IN_FLIGHT = 16_384
 #: batches prepared for the writer (their JSON text) while they wait for room in the budget
 AHEAD = 2
@@ -438,10 +438,8 @@ class _Jobs:
                 value = batch.column_max(field_name)
                 if value is not None and (run.high is None or value > run.high):
                     run.high = value
-            # the writer's own work on the batch (its JSON text), done here on a worker thread:
-            # producers prepare their batches ahead of the writer, before they wait for room
-            # (AHEAD batches at most beyond the budget, per source run; encodes were bounded
-            # by the budget, two slices, before too)
+            # the writer's own work on the batch (its JSON text), on a worker thread, before the
+            # batch waits for room: RowBudget.ahead bounds how many batches wait prepared
             async with self.budget.ahead:
                 if len(batch) >= _THREAD_ROWS:
                     await on_cpu(self.writer.prepare, batch)
