@@ -33,6 +33,7 @@ __all__ = [
     "key_of",
     "key_part",
     "key_text",
+    "record_names",
     "stable_id",
     "unit",
 ]
@@ -180,3 +181,28 @@ def stable_id(key: tuple[str, ...]) -> str:
         return raw
     digest = hashlib.sha256(key_text(key).encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{readable[:_MAX_READABLE].replace('..', '-')}-{digest}"
+
+
+#: a character that keeps a key text from being its own readable id (:func:`stable_id`) (texts
+#: are one a line here, parts joined by the separator)
+_UNSAFE_IN_TEXT = re.compile(r"[^A-Za-z0-9._\n\x1f-]")
+
+
+def record_names(texts: Sequence[str], parts: int) -> list[str] | None:
+    """Each key's record file name, ``record_<stable id>.json`` (:func:`stable_id`), from the
+    keys' texts (:func:`key_text`) of ``parts`` parts each, made in one pass over all the
+    texts when every key is its own readable id (the usual case); else None (the names are
+    then made key by key, from the keys)."""
+    if not texts or min(map(len, texts)) == 0 or max(map(len, texts)) > _MAX_READABLE:
+        return None
+    joined = "\n".join(texts)
+    if (
+        joined.count("\n") != len(texts) - 1  # a text holds a newline
+        or joined.count(KEY_SEPARATOR) != len(texts) * (parts - 1)  # a part holds a separator
+        or _UNSAFE_IN_TEXT.search(joined) is not None
+        or any(bad in joined for bad in ("..", "\n.", "\n-", ".\n", "-\n"))
+        or joined[0] in ".-"
+        or joined[-1] in ".-"
+    ):
+        return None
+    return [f"record_{stem}.json" for stem in joined.replace(KEY_SEPARATOR, "_").split("\n")]

@@ -207,6 +207,15 @@ class Batch:
         """Each record as compact JSON (no newline), as :meth:`json_text` writes it."""
         return self.json_text().split(b"\n")[:-1]
 
+    def json_views(self) -> Iterator[memoryview]:
+        """Each record's line of :meth:`json_text`, newline included, as a view into the text
+        (no copy): a record file's bytes."""
+        text = memoryview(self.json_buffer())
+        start = 0
+        for end in (self._json[1] + 1).tolist() if self._json is not None else ():
+            yield text[start:end]
+            start = end
+
     def rows(self) -> Iterator[dict[str, Any]]:
         """Each record as the dict ``model.model_dump()`` gives (nested provenance)."""
         n = self.table.num_rows

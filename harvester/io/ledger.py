@@ -76,6 +76,7 @@ __all__ = [
     "Key",
     "Ledger",
     "Reconciled",
+    "RecordFiles",
     "file_info",
     "is_record_file",
     "ledger_path",
@@ -94,9 +95,6 @@ DAMAGED_DIR = "damaged"
 _PAGE = 2_000  # files per reconcile step (one thread call, one commit)
 _VERSION = "1"
 _BATCH = 500  # parameters per statement where keys are bound one by one
-#: a commit whose (file, target) runs average fewer keys than this (one record file per key) binds
-#: its keys row by row; longer runs (shards) go in as one JSON array per run (:func:`_each`)
-_RUN_KEYS = 32
 _ADOPT_BATCH = 20_000  # records adopted per ledger transaction
 _CACHE_KIB = 32_000  # the ledger connection's page cache
 
@@ -133,6 +131,25 @@ class FileInfo:
     size: int
     mtime_ns: int
     sha256: str
+
+
+@dataclass
+class RecordFiles:
+    """Record files one write made durable, as columns (no object per file), for the ledger to
+    enter in bulk: each record's key text, file name and watermark key, in the order written;
+    and, of those, the files this write created (a file already under its name is not among
+    them) with their size, modification time and sha256 digest."""
+
+    texts: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    wkeys: list[str | None] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes_ns: list[int] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 def file_info(path: Path, sha256: str) -> FileInfo:
@@ -248,7 +265,8 @@ class Ledger:
         async with Ledger(folder, ZtfRecord) as ledger:
             found = await ledger.reconcile()          # check against the disk first
             new = await ledger.present(keys)          # which keys are already in the output
-            await ledger.commit(entries, files, run_id)  # after the files are in place
+            await ledger.commit(entries, files, run_id)  # after a shard is in place
+            await ledger.commit_files(made, run_id)      # after record files are
             await ledger.advance({wkey: (label, mjd)}, run_id)
 
     An open ledger holds an exclusive lock on its folder (``.harvester/lock``): a second run on the
@@ -712,76 +730,139 @@ class Ledger:
         run_id: str,
         given: list[tuple[str, str | None, Sequence[str]]],
     ) -> int:
-        conn = self.conn
         now = time.time()
-        # Entries come as the writer made them durable: runs of keys of one file and one target
-        # (a shard holds thousands). Each run is entered in one statement.
-        # Record files (one key each; told by the first two entries) skip the grouping. A run per
-        # key is entered the same way as a longer run, only slower: a wrong guess costs time only.
-        if len({e[1] for e in entries[:2]}) == len(entries[:2]) == 2:
-            runs = [((name, wkey), [key_text(key)]) for key, name, wkey in entries]
-        else:
-            grouped = itertools.groupby(entries, _place)
-            runs = [(place, [key_text(e[0]) for e in run]) for place, run in grouped]
+        # Entries come as a shard holds them: runs of keys of one file and one target
+        # (thousands). Each run is entered in one statement. (Record files, one key each, go
+        # in by :meth:`commit_files`.)
+        grouped = itertools.groupby(entries, _place)
+        runs = [(place, [key_text(e[0]) for e in run]) for place, run in grouped]
         runs += [((name, wkey), list(texts)) for name, wkey, texts in given]  # copies: sorted below
-        entries_n = sum(len(texts) for _, texts in runs)
-        names = {name for (name, _), _ in runs}
+        created = [f.name for f in files]
         with self._transaction():
-            file_ids = self._insert_files(files, run_id, now)
-            listed = names - file_ids.keys()
-            if listed:
-                file_ids.update(self._ids("SELECT id, name FROM files WHERE name IN ({})", listed))
-            # a record file already on disk that this run found present
-            for name in sorted(names - set(file_ids)):
-                fid = self._enter_existing(name, run_id, now)
-                if fid is not None:
-                    file_ids[name] = fid
-            wkeys = {w for (_, w), _ in runs if w is not None}
-            if wkeys:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO targets (ns, wkey, label, watermark, run_id, at) "
-                    "VALUES (?, ?, ?, NULL, ?, ?)",
-                    [(self.ns, w, w, run_id, now) for w in wkeys],
-                )
-            target_ids = self._ids(
-                "SELECT id, wkey FROM targets WHERE ns = ? AND wkey IN ({})", wkeys, prefix=(self.ns,)
+            first = self._insert_files(
+                created,
+                [f.size for f in files],
+                [f.mtime_ns for f in files],
+                [bytes.fromhex(f.sha256) for f in files],
+                run_id,
+                now,
             )
+            file_ids = self._file_ids({name for (name, _), _ in runs}, created, first, run_id, now)
+            target_ids = self._target_ids({w for (_, w), _ in runs if w is not None}, run_id, now)
             placed = [
                 (texts, file_ids[name], target_ids.get(w) if w is not None else None)
                 for (name, w), texts in runs
                 if name in file_ids
             ]
             # A key given twice keeps its last file: runs go in in order, a later one replaces.
-            if len(placed) * _RUN_KEYS > entries_n:  # one record file per key: row by row
-                rows = [(t, fid, tid) for texts, fid, tid in placed for t in texts]
-                # in key order (stable): neighbouring keys share B-tree pages, ≈ 1.4× faster
-                rows.sort(key=_first)
-                conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
-            else:
-                for texts, fid, tid in placed:
-                    texts.sort()  # in key order, as above
-                    self._insert_keys("INSERT OR REPLACE INTO records", texts, fid, tid)
-            if conn.execute("SELECT 1 FROM lost LIMIT 1").fetchone() is None:
-                return 0  # nothing lost: no key to look up
-            return self._unlose([t for texts, _, _ in placed for t in texts])
+            for texts, fid, tid in placed:
+                texts.sort()  # in key order: neighbouring keys share B-tree pages, ≈ 1.4x faster
+                self._insert_keys("INSERT OR REPLACE INTO records", texts, fid, tid)
+            return self._back([t for texts, _, _ in placed for t in texts])
 
-    def _insert_files(self, files: list[FileInfo], run_id: str, now: float) -> dict[str, int]:
+    async def commit_files(self, made: RecordFiles, run_id: str) -> int:
+        """Enter record files (:class:`RecordFiles`: the files a write created, and every record
+        it made durable); return how many of the keys this folder had lost."""
+        if not len(made) and not made.created:
+            return 0
+        return await self._run(self._commit_files_sync, made, run_id)
+
+    def _commit_files_sync(self, made: RecordFiles, run_id: str) -> int:
+        """:meth:`commit` for record files, in bulk: one statement per table, the keys' rows as
+        one JSON array (no Python call into SQLite per file where it can be helped)."""
+        now = time.time()
+        with self._transaction():
+            first = self._insert_files(made.created, made.sizes, made.mtimes_ns, made.digests, run_id, now)
+            fids: Sequence[int | None]
+            if first is not None and made.names == made.created:  # all new: the usual case
+                fids = range(first, first + len(made.names))
+            else:  # some were there already: their ids by name (entered if the ledger lacks them)
+                ids = self._file_ids(set(made.names), made.created, first, run_id, now)
+                fids = [ids.get(name) for name in made.names]
+            distinct = set(made.wkeys)
+            tids = self._target_ids({w for w in distinct if w is not None}, run_id, now)
+            targets: Iterable[int | None]
+            if len(distinct) == 1:  # one target (or none) for all: the usual case
+                (wkey,) = distinct
+                targets = itertools.repeat(None if wkey is None else tids.get(wkey), len(made.texts))
+            else:
+                targets = [None if w is None else tids.get(w) for w in made.wkeys]
+            rows = [row for row in zip(made.texts, fids, targets, strict=True) if row[1] is not None]
+            # in key order (SQLite sorts); a key given twice keeps its last file
+            data = _each(rows)
+            if data is None:
+                rows.sort(key=_first)
+                self.conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", rows)
+            else:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO records SELECT json_extract(value, '$[0]'), "
+                    "json_extract(value, '$[1]'), json_extract(value, '$[2]') "
+                    "FROM json_each(?) ORDER BY 1, key",
+                    (data,),
+                )
+            return self._back([text for text, _, _ in rows])
+
+    def _insert_files(
+        self,
+        names: list[str],
+        sizes: list[int],
+        mtimes_ns: list[int],
+        digests: list[bytes],
+        run_id: str,
+        now: float,
+    ) -> int | None:
         """Enter new files (a plain INSERT: a new file never replaces one the ledger lists, files
-        are create-only); their ids by name. SQLite gives each new row the largest id so far
-        plus one, so a batch's ids follow on from the largest before it; checked, and looked up
-        instead if they do not (ids at their maximum make SQLite pick free ones at random)."""
-        if not files:
-            return {}
+        are create-only); the first one's id when their ids follow on from it, else None.
+        SQLite gives each new row the largest id so far plus one, so a batch's ids follow on
+        from the largest before it; checked, as ids at their maximum make SQLite pick free ones
+        at random (then :meth:`_file_ids` looks them up)."""
+        if not names:
+            return None
         conn = self.conn
         before = int(conn.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0])
+        n = len(names)
         conn.executemany(
             "INSERT INTO files (name, size, mtime_ns, sha256, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
-            [(f.name, f.size, f.mtime_ns, bytes.fromhex(f.sha256), run_id, now) for f in files],
+            zip(names, sizes, mtimes_ns, digests, [run_id] * n, [now] * n, strict=True),
         )
         after = int(conn.execute("SELECT max(id) FROM files").fetchone()[0])
-        if after - before == len(files):
-            return {f.name: before + 1 + i for i, f in enumerate(files)}
-        return self._ids("SELECT id, name FROM files WHERE name IN ({})", {f.name for f in files})
+        return before + 1 if after - before == n else None
+
+    def _file_ids(
+        self, names: set[str], created: list[str], first: int | None, run_id: str, now: float
+    ) -> dict[str, int]:
+        """The ids of the files ``names``: those just ``created`` (from ``first`` on, or looked
+        up), those the ledger lists, and a record file already on disk that this run found
+        present, entered now (or left out if it is gone)."""
+        if first is not None:
+            ids = dict(zip(created, range(first, first + len(created)), strict=True))
+        else:
+            ids = self._ids("SELECT id, name FROM files WHERE name IN ({})", set(created))
+        listed = names - ids.keys()
+        if listed:
+            ids.update(self._ids("SELECT id, name FROM files WHERE name IN ({})", listed))
+        for name in sorted(names - ids.keys()):
+            fid = self._enter_existing(name, run_id, now)
+            if fid is not None:
+                ids[name] = fid
+        return ids
+
+    def _target_ids(self, wkeys: set[str], run_id: str, now: float) -> dict[str, int]:
+        """The ids of the targets ``wkeys`` (entered if new)."""
+        if wkeys:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO targets (ns, wkey, label, watermark, run_id, at) "
+                "VALUES (?, ?, ?, NULL, ?, ?)",
+                [(self.ns, w, w, run_id, now) for w in wkeys],
+            )
+        sql = "SELECT id, wkey FROM targets WHERE ns = ? AND wkey IN ({})"
+        return self._ids(sql, wkeys, prefix=(self.ns,))
+
+    def _back(self, texts: list[str]) -> int:
+        """Strike the keys ``texts`` (now in the output) off the lost list; how many were on it."""
+        if self.conn.execute("SELECT 1 FROM lost LIMIT 1").fetchone() is None:
+            return 0  # nothing lost: no key to look up
+        return self._unlose(texts)
 
     def _insert_keys(self, insert: str, texts: list[str], fid: int | None, tid: int | None) -> None:
         """``insert`` (``INSERT OR ...  INTO records``) the keys ``texts`` of one file and target:
@@ -879,11 +960,12 @@ def _first(row: tuple[Any, ...]) -> Any:
 _place = operator.itemgetter(1, 2)
 
 
-def _each(texts: list[str]) -> str | None:
-    """Key texts as one JSON array, for SQLite's ``json_each`` to enter or look up in one statement
-    (bound one by one, each key costs a Python call into SQLite: ≈ 2× slower). None when a text
-    holds NUL, which ``json_each`` would cut short: those are bound one by one, as before, so a
-    key is the same text whichever way it went in (and so is one orjson refuses: a lone surrogate)."""
+def _each(texts: Sequence[object]) -> str | None:
+    """Key texts (or rows of them) as one JSON array, for SQLite's ``json_each`` to enter or look
+    up in one statement (bound one by one, each key costs a Python call into SQLite: ≈ 2x
+    slower). None when a text holds NUL, which ``json_each`` would cut short: those are bound
+    one by one, as before, so a key is the same text whichever way it went in (and so is one
+    orjson refuses: a lone surrogate)."""
     try:
         data = orjson.dumps(texts)
     except orjson.JSONEncodeError:

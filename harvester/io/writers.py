@@ -2,10 +2,11 @@
 
 Three layouts under ``<output>/<source>/``:
 
-- ``json`` (default): ``record_<stable id>.json``, one record per file. Each file is written to a
-  hidden temporary file in the same folder and then given its name by a create-only rename (or a
-  hard link where the system has no such rename), which is atomic and create-only: a reader never
-  sees a partial file, and an existing record is never overwritten. A record whose file already
+- ``json`` (default): ``record_<stable id>.json``, one record per file. Each file is written
+  unnamed (``O_TMPFILE``) and linked under its name, or, where the filesystem cannot, written to
+  a hidden temporary file in the same folder and given its name by a create-only rename (or a
+  hard link where the system has no such rename): atomic and create-only either way, so a
+  reader never sees a partial file, and an existing record is never overwritten. A record whose file already
   exists counts as ``already_present`` and is not written again, so a rerun writes nothing.
 - ``jsonl``: ``part-<run id>-<seq>.jsonl`` shards of ``jsonl_shard_records`` lines.
 - ``parquet``: ``part-<run id>-<seq>.parquet`` shards of as many rows, typed and compressed, with
@@ -35,7 +36,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -52,9 +53,9 @@ from harvester.io.files import (
     output_error,
     write_text_atomic,
 )
-from harvester.io.ledger import FileInfo
+from harvester.io.ledger import FileInfo, RecordFiles
 from harvester.io.limiter import on_cpu
-from harvester.records import BaseRecord, key_text, stable_id
+from harvester.records import BaseRecord, key_text, record_names, stable_id
 
 __all__ = [
     "JsonFilesWriter",
@@ -85,8 +86,6 @@ def record_path(folder: Path, record: BaseRecord) -> Path:
 Item = tuple[BaseRecord, str | None]
 #: A record's dedup key.
 Key = tuple[str, ...]
-#: A record now in the output: (dedup key, file name, watermark key of its target).
-Entry = tuple[Key, str, str | None]
 #: Records now in one file, all from one target: (file name, watermark key, their dedup keys'
 #: texts, :func:`harvester.records.key_text`).
 Run = tuple[str, str | None, Sequence[str]]
@@ -96,23 +95,36 @@ Run = tuple[str, str | None, Sequence[str]]
 class WriteResult:
     """What one write (or the final flush) did.
 
-    ``durable`` holds the records that are now in the output (newly written or already there),
-    one entry each (record files), and ``runs`` the same for shards, a run of keys per file and
-    target (no tuple per record): only these may be committed to the ledger. ``files``
-    describes every file created (name, size, modification time, sha256), for the ledger and
-    the run manifest.
+    ``runs`` holds the records that are now in a shard, a run of keys per file and target (no
+    tuple per record), and ``record_files`` those now in record files (newly written or already
+    there), as columns: only these may be committed to the ledger. ``files`` describes the
+    shards created (name, size, modification time, sha256), for the ledger and the run
+    manifest.
     """
 
     written: int = 0
     present: int = 0
-    durable: list[Entry] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     files: list[FileInfo] = field(default_factory=list)
+    record_files: RecordFiles | None = None
     #: Full shards handed back unwritten, for the caller to :meth:`Shard.persist` (only from a
     #: writer asked to, by :meth:`Writer.defer_shards`); their records are not durable yet.
     shards: list[Shard] = field(default_factory=list)
     #: Set when the output failed part-way: what came before it is durable and listed above.
     error: OutputError | None = None
+
+    @property
+    def committable(self) -> bool:
+        """Whether anything is durable for the ledger to enter."""
+        return bool(self.runs or self.files or self.record_files)
+
+    def listing(self) -> list[tuple[str, str]]:
+        """Every file created, as (name, sha256 in hex): the run manifest's list."""
+        listed = [(f.name, f.sha256) for f in self.files]
+        if self.record_files is not None:
+            made = self.record_files
+            listed.extend(zip(made.created, (d.hex() for d in made.digests), strict=True))
+        return listed
 
 
 @dataclass
@@ -220,46 +232,147 @@ class JsonFilesWriter:
         return False
 
     async def write(self, items: list[Item]) -> WriteResult:
-        entries = [(r.dedup_key(), r, w) for r, w in items]
-        return await anyio.to_thread.run_sync(self._write_sync, entries)
+        def write() -> WriteResult:
+            keys = [r.dedup_key() for r, _ in items]
+            texts = [key_text(k) for k in keys]
+            names = [f"record_{stable_id(k)}.json" for k in keys]
+            data = [dumps_record(r) + b"\n" for r, _ in items]
+            return self._write_files(texts, names, [w for _, w in items], data)
+
+        return await anyio.to_thread.run_sync(write)
 
     async def write_batch(self, batch: Batch, wkey: str | None) -> WriteResult:
-        def lines() -> list[tuple[Key, bytes, str | None]]:
-            return [(key, line, wkey) for key, line in zip(batch.keys, batch.json_lines(), strict=True)]
+        def write() -> WriteResult:
+            texts = batch.key_texts
+            names = record_names(texts, len(batch.model.key_fields))
+            if names is None:  # a key that is not its own readable id: key by key
+                names = [f"record_{stable_id(key)}.json" for key in batch.keys]
+            return self._write_files(texts, names, [wkey] * len(texts), batch.json_views())
 
-        return await anyio.to_thread.run_sync(lambda: self._write_sync(lines()))
+        return await anyio.to_thread.run_sync(write)
 
-    def _write_sync(self, entries: Sequence[tuple[Key, BaseRecord | bytes, str | None]]) -> WriteResult:
-        """Each entry's file: (dedup key, the record or its JSON, watermark key)."""
-        result = WriteResult()
-        folder = os.fspath(self._folder)
-        # one temporary name for this call: each file leaves it (renamed or removed) before the next
-        tmp = _tmp_name(os.path.join(folder, "record"))
-        for key, record, wkey in entries:
-            name = f"record_{stable_id(key)}.json"
-            data = (record if isinstance(record, bytes) else dumps_record(record)) + b"\n"
-            where = os.path.join(folder, name)
-            try:
-                stat = _create_once(where, data, tmp=tmp)
-                if stat is None and not os.path.isfile(where):
-                    raise OutputError(f"cannot write {where}: something that is not a file is in the way")
-            except OSError as exc:
-                result.error = output_error(self._folder, exc)  # the records before are durable
-                return result
-            except OutputError as exc:
-                result.error = exc  # the records before this one are durable: report them
-                return result
-            result.durable.append((key, name, wkey))
-            if stat is not None:
-                result.written += 1
-                sha256 = hashlib.sha256(data).hexdigest()
-                result.files.append(FileInfo(name, stat.st_size, stat.st_mtime_ns, sha256))
-            else:
-                result.present += 1  # another process wrote it meanwhile (create-once)
+    def _write_files(
+        self,
+        texts: list[str],
+        names: list[str],
+        wkeys: list[str | None],
+        data: Iterable[bytes | memoryview],
+    ) -> WriteResult:
+        """Each record's file (its key text, file name, watermark key and bytes, newline
+        included), in order, up to the first failure (the result names it; what came before
+        is durable and listed)."""
+        made = RecordFiles()
+        result = WriteResult(record_files=made)
+        created, sizes, mtimes, digests = made.created, made.sizes, made.mtimes_ns, made.digests
+        done = 0
+        try:
+            with _RecordFolder(self._folder) as place:
+                for name, piece in zip(names, data, strict=True):
+                    stat = place.create(name, piece)
+                    if stat is not None:
+                        created.append(name)
+                        sizes.append(stat.st_size)
+                        mtimes.append(stat.st_mtime_ns)
+                        digests.append(hashlib.sha256(piece).digest())
+                    elif not os.path.isfile(os.path.join(place.path, name)):
+                        raise OutputError(
+                            f"cannot write {os.path.join(place.path, name)}: "
+                            "something that is not a file is in the way"
+                        )
+                    done += 1
+        except OSError as exc:
+            result.error = output_error(self._folder, exc)
+        except OutputError as exc:
+            result.error = exc
+        # the records before a failure are durable: report them
+        made.texts, made.names, made.wkeys = texts[:done], names[:done], wkeys[:done]
+        result.written = len(created)
+        result.present = done - len(created)
         return result
 
     async def close(self) -> WriteResult:
         return WriteResult()
+
+
+#: devices whose filesystem (or kernel) cannot create an unnamed file and link it: record files
+#: there go through a hidden temporary name instead
+_NO_TMPFILE: set[int] = set()
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux 3.11 or later
+
+
+class _RecordFolder:
+    """Creates record files in one folder, each atomic and only once.
+
+    Where the filesystem can (Linux: ext4, XFS, Btrfs, tmpfs and most local ones), a file is
+    written unnamed (``O_TMPFILE``) and then linked under its name, which fails if the name
+    exists: three system calls besides the write, nothing to clean up after a crash, and no
+    rename. Elsewhere, through a hidden temporary name (:func:`_create_once`). Paths are
+    relative to the folder's descriptor, so the kernel does not walk the folder's path for each
+    file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = os.fspath(folder)
+        self._dir = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        self._fds: int | None = None
+        self._device = os.fstat(self._dir).st_dev
+        if _O_TMPFILE and self._device not in _NO_TMPFILE:
+            try:  # the unnamed file is linked through its /proc/self/fd entry
+                self._fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                _NO_TMPFILE.add(self._device)
+        # one temporary name for the other route: each file leaves it before the next
+        self._tmp = _tmp_name(os.path.join(self.path, "record"))
+
+    def __enter__(self) -> _RecordFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in (self._dir, self._fds):
+            if fd is not None:
+                os.close(fd)
+
+    def create(self, name: str, data: bytes | memoryview) -> os.stat_result | None:
+        """Create ``name`` holding ``data``: its status, or None if the name was taken (nothing
+        changed)."""
+        if self._fds is not None:
+            try:
+                fd = os.open(".", _O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=self._dir)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._no_tmpfile()  # an old kernel or a filesystem without unnamed files
+            else:
+                return self._link(fd, name, data)
+        return _create_once(os.path.join(self.path, name), data, tmp=self._tmp)
+
+    def _link(self, fd: int, name: str, data: bytes | memoryview) -> os.stat_result | None:
+        assert self._fds is not None
+        try:
+            _write_all(fd, data)
+            stat = os.fstat(fd)
+            os.link(str(fd), name, src_dir_fd=self._fds, dst_dir_fd=self._dir)
+            return stat
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOENT):
+                raise
+            self._no_tmpfile()  # the link refused (a sandbox, no /proc): the other route
+            return _create_once(os.path.join(self.path, name), data, tmp=self._tmp)
+        finally:
+            os.close(fd)
+
+    def _no_tmpfile(self) -> None:
+        _NO_TMPFILE.add(self._device)
+        if self._fds is not None:
+            os.close(self._fds)
+            self._fds = None
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 _tmp_names = itertools.count()
@@ -279,7 +392,7 @@ def _tmp_name(path: str) -> str:
 
 def _create_once(
     path: Path | str,
-    data: bytes | Sequence[bytes | memoryview],
+    data: bytes | memoryview | Sequence[bytes | memoryview],
     *,
     durable: bool = False,
     tmp: str | None = None,
@@ -295,10 +408,8 @@ def _create_once(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            for piece in [data] if isinstance(data, bytes) else data:
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(fd, view) :]
+            for piece in [data] if isinstance(data, bytes | memoryview) else data:
+                _write_all(fd, piece)
             if durable:
                 os.fsync(fd)
             stat = os.fstat(fd)

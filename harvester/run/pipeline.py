@@ -176,7 +176,12 @@ class OutputState:
         """Enter what ``result`` made durable; how many of its keys the folder had lost."""
         if self.ledger is None:
             return 0
-        return await self.ledger.commit(result.durable, result.files, run_id, result.runs)
+        back = 0
+        if result.files or result.runs:
+            back += await self.ledger.commit([], result.files, run_id, result.runs)
+        if result.record_files is not None:
+            back += await self.ledger.commit_files(result.record_files, run_id)
+        return back
 
     async def watermarks(self) -> dict[str, float]:
         if self.ledger is None or not self.incremental:
@@ -372,7 +377,7 @@ async def _close(writer: Writer, report: SourceReport, state: OutputState | None
     try:
         result = await writer.close()
         report.written += result.written
-        report.files.extend((f.name, f.sha256) for f in result.files)
+        report.files.extend(result.listing())
         if state is not None:
             report.refetched += await state.commit(result, run_id)
     except OutputError as exc:
@@ -618,7 +623,7 @@ async def _persist_shards(
 
     async def persist(shard: Shard) -> None:
         result = await anyio.to_thread.run_sync(shard.persist)
-        report.files.extend((f.name, f.sha256) for f in result.files)
+        report.files.extend(result.listing())
         await commits.send(result)
 
     try:
@@ -769,8 +774,8 @@ async def _settle(
     failure."""
     report.written += result.written
     report.already_present += result.present
-    report.files.extend((f.name, f.sha256) for f in result.files)
-    if result.durable or result.runs or result.files:
+    report.files.extend(result.listing())
+    if result.committable:
         try:
             await commits.send(result)
         except OutputError:

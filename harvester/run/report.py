@@ -60,7 +60,10 @@ class SourceReport:
     errors: list[TargetFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sample_record: dict[str, Any] | None = None
-    files: list[tuple[str, str]] = field(default_factory=list)
+    #: (name, sha256) of every file written, for the run manifest; left out of the repr: a
+    #: per-record-file run lists one per record (and Python 3.11's ``asyncio.run`` reprs the
+    #: main task's result when it restores the SIGINT handler)
+    files: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     def finish(self) -> None:
         """Derive the status from the failures recorded."""

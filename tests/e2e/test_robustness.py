@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import harvester
 from harvester.archives.ztf.source import IRSA_COLUMNS, parse_irsa_csv
 from harvester.errors import ArchiveResponseError
-from harvester.records import stable_id
+from harvester.records import key_text, record_names, stable_id
 from harvester.testing import FakeArchive
 from tests.conftest import irsa_csv, irsa_row
 
@@ -105,6 +105,23 @@ def test_hostile_identifiers_stay_inside_their_folder(tmp_path: Path, bad: str) 
     path.write_text("{}")
     assert path.parent == tmp_path
     assert stable_id((bad, "58000.5")) == name and stable_id((bad + "x", "58000.5")) != name
+
+
+#: key parts: plain ones (digits, letters, "." "_" "-") and the characters that make a name unsafe
+_PARTS = st.text(alphabet=st.sampled_from([*"09azAZ._-", "/", " ", "\x00", "\x1f", "\n", "é"]))
+
+
+@given(st.lists(st.tuples(_PARTS, _PARTS), min_size=1, max_size=8))
+@settings(max_examples=400)
+def test_record_names_made_in_one_pass_are_the_stable_ids_key_by_key(keys: list[tuple[str, str]]) -> None:
+    """The record-file names made in one pass over a batch's key texts are exactly those made
+    key by key (:func:`stable_id`), or not made at all (None: the writer then goes key by key);
+    plain keys, such as ZTF's, always get theirs in the one pass."""
+    keys = [*keys, ("1" * 120, "5")]  # plain, but longer than a readable id may be
+    names = record_names([key_text(k) for k in keys], 2)
+    assert names is None or names == [f"record_{stable_id(k)}.json" for k in keys]
+    plain = [(str(675103300002930 + i), repr(58000.5 + i / 7)) for i in range(8)]
+    assert record_names([key_text(k) for k in plain], 2) == [f"record_{stable_id(k)}.json" for k in plain]
 
 
 async def test_hostile_oid_from_the_archive_is_rejected_not_written(tmp_path: Path) -> None:

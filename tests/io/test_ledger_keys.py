@@ -6,11 +6,12 @@ record file's row by row, a key SQLite's JSON reader cannot carry bound on its o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from pathlib import Path
 
 from harvester.archives.ztf.records import ZtfRecord
-from harvester.io.ledger import FileInfo, Key, Ledger, file_info, ledger_path
+from harvester.io.ledger import FileInfo, Key, Ledger, RecordFiles, file_info, ledger_path
 
 RUN = "20261207T000000-test00"
 EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -151,20 +152,31 @@ async def test_a_key_given_twice_keeps_its_last_file(tmp_path: Path) -> None:
         assert all(held[text(k)] == (a, "x") for k in many[10:])
 
 
+def record_files(folder: Path, keys: list[Key], wkeys: list[str | None]) -> RecordFiles:
+    """Record files for ``keys`` (made on disk, empty), as a writer hands them to the ledger."""
+    made = RecordFiles(wkeys=wkeys)
+    for i, key in enumerate(keys):
+        name = f"record_{i:04d}.json"
+        info = make_file(folder, name)
+        made.texts.append(text(key))
+        made.names.append(name)
+        made.created.append(name)
+        made.sizes.append(info.size)
+        made.mtimes_ns.append(info.mtime_ns)
+        made.digests.append(bytes.fromhex(info.sha256))
+    return made
+
+
 async def test_record_files_one_key_each_and_odd_keys(tmp_path: Path) -> None:
-    """Per-record files (one key per file: entered row by row) and keys with any characters."""
+    """Per-record files (one key per file, entered in bulk, from several targets) and keys with
+    any characters (NUL among them: those keys are bound row by row)."""
     folder = tmp_path / "ztf"
     folder.mkdir()
     keys: list[Key] = [(a, b) for a in ODD for b in ODD[:3]]
     async with Ledger(folder, ZtfRecord) as ledger:
-        entries: list[Entry] = []
-        infos = []
-        for i, key in enumerate(keys):
-            name = f"record_{i:04d}.json"
-            infos.append(make_file(folder, name))
-            entries.append((key, name, f"t{i % 3}"))
-        await ledger.commit(entries, infos, RUN)
-        assert rows(folder) == {text(k): (n, w) for k, n, w in entries}
+        made = record_files(folder, keys, [f"t{i % 3}" for i in range(len(keys))])
+        assert await ledger.commit_files(made, RUN) == 0
+        assert rows(folder) == {text(k): (n, w) for k, n, w in zip(keys, made.names, made.wkeys, strict=True)}
         assert await ledger.present([*keys, ("a", "b")]) == set(keys)
         for i in (0, 4, 5):
             (folder / f"record_{i:04d}.json").unlink()
@@ -178,6 +190,44 @@ async def test_record_files_one_key_each_and_odd_keys(tmp_path: Path) -> None:
         assert await ledger.commit(again, [info], RUN) == 3
         assert await ledger.pending_refetch() == 0
         assert await ledger.present(keys) == set(keys)
+
+
+async def test_record_files_found_present_are_entered_and_lost_ones_come_back(tmp_path: Path) -> None:
+    """A write's record files that were already on disk (another process made them: not
+    created by this write) are entered from the disk, with their keys; a lost record's file
+    written again strikes its key off the lost list; records of no target have none."""
+    folder = tmp_path / "ztf"
+    folder.mkdir()
+    keys = shard_keys(5, 0)
+    async with Ledger(folder, ZtfRecord) as ledger:
+        first = record_files(folder, keys[:3], [None, None, None])
+        await ledger.commit_files(first, RUN)
+        (folder / "record_0001.json").unlink()
+        assert (await ledger.reconcile()).missing_on_disk == 1
+        (folder / "record_0001.json").write_bytes(b"{}\n")  # written again
+        (folder / "record_0003.json").write_bytes(b"{}\n")  # made by someone else meanwhile
+        made = RecordFiles(
+            texts=[text(keys[1]), text(keys[3]), text(keys[4])],
+            names=["record_0001.json", "record_0003.json", "record_0004.json"],
+            wkeys=["w", "w", None],
+        )
+        info = make_file(folder, "record_0004.json")
+        made.created, made.sizes, made.mtimes_ns = [info.name], [info.size], [info.mtime_ns]
+        made.digests = [bytes.fromhex(info.sha256)]
+        made.created.insert(0, "record_0001.json")  # this write created it again
+        made.sizes.insert(0, 3)
+        made.mtimes_ns.insert(0, (folder / "record_0001.json").stat().st_mtime_ns)
+        made.digests.insert(0, hashlib.sha256(b"{}\n").digest())
+        assert await ledger.commit_files(made, RUN) == 1
+        assert await ledger.pending_refetch() == 0
+        assert rows(folder) == {
+            text(keys[0]): ("record_0000.json", None),
+            text(keys[1]): ("record_0001.json", "w"),
+            text(keys[2]): ("record_0002.json", None),
+            text(keys[3]): ("record_0003.json", "w"),
+            text(keys[4]): ("record_0004.json", None),
+        }
+        assert (await ledger.reconcile(verify=True)).missing_on_disk == 0
 
 
 #: the ledger as the version before the bulk commit made it (with its index of records by file)
@@ -263,14 +313,17 @@ async def test_record_files_keep_their_keys_when_sqlite_picks_file_ids_at_random
     folder = tmp_path / "ztf"
     folder.mkdir()
     keys = shard_keys(6, 0)
-    names = [f"record_{k[0]}_{k[1]}.json" for k in keys]
     async with Ledger(folder, ZtfRecord) as ledger:
-        infos = [make_file(folder, n) for n in names]
-        await ledger.commit([(k, n, "w") for k, n in zip(keys[:3], names[:3], strict=True)], infos[:3], RUN)
+        made = record_files(folder, keys, ["w"] * 6)
+        before, after = RecordFiles(), RecordFiles()
+        for part, sl in ((before, slice(0, 3)), (after, slice(3, 6))):
+            for column in ("texts", "names", "wkeys", "created", "sizes", "mtimes_ns", "digests"):
+                setattr(part, column, getattr(made, column)[sl])
+        await ledger.commit_files(before, RUN)
         ledger.conn.execute(
             "INSERT INTO files (id, name, size, mtime_ns, sha256, run_id, at) "
             "VALUES (9223372036854775807, 'top', 0, 0, x'00', ?, 0)",
             (RUN,),
         )
-        await ledger.commit([(k, n, "w") for k, n in zip(keys[3:], names[3:], strict=True)], infos[3:], RUN)
-    assert rows(folder) == {text(k): (n, "w") for k, n in zip(keys, names, strict=True)}
+        await ledger.commit_files(after, RUN)
+    assert rows(folder) == {text(k): (n, "w") for k, n in zip(keys, made.names, strict=True)}

@@ -202,14 +202,14 @@ def test_stale_temporary_files_are_cleaned_and_never_counted(tmp_path: Path) -> 
     assert os.listdir(folder) == []
 
 
-@pytest.mark.parametrize("route", ["create-only rename", "hard link"])
+@pytest.mark.parametrize("route", ["unnamed file and link", "create-only rename", "hard link"])
 async def test_a_record_file_is_created_once_and_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
 ) -> None:
-    """Both ways a record file gets its name (``renameat2(RENAME_NOREPLACE)``, or a hard link
-    where the system lacks it) create it whole and only once: a file already under the name is
-    left as it was and counted present, the records after it are written (the temporary name is
-    free again), and no temporary file stays behind."""
+    """Every way a record file gets its name (an unnamed ``O_TMPFILE`` file linked under it; or
+    a hidden temporary file and ``renameat2(RENAME_NOREPLACE)``, or a hard link where the system
+    lacks that) creates it whole and only once: a file already under the name is left as it was
+    and counted present, the records after it are written, and no temporary file stays behind."""
     from harvester.io import writers
     from harvester.io.writers import JsonFilesWriter
     from tests.display.test_tables import ztf as record
@@ -223,6 +223,9 @@ async def test_a_record_file_is_created_once_and_whole(
 
     monkeypatch.setattr(writers, "_rename_noreplace", spy)
     monkeypatch.setattr(writers, "_NO_RENAMEAT2", set())  # the refusal below is remembered per device
+    monkeypatch.setattr(writers, "_NO_TMPFILE", set())
+    if route != "unnamed file and link":
+        monkeypatch.setattr(writers, "_O_TMPFILE", 0)  # as on a system without it
     folder = tmp_path / "ztf"
     writer = JsonFilesWriter(folder)
     await writer.open()
@@ -230,14 +233,65 @@ async def test_a_record_file_is_created_once_and_whole(
     writers.record_path(folder, taken).write_bytes(b"someone else's\n")
     result = await writer.write([(taken, "w"), (first, "w"), (second, "w")])
     assert (result.written, result.present, result.error) == (2, 1, None)
+    expected = {"unnamed file and link": [], "create-only rename": [False, True, True], "hard link": [None]}
     # a refusal is remembered: the other files go straight to the link
-    assert renamed == ([None] if route == "hard link" else [False, True, True])
+    assert renamed == expected[route]
     for r in (first, second):
         assert writers.record_path(folder, r).read_bytes() == writers.dumps_record(r) + b"\n"
     assert writers.record_path(folder, taken).read_bytes() == b"someone else's\n"
     assert sorted(os.listdir(folder)) == sorted(
         writers.record_path(folder, r).name for r in (taken, first, second)
     )
+    made = result.record_files
+    assert made is not None and made.created == [writers.record_path(folder, r).name for r in (first, second)]
+    assert made.names == [writers.record_path(folder, r).name for r in (taken, first, second)]
+    assert made.digests == [hashlib.sha256(writers.dumps_record(r) + b"\n").digest() for r in (first, second)]
+
+
+@pytest.mark.parametrize("step", ["open", "link"])
+async def test_a_filesystem_refusing_unnamed_files_gets_them_another_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A filesystem (or kernel, or sandbox) that refuses ``O_TMPFILE`` or the link of such a
+    file gets its record files through a hidden temporary name instead, the refused one
+    included, and the writer remembers that for the filesystem: later writes do not try."""
+    import errno
+
+    from harvester.io import writers
+    from harvester.io.writers import JsonFilesWriter
+    from tests.display.test_tables import ztf as record
+
+    tries: list[str] = []
+    real_open, real_link = os.open, os.link
+
+    def refusing_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if flags & writers._O_TMPFILE == writers._O_TMPFILE and step == "open":
+            tries.append("open")
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kw)
+
+    def refusing_link(src: Any, dst: Any, **kw: Any) -> None:
+        if kw.get("src_dir_fd") is not None and step == "link":
+            tries.append("link")
+            raise OSError(errno.EPERM, "Operation not permitted")
+        real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    monkeypatch.setattr(os, "link", refusing_link)
+    monkeypatch.setattr(writers, "_NO_TMPFILE", set())
+    folder = tmp_path / "ztf"
+    writer = JsonFilesWriter(folder)
+    await writer.open()
+    records = [record(58000.1), record(58000.2)]
+    result = await writer.write([(r, "w") for r in records])
+    again = await writer.write([(record(58000.3), "w")])
+    assert (result.written, result.error, again.written, again.error) == (2, None, 1, None)
+    assert tries == [step]
+    assert sorted(os.listdir(folder)) == sorted(
+        writers.record_path(folder, r).name for r in [*records, record(58000.3)]
+    )
+    for r in records:
+        assert writers.record_path(folder, r).read_bytes() == writers.dumps_record(r) + b"\n"
 
 
 def _failing_renameat2(code: int, calls: list[int]) -> Any:
@@ -266,6 +320,7 @@ async def test_a_filesystem_refusing_the_create_only_rename_gets_hard_links(
     calls: list[int] = []
     monkeypatch.setattr(writers, "_renameat2", _failing_renameat2(errno.EINVAL, calls))
     monkeypatch.setattr(writers, "_NO_RENAMEAT2", set())
+    monkeypatch.setattr(writers, "_O_TMPFILE", 0)  # record files through a temporary name
     writer = JsonFilesWriter(tmp_path / "ztf")
     await writer.open()
     records = [record(58000.1), record(58000.2), record(58000.3)]
@@ -289,10 +344,11 @@ async def test_a_failing_create_only_rename_is_one_line_and_leaves_no_temporary(
 
     monkeypatch.setattr(writers, "_renameat2", _failing_renameat2(errno.EACCES, []))
     monkeypatch.setattr(writers, "_NO_RENAMEAT2", set())
+    monkeypatch.setattr(writers, "_O_TMPFILE", 0)
     writer = JsonFilesWriter(tmp_path / "ztf")
     await writer.open()
     result = await writer.write([(record(58000.1), "w")])
-    assert result.error is not None and result.written == 0 and not result.durable
+    assert result.error is not None and result.written == 0 and not result.record_files
     assert result.error.message == f"cannot write to {tmp_path / 'ztf'}: permission denied"
     assert os.listdir(tmp_path / "ztf") == []
 
@@ -309,7 +365,7 @@ async def test_a_ledger_failure_after_record_files_fails_the_source_in_one_line(
     def full(self: Ledger, *args: Any) -> int:
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(Ledger, "_commit_sync", full)
+    monkeypatch.setattr(Ledger, "_commit_files_sync", full)
     report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
     src = report.sources["ztf"]
     assert src.status == "failed" and report.exit_code == 1
@@ -354,20 +410,52 @@ async def test_record_files_and_their_ledger_rows_are_made_one_after_the_other(
 
         return run
 
-    write, commit = JsonFilesWriter._write_sync, Ledger._commit_sync
-    monkeypatch.setattr(JsonFilesWriter, "_write_sync", lambda self, e: timed("write", write)(self, e))
+    write, commit = JsonFilesWriter._write_files, Ledger._commit_files_sync
+    monkeypatch.setattr(JsonFilesWriter, "_write_files", lambda self, *a: timed("write", write)(self, *a))
 
     def slow_commit(self: Ledger, *args: Any) -> Any:
         time.sleep(0.05)
         return commit(self, *args)
 
-    monkeypatch.setattr(Ledger, "_commit_sync", lambda self, *a: timed("commit", slow_commit)(self, *a))
+    monkeypatch.setattr(Ledger, "_commit_files_sync", lambda self, *a: timed("commit", slow_commit)(self, *a))
     report = await harvester.harvest("ztf", transport=per_cone(), output=tmp_path, **ztf())
     assert report.sources["ztf"].written == 30 and len(record_files(tmp_path)) == 30
     writes = [(a, b) for name, a, b in spans if name == "write"]
     commits = [(a, b) for name, a, b in spans if name == "commit"]
     assert len(writes) > 1 and len(commits) >= len(writes)
     assert not any(w0 < c1 and c0 < w1 for w0, w1 in writes for c0, c1 in commits)
+
+
+async def test_record_files_are_entered_with_their_size_time_and_hash_and_listed_once(
+    tmp_path: Path,
+) -> None:
+    """Every record file a run writes is in the ledger with its size, modification time and
+    sha256, attributed to its key and target, and in the run's list of files with its sha256;
+    that list (one entry per record here) is left out of the report's repr."""
+    import contextlib
+    import sqlite3
+
+    from harvester.io.ledger import ledger_path
+
+    report = await harvester.harvest("ztf", transport=per_cone(overlap=True), output=tmp_path, **ztf())
+    src = report.sources["ztf"]
+    files = {p.name: p for p in record_files(tmp_path)}
+    assert len(files) == src.written == 33
+    assert sorted(src.files) == sorted(
+        (n, hashlib.sha256(p.read_bytes()).hexdigest()) for n, p in files.items()
+    )
+    with contextlib.closing(sqlite3.connect(ledger_path(tmp_path / "ztf"))) as conn:
+        entered = conn.execute(
+            "SELECT f.name, f.size, f.mtime_ns, f.sha256, r.key, t.wkey FROM records r "
+            "JOIN files f ON f.id = r.file JOIN targets t ON t.id = r.target"
+        ).fetchall()
+    assert len(entered) == 33
+    for name, size, mtime_ns, sha256, key, wkey in entered:
+        body, stat = files[name].read_bytes(), files[name].stat()
+        assert (size, mtime_ns, sha256) == (stat.st_size, stat.st_mtime_ns, hashlib.sha256(body).digest())
+        record = orjson.loads(body)
+        assert key == f"{record['object_id']}\x1f{record['mjd']!r}" and wkey
+    assert not any(name in repr(report) for name in files) and len(repr(report)) < 5000
 
 
 async def test_fallback_uses_the_real_archive_paths_even_with_a_custom_base_url(tmp_path: Path) -> None:

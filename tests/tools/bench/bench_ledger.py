@@ -52,7 +52,7 @@ import anyio
 
 from harvester.archives.ztf.records import ZtfRecord
 from harvester.io.ledger import LEDGER_DIR, Ledger, is_record_file, ledger_path
-from harvester.io.writers import Item, JsonFilesWriter, JsonlWriter, Writer
+from harvester.io.writers import Item, JsonFilesWriter, JsonlWriter, Writer, WriteResult
 from harvester.records import Provenance
 from harvester.settings import Settings
 from tests.tools.bench.bench_memory import peak_rss_mb, rss_now_mb
@@ -111,6 +111,13 @@ def _wkey(k: int) -> str:
     return f"ztf-cone-{(k // PER_OBJECT) % TARGETS:04d}"
 
 
+async def commit(ledger: Ledger, result: WriteResult) -> None:
+    """Enter what a write made durable, as the pipeline does."""
+    await ledger.commit([], result.files, RUN_ID, result.runs)
+    if result.record_files is not None:
+        await ledger.commit_files(result.record_files, RUN_ID)
+
+
 async def build(folder: Path, layout: str, n: int) -> None:
     """``n`` records into ``folder`` through the real writer and ledger, committed per batch."""
     writer: Writer = (
@@ -122,10 +129,8 @@ async def build(folder: Path, layout: str, n: int) -> None:
     async with Ledger(folder, ZtfRecord) as ledger:
         for start in range(0, n, BATCH):
             items: list[Item] = [(ztf_record(k), _wkey(k)) for k in range(start, min(n, start + BATCH))]
-            result = await writer.write(items)
-            await ledger.commit(result.durable, result.files, RUN_ID, result.runs)
-        result = await writer.close()
-        await ledger.commit(result.durable, result.files, RUN_ID, result.runs)
+            await commit(ledger, await writer.write(items))
+        await commit(ledger, await writer.close())
         marks = {
             _wkey(k): (_wkey(k), 58000.0 + n * 0.001)
             for k in range(0, min(n, TARGETS * PER_OBJECT), PER_OBJECT)
