@@ -273,49 +273,81 @@ def stages(archive: Any, settings: Settings) -> list[Throughput]:
     ]
 
 
-def measure(
-    n_cones: int, repeats: int = REPEATS
-) -> tuple[list[Throughput], list[Throughput], list[Throughput]]:
-    """Each of the six writes ``repeats`` times, interleaved round by round (so a slow minute of
-    the machine falls on all of them alike), each reported as its median repetition."""
+def memory_folder() -> Path | None:
+    """A folder in memory (tmpfs) to write in, or None: ``/dev/shm`` where it is writable."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+@dataclass
+class Measured:
+    ours: list[Throughput]  # harvester → jsonl, per-record files, Parquet (on the disk)
+    limit: list[Throughput]  # the bare loops, the same three
+    parts: list[Throughput]  # the record path's stages alone
+    #: per-record files and the bare per-file loop again, on tmpfs (None without one)
+    memory: tuple[Throughput, Throughput] | None = None
+
+
+def measure(n_cones: int, repeats: int = REPEATS) -> Measured:
+    """Each of the writes ``repeats`` times, interleaved round by round (so a slow minute of
+    the machine falls on all of them alike), each reported as its median repetition. The
+    per-record files and their bare loop run on the disk and again on tmpfs, where the disk's
+    own noise (its throttling) cannot decide their share."""
     archive = Replayed(FakeArchive())
     cones = big_cones(n_cones)
-    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+    memory = memory_folder()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp,
+        tempfile.TemporaryDirectory(prefix="bench-throughput-", dir=memory) as in_memory,
+    ):
         root = Path(tmp)
         end_to_end(archive, cones, "jsonl", root / "warm")  # records every answer; not timed
         records = list(iter_shard_records(root / "warm" / "raw" / "ztf"))
-        writes: list[Callable[[Path], Throughput]] = [
-            lambda folder: end_to_end(archive, cones, "jsonl", folder),
-            lambda folder: end_to_end(archive, cones, "json", folder),
-            lambda folder: end_to_end(archive, cones, "parquet", folder),
-            lambda folder: bare_files(records, folder),
-            lambda folder: bare_jsonl(records, folder),
-            lambda folder: bare_parquet(records, folder),
+        writes: list[tuple[Path, Callable[[Path], Throughput]]] = [
+            (root, lambda folder: end_to_end(archive, cones, "jsonl", folder)),
+            (root, lambda folder: end_to_end(archive, cones, "json", folder)),
+            (root, lambda folder: end_to_end(archive, cones, "parquet", folder)),
+            (root, lambda folder: bare_files(records, folder)),
+            (root, lambda folder: bare_jsonl(records, folder)),
+            (root, lambda folder: bare_parquet(records, folder)),
         ]
+        if memory is not None:
+            writes += [
+                (Path(in_memory), lambda folder: end_to_end(archive, cones, "json", folder)),
+                (Path(in_memory), lambda folder: bare_files(records, folder)),
+            ]
         runs: list[list[Throughput]] = [[] for _ in writes]
         for round_ in range(repeats):
-            for k, write in enumerate(writes):
-                folder = root / f"w{k}-{round_}"
+            for k, (where, write) in enumerate(writes):
+                folder = where / f"w{k}-{round_}"
                 runs[k].append(write(folder))
                 shutil.rmtree(folder)  # untimed: the next write starts from the same disk
         parts = stages(archive, ztf_settings(root / "stages", cones, "jsonl"))
     medians = [median_of(r) for r in runs]
-    return medians[:3], medians[3:], parts
+    in_ram = None
+    if memory is not None:
+        for t in medians[6:]:
+            t.what += " (tmpfs)"
+        in_ram = (medians[6], medians[7])
+    return Measured(medians[:3], medians[3:6], parts, in_ram)
 
 
-def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughput]) -> Part:
+def render(measured: Measured) -> Part:
+    ours, limit, parts = measured.ours, measured.limit, measured.parts
     lines = [
         f"{ours[0].records:,} ZTF records (one per epoch) from the in-process fake archive, no latency, "
         "budget 1000 req/s × 4, state store on; every answer recorded by an untimed harvest "
         "and replayed byte for byte (the fake archive's CPU is not the harvester's).",
         "",
         f"Each write ran {ours[0].runs} times, interleaved with the others round by round; the "
-        "median run is shown, with the slowest and the fastest.",
+        "median run is shown, with the slowest and the fastest. Per-record files and their bare "
+        "loop ran on the disk and again on tmpfs (`/dev/shm`), where this machine's disk "
+        "throttling cannot decide their share.",
         "",
         "| what | records | seconds | records/s | slowest – fastest |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for t in [*ours, *limit]:
+    for t in [*ours, *limit, *(measured.memory or ())]:
         spread = f"{t.spread[0]:,.0f} – {t.spread[1]:,.0f}" if t.spread else "–"
         lines.append(f"| {t.what} | {t.records:,} | {t.seconds:.2f} | {t.per_s:,.0f} | {spread} |")
     json_ratio = limit[0].per_s / ours[1].per_s
@@ -334,8 +366,6 @@ def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughp
     for t in parts:
         lines.append(f"| {t.what} | {t.per_s:,.0f} | {1e6 / t.per_s:.1f} |")
     jsonl_share = ours[0].per_s / limit[1].per_s
-    files_share = ours[1].per_s / limit[0].per_s
-    noise = disk_noise(limit[0])
     goals: list[Goal] = [
         (
             "ZTF → jsonl, records/s (share of the bare orjson loop)",
@@ -343,13 +373,7 @@ def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughp
             f"≥ {JSONL_GOAL:,} and ≥ {JSONL_SHARE_GOAL:.0%} (#17)",
             ours[0].per_s >= JSONL_GOAL and jsonl_share >= JSONL_SHARE_GOAL,
         ),
-        (
-            "ZTF → per-record JSON, share of the bare per-file loop",
-            f"{files_share:.0%} ({ours[1].per_s:,.0f} vs {limit[0].per_s:,.0f} records/s)"
-            + (f"; inconclusive: {noise}" if noise else ""),
-            f"≥ {FILES_SHARE_GOAL:.0%} (#17)",
-            files_share >= FILES_SHARE_GOAL and not noise,
-        ),
+        files_goal(ours[1], limit[0], measured.memory),
         (
             "ZTF → Parquet, records/s (bare pyarrow loop)",
             f"{ours[2].per_s:,.0f} ({limit[2].per_s:,.0f})",
@@ -360,8 +384,33 @@ def render(ours: list[Throughput], limit: list[Throughput], parts: list[Throughp
     return ("Throughput without latency (part 4)", "\n".join(lines), goals)
 
 
+def files_goal(ours: Throughput, bare: Throughput, memory: tuple[Throughput, Throughput] | None) -> Goal:
+    """The per-record goal: judged on tmpfs where there is one (this machine's disk makes a
+    file-creating loop 4x faster or slower from one minute to the next), else on the disk unless
+    its bare loop's runs say the disk was too noisy to tell."""
+    share = ours.per_s / bare.per_s
+    on_disk = f"{share:.0%} ({ours.per_s:,.0f} vs {bare.per_s:,.0f} records/s)"
+    noise = disk_noise(bare)
+    if memory is None:
+        value = on_disk + (f"; inconclusive: {noise}" if noise else "")
+        met = share >= FILES_SHARE_GOAL and not noise
+    else:
+        in_ram = memory[0].per_s / memory[1].per_s
+        value = (
+            f"{in_ram:.0%} on tmpfs ({memory[0].per_s:,.0f} vs {memory[1].per_s:,.0f} records/s); "
+            f"on the disk {on_disk}" + (f", {noise}" if noise else "")
+        )
+        met = in_ram >= FILES_SHARE_GOAL
+    return (
+        "ZTF → per-record JSON, share of the bare per-file loop",
+        value,
+        f"≥ {FILES_SHARE_GOAL:.0%} (#17)",
+        met,
+    )
+
+
 def run(quick: bool) -> Part:
-    return render(*measure(1 if quick else 3))
+    return render(measure(1 if quick else 3))
 
 
 def main(argv: list[str] | None = None) -> int:
