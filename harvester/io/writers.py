@@ -306,9 +306,9 @@ class _RecordFolder:
     Where the filesystem can (Linux: ext4, XFS, Btrfs, tmpfs and most local ones), a file is
     written unnamed (``O_TMPFILE``) and then linked under its name, which fails if the name
     exists: three system calls besides the write, nothing to clean up after a crash, and no
-    rename. Elsewhere, through a hidden temporary name (:func:`_create_once`). Paths are
-    relative to the folder's descriptor, so the kernel does not walk the folder's path for each
-    file."""
+    rename; its paths are relative to descriptors of the folder and of ``/proc/self/fd``, so the
+    kernel does not walk the output's path for each file. Elsewhere, through a hidden temporary
+    name (:func:`_create_once`, full paths)."""
 
     def __init__(self, folder: Path) -> None:
         self.path = os.fspath(folder)
@@ -318,8 +318,9 @@ class _RecordFolder:
         if _O_TMPFILE and self._device not in _NO_TMPFILE:
             try:  # the unnamed file is linked through its /proc/self/fd entry
                 self._fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:
-                _NO_TMPFILE.add(self._device)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EACCES):  # no /proc here, for good
+                    _NO_TMPFILE.add(self._device)
         # one temporary name for the other route: each file leaves it before the next
         self._tmp = _tmp_name(os.path.join(self.path, "record"))
 
@@ -340,7 +341,8 @@ class _RecordFolder:
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                     raise
-                self._no_tmpfile()  # an old kernel or a filesystem without unnamed files
+                # an old kernel or a filesystem without unnamed files
+                return self._instead(name, data)
             else:
                 return self._link(fd, name, data)
         return _create_once(os.path.join(self.path, name), data, tmp=self._tmp)
@@ -355,18 +357,22 @@ class _RecordFolder:
         except FileExistsError:
             return None
         except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOENT):
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
                 raise
-            self._no_tmpfile()  # the link refused (a sandbox, no /proc): the other route
-            return _create_once(os.path.join(self.path, name), data, tmp=self._tmp)
+            return self._instead(name, data)  # the link refused (a sandbox): the other route
         finally:
             os.close(fd)
 
-    def _no_tmpfile(self) -> None:
+    def _instead(self, name: str, data: bytes | memoryview) -> os.stat_result | None:
+        """Create ``name`` through a temporary name after the unnamed route was refused; if
+        that works, the refusal was the filesystem's, and the route is not tried on it again
+        (if it fails too, its error is the one to report, and nothing is remembered)."""
+        stat = _create_once(os.path.join(self.path, name), data, tmp=self._tmp)
         _NO_TMPFILE.add(self._device)
         if self._fds is not None:
             os.close(self._fds)
             self._fds = None
+        return stat
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -294,6 +294,40 @@ async def test_a_filesystem_refusing_unnamed_files_gets_them_another_way(
         assert writers.record_path(folder, r).read_bytes() == writers.dumps_record(r) + b"\n"
 
 
+async def test_a_refusal_whose_other_route_fails_too_is_reported_not_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the unnamed file's link is refused and the temporary name fails as well (the folder
+    itself refuses), that failure is the one-line error, and the filesystem is not marked as
+    one without unnamed files: the refusal said nothing about it."""
+    import errno
+
+    from harvester.errors import OutputError
+    from harvester.io import writers
+    from harvester.io.writers import JsonFilesWriter
+    from tests.display.test_tables import ztf as record
+
+    real_link = os.link
+
+    def refusing_link(src: Any, dst: Any, **kw: Any) -> None:
+        if kw.get("src_dir_fd") is not None:
+            raise OSError(errno.EPERM, "Operation not permitted")
+        real_link(src, dst, **kw)
+
+    def failing_create_once(path: Any, data: Any, **kw: Any) -> None:
+        raise OutputError(f"cannot write to {tmp_path / 'ztf'}: permission denied")
+
+    monkeypatch.setattr(os, "link", refusing_link)
+    monkeypatch.setattr(writers, "_create_once", failing_create_once)
+    monkeypatch.setattr(writers, "_NO_TMPFILE", set())
+    writer = JsonFilesWriter(tmp_path / "ztf")
+    await writer.open()
+    result = await writer.write([(record(58000.1), "w")])
+    assert result.error is not None and result.written == 0
+    assert result.error.message == f"cannot write to {tmp_path / 'ztf'}: permission denied"
+    assert not writers._NO_TMPFILE and os.listdir(tmp_path / "ztf") == []
+
+
 def _failing_renameat2(code: int, calls: list[int]) -> Any:
     """A stand-in for the C library's ``renameat2`` that fails with ``code``."""
     import ctypes
