@@ -33,6 +33,7 @@ __all__ = [
     "key_of",
     "key_part",
     "key_text",
+    "record_name",
     "record_names",
     "stable_id",
     "unit",
@@ -183,13 +184,18 @@ def stable_id(key: tuple[str, ...]) -> str:
     return f"{readable[:_MAX_READABLE].replace('..', '-')}-{digest}"
 
 
+def record_name(key: tuple[str, ...]) -> str:
+    """The name of the file holding the record whose dedup key is ``key``."""
+    return f"record_{stable_id(key)}.json"
+
+
 #: a character that keeps a key text from being its own readable id (:func:`stable_id`) (texts
 #: are one a line here, parts joined by the separator)
 _UNSAFE_IN_TEXT = re.compile(r"[^A-Za-z0-9._\n\x1f-]")
 
 
 def record_names(texts: Sequence[str], parts: int) -> list[str] | None:
-    """Each key's record file name, ``record_<stable id>.json`` (:func:`stable_id`), from the
+    """Each key's record file name (:func:`record_name`), from the
     keys' texts (:func:`key_text`) of ``parts`` parts each, made in one pass over all the
     texts when every key is its own readable id (the usual case); else None (the names are
     then made key by key, from the keys)."""

@@ -211,8 +211,9 @@ class Batch:
         """Each record's line of :meth:`json_text`, newline included, as a view into the text
         (no copy): a record file's bytes."""
         text = memoryview(self.json_buffer())
+        assert self._json is not None  # worked out by json_buffer()
         start = 0
-        for end in (self._json[1] + 1).tolist() if self._json is not None else ():
+        for end in (self._json[1] + 1).tolist():
             yield text[start:end]
             start = end
 

@@ -67,7 +67,7 @@ from harvester.errors import OutputError
 from harvester.io.batches import parquet_keys
 from harvester.io.files import make_folder, output_error, temp_path
 from harvester.io.readers import is_record_file
-from harvester.records import BaseRecord, key_from_text, key_text, stable_id
+from harvester.records import BaseRecord, key_from_text, key_text, record_name
 
 __all__ = [
     "LEDGER_DIR",
@@ -653,7 +653,7 @@ class Ledger:
             except (orjson.JSONDecodeError, ValidationError):
                 raise _Damaged(max(1, len(keys))) from None
             keys.append(record.dedup_key())
-        if name.endswith(".json") and (len(keys) != 1 or name != f"record_{stable_id(keys[0])}.json"):
+        if name.endswith(".json") and (len(keys) != 1 or name != record_name(keys[0])):
             raise _Damaged(1)
         return keys
 
@@ -763,7 +763,7 @@ class Ledger:
     async def commit_files(self, made: RecordFiles, run_id: str) -> int:
         """Enter record files (:class:`RecordFiles`: the files a write created, and every record
         it made durable); return how many of the keys this folder had lost."""
-        if not len(made) and not made.created:
+        if not len(made):  # the files it created are among them
             return 0
         return await self._run(self._commit_files_sync, made, run_id)
 
@@ -779,14 +779,8 @@ class Ledger:
             else:  # some were there already: their ids by name (entered if the ledger lacks them)
                 ids = self._file_ids(set(made.names), made.created, first, run_id, now)
                 fids = [ids.get(name) for name in made.names]
-            distinct = set(made.wkeys)
-            tids = self._target_ids({w for w in distinct if w is not None}, run_id, now)
-            targets: Iterable[int | None]
-            if len(distinct) == 1:  # one target (or none) for all: the usual case
-                (wkey,) = distinct
-                targets = itertools.repeat(None if wkey is None else tids.get(wkey), len(made.texts))
-            else:
-                targets = [None if w is None else tids.get(w) for w in made.wkeys]
+            tids = self._target_ids({w for w in set(made.wkeys) if w is not None}, run_id, now)
+            targets = [None if w is None else tids.get(w) for w in made.wkeys]
             rows = [row for row in zip(made.texts, fids, targets, strict=True) if row[1] is not None]
             # in key order (SQLite sorts); a key given twice keeps its last file
             data = _each(rows)

@@ -55,7 +55,7 @@ from harvester.io.files import (
 )
 from harvester.io.ledger import FileInfo, RecordFiles
 from harvester.io.limiter import on_cpu
-from harvester.records import BaseRecord, key_text, record_names, stable_id
+from harvester.records import BaseRecord, key_text, record_name, record_names
 
 __all__ = [
     "JsonFilesWriter",
@@ -79,7 +79,7 @@ def dumps_record(record: BaseRecord) -> bytes:
 
 
 def record_path(folder: Path, record: BaseRecord) -> Path:
-    return folder / f"record_{stable_id(record.dedup_key())}.json"
+    return folder / record_name(record.dedup_key())
 
 
 #: A record for the writer, with the watermark key of the target that emitted it (or None).
@@ -235,7 +235,7 @@ class JsonFilesWriter:
         def write() -> WriteResult:
             keys = [r.dedup_key() for r, _ in items]
             texts = [key_text(k) for k in keys]
-            names = [f"record_{stable_id(k)}.json" for k in keys]
+            names = [record_name(k) for k in keys]
             data = [dumps_record(r) + b"\n" for r, _ in items]
             return self._write_files(texts, names, [w for _, w in items], data)
 
@@ -246,7 +246,7 @@ class JsonFilesWriter:
             texts = batch.key_texts
             names = record_names(texts, len(batch.model.key_fields))
             if names is None:  # a key that is not its own readable id: key by key
-                names = [f"record_{stable_id(key)}.json" for key in batch.keys]
+                names = [record_name(key) for key in batch.keys]
             return self._write_files(texts, names, [wkey] * len(texts), batch.json_views())
 
         return await anyio.to_thread.run_sync(write)
